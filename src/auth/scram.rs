@@ -1,0 +1,265 @@
+//! SCRAM-SHA-256 (RFC 5802 / 7677) as PostgreSQL speaks it, without channel binding.
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+type HmacSha256 = Hmac<Sha256>;
+
+pub const MECHANISM: &str = "SCRAM-SHA-256";
+const ITERATIONS: u32 = 4096;
+
+fn hmac(key: &[u8], msg: &[u8]) -> [u8; 32] {
+    // HMAC accepts keys of any length; `new_from_slice` cannot fail for it.
+    let mut m = <HmacSha256 as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
+    m.update(msg);
+    m.finalize().into_bytes().into()
+}
+
+fn salted_password(password: &str, salt: &[u8], iterations: u32) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    pbkdf2::pbkdf2_hmac::<Sha256>(password.as_bytes(), salt, iterations, &mut out);
+    out
+}
+
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn nonce() -> String {
+    let mut raw = [0u8; 18];
+    rand::thread_rng().fill_bytes(&mut raw);
+    B64.encode(raw)
+}
+
+/// What the proxy keeps to verify a user: never the password itself after startup.
+#[derive(Clone)]
+pub struct Verifier {
+    salt: Vec<u8>,
+    iterations: u32,
+    stored_key: [u8; 32],
+    server_key: [u8; 32],
+}
+
+impl Verifier {
+    pub fn new(password: &str) -> Self {
+        let mut salt = vec![0u8; 16];
+        rand::thread_rng().fill_bytes(&mut salt);
+        let salted = salted_password(password, &salt, ITERATIONS);
+        Verifier {
+            stored_key: Sha256::digest(hmac(&salted, b"Client Key")).into(),
+            server_key: hmac(&salted, b"Server Key"),
+            salt,
+            iterations: ITERATIONS,
+        }
+    }
+
+    /// A verifier no proof can satisfy, used for unknown users so that the exchange looks
+    /// the same as for a real user and reveals nothing.
+    pub fn impossible() -> Self {
+        let mut v = Verifier::new("");
+        rand::thread_rng().fill_bytes(&mut v.stored_key);
+        v
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct ScramError(pub &'static str);
+
+fn attr<'a>(part: &'a str, key: char) -> Result<&'a str, ScramError> {
+    part.strip_prefix(key)
+        .and_then(|p| p.strip_prefix('='))
+        .ok_or(ScramError("unexpected SCRAM attribute"))
+}
+
+/// Server side of one exchange.
+pub struct ServerExchange {
+    verifier: Verifier,
+    client_first_bare: String,
+    server_first: String,
+    gs2_header: String,
+    nonce: String,
+}
+
+impl ServerExchange {
+    /// Takes the client-first message, returns the exchange and the server-first message.
+    pub fn start(verifier: Verifier, client_first: &[u8]) -> Result<(Self, String), ScramError> {
+        let msg = std::str::from_utf8(client_first).map_err(|_| ScramError("not UTF-8"))?;
+        let mut parts = msg.splitn(3, ',');
+        let cbind = parts.next().ok_or(ScramError("empty message"))?;
+        if !(cbind == "n" || cbind == "y") {
+            return Err(ScramError("channel binding is not supported"));
+        }
+        let authzid = parts.next().ok_or(ScramError("missing authzid"))?;
+        let bare = parts
+            .next()
+            .ok_or(ScramError("missing client-first-bare"))?;
+        let client_nonce = bare
+            .split(',')
+            .find_map(|p| p.strip_prefix("r="))
+            .filter(|n| !n.is_empty())
+            .ok_or(ScramError("missing client nonce"))?;
+        let nonce = format!("{client_nonce}{}", self::nonce());
+        let server_first = format!(
+            "r={nonce},s={},i={}",
+            B64.encode(&verifier.salt),
+            verifier.iterations
+        );
+        let exchange = ServerExchange {
+            verifier,
+            client_first_bare: bare.to_string(),
+            gs2_header: format!("{cbind},{authzid},"),
+            server_first: server_first.clone(),
+            nonce,
+        };
+        Ok((exchange, server_first))
+    }
+
+    /// Checks the client-final message; on success returns the server-final message.
+    pub fn finish(self, client_final: &[u8]) -> Result<String, ScramError> {
+        let msg = std::str::from_utf8(client_final).map_err(|_| ScramError("not UTF-8"))?;
+        let (without_proof, proof) = msg.rsplit_once(",p=").ok_or(ScramError("missing proof"))?;
+        let mut parts = without_proof.split(',');
+        let cbind = attr(parts.next().unwrap_or(""), 'c')?;
+        if B64.decode(cbind).ok().as_deref() != Some(self.gs2_header.as_bytes()) {
+            return Err(ScramError("channel binding mismatch"));
+        }
+        if attr(parts.next().unwrap_or(""), 'r')? != self.nonce {
+            return Err(ScramError("nonce mismatch"));
+        }
+        let proof = B64
+            .decode(proof)
+            .map_err(|_| ScramError("proof is not base64"))?;
+        if proof.len() != 32 {
+            return Err(ScramError("proof has the wrong length"));
+        }
+        let auth_message = format!(
+            "{},{},{}",
+            self.client_first_bare, self.server_first, without_proof
+        );
+        let signature = hmac(&self.verifier.stored_key, auth_message.as_bytes());
+        let client_key: Vec<u8> = proof.iter().zip(signature).map(|(p, s)| p ^ s).collect();
+        let stored: [u8; 32] = Sha256::digest(&client_key).into();
+        if !constant_time_eq(&stored, &self.verifier.stored_key) {
+            return Err(ScramError("wrong password"));
+        }
+        let server_sig = hmac(&self.verifier.server_key, auth_message.as_bytes());
+        Ok(format!("v={}", B64.encode(server_sig)))
+    }
+}
+
+/// Client side of one exchange, used when pgroute logs in to a server.
+pub struct ClientExchange {
+    password: String,
+    client_first_bare: String,
+    nonce: String,
+    expected_server_sig: Option<[u8; 32]>,
+}
+
+impl ClientExchange {
+    /// Returns the exchange and the client-first message.
+    pub fn start(password: &str) -> (Self, String) {
+        let nonce = self::nonce();
+        let bare = format!("n=,r={nonce}");
+        let first = format!("n,,{bare}");
+        let ex = ClientExchange {
+            password: password.to_string(),
+            client_first_bare: bare,
+            nonce,
+            expected_server_sig: None,
+        };
+        (ex, first)
+    }
+
+    /// Takes the server-first message and returns the client-final message.
+    pub fn respond(&mut self, server_first: &[u8]) -> Result<String, ScramError> {
+        let msg = std::str::from_utf8(server_first).map_err(|_| ScramError("not UTF-8"))?;
+        let mut parts = msg.split(',');
+        let nonce = attr(parts.next().unwrap_or(""), 'r')?;
+        let salt = attr(parts.next().unwrap_or(""), 's')?;
+        let iterations = attr(parts.next().unwrap_or(""), 'i')?;
+        if !nonce.starts_with(&self.nonce) {
+            return Err(ScramError("server nonce does not extend ours"));
+        }
+        let salt = B64
+            .decode(salt)
+            .map_err(|_| ScramError("salt is not base64"))?;
+        let iterations: u32 = iterations
+            .parse()
+            .map_err(|_| ScramError("bad iteration count"))?;
+        if iterations == 0 || iterations > 10_000_000 {
+            return Err(ScramError("unreasonable iteration count"));
+        }
+        let salted = salted_password(&self.password, &salt, iterations);
+        let client_key = hmac(&salted, b"Client Key");
+        let stored_key: [u8; 32] = Sha256::digest(client_key).into();
+        let without_proof = format!("c=biws,r={nonce}");
+        let auth_message = format!("{},{},{}", self.client_first_bare, msg, without_proof);
+        let signature = hmac(&stored_key, auth_message.as_bytes());
+        let proof: Vec<u8> = client_key
+            .iter()
+            .zip(signature)
+            .map(|(k, s)| k ^ s)
+            .collect();
+        let server_key = hmac(&salted, b"Server Key");
+        self.expected_server_sig = Some(hmac(&server_key, auth_message.as_bytes()));
+        Ok(format!("{without_proof},p={}", B64.encode(proof)))
+    }
+
+    /// Checks the server-final message (the server proves it knew the password too).
+    pub fn verify_server(&self, server_final: &[u8]) -> Result<(), ScramError> {
+        let msg = std::str::from_utf8(server_final).map_err(|_| ScramError("not UTF-8"))?;
+        let sig = B64
+            .decode(attr(msg, 'v')?)
+            .map_err(|_| ScramError("server signature is not base64"))?;
+        match self.expected_server_sig {
+            Some(expected) if constant_time_eq(&expected, &sig) => Ok(()),
+            _ => Err(ScramError("server signature mismatch")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(server_pw: &str, client_pw: &str) -> Result<(), ScramError> {
+        let (mut client, first) = ClientExchange::start(client_pw);
+        let (server, server_first) =
+            ServerExchange::start(Verifier::new(server_pw), first.as_bytes())?;
+        let client_final = client.respond(server_first.as_bytes())?;
+        let server_final = server.finish(client_final.as_bytes())?;
+        client.verify_server(server_final.as_bytes())
+    }
+
+    #[test]
+    fn our_client_and_server_agree_on_the_right_password_only() {
+        assert_eq!(run("s3cret", "s3cret"), Ok(()));
+        assert_eq!(run("s3cret", "wrong"), Err(ScramError("wrong password")));
+    }
+
+    #[test]
+    fn impossible_verifier_rejects_any_proof() {
+        let (mut client, first) = ClientExchange::start("");
+        let (server, sf) = ServerExchange::start(Verifier::impossible(), first.as_bytes()).unwrap();
+        let cf = client.respond(sf.as_bytes()).unwrap();
+        assert!(server.finish(cf.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn malformed_messages_are_errors_not_panics() {
+        for bad in [
+            &b""[..],
+            b"p=tls-server-end-point,,n=,r=x",
+            b"n,,n=",
+            b"\xff\xfe",
+            b"n",
+        ] {
+            assert!(ServerExchange::start(Verifier::new("x"), bad).is_err());
+        }
+        let (server, _) = ServerExchange::start(Verifier::new("x"), b"n,,n=,r=abc").unwrap();
+        assert!(server.finish(b"c=biws,r=abc,p=!!!").is_err());
+    }
+}

@@ -1,0 +1,234 @@
+//! One server connection: connect, authenticate as the client's user, remember what the
+//! server reported (parameters, key data) and what pgroute has put on it (prepared
+//! statements, session settings).
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::auth::{md5, scram};
+use crate::protocol::{self, error_fields, read_frame, sqlstate, tag, BodyReader, Frame, PgError};
+use crate::topology::NodeAddr;
+
+/// Servers are trusted to send sane sizes; this bound only stops a corrupt stream from
+/// making us allocate without limit.
+pub const MAX_SERVER_MESSAGE: usize = 1 << 30;
+
+pub struct ServerConn {
+    pub stream: TcpStream,
+    pub rbuf: BytesMut,
+    pub node: usize,
+    /// The server's own BackendKeyData, for forwarding cancel requests.
+    pub pid: i32,
+    pub secret: i32,
+    /// ParameterStatus values as last reported by the server.
+    pub params: Vec<(String, String)>,
+    /// Hashes of the named statements pgroute has prepared on this connection.
+    pub prepared: HashSet<u64>,
+    /// Hash of the unnamed statement last parsed here, if known.
+    pub unnamed: Option<u64>,
+    /// Fingerprint of the client session settings applied here (0: server defaults).
+    pub settings_hash: u64,
+}
+
+fn lost(node: &NodeAddr, what: impl std::fmt::Display) -> PgError {
+    PgError::error(
+        sqlstate::CANNOT_CONNECT,
+        format!(
+            "pgroute: cannot connect to node {} ({}:{}): {what}",
+            node.name, node.host, node.port
+        ),
+    )
+}
+
+impl ServerConn {
+    /// Opens and authenticates a connection; the whole exchange is bounded by `timeout`.
+    pub async fn connect(
+        addr: &NodeAddr,
+        node: usize,
+        user: &str,
+        password: Option<&str>,
+        database: &str,
+        timeout: Duration,
+    ) -> Result<ServerConn, PgError> {
+        match tokio::time::timeout(
+            timeout,
+            Self::connect_inner(addr, node, user, password, database),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(lost(addr, format!("timed out after {timeout:?}"))),
+        }
+    }
+
+    async fn connect_inner(
+        addr: &NodeAddr,
+        node: usize,
+        user: &str,
+        password: Option<&str>,
+        database: &str,
+    ) -> Result<ServerConn, PgError> {
+        let stream = TcpStream::connect((addr.host.as_str(), addr.port))
+            .await
+            .map_err(|e| lost(addr, e))?;
+        stream.set_nodelay(true).map_err(|e| lost(addr, e))?;
+        let mut conn = ServerConn {
+            stream,
+            rbuf: BytesMut::with_capacity(16 * 1024),
+            node,
+            pid: 0,
+            secret: 0,
+            params: Vec::new(),
+            prepared: HashSet::new(),
+            unnamed: None,
+            settings_hash: 0,
+        };
+        let startup = protocol::startup_message(&[("user", user), ("database", database)]);
+        conn.stream
+            .write_all(&startup)
+            .await
+            .map_err(|e| lost(addr, e))?;
+        let mut scram_state: Option<scram::ClientExchange> = None;
+        loop {
+            let frame = conn.read().await.map_err(|e| lost(addr, e))?;
+            match frame.tag() {
+                tag::AUTHENTICATION => {
+                    let mut r = BodyReader::new(frame.body());
+                    let code = r.i32().map_err(|e| lost(addr, e))?;
+                    let need_pw = || {
+                        password.ok_or_else(|| {
+                            lost(addr, format!("server asks for a password and none is configured for user {user:?}"))
+                        })
+                    };
+                    let reply = match code {
+                        0 => continue,
+                        3 => {
+                            let mut p = need_pw()?.as_bytes().to_vec();
+                            p.push(0);
+                            p
+                        }
+                        5 => {
+                            let salt: [u8; 4] = r
+                                .bytes(4)
+                                .map_err(|e| lost(addr, e))?
+                                .try_into()
+                                .map_err(|_| lost(addr, "bad md5 salt"))?;
+                            let mut p = md5::response(user, need_pw()?, &salt).into_bytes();
+                            p.push(0);
+                            p
+                        }
+                        10 => {
+                            let (ex, first) = scram::ClientExchange::start(need_pw()?);
+                            scram_state = Some(ex);
+                            let mut p = Vec::new();
+                            p.extend_from_slice(scram::MECHANISM.as_bytes());
+                            p.push(0);
+                            p.extend_from_slice(&(first.len() as i32).to_be_bytes());
+                            p.extend_from_slice(first.as_bytes());
+                            p
+                        }
+                        11 => {
+                            let ex = scram_state
+                                .as_mut()
+                                .ok_or_else(|| lost(addr, "unexpected SASL continue"))?;
+                            ex.respond(r.rest())
+                                .map_err(|e| lost(addr, e.0))?
+                                .into_bytes()
+                        }
+                        12 => {
+                            let ex = scram_state
+                                .as_ref()
+                                .ok_or_else(|| lost(addr, "unexpected SASL final"))?;
+                            ex.verify_server(r.rest()).map_err(|e| lost(addr, e.0))?;
+                            continue;
+                        }
+                        other => {
+                            return Err(lost(
+                                addr,
+                                format!("unsupported authentication method {other}"),
+                            ))
+                        }
+                    };
+                    let msg = protocol::password_message(&reply);
+                    conn.stream
+                        .write_all(msg.raw())
+                        .await
+                        .map_err(|e| lost(addr, e))?;
+                }
+                tag::PARAMETER_STATUS => conn.note_parameter(frame.body()),
+                tag::BACKEND_KEY_DATA => {
+                    let mut r = BodyReader::new(frame.body());
+                    conn.pid = r.i32().map_err(|e| lost(addr, e))?;
+                    conn.secret = r.i32().map_err(|e| lost(addr, e))?;
+                }
+                tag::READY_FOR_QUERY => return Ok(conn),
+                tag::ERROR_RESPONSE => {
+                    let (code, message) = error_fields(frame.body());
+                    return Err(PgError::error(&code, message));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Reads one frame; EOF is an error here (the server must not vanish mid-exchange).
+    pub async fn read(&mut self) -> std::io::Result<Frame> {
+        read_frame(&mut self.stream, &mut self.rbuf, MAX_SERVER_MESSAGE)
+            .await?
+            .ok_or_else(|| std::io::ErrorKind::UnexpectedEof.into())
+    }
+
+    /// Records a ParameterStatus body (name, value).
+    pub fn note_parameter(&mut self, body: &[u8]) {
+        let mut r = BodyReader::new(body);
+        if let (Ok(name), Ok(value)) = (r.cstr(), r.cstr()) {
+            match self.params.iter_mut().find(|(n, _)| n == name) {
+                Some(slot) => slot.1 = value.to_string(),
+                None => self.params.push((name.to_string(), value.to_string())),
+            }
+        }
+    }
+
+    /// Runs pgroute's own simple query and waits for ReadyForQuery. Nothing reaches the
+    /// client; the first server error is returned.
+    pub async fn run(&mut self, sql: &str) -> Result<(), PgError> {
+        let io = |e: std::io::Error| {
+            PgError::error(
+                sqlstate::CONNECTION_FAILURE,
+                format!("pgroute: server connection lost: {e}"),
+            )
+        };
+        self.stream
+            .write_all(protocol::query(sql).raw())
+            .await
+            .map_err(io)?;
+        let mut first_error = None;
+        loop {
+            let f = self.read().await.map_err(io)?;
+            match f.tag() {
+                tag::PARAMETER_STATUS => self.note_parameter(f.body()),
+                tag::ERROR_RESPONSE if first_error.is_none() => {
+                    let (code, message) = error_fields(f.body());
+                    first_error = Some(PgError::error(&code, message));
+                }
+                tag::READY_FOR_QUERY => return first_error.map_or(Ok(()), Err),
+                _ => {}
+            }
+        }
+    }
+
+    /// True when an idle connection looks alive: nothing to read and not closed. An idle
+    /// server only speaks to say it is going away.
+    pub fn idle_and_alive(&mut self) -> bool {
+        if !self.rbuf.is_empty() {
+            self.rbuf.advance(self.rbuf.len());
+            return false;
+        }
+        let mut probe = [0u8; 1];
+        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+}

@@ -1,0 +1,163 @@
+//! Connection pools, one per (node, user, database), each with a maximum size.
+//!
+//! A checkout takes a permit first (waiting up to `checkout_timeout`), then an idle
+//! connection that still looks alive, or opens a new one. A connection comes back only
+//! when the session says it is clean (idle, outside a transaction, no pinned state);
+//! anything else is closed and its permit freed.
+
+use std::sync::{Arc, Mutex};
+
+use dashmap::DashMap;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::ServerConn;
+use crate::config::Config;
+use crate::metrics;
+use crate::protocol::{sqlstate, PgError};
+use crate::topology::Topology;
+
+pub struct Pool {
+    label: String,
+    node: usize,
+    user: String,
+    database: String,
+    idle: Mutex<Vec<ServerConn>>,
+    permits: Arc<Semaphore>,
+}
+
+/// A connection on loan from a pool; derefs to the connection. Dropping it closes the
+/// connection and frees its place in the pool.
+pub struct Checked {
+    /// Always `Some` until `release` takes it.
+    conn: Option<ServerConn>,
+    pool: Arc<Pool>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl std::ops::Deref for Checked {
+    type Target = ServerConn;
+    fn deref(&self) -> &ServerConn {
+        self.conn
+            .as_ref()
+            .expect("Checked holds its connection until released")
+    }
+}
+
+impl std::ops::DerefMut for Checked {
+    fn deref_mut(&mut self) -> &mut ServerConn {
+        self.conn
+            .as_mut()
+            .expect("Checked holds its connection until released")
+    }
+}
+
+impl Drop for Checked {
+    fn drop(&mut self) {
+        metrics::pool(&self.pool.label, -1, 0);
+    }
+}
+
+impl Checked {
+    /// Returns the connection to its pool (when `reusable`) or closes it.
+    pub fn release(mut self, reusable: bool) {
+        if let (true, Some(conn)) = (reusable, self.conn.take()) {
+            metrics::pool(&self.pool.label, 0, 1);
+            let mut idle = self.pool.idle.lock().unwrap_or_else(|p| p.into_inner());
+            idle.push(conn);
+        }
+    }
+
+    pub fn pool_label(&self) -> &str {
+        &self.pool.label
+    }
+}
+
+pub struct Pools {
+    map: DashMap<(usize, String, String), Arc<Pool>>,
+    config: Arc<Config>,
+    topology: Arc<Topology>,
+}
+
+impl Pools {
+    pub fn new(config: Arc<Config>, topology: Arc<Topology>) -> Self {
+        Pools {
+            map: DashMap::new(),
+            config,
+            topology,
+        }
+    }
+
+    fn pool(&self, node: usize, user: &str, database: &str) -> Arc<Pool> {
+        let key = (node, user.to_string(), database.to_string());
+        self.map
+            .entry(key)
+            .or_insert_with(|| {
+                Arc::new(Pool {
+                    label: format!("{}/{user}/{database}", self.topology.addr(node).name),
+                    node,
+                    user: user.to_string(),
+                    database: database.to_string(),
+                    idle: Mutex::new(Vec::new()),
+                    permits: Arc::new(Semaphore::new(self.config.pool.size)),
+                })
+            })
+            .clone()
+    }
+
+    /// Borrows a connection to `node` for `user`/`database`.
+    pub async fn checkout(
+        &self,
+        node: usize,
+        user: &str,
+        database: &str,
+    ) -> Result<Checked, PgError> {
+        let pool = self.pool(node, user, database);
+        let wait = self.config.pool.checkout_timeout;
+        let permit = match tokio::time::timeout(wait, pool.permits.clone().acquire_owned()).await {
+            Ok(Ok(p)) => p,
+            _ => {
+                return Err(PgError::error(
+                    sqlstate::TOO_MANY_CONNECTIONS,
+                    format!(
+                        "pgroute: pool {} is exhausted: all {} server connections stayed busy for {wait:?}",
+                        pool.label, self.config.pool.size
+                    ),
+                )
+                .with_hint("Raise [pool] size or checkout_timeout, or use fewer concurrent clients."))
+            }
+        };
+        let reused = loop {
+            let candidate = pool.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            match candidate {
+                None => break None,
+                Some(mut c) => {
+                    metrics::pool(&pool.label, 0, -1);
+                    if c.idle_and_alive() {
+                        break Some(c);
+                    }
+                }
+            }
+        };
+        let conn = match reused {
+            Some(c) => c,
+            None => {
+                let password = self.config.user(user).and_then(|u| u.password());
+                ServerConn::connect(
+                    self.topology.addr(node),
+                    pool.node,
+                    &pool.user,
+                    password.as_deref(),
+                    &pool.database,
+                    self.config.pool.connect_timeout,
+                )
+                .await?
+            }
+        };
+        metrics::pool(&pool.label, 1, 0);
+        Ok(Checked {
+            conn: Some(conn),
+            pool,
+            _permit: permit,
+        })
+    }
+}

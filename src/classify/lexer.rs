@@ -1,0 +1,311 @@
+//! A small SQL lexer: enough of PostgreSQL's lexical rules to find statement boundaries,
+//! keywords and function calls without being fooled by comments, string literals, dollar
+//! quoting or quoted identifiers, and to build the normalised text the cache is keyed by.
+//!
+//! It never fails: unterminated strings or comments simply run to the end of the input
+//! (the server will reject such text; we only need to route it, and unknown means primary).
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Unquoted identifier or keyword.
+    Word,
+    /// "Quoted" identifier.
+    QuotedIdent,
+    /// String, number, bit-string or dollar-quoted literal.
+    Literal,
+    /// `$1`-style parameter.
+    Param,
+    /// `;`
+    Semicolon,
+    /// Any other punctuation or operator, one character at a time.
+    Punct,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Token {
+    pub kind: Kind,
+    pub start: usize,
+    pub end: usize,
+}
+
+impl Token {
+    pub fn text<'a>(&self, sql: &'a str) -> &'a str {
+        &sql[self.start..self.end]
+    }
+
+    /// Case-insensitive keyword test (only for unquoted words).
+    pub fn is(&self, sql: &str, kw: &str) -> bool {
+        self.kind == Kind::Word && self.text(sql).eq_ignore_ascii_case(kw)
+    }
+
+    pub fn is_punct(&self, sql: &str, c: char) -> bool {
+        self.kind == Kind::Punct && self.text(sql).starts_with(c)
+    }
+}
+
+fn is_ident_start(c: u8) -> bool {
+    c.is_ascii_alphabetic() || c == b'_' || c >= 0x80
+}
+
+fn is_ident_cont(c: u8) -> bool {
+    is_ident_start(c) || c.is_ascii_digit() || c == b'$'
+}
+
+/// Tokenises `sql`. Comments and whitespace produce no tokens.
+pub fn tokenize(sql: &str) -> Vec<Token> {
+    let b = sql.as_bytes();
+    let mut out = Vec::with_capacity(32);
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        let start = i;
+        let kind = match c {
+            b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c => {
+                i += 1;
+                continue;
+            }
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                i = memchr(b, i, b'\n');
+                continue;
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                i = skip_block_comment(b, i);
+                continue;
+            }
+            b'\'' => {
+                i = skip_quoted(b, i + 1, b'\'', false);
+                Kind::Literal
+            }
+            b'"' => {
+                i = skip_quoted(b, i + 1, b'"', false);
+                Kind::QuotedIdent
+            }
+            b'e' | b'E' if b.get(i + 1) == Some(&b'\'') => {
+                i = skip_quoted(b, i + 2, b'\'', true);
+                Kind::Literal
+            }
+            b'b' | b'B' | b'x' | b'X' | b'n' | b'N' if b.get(i + 1) == Some(&b'\'') => {
+                i = skip_quoted(b, i + 2, b'\'', false);
+                Kind::Literal
+            }
+            b'u' | b'U'
+                if b.get(i + 1) == Some(&b'&') && matches!(b.get(i + 2), Some(b'\'' | b'"')) =>
+            {
+                let q = b[i + 2];
+                i = skip_quoted(b, i + 3, q, false);
+                if q == b'\'' {
+                    Kind::Literal
+                } else {
+                    Kind::QuotedIdent
+                }
+            }
+            b'$' => match dollar_tag_end(b, i) {
+                Some(tag_end) => {
+                    i = skip_dollar_body(b, i, tag_end);
+                    Kind::Literal
+                }
+                None if b.get(i + 1).is_some_and(u8::is_ascii_digit) => {
+                    i += 1;
+                    while i < b.len() && b[i].is_ascii_digit() {
+                        i += 1;
+                    }
+                    Kind::Param
+                }
+                None => {
+                    i += 1;
+                    Kind::Punct
+                }
+            },
+            b'0'..=b'9' => {
+                i = skip_number(b, i);
+                Kind::Literal
+            }
+            b'.' if b.get(i + 1).is_some_and(u8::is_ascii_digit) => {
+                i = skip_number(b, i);
+                Kind::Literal
+            }
+            b';' => {
+                i += 1;
+                Kind::Semicolon
+            }
+            c if is_ident_start(c) => {
+                while i < b.len() && is_ident_cont(b[i]) {
+                    i += 1;
+                }
+                Kind::Word
+            }
+            _ => {
+                // One character of punctuation; keep UTF-8 boundaries intact.
+                i += 1;
+                while i < b.len() && !sql.is_char_boundary(i) {
+                    i += 1;
+                }
+                Kind::Punct
+            }
+        };
+        out.push(Token {
+            kind,
+            start,
+            end: i,
+        });
+    }
+    out
+}
+
+fn memchr(b: &[u8], from: usize, needle: u8) -> usize {
+    b[from..]
+        .iter()
+        .position(|&c| c == needle)
+        .map_or(b.len(), |p| from + p)
+}
+
+/// Block comments nest in PostgreSQL.
+fn skip_block_comment(b: &[u8], mut i: usize) -> usize {
+    let mut depth = 0usize;
+    while i < b.len() {
+        if b[i] == b'/' && b.get(i + 1) == Some(&b'*') {
+            depth += 1;
+            i += 2;
+        } else if b[i] == b'*' && b.get(i + 1) == Some(&b'/') {
+            depth -= 1;
+            i += 2;
+            if depth == 0 {
+                return i;
+            }
+        } else {
+            i += 1;
+        }
+    }
+    b.len()
+}
+
+/// Skips to just past the closing quote; a doubled quote is an escaped quote, and with
+/// `backslash` (E'' strings) a backslash escapes the next byte.
+fn skip_quoted(b: &[u8], mut i: usize, q: u8, backslash: bool) -> usize {
+    while i < b.len() {
+        if backslash && b[i] == b'\\' {
+            i += 2;
+        } else if b[i] == q {
+            if b.get(i + 1) == Some(&q) {
+                i += 2;
+            } else {
+                return i + 1;
+            }
+        } else {
+            i += 1;
+        }
+    }
+    b.len()
+}
+
+/// If a dollar-quote opening tag (`$$` or `$tag$`) starts at `i`, returns the index just
+/// past it.
+fn dollar_tag_end(b: &[u8], i: usize) -> Option<usize> {
+    let mut j = i + 1;
+    if b.get(j).is_some_and(|&c| is_ident_start(c)) {
+        while j < b.len() && is_ident_cont(b[j]) && b[j] != b'$' {
+            j += 1;
+        }
+    }
+    (b.get(j) == Some(&b'$')).then_some(j + 1)
+}
+
+fn skip_dollar_body(b: &[u8], open_start: usize, open_end: usize) -> usize {
+    let tag = &b[open_start..open_end];
+    let mut i = open_end;
+    while i + tag.len() <= b.len() {
+        if &b[i..i + tag.len()] == tag {
+            return i + tag.len();
+        }
+        i += 1;
+    }
+    b.len()
+}
+
+fn skip_number(b: &[u8], mut i: usize) -> usize {
+    while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'.' || b[i] == b'_') {
+        // exponent sign: 1e-5
+        if (b[i] == b'e' || b[i] == b'E') && matches!(b.get(i + 1), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        i += 1;
+    }
+    i
+}
+
+/// The cache key: tokens separated by single spaces, unquoted words lower-cased, literals
+/// replaced by `?`. Two statements with the same key have the same class.
+pub fn normalise(sql: &str, tokens: &[Token], out: &mut String) {
+    out.clear();
+    for t in tokens {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        match t.kind {
+            Kind::Literal => out.push('?'),
+            Kind::Word => out.extend(t.text(sql).chars().map(|c| c.to_ascii_lowercase())),
+            _ => out.push_str(t.text(sql)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kinds(sql: &str) -> Vec<(Kind, &str)> {
+        tokenize(sql)
+            .iter()
+            .map(|t| (t.kind, t.text(sql)))
+            .collect()
+    }
+
+    #[test]
+    fn comments_strings_and_dollar_quotes_hide_their_contents() {
+        let sql = "select 'up;date' -- delete\n, $x$ insert; $x$ /* a /* nested */ update */ , e'\\';', \"Drop\"";
+        let k = kinds(sql);
+        assert_eq!(
+            k,
+            vec![
+                (Kind::Word, "select"),
+                (Kind::Literal, "'up;date'"),
+                (Kind::Punct, ","),
+                (Kind::Literal, "$x$ insert; $x$"),
+                (Kind::Punct, ","),
+                (Kind::Literal, "e'\\';'"),
+                (Kind::Punct, ","),
+                (Kind::QuotedIdent, "\"Drop\""),
+            ]
+        );
+    }
+
+    #[test]
+    fn params_numbers_and_unterminated_input() {
+        assert_eq!(
+            kinds("$1+1.5e-3"),
+            vec![
+                (Kind::Param, "$1"),
+                (Kind::Punct, "+"),
+                (Kind::Literal, "1.5e-3")
+            ]
+        );
+        assert_eq!(
+            kinds("select 'open"),
+            vec![(Kind::Word, "select"), (Kind::Literal, "'open")]
+        );
+        assert_eq!(kinds("/* open"), vec![]);
+        assert_eq!(kinds("a$b"), vec![(Kind::Word, "a$b")]);
+    }
+
+    #[test]
+    fn normalised_text_ignores_literals_case_and_spacing() {
+        let mut a = String::new();
+        let mut b = String::new();
+        let s1 = "SELECT abalance FROM pgbench_accounts WHERE aid = 42;";
+        let s2 = "select  abalance\n from pgbench_accounts where aid=1234 ;";
+        normalise(s1, &tokenize(s1), &mut a);
+        normalise(s2, &tokenize(s2), &mut b);
+        assert_eq!(a, b);
+        assert_eq!(a, "select abalance from pgbench_accounts where aid = ? ;");
+    }
+}

@@ -1,0 +1,148 @@
+//! SQL classification: what a statement is, as far as routing cares.
+//!
+//! `Classifier::classify` turns SQL text into a [`Class`]: may it run on a replica
+//! (`Access::Read`) or must it run on the primary (`Access::Write`), why, and what it does
+//! to the session (opens a transaction, changes a setting, pins the session).
+//!
+//! Flow: the lexer tokenises the text (cheap, never fails) and splits statements. Session
+//! statements (`SET`, `RESET`, `DISCARD`) are classified from their raw text and never
+//! cached, because their literal values matter. Everything else is looked up in a bounded
+//! cache keyed by the normalised text (literals replaced by `?`), so pgbench's
+//! literal-varying queries hit it. On a miss, each statement is classified by keyword; a
+//! query (`SELECT`, `WITH`, `VALUES`, `TABLE`, `EXPLAIN`) that contains anything that could
+//! make it a write is parsed with sqlparser and its AST walked.
+//!
+//! Invariant: anything not certainly a read is `Access::Write`. A statement sqlparser
+//! cannot parse is a write with reason `parse_error`; nothing is ever inherited from a
+//! previous statement.
+
+mod ast;
+mod cache;
+mod lexer;
+mod session;
+mod statement;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+
+pub use cache::Cache;
+pub use session::SettingChange;
+
+/// Where a statement may run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Access {
+    /// Certainly does not write: a replica may run it.
+    Read,
+    /// Writes, or might: primary only.
+    Write,
+}
+
+/// A statement's classification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Class {
+    pub access: Access,
+    /// Why, for logs and metrics: `read`, `write:update`, `write:function nextval`, ...
+    pub reason: String,
+    /// `BEGIN`/`START TRANSACTION`: `Some(read_only)`.
+    pub begins: Option<bool>,
+    /// The statement leaves state on the server that cannot be moved to another
+    /// connection (LISTEN, temp tables, session advisory locks, ...): pin the session to
+    /// the primary. Holds the reason.
+    pub pins: Option<String>,
+    /// Session settings changed by `SET`/`RESET`/`DISCARD ALL`, in order.
+    pub settings: Vec<SettingChange>,
+}
+
+impl Class {
+    pub fn read(reason: &str) -> Self {
+        Class {
+            access: Access::Read,
+            reason: reason.to_string(),
+            begins: None,
+            pins: None,
+            settings: Vec::new(),
+        }
+    }
+
+    pub fn write(reason: impl Into<String>) -> Self {
+        Class {
+            access: Access::Write,
+            reason: reason.into(),
+            ..Class::read("")
+        }
+    }
+
+    fn pinning(reason: &str) -> Self {
+        Class {
+            pins: Some(reason.to_string()),
+            ..Class::write(format!("pin:{reason}"))
+        }
+    }
+
+    pub fn is_write(&self) -> bool {
+        self.access == Access::Write
+    }
+
+    /// Folds the next statement of a multi-statement string into this class: the string
+    /// may go to a replica only if every statement may.
+    fn merge(&mut self, next: Class) {
+        if next.access > self.access {
+            self.access = next.access;
+            self.reason = next.reason;
+        }
+        self.begins = self.begins.or(next.begins);
+        if self.pins.is_none() {
+            self.pins = next.pins;
+        }
+        self.settings.extend(next.settings);
+    }
+}
+
+/// The classifier: stateless apart from its cache; shared by all sessions.
+pub struct Classifier {
+    cache: Cache,
+}
+
+impl Classifier {
+    pub fn new(cache_size: usize) -> Self {
+        Classifier {
+            cache: Cache::new(cache_size),
+        }
+    }
+
+    pub fn cache(&self) -> &Cache {
+        &self.cache
+    }
+
+    /// Classifies one simple-protocol query string or one extended-protocol Parse.
+    pub fn classify(&self, sql: &str) -> Arc<Class> {
+        let tokens = lexer::tokenize(sql);
+        if session::has_session_statement(sql, &tokens) {
+            return Arc::new(classify_uncached(sql, &tokens));
+        }
+        let mut key = String::with_capacity(sql.len());
+        lexer::normalise(sql, &tokens, &mut key);
+        if let Some(hit) = self.cache.get(&key) {
+            return hit;
+        }
+        let class = Arc::new(classify_uncached(sql, &tokens));
+        self.cache.insert(key, class.clone());
+        class
+    }
+}
+
+fn classify_uncached(sql: &str, tokens: &[lexer::Token]) -> Class {
+    let mut combined: Option<Class> = None;
+    for stmt in tokens
+        .split(|t| t.kind == lexer::Kind::Semicolon)
+        .filter(|s| !s.is_empty())
+    {
+        let class = statement::classify(sql, stmt);
+        match combined.as_mut() {
+            None => combined = Some(class),
+            Some(c) => c.merge(class),
+        }
+    }
+    combined.unwrap_or_else(|| Class::read("empty"))
+}

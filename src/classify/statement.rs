@@ -1,0 +1,157 @@
+//! Classifying one statement by its leading keywords. Queries that might hide a write are
+//! handed to the AST walker in `ast`.
+
+use super::lexer::{Kind, Token};
+use super::{ast, session, Class};
+
+/// Functions that write, take locks, or need the primary wherever they appear.
+/// Matched case-insensitively on the unqualified name (`pg_catalog.nextval` too).
+pub const WRITE_FUNCTIONS: &[&str] = &[
+    "nextval",
+    "setval",
+    "txid_current",
+    "txid_current_if_assigned",
+    "pg_current_xact_id",
+    "pg_current_xact_id_if_assigned",
+    "pg_current_wal_lsn",
+    "pg_current_wal_insert_lsn",
+    "pg_current_wal_flush_lsn",
+    "pg_switch_wal",
+    "pg_notify",
+    "pg_create_restore_point",
+    "lo_create",
+    "lo_creat",
+    "lo_import",
+    "lo_unlink",
+    "lo_put",
+    "lo_from_bytea",
+    "lowrite",
+    "lo_truncate",
+    "lo_truncate64",
+    "dblink_exec",
+    "pg_advisory_xact_lock",
+    "pg_advisory_xact_lock_shared",
+    "pg_try_advisory_xact_lock",
+    "pg_try_advisory_xact_lock_shared",
+];
+
+/// Functions whose effect outlives the transaction on that connection: they pin the
+/// session to the primary.
+pub const PIN_FUNCTIONS: &[&str] = &[
+    "pg_advisory_lock",
+    "pg_advisory_lock_shared",
+    "pg_try_advisory_lock",
+    "pg_try_advisory_lock_shared",
+    "pg_advisory_unlock",
+    "pg_advisory_unlock_shared",
+    "pg_advisory_unlock_all",
+    "set_config",
+];
+
+pub fn function_effect(name: &str) -> Option<Class> {
+    let lower = name.to_ascii_lowercase();
+    let bare = lower.strip_prefix("pg_catalog.").unwrap_or(&lower);
+    if PIN_FUNCTIONS.contains(&bare) {
+        return Some(Class::pinning(&format!("function {bare}")));
+    }
+    WRITE_FUNCTIONS
+        .contains(&bare)
+        .then(|| Class::write(format!("write:function {bare}")))
+}
+
+fn word(sql: &str, t: Option<&Token>) -> Option<String> {
+    t.filter(|t| t.kind == Kind::Word)
+        .map(|t| t.text(sql).to_ascii_lowercase())
+}
+
+pub fn classify(sql: &str, toks: &[Token]) -> Class {
+    let Some(first) = word(sql, toks.first()) else {
+        // `(SELECT ...)`, or something odd: let the parser decide.
+        return ast::classify(sql, toks);
+    };
+    let second = word(sql, toks.get(1));
+    let has = |kw: &str| toks.iter().any(|t| t.is(sql, kw));
+    match first.as_str() {
+        "select" | "with" | "values" | "table" | "explain" => ast::classify(sql, toks),
+        "show" => Class::read("read:show"),
+        "set" | "reset" | "discard" => session::classify(sql, toks, &first),
+        "begin" | "start" => begin(sql, toks),
+        "commit" | "end" | "rollback" | "abort" | "savepoint" | "release" => {
+            if second.as_deref() == Some("prepared") {
+                Class::write(format!("write:{first} prepared"))
+            } else {
+                Class::read("transaction_control")
+            }
+        }
+        "prepare" if second.as_deref() == Some("transaction") => {
+            Class::write("write:prepare transaction")
+        }
+        "prepare" => Class::pinning("sql prepare"),
+        "listen" => Class::pinning("listen"),
+        "declare"
+            if has("hold")
+                && !toks
+                    .windows(2)
+                    .any(|w| w[0].is(sql, "without") && w[1].is(sql, "hold")) =>
+        {
+            Class::pinning("declare with hold")
+        }
+        "create" if is_temp_create(sql, toks) => Class::pinning("create temp"),
+        "copy" => {
+            if copies_from(sql, toks) {
+                Class::write("write:copy from")
+            } else {
+                ast::classify_copy_to(sql, toks)
+            }
+        }
+        // The rest either writes, needs the primary, or is unknown: all primary.
+        other => Class::write(format!("write:{other}")),
+    }
+}
+
+/// `COPY table [(columns)] FROM ...`: the first FROM or TO outside parentheses decides.
+fn copies_from(sql: &str, toks: &[Token]) -> bool {
+    let mut depth = 0i32;
+    for t in &toks[1..] {
+        if t.is_punct(sql, '(') {
+            depth += 1;
+        } else if t.is_punct(sql, ')') {
+            depth -= 1;
+        } else if depth == 0 && t.is(sql, "to") {
+            return false;
+        } else if depth == 0 && t.is(sql, "from") {
+            return true;
+        }
+    }
+    true
+}
+
+/// `CREATE [GLOBAL|LOCAL] {TEMP|TEMPORARY} ...`: temp objects live in one connection.
+fn is_temp_create(sql: &str, toks: &[Token]) -> bool {
+    toks.iter()
+        .skip(1)
+        .take(3)
+        .any(|t| t.is(sql, "temp") || t.is(sql, "temporary"))
+}
+
+/// `BEGIN` / `START TRANSACTION` with their modes; only an explicit READ ONLY may go to a
+/// replica (the last access mode given wins, as in PostgreSQL).
+fn begin(sql: &str, toks: &[Token]) -> Class {
+    let mut read_only = false;
+    for w in toks.windows(2) {
+        if w[0].is(sql, "read") {
+            if w[1].is(sql, "only") {
+                read_only = true;
+            } else if w[1].is(sql, "write") {
+                read_only = false;
+            }
+        }
+    }
+    let mut c = if read_only {
+        Class::read("begin read only")
+    } else {
+        Class::write("write:begin")
+    };
+    c.begins = Some(read_only);
+    c
+}

@@ -1,0 +1,314 @@
+//! Configuration: `proxy.toml`, parsed with `toml` + serde (`deny_unknown_fields`), so that
+//! every error names the file, line and column. (The `config` crate loses positions.)
+//!
+//! Invariant: a `Config` that exists has been validated: exactly one primary, unique node
+//! names, every user has a password source where its auth method needs one.
+
+mod duration;
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+pub use duration::parse_duration;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub listen: Listen,
+    #[serde(default)]
+    pub pool: Pool,
+    #[serde(default)]
+    pub routing: Routing,
+    #[serde(default)]
+    pub admin: Admin,
+    pub nodes: Vec<Node>,
+    #[serde(default)]
+    pub users: Vec<User>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    #[serde(default = "default_listen_address")]
+    pub address: String,
+    /// Largest protocol message accepted from a client, in bytes.
+    #[serde(default = "default_max_message_size")]
+    pub max_message_size: usize,
+    /// Largest startup packet accepted, in bytes.
+    #[serde(default = "default_max_startup_packet")]
+    pub max_startup_packet: usize,
+    /// How long a new connection may take to authenticate.
+    #[serde(default = "default_login_timeout", with = "duration::serde_str")]
+    pub login_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolMode {
+    /// A server connection is held for one transaction (or one statement outside one).
+    Transaction,
+    /// A server connection per node is held for the client's whole session.
+    Session,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pool {
+    #[serde(default = "default_pool_mode")]
+    pub mode: PoolMode,
+    /// Maximum server connections per (node, user, database).
+    #[serde(default = "default_pool_size")]
+    pub size: usize,
+    #[serde(default = "default_checkout_timeout", with = "duration::serde_str")]
+    pub checkout_timeout: Duration,
+    #[serde(default = "default_connect_timeout", with = "duration::serde_str")]
+    pub connect_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Routing {
+    /// Entries in the classification cache (keyed by normalised statement text).
+    #[serde(default = "default_cache_size")]
+    pub cache_size: usize,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    /// Where Prometheus metrics are served (`GET /metrics`); off when absent.
+    pub metrics_address: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Primary,
+    Replica,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Node {
+    pub name: Spanned<String>,
+    pub host: String,
+    pub port: u16,
+    pub role: Role,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum AuthMethod {
+    #[serde(rename = "scram-sha-256")]
+    ScramSha256,
+    #[serde(rename = "md5")]
+    Md5,
+    #[serde(rename = "trust")]
+    Trust,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    pub name: Spanned<String>,
+    pub password: Option<String>,
+    pub password_env: Option<String>,
+    /// How clients authenticate to pgroute as this user.
+    #[serde(default = "default_auth")]
+    pub auth: AuthMethod,
+}
+
+impl User {
+    /// The password from the file or the environment. Validation guarantees one exists
+    /// when the auth method needs it; backends may still ask for one under `trust`.
+    pub fn password(&self) -> Option<String> {
+        match (&self.password, &self.password_env) {
+            (Some(p), _) => Some(p.clone()),
+            (None, Some(var)) => std::env::var(var).ok(),
+            (None, None) => None,
+        }
+    }
+}
+
+fn default_listen_address() -> String {
+    "127.0.0.1:6432".into()
+}
+fn default_max_message_size() -> usize {
+    64 * 1024 * 1024
+}
+fn default_max_startup_packet() -> usize {
+    10_000
+}
+fn default_login_timeout() -> Duration {
+    Duration::from_secs(15)
+}
+fn default_pool_mode() -> PoolMode {
+    PoolMode::Transaction
+}
+fn default_pool_size() -> usize {
+    20
+}
+fn default_checkout_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_cache_size() -> usize {
+    10_000
+}
+fn default_weight() -> u32 {
+    1
+}
+fn default_auth() -> AuthMethod {
+    AuthMethod::ScramSha256
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Listen {
+            address: default_listen_address(),
+            max_message_size: default_max_message_size(),
+            max_startup_packet: default_max_startup_packet(),
+            login_timeout: default_login_timeout(),
+        }
+    }
+}
+
+impl Default for Pool {
+    fn default() -> Self {
+        Pool {
+            mode: default_pool_mode(),
+            size: default_pool_size(),
+            checkout_timeout: default_checkout_timeout(),
+            connect_timeout: default_connect_timeout(),
+        }
+    }
+}
+
+impl Default for Routing {
+    fn default() -> Self {
+        Routing {
+            cache_size: default_cache_size(),
+        }
+    }
+}
+
+/// A configuration error, already formatted as `file:line:column: message`.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("{}: cannot read: {e}", path.display())))?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates `text`; `origin` names the file in error messages.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let at = |offset: Option<usize>, msg: &str| {
+            let (line, col) = offset.map(|o| line_col(text, o)).unwrap_or((1, 1));
+            ConfigError(format!("{origin}:{line}:{col}: {}", msg.trim_end()))
+        };
+        let cfg: Config =
+            toml::from_str(text).map_err(|e| at(e.span().map(|s| s.start), e.message()))?;
+        cfg.validate(text)
+            .map_err(|(offset, msg)| at(offset, &msg))?;
+        Ok(cfg)
+    }
+
+    fn validate(&self, text: &str) -> Result<(), (Option<usize>, String)> {
+        if self.nodes.is_empty() {
+            return Err((None, "no [[nodes]] configured".into()));
+        }
+        for (i, n) in self.nodes.iter().enumerate() {
+            if let Some(prev) = self.nodes[..i]
+                .iter()
+                .find(|p| p.name.get_ref() == n.name.get_ref())
+            {
+                let (line, _) = line_col(text, prev.name.span().start);
+                return Err((
+                    Some(n.name.span().start),
+                    format!(
+                        "duplicate node name {:?} (first defined on line {line})",
+                        n.name.get_ref()
+                    ),
+                ));
+            }
+        }
+        let primaries: Vec<&Node> = self
+            .nodes
+            .iter()
+            .filter(|n| n.role == Role::Primary)
+            .collect();
+        match primaries.as_slice() {
+            [] => return Err((None, "no node has role = \"primary\"".into())),
+            [_] => {}
+            [_, second, ..] => {
+                return Err((
+                    Some(second.name.span().start),
+                    "more than one node has role = \"primary\"".into(),
+                ))
+            }
+        }
+        for (i, u) in self.users.iter().enumerate() {
+            if self.users[..i]
+                .iter()
+                .any(|p| p.name.get_ref() == u.name.get_ref())
+            {
+                return Err((
+                    Some(u.name.span().start),
+                    format!("duplicate user {:?}", u.name.get_ref()),
+                ));
+            }
+            if u.password.is_some() && u.password_env.is_some() {
+                return Err((
+                    Some(u.name.span().start),
+                    "give password or password_env, not both".into(),
+                ));
+            }
+            if u.auth != AuthMethod::Trust && u.password.is_none() && u.password_env.is_none() {
+                return Err((
+                    Some(u.name.span().start),
+                    format!(
+                        "user {:?} needs password or password_env for its auth method",
+                        u.name.get_ref()
+                    ),
+                ));
+            }
+        }
+        if self.pool.size == 0 {
+            return Err((None, "[pool] size must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    pub fn user(&self, name: &str) -> Option<&User> {
+        self.users.iter().find(|u| u.name.get_ref() == name)
+    }
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+    (line, col)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,99 @@
+//! Authenticating a client to pgroute: SCRAM-SHA-256 (default), md5 or trust, per user.
+//! An unknown user goes through the same exchange and gets the same error as a wrong
+//! password, so the answer reveals nothing about which users exist.
+
+use bytes::{BufMut, BytesMut};
+use rand::RngCore;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::auth::{md5, scram};
+use crate::config::AuthMethod;
+use crate::protocol::{authentication, read_frame, sqlstate, tag, BodyReader, Frame, PgError};
+
+use super::Shared;
+
+fn failed(user: &str) -> PgError {
+    PgError::fatal(
+        sqlstate::INVALID_PASSWORD,
+        format!("password authentication failed for user \"{user}\""),
+    )
+}
+
+async fn send(stream: &mut TcpStream, f: Frame) -> Result<(), PgError> {
+    stream
+        .write_all(f.raw())
+        .await
+        .map_err(|_| PgError::fatal(sqlstate::CONNECTION_FAILURE, "client went away"))
+}
+
+async fn password_message(stream: &mut TcpStream, max: usize) -> Result<Frame, PgError> {
+    let mut buf = BytesMut::new();
+    match read_frame(stream, &mut buf, max).await {
+        Ok(Some(f)) if f.tag() == tag::PASSWORD => Ok(f),
+        Ok(Some(_)) => Err(PgError::fatal(
+            sqlstate::PROTOCOL_VIOLATION,
+            "expected a password message",
+        )),
+        _ => Err(PgError::fatal(
+            sqlstate::CONNECTION_FAILURE,
+            "client went away during authentication",
+        )),
+    }
+}
+
+pub async fn authenticate(
+    stream: &mut TcpStream,
+    shared: &Shared,
+    user: &str,
+) -> Result<(), PgError> {
+    let max = shared.config.listen.max_startup_packet;
+    let configured = shared.config.user(user);
+    let method = configured.map_or(AuthMethod::ScramSha256, |u| u.auth);
+    match method {
+        AuthMethod::Trust => {}
+        AuthMethod::Md5 => {
+            let mut salt = [0u8; 4];
+            rand::thread_rng().fill_bytes(&mut salt);
+            send(stream, authentication(5, &salt)).await?;
+            let msg = password_message(stream, max).await?;
+            let got = msg.body().strip_suffix(b"\0").unwrap_or(msg.body());
+            let password = configured.and_then(|u| u.password());
+            if !password.is_some_and(|p| md5::verify(user, &p, &salt, got)) {
+                return Err(failed(user));
+            }
+        }
+        AuthMethod::ScramSha256 => {
+            let verifier = shared
+                .verifiers
+                .get(user)
+                .cloned()
+                .unwrap_or_else(scram::Verifier::impossible);
+            let mut mechs = BytesMut::new();
+            mechs.put_slice(scram::MECHANISM.as_bytes());
+            mechs.put_slice(b"\0\0");
+            send(stream, authentication(10, &mechs)).await?;
+            let first = password_message(stream, max).await?;
+            let mut r = BodyReader::new(first.body());
+            let mechanism = r.cstr().map_err(|_| failed(user))?;
+            if mechanism != scram::MECHANISM {
+                return Err(PgError::fatal(
+                    sqlstate::PROTOCOL_VIOLATION,
+                    format!("unsupported SASL mechanism {mechanism:?}"),
+                ));
+            }
+            let len = r.i32().map_err(|_| failed(user))?;
+            let data = r.bytes(len.max(0) as usize).map_err(|_| failed(user))?;
+            let (exchange, server_first) =
+                scram::ServerExchange::start(verifier, data).map_err(|_| failed(user))?;
+            send(stream, authentication(11, server_first.as_bytes())).await?;
+            let fin = password_message(stream, max).await?;
+            let server_final = exchange.finish(fin.body()).map_err(|_| failed(user))?;
+            send(stream, authentication(12, server_final.as_bytes())).await?;
+        }
+    }
+    if configured.is_none() {
+        return Err(failed(user));
+    }
+    send(stream, authentication(0, &[])).await
+}

@@ -1,0 +1,149 @@
+//! The client side: accepting connections, the startup phase, authentication, and the
+//! per-client session that routes and forwards messages.
+
+mod login;
+mod prepared;
+mod session;
+mod settings;
+mod startup;
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::auth::scram;
+use crate::backend::Pools;
+use crate::cancel;
+use crate::classify::Classifier;
+use crate::config::Config;
+use crate::metrics;
+use crate::protocol::{sqlstate, PgError};
+use crate::topology::Topology;
+
+use startup::{Startup, StartupError};
+
+/// Everything sessions share: built once at start.
+pub struct Shared {
+    pub config: Arc<Config>,
+    pub classifier: Arc<Classifier>,
+    pub topology: Arc<Topology>,
+    pub pools: Pools,
+    pub cancels: cancel::Registry,
+    /// SCRAM verifiers per user, computed once (PBKDF2 is deliberately slow).
+    pub verifiers: HashMap<String, scram::Verifier>,
+    /// Round-robin counter for replica choice.
+    pub tickets: AtomicU64,
+}
+
+impl Shared {
+    pub fn new(config: Arc<Config>, classifier: Arc<Classifier>) -> Self {
+        let topology = Arc::new(Topology::from_config(&config));
+        let verifiers = config
+            .users
+            .iter()
+            .filter_map(|u| {
+                u.password()
+                    .map(|p| (u.name.get_ref().clone(), scram::Verifier::new(&p)))
+            })
+            .collect();
+        Shared {
+            pools: Pools::new(config.clone(), topology.clone()),
+            config,
+            classifier,
+            topology,
+            cancels: cancel::Registry::default(),
+            verifiers,
+            tickets: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Accepts clients forever; each gets its own task.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                continue;
+            }
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let _ = stream.set_nodelay(true);
+            tracing::debug!(%peer, "client connected");
+            handle(stream, shared).await;
+            tracing::debug!(%peer, "client gone");
+        });
+    }
+}
+
+async fn refuse(stream: &mut TcpStream, err: &PgError) {
+    metrics::client_error(&err.code);
+    let _ = stream.write_all(err.to_frame().raw()).await;
+}
+
+async fn handle(mut stream: TcpStream, shared: Arc<Shared>) {
+    let login_timeout = shared.config.listen.login_timeout;
+    let startup = tokio::time::timeout(
+        login_timeout,
+        startup::read_startup(&mut stream, shared.config.listen.max_startup_packet),
+    )
+    .await;
+    let params = match startup {
+        Err(_) => {
+            let e = PgError::fatal(
+                sqlstate::PROTOCOL_VIOLATION,
+                "pgroute: no startup packet in time",
+            );
+            return refuse(&mut stream, &e).await;
+        }
+        Ok(Err(StartupError::Closed)) => return,
+        Ok(Err(StartupError::Refused(e))) => return refuse(&mut stream, &e).await,
+        Ok(Ok(Startup::Cancel { pid, secret })) => {
+            return shared.cancels.cancel(&shared.topology, pid, secret).await;
+        }
+        Ok(Ok(Startup::Connect { params })) => params,
+    };
+    let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let Some(user) = get("user") else {
+        let e = PgError::fatal(
+            sqlstate::PROTOCOL_VIOLATION,
+            "no PostgreSQL user name specified in startup packet",
+        );
+        return refuse(&mut stream, &e).await;
+    };
+    let database = get("database").unwrap_or_else(|| user.clone());
+    if get("replication").is_some_and(|v| v != "false" && v != "0" && v != "off") {
+        let e = PgError::fatal(
+            sqlstate::FEATURE_NOT_SUPPORTED,
+            "pgroute does not proxy replication connections",
+        );
+        return refuse(&mut stream, &e).await;
+    }
+    let auth = tokio::time::timeout(
+        login_timeout,
+        login::authenticate(&mut stream, &shared, &user),
+    )
+    .await;
+    match auth {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::info!(user = %user, "client authentication failed");
+            return refuse(&mut stream, &e).await;
+        }
+        Err(_) => {
+            let e = PgError::fatal(
+                sqlstate::PROTOCOL_VIOLATION,
+                "pgroute: authentication timed out",
+            );
+            return refuse(&mut stream, &e).await;
+        }
+    }
+    metrics::clients(1);
+    session::run(stream, shared, user, database, &params).await;
+    metrics::clients(-1);
+}

@@ -1,0 +1,130 @@
+//! Extended-protocol statements across server connections.
+//!
+//! A client's named statement may have to run on any server connection. Each one is
+//! prepared on servers under a name derived from a hash of its text and parameter types
+//! (`pgr_<hash>`), shared by every client that prepares the same text; each server
+//! connection remembers which hashes it holds, and a Bind or Describe that lands on one
+//! that lacks the statement gets a Parse injected in front of it.
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes};
+
+use crate::classify::Class;
+use crate::protocol::{build, put_cstr, BodyReader, Frame, ReadError};
+
+pub struct Prepared {
+    pub hash: u64,
+    /// Name on the server: `pgr_<hash>`, or "" for the unnamed statement.
+    pub server_name: String,
+    /// The Parse body after the statement name: query text, NUL, parameter types.
+    pub tail: Bytes,
+    pub class: Arc<Class>,
+}
+
+impl Prepared {
+    pub fn new(named: bool, tail: Bytes, class: Arc<Class>) -> Self {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        tail.hash(&mut h);
+        let hash = h.finish();
+        let server_name = if named {
+            format!("pgr_{hash:016x}")
+        } else {
+            String::new()
+        };
+        Prepared {
+            hash,
+            server_name,
+            tail,
+            class,
+        }
+    }
+
+    /// The Parse that creates this statement on a server.
+    pub fn parse_frame(&self) -> Frame {
+        build(b'P', |b| {
+            put_cstr(b, self.server_name.as_bytes());
+            b.put_slice(&self.tail);
+        })
+    }
+}
+
+/// A Parse body split into (statement name, query text, tail after the name).
+pub fn split_parse(body: &Bytes) -> Result<(String, &str, Bytes), ReadError> {
+    let mut r = BodyReader::new(body);
+    let name = r.cstr()?.to_string();
+    let tail_start = body.len() - r.remaining();
+    let sql = r.cstr()?;
+    let n = r.i16()?;
+    if n < 0 || r.remaining() != n as usize * 4 {
+        return Err(ReadError("bad parameter type count in Parse"));
+    }
+    Ok((name, sql, body.slice(tail_start..)))
+}
+
+/// A Bind body split into (portal, statement name, offset of the rest).
+pub fn split_bind(body: &[u8]) -> Result<(&[u8], &str, usize), ReadError> {
+    let mut r = BodyReader::new(body);
+    let portal = r.cstr_bytes()?;
+    let stmt = r.cstr()?;
+    Ok((portal, stmt, body.len() - r.remaining()))
+}
+
+/// The Bind frame with its statement name replaced.
+pub fn rewrite_bind(body: &[u8], portal: &[u8], rest: usize, stmt: &str) -> Frame {
+    build(b'B', |b| {
+        put_cstr(b, portal);
+        put_cstr(b, stmt.as_bytes());
+        b.put_slice(&body[rest..]);
+    })
+}
+
+/// Describe and Close bodies: ('S' or 'P', name).
+pub fn split_target(body: &[u8]) -> Result<(u8, &str), ReadError> {
+    let mut r = BodyReader::new(body);
+    let kind = r.u8()?;
+    if kind != b'S' && kind != b'P' {
+        return Err(ReadError("Describe/Close target must be 'S' or 'P'"));
+    }
+    Ok((kind, r.cstr()?))
+}
+
+pub fn target_frame(tag: u8, kind: u8, name: &str) -> Frame {
+    build(tag, |b| {
+        b.put_u8(kind);
+        put_cstr(b, name.as_bytes());
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_bodies_split_and_rebuild() {
+        let body = Bytes::from_static(b"s1\0select $1\0\x00\x01\x00\x00\x00\x17");
+        let (name, sql, tail) = split_parse(&body).unwrap();
+        assert_eq!((name.as_str(), sql), ("s1", "select $1"));
+        let p = Prepared::new(true, tail, Arc::new(Class::read("read")));
+        let f = p.parse_frame();
+        assert_eq!(
+            split_parse(&Bytes::copy_from_slice(f.body())).unwrap().0,
+            p.server_name
+        );
+        assert!(p.server_name.starts_with("pgr_"));
+        assert!(split_parse(&Bytes::from_static(b"s1\0select\0\x00\x02\0\0\0\x17")).is_err());
+        assert!(split_parse(&Bytes::from_static(b"s1\0select")).is_err());
+    }
+
+    #[test]
+    fn bind_statement_name_is_rewritten_and_rest_kept() {
+        let body = b"portal\0s1\0\x00\x00\x00\x00\x00\x00";
+        let (portal, stmt, rest) = split_bind(body).unwrap();
+        assert_eq!((portal, stmt), (&b"portal"[..], "s1"));
+        let f = rewrite_bind(body, portal, rest, "pgr_x");
+        assert_eq!(f.body(), b"portal\0pgr_x\0\x00\x00\x00\x00\x00\x00");
+        assert!(split_bind(b"portal-without-end").is_err());
+        assert!(split_target(b"Xname\0").is_err());
+    }
+}

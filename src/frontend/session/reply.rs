@@ -1,0 +1,131 @@
+//! Server replies on their way to the client: forwarded as raw frames, except the few
+//! pgroute must see (ReadyForQuery, ParseComplete/CloseComplete of injected messages,
+//! errors, command tags that change server state, parameter reports).
+
+use super::{End, Expect, Session};
+use crate::backend::MAX_SERVER_MESSAGE;
+use crate::protocol::{split_frame, tag, BodyReader};
+
+impl Session {
+    pub(super) fn process_server_frames(&mut self) -> Result<(), End> {
+        let Some(node) = self.active else {
+            return Ok(());
+        };
+        loop {
+            let Some(conn) = self.held[node].as_mut() else {
+                return Err(End::Fatal(super::internal()));
+            };
+            let frame = match split_frame(&mut conn.rbuf, MAX_SERVER_MESSAGE) {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(_) => return Err(End::Fatal(self.server_lost(node))),
+            };
+            let mut forward = true;
+            match frame.tag() {
+                tag::PARSE_COMPLETE => {
+                    if let Some(Expect::Parse { forward: fwd, .. }) = self.expect.front() {
+                        forward = *fwd;
+                        self.expect.pop_front();
+                    }
+                }
+                tag::CLOSE_COMPLETE => {
+                    if let Some(Expect::Close { forward: fwd }) = self.expect.front() {
+                        forward = *fwd;
+                        self.expect.pop_front();
+                    }
+                }
+                tag::ERROR_RESPONSE => {
+                    self.unit_error = true;
+                    conn.unnamed = None;
+                    // The server skips to the next Sync: what we expected before it never comes.
+                    while let Some(e) = self.expect.front() {
+                        match e {
+                            Expect::Ready { .. } => break,
+                            Expect::Parse { hash: Some(h), .. } => {
+                                conn.prepared.remove(h);
+                            }
+                            _ => {}
+                        }
+                        self.expect.pop_front();
+                    }
+                }
+                tag::COMMAND_COMPLETE => {
+                    let t = BodyReader::new(frame.body()).cstr().unwrap_or("");
+                    match t {
+                        "COMMIT" => self.saw_commit = true,
+                        "ROLLBACK" => self.saw_rollback = true,
+                        "DISCARD ALL" | "DEALLOCATE ALL" => {
+                            conn.prepared.clear();
+                            conn.unnamed = None;
+                            if t == "DISCARD ALL" {
+                                conn.settings_hash = u64::MAX;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                tag::PARAMETER_STATUS => conn.note_parameter(frame.body()),
+                tag::READY_FOR_QUERY => {
+                    let status = frame.body().first().copied().unwrap_or(b'I');
+                    // Drop anything still expected before this ReadyForQuery.
+                    let mut changes = Vec::new();
+                    while let Some(e) = self.expect.pop_front() {
+                        if let Expect::Ready { changes: c } = e {
+                            changes = c;
+                            break;
+                        }
+                    }
+                    self.in_flight = self.in_flight.saturating_sub(1);
+                    self.tx_status = status;
+                    self.settle_settings(node, status, changes);
+                }
+                _ => {}
+            }
+            if forward {
+                self.cwbuf.extend_from_slice(frame.raw());
+            }
+        }
+        self.maybe_release();
+        Ok(())
+    }
+
+    /// Applies the settings a finished unit changed, following transaction outcome: a SET
+    /// inside a transaction block counts only if the block commits; nothing from a unit
+    /// that failed counts.
+    fn settle_settings(
+        &mut self,
+        node: usize,
+        status: u8,
+        changes: Vec<crate::classify::SettingChange>,
+    ) {
+        let before = self.settings.hash();
+        match status {
+            b'T' => {
+                if !self.unit_error {
+                    self.tx_changes.extend(changes);
+                }
+            }
+            b'I' => {
+                let tx = std::mem::take(&mut self.tx_changes);
+                if self.saw_commit && !self.saw_rollback {
+                    tx.iter().for_each(|c| self.settings.apply(c));
+                }
+                if !self.unit_error && !self.saw_rollback {
+                    changes.iter().for_each(|c| self.settings.apply(c));
+                }
+            }
+            _ => {}
+        }
+        if status != b'T' {
+            self.saw_commit = false;
+            self.saw_rollback = false;
+        }
+        self.unit_error = false;
+        // The connection ran these very statements: it now has the new settings.
+        if let Some(conn) = self.held[node].as_mut() {
+            if conn.settings_hash == before {
+                conn.settings_hash = self.settings.hash();
+            }
+        }
+    }
+}

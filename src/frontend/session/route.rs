@@ -1,0 +1,231 @@
+//! Routing units: classify what the next unit runs, ask the router, and attach the
+//! server connection it should run on (from a pool, with the client's settings applied).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::{End, Session};
+use crate::classify::Class;
+use crate::config::{PoolMode, Role};
+use crate::frontend::prepared::{split_bind, split_parse};
+use crate::metrics;
+use crate::protocol::{self, sqlstate, tag, PgError};
+use crate::router::{self, Decision, SessionView};
+
+impl Session {
+    /// Routes and forwards queued client frames until the queue is empty or the next
+    /// unit must wait for the active server to finish.
+    pub(super) async fn process_queue(&mut self) -> Result<(), End> {
+        while let Some(front) = self.inq.front() {
+            let t = front.tag();
+            if self.skip_to_sync {
+                self.inq.pop_front();
+                if t == tag::SYNC {
+                    self.skip_to_sync = false;
+                    self.cwbuf
+                        .extend_from_slice(protocol::ready_for_query(self.tx_status).raw());
+                }
+                continue;
+            }
+            if !self.unit_open {
+                match t {
+                    tag::TERMINATE => return Err(End::Client),
+                    // Follow-ups of what runs now (COPY data, Flush): no unit of their own.
+                    tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL | tag::FLUSH => {
+                        let f = self.inq.pop_front().ok_or(End::Client)?;
+                        if self.active.is_some() {
+                            self.swbuf.extend_from_slice(f.raw());
+                        }
+                        continue;
+                    }
+                    // A lone Sync with nothing running: answer it ourselves.
+                    tag::SYNC if self.active.is_none() => {
+                        self.inq.pop_front();
+                        self.cwbuf
+                            .extend_from_slice(protocol::ready_for_query(self.tx_status).raw());
+                        continue;
+                    }
+                    _ => {}
+                }
+                let (decision, class) = match self.route_unit() {
+                    Ok(d) => d,
+                    Err(e) => {
+                        self.reject_unit(e);
+                        continue;
+                    }
+                };
+                if let Some(active) = self.active {
+                    if active != decision.node {
+                        if self.in_flight > 0 {
+                            // Pipelined unit bound elsewhere: wait for this server to finish.
+                            self.unit_classes.clear();
+                            return Ok(());
+                        }
+                        self.detach();
+                    }
+                }
+                if self.active.is_none() {
+                    if let Err(e) = self.attach(decision.node).await {
+                        let role = self.shared.topology.snapshot().nodes[decision.node].role;
+                        if role == Role::Replica && e.code == sqlstate::CANNOT_CONNECT {
+                            tracing::warn!(error = %e, "replica unreachable: taken out of rotation");
+                            self.shared.topology.mark_unreachable(decision.node);
+                            self.unit_classes.clear();
+                            continue;
+                        }
+                        self.reject_unit(e);
+                        continue;
+                    }
+                }
+                let node_name = &self.shared.topology.addr(decision.node).name;
+                tracing::debug!(node = %node_name, reason = %decision.reason, "route");
+                metrics::route(node_name, &decision.reason);
+                if let (Some(why), None) = (&class.pins, &self.pinned) {
+                    tracing::debug!(reason = %why, "session pinned to the primary");
+                    self.pinned = Some(why.clone());
+                }
+                self.unit_open = true;
+            }
+            let f = self.inq.pop_front().ok_or(End::Client)?;
+            self.forward(f)?;
+        }
+        Ok(())
+    }
+
+    /// Classifies the unit at the front of the queue (up to its Sync, or as far as it
+    /// has arrived) and decides where it runs. Classes of Query and Parse messages are
+    /// kept for `forward`, so each statement is classified once.
+    fn route_unit(&mut self) -> Result<(Decision, Arc<Class>), PgError> {
+        self.unit_classes.clear();
+        let mut worst: Option<Arc<Class>> = None;
+        let mut parsed_here: Vec<(String, Arc<Class>)> = Vec::new();
+        let classifier = &self.shared.classifier;
+        for f in &self.inq {
+            let class = match f.tag() {
+                tag::QUERY => {
+                    let sql = protocol::BodyReader::new(f.body()).cstr().unwrap_or("");
+                    let c = classifier.classify(sql);
+                    self.unit_classes.push_back(c.clone());
+                    Some(c)
+                }
+                tag::PARSE => {
+                    let body = f.raw().slice(5..);
+                    let c = match split_parse(&body) {
+                        Ok((name, sql, _)) => {
+                            let c = classifier.classify(sql);
+                            parsed_here.push((name, c.clone()));
+                            c
+                        }
+                        Err(_) => Arc::new(Class::write("malformed")),
+                    };
+                    self.unit_classes.push_back(c.clone());
+                    Some(c)
+                }
+                tag::BIND => split_bind(f.body()).ok().and_then(|(_, stmt, _)| {
+                    let local = parsed_here
+                        .iter()
+                        .rev()
+                        .find(|(n, _)| n == stmt)
+                        .map(|(_, c)| c.clone());
+                    local.or_else(|| {
+                        if stmt.is_empty() {
+                            self.unnamed.as_ref().map(|p| p.class.clone())
+                        } else {
+                            self.statements.get(stmt).map(|p| p.class.clone())
+                        }
+                    })
+                }),
+                tag::FUNCTION_CALL => Some(Arc::new(Class::write("write:function call"))),
+                _ => None,
+            };
+            if let Some(c) = class {
+                let rank = |c: &Class| (c.access, c.pins.is_some());
+                if worst.as_ref().is_none_or(|w| rank(&c) > rank(w)) {
+                    worst = Some(c);
+                }
+            }
+            if matches!(f.tag(), tag::QUERY | tag::SYNC | tag::FUNCTION_CALL) {
+                break;
+            }
+        }
+        let class = worst.unwrap_or_else(|| Arc::new(Class::read("protocol")));
+        let view = SessionView {
+            in_transaction_on: self.active.filter(|_| self.tx_status != b'I'),
+            pinned: self.pinned.is_some(),
+        };
+        let snapshot = self.shared.topology.snapshot();
+        let ticket = self.shared.tickets.fetch_add(1, Ordering::Relaxed);
+        let decision = router::decide(&class, view, &snapshot, Instant::now(), ticket)?;
+        Ok((decision, class))
+    }
+
+    /// Refuses the unit at the front of the queue with `e`.
+    fn reject_unit(&mut self, e: PgError) {
+        tracing::debug!(error = %e, "unit refused");
+        metrics::client_error(&e.code);
+        self.unit_classes.clear();
+        self.cwbuf.extend_from_slice(e.to_frame().raw());
+        match self.inq.front().map(|f| f.tag()) {
+            Some(tag::QUERY) | Some(tag::FUNCTION_CALL) => {
+                self.inq.pop_front();
+                self.cwbuf
+                    .extend_from_slice(protocol::ready_for_query(self.tx_status).raw());
+            }
+            _ => self.skip_to_sync = true,
+        }
+    }
+
+    /// Makes `node` the active server: its held connection or a new one from the pool,
+    /// with the client's settings applied.
+    pub(super) async fn attach(&mut self, node: usize) -> Result<(), PgError> {
+        if self.held[node].is_none() {
+            let c = self
+                .shared
+                .pools
+                .checkout(node, &self.user, &self.database)
+                .await?;
+            self.held[node] = Some(c);
+        }
+        let wanted = self.settings.hash();
+        let Some(conn) = self.held[node].as_mut() else {
+            return Err(super::internal());
+        };
+        if conn.settings_hash != wanted {
+            if let Err(e) = conn.run(&self.settings.sync_sql()).await {
+                self.held[node] = None;
+                return Err(e);
+            }
+            conn.settings_hash = wanted;
+        }
+        self.cancel.set(Some((node, conn.pid, conn.secret)));
+        self.active = Some(node);
+        Ok(())
+    }
+
+    /// Stops using the active server: in transaction mode its connection goes back to the
+    /// pool; in session mode it stays held for later.
+    fn detach(&mut self) {
+        let Some(node) = self.active.take() else {
+            return;
+        };
+        self.cancel.set(None);
+        if self.shared.config.pool.mode == PoolMode::Transaction && self.pinned.is_none() {
+            if let Some(c) = self.held[node].take() {
+                c.release(true);
+            }
+        }
+    }
+
+    /// Detaches when the active server is idle between transactions.
+    pub(super) fn maybe_release(&mut self) {
+        if self.active.is_some()
+            && self.in_flight == 0
+            && !self.unit_open
+            && self.tx_status == b'I'
+            && self.pinned.is_none()
+        {
+            self.detach();
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! A client's session settings: what its startup packet asked for plus every session-level
+//! SET/RESET it ran. pgroute replays them on whatever server connection the client's next
+//! statement uses (see ARCHITECTURE.md, "Session state"), so a setting made once is in
+//! force everywhere, as on a single server.
+
+use std::hash::{Hash, Hasher};
+
+use crate::classify::SettingChange;
+
+#[derive(Debug, Default, Clone)]
+pub struct Settings {
+    /// (name, statement that establishes it), in the order they were made.
+    entries: Vec<(String, String)>,
+    /// What the startup packet set: RESET returns to these, as on a single server.
+    startup: Vec<(String, String)>,
+    hash: u64,
+}
+
+/// Startup parameters that are not settings.
+const NOT_SETTINGS: &[&str] = &["user", "database", "replication", "options"];
+
+fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+impl Settings {
+    /// Settings from the startup packet, including `-c name=value` in `options`.
+    pub fn from_startup(params: &[(String, String)]) -> Settings {
+        let mut s = Settings::default();
+        for (name, value) in params {
+            if name == "options" {
+                for (k, v) in parse_options(value) {
+                    s.set_raw(&k, &v);
+                }
+            } else if !NOT_SETTINGS.contains(&name.as_str()) {
+                s.set_raw(name, value);
+            }
+        }
+        s.startup = s.entries.clone();
+        s.rehash();
+        s
+    }
+
+    /// A startup-style `name=value`: set_config takes the raw string exactly as the
+    /// startup packet does (a list such as search_path stays a list).
+    fn set_raw(&mut self, name: &str, value: &str) {
+        let stmt = format!(
+            "SELECT pg_catalog.set_config({}, {}, false)",
+            quote(name),
+            quote(value)
+        );
+        self.put(name.to_ascii_lowercase(), stmt);
+    }
+
+    fn put(&mut self, name: String, stmt: String) {
+        self.entries.retain(|(n, _)| *n != name);
+        self.entries.push((name, stmt));
+    }
+
+    pub fn apply(&mut self, change: &SettingChange) {
+        match change {
+            SettingChange::Set { name, statement } => self.put(name.clone(), statement.clone()),
+            SettingChange::Reset { name } => {
+                self.entries.retain(|(n, _)| n != name);
+                if let Some(base) = self.startup.iter().find(|(n, _)| n == name) {
+                    self.entries.push(base.clone());
+                }
+            }
+            SettingChange::ResetAll => self.entries = self.startup.clone(),
+        }
+        self.rehash();
+    }
+
+    fn rehash(&mut self) {
+        self.hash = if self.entries.is_empty() {
+            0
+        } else {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            self.entries.hash(&mut h);
+            h.finish() | 1
+        };
+    }
+
+    /// Fingerprint of the settings; 0 means "server defaults".
+    pub fn hash(&self) -> u64 {
+        self.hash
+    }
+
+    /// The statement that brings a server connection from any state to these settings.
+    pub fn sync_sql(&self) -> String {
+        let mut sql = String::from("RESET ALL");
+        for (_, stmt) in &self.entries {
+            sql.push(';');
+            sql.push_str(stmt);
+        }
+        sql
+    }
+}
+
+/// `-c name=value` / `--name=value` pairs from the `options` startup parameter
+/// (backslash escapes a space, as libpq documents).
+fn parse_options(options: &str) -> Vec<(String, String)> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut chars = options.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => cur.extend(chars.next()),
+            c if c.is_whitespace() => {
+                if !cur.is_empty() {
+                    words.push(std::mem::take(&mut cur));
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        words.push(cur);
+    }
+    let mut out = Vec::new();
+    let mut it = words.into_iter();
+    while let Some(w) = it.next() {
+        let pair = if w == "-c" {
+            it.next()
+        } else if let Some(rest) = w.strip_prefix("--") {
+            Some(rest.to_string())
+        } else {
+            w.strip_prefix("-c").map(str::to_string)
+        };
+        if let Some((k, v)) = pair.as_deref().and_then(|p| p.split_once('=')) {
+            out.push((k.replace('-', "_"), v.to_string()));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(k: &str, v: &str) -> (String, String) {
+        (k.into(), v.into())
+    }
+
+    #[test]
+    fn startup_parameters_become_replayable_settings() {
+        let s = Settings::from_startup(&[
+            p("user", "app"),
+            p("database", "app"),
+            p("application_name", "it's"),
+            p(
+                "options",
+                "-c search_path=a,b --statement-timeout=5s -cwork_mem=1MB",
+            ),
+        ]);
+        assert_eq!(
+            s.sync_sql(),
+            "RESET ALL;SELECT pg_catalog.set_config('application_name', 'it''s', false);\
+             SELECT pg_catalog.set_config('search_path', 'a,b', false);\
+             SELECT pg_catalog.set_config('statement_timeout', '5s', false);\
+             SELECT pg_catalog.set_config('work_mem', '1MB', false)"
+        );
+        assert_ne!(s.hash(), 0);
+        let startup_hash = s.hash();
+        let mut changed = s.clone();
+        changed.apply(&SettingChange::Set {
+            name: "search_path".into(),
+            statement: "SET search_path = c".into(),
+        });
+        assert_ne!(changed.hash(), startup_hash);
+        changed.apply(&SettingChange::Reset {
+            name: "search_path".into(),
+        });
+        assert!(changed
+            .sync_sql()
+            .ends_with("set_config('search_path', 'a,b', false)"));
+        changed.apply(&SettingChange::ResetAll);
+        assert_eq!(changed.sync_sql(), s.sync_sql());
+    }
+
+    #[test]
+    fn set_reset_and_reset_all_change_the_fingerprint() {
+        let mut s = Settings::default();
+        assert_eq!(s.hash(), 0);
+        s.apply(&SettingChange::Set {
+            name: "search_path".into(),
+            statement: "SET search_path TO x".into(),
+        });
+        let one = s.hash();
+        assert_ne!(one, 0);
+        s.apply(&SettingChange::Set {
+            name: "search_path".into(),
+            statement: "SET search_path TO y".into(),
+        });
+        assert_ne!(s.hash(), one);
+        assert_eq!(s.sync_sql(), "RESET ALL;SET search_path TO y");
+        s.apply(&SettingChange::Reset {
+            name: "search_path".into(),
+        });
+        assert_eq!(s.hash(), 0);
+        s.apply(&SettingChange::Set {
+            name: "a.b".into(),
+            statement: "SET a.b = 1".into(),
+        });
+        s.apply(&SettingChange::ResetAll);
+        assert_eq!((s.hash(), s.sync_sql().as_str()), (0, "RESET ALL"));
+    }
+}

@@ -1,0 +1,66 @@
+//! pgroute: a PostgreSQL wire-protocol proxy that sends writes and money-critical reads to
+//! the primary and spreads other reads over replicas.
+//!
+//! # Layout
+//!
+//! - [`config`]: `proxy.toml`, parsed and validated (errors carry file:line:column).
+//! - [`protocol`]: the wire format: frame splitting with bounds checks, message builders.
+//! - [`auth`]: SCRAM-SHA-256 and md5, both as server (to clients) and client (to servers).
+//! - [`classify`]: SQL text to a [`classify::Class`] (read or write, why, session effects).
+//! - [`router`]: the routing decision, a pure function of class, session and topology.
+//! - [`topology`]: which node is primary and which replicas may take reads now.
+//! - [`backend`]: server connections and the per-(node, user, database) pools.
+//! - [`frontend`]: accepting clients, login, and the per-client session loop.
+//! - [`cancel`]: mapping the client's cancel key to the server running its query.
+//! - [`metrics`]: Prometheus counters and the `/metrics` endpoint.
+//!
+//! One query's path: `frontend::session` reads a frame from the client, asks `classify`
+//! what it is and `router` where it goes, borrows a connection from `backend`, forwards the
+//! frame, and streams the server's reply frames back until ReadyForQuery.
+
+pub mod auth;
+pub mod backend;
+pub mod cancel;
+pub mod classify;
+pub mod config;
+pub mod frontend;
+pub mod metrics;
+pub mod protocol;
+pub mod router;
+pub mod topology;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+/// A running proxy: where it listens, and its shared state.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    pub metrics_addr: Option<SocketAddr>,
+    pub shared: Arc<frontend::Shared>,
+}
+
+/// Binds the listeners and starts serving on the current tokio runtime.
+pub async fn start(config: config::Config) -> std::io::Result<Proxy> {
+    let config = Arc::new(config);
+    let classifier = Arc::new(classify::Classifier::new(config.routing.cache_size));
+    let listener = TcpListener::bind(&config.listen.address).await?;
+    let addr = listener.local_addr()?;
+    let metrics_addr = match &config.admin.metrics_address {
+        Some(a) => {
+            let l = TcpListener::bind(a).await?;
+            let bound = l.local_addr()?;
+            tokio::spawn(metrics::serve(l, classifier.clone()));
+            Some(bound)
+        }
+        None => None,
+    };
+    let shared = Arc::new(frontend::Shared::new(config, classifier));
+    tokio::spawn(frontend::serve(listener, shared.clone()));
+    Ok(Proxy {
+        addr,
+        metrics_addr,
+        shared,
+    })
+}

@@ -1,0 +1,98 @@
+//! The `pgroute` command: run the proxy, or check a configuration file.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use pgroute::config::Config;
+
+const USAGE: &str = "usage:
+  pgroute --config proxy.toml         run the proxy
+  pgroute --check-config proxy.toml   validate the configuration and exit (0 valid, 1 not)
+  pgroute --version";
+
+enum Command {
+    Run(PathBuf),
+    Check(PathBuf),
+}
+
+fn parse_args() -> Result<Command, String> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.as_slice() {
+        [flag, path] if flag == "--config" || flag == "-c" => Ok(Command::Run(path.into())),
+        [flag, path] if flag == "--check-config" => Ok(Command::Check(path.into())),
+        [flag] if flag == "--version" || flag == "-V" => {
+            println!("pgroute {}", env!("CARGO_PKG_VERSION"));
+            std::process::exit(0)
+        }
+        [flag] if flag == "--help" || flag == "-h" => {
+            println!("{USAGE}");
+            std::process::exit(0)
+        }
+        _ => Err(USAGE.to_string()),
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let command = match parse_args() {
+        Ok(c) => c,
+        Err(usage) => {
+            eprintln!("{usage}");
+            return ExitCode::from(2);
+        }
+    };
+    match command {
+        Command::Check(path) => match Config::load(&path) {
+            Ok(_) => {
+                println!("{}: ok", path.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run(path) => {
+            let config = match Config::load(&path) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            runtime.block_on(async {
+                match pgroute::start(config).await {
+                    Ok(proxy) => {
+                        tracing::info!(addr = %proxy.addr, "pgroute listening");
+                        if let Some(m) = proxy.metrics_addr {
+                            tracing::info!(addr = %m, "metrics at http://{m}/metrics");
+                        }
+                        let _ = tokio::signal::ctrl_c().await;
+                        tracing::info!("shutting down");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("cannot listen: {e}");
+                        ExitCode::FAILURE
+                    }
+                }
+            })
+        }
+    }
+}

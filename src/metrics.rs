@@ -1,0 +1,153 @@
+//! Prometheus metrics: process-wide counters and gauges, rendered in the text exposition
+//! format by a tiny HTTP endpoint (`[admin] metrics_address`).
+//!
+//! Counters are plain atomics so that counting on the hot path costs one relaxed add.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use dashmap::DashMap;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use crate::classify::Classifier;
+
+#[derive(Default)]
+struct Registry {
+    /// routes by node, then reason (nested so that counting needs no allocation)
+    routes: DashMap<String, DashMap<String, AtomicU64>>,
+    /// errors sent to clients, by SQLSTATE
+    errors: DashMap<String, AtomicU64>,
+    parse_errors: AtomicU64,
+    clients: AtomicI64,
+    /// per pool label: (in use, idle)
+    pools: DashMap<String, (AtomicI64, AtomicI64)>,
+}
+
+fn registry() -> &'static Registry {
+    static R: OnceLock<Registry> = OnceLock::new();
+    R.get_or_init(Registry::default)
+}
+
+fn bump<K: std::hash::Hash + Eq>(map: &DashMap<K, AtomicU64>, key: K) {
+    map.entry(key).or_default().fetch_add(1, Ordering::Relaxed);
+}
+
+pub fn route(node: &str, reason: &str) {
+    let r = registry();
+    if let Some(by_reason) = r.routes.get(node) {
+        if let Some(c) = by_reason.get(reason) {
+            c.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+    }
+    bump(
+        &r.routes.entry(node.to_string()).or_default(),
+        reason.to_string(),
+    );
+}
+
+pub fn client_error(sqlstate: &str) {
+    bump(&registry().errors, sqlstate.to_string());
+}
+
+pub fn parse_error() {
+    registry().parse_errors.fetch_add(1, Ordering::Relaxed);
+}
+
+pub fn clients(delta: i64) {
+    registry().clients.fetch_add(delta, Ordering::Relaxed);
+}
+
+/// Pool usage changes: `in_use` and `idle` deltas for the pool named `label`.
+pub fn pool(label: &str, in_use: i64, idle: i64) {
+    let r = registry();
+    let entry = r.pools.entry(label.to_string()).or_default();
+    entry.0.fetch_add(in_use, Ordering::Relaxed);
+    entry.1.fetch_add(idle, Ordering::Relaxed);
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The whole registry in Prometheus text format.
+pub fn render(classifier: &Classifier) -> String {
+    let r = registry();
+    let mut out = String::new();
+    let _ = writeln!(out, "# TYPE pgroute_routes_total counter");
+    for by_node in r.routes.iter() {
+        for e in by_node.value().iter() {
+            let _ = writeln!(
+                out,
+                "pgroute_routes_total{{node=\"{}\",reason=\"{}\"}} {}",
+                escape(by_node.key()),
+                escape(e.key()),
+                e.value().load(Ordering::Relaxed)
+            );
+        }
+    }
+    let _ = writeln!(out, "# TYPE pgroute_client_errors_total counter");
+    for e in r.errors.iter() {
+        let _ = writeln!(
+            out,
+            "pgroute_client_errors_total{{sqlstate=\"{}\"}} {}",
+            escape(e.key()),
+            e.value().load(Ordering::Relaxed)
+        );
+    }
+    let _ = writeln!(out, "# TYPE pgroute_parse_errors_total counter");
+    let _ = writeln!(
+        out,
+        "pgroute_parse_errors_total {}",
+        r.parse_errors.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(out, "# TYPE pgroute_clients gauge");
+    let _ = writeln!(out, "pgroute_clients {}", r.clients.load(Ordering::Relaxed));
+    let _ = writeln!(out, "# TYPE pgroute_pool_connections gauge");
+    for e in r.pools.iter() {
+        let pool = escape(e.key());
+        let (used, idle) = e.value();
+        let _ = writeln!(
+            out,
+            "pgroute_pool_connections{{pool=\"{pool}\",state=\"in_use\"}} {}",
+            used.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "pgroute_pool_connections{{pool=\"{pool}\",state=\"idle\"}} {}",
+            idle.load(Ordering::Relaxed)
+        );
+    }
+    let (hits, misses) = classifier.cache().stats();
+    let _ = writeln!(out, "# TYPE pgroute_classify_cache_hits_total counter");
+    let _ = writeln!(out, "pgroute_classify_cache_hits_total {hits}");
+    let _ = writeln!(out, "# TYPE pgroute_classify_cache_misses_total counter");
+    let _ = writeln!(out, "pgroute_classify_cache_misses_total {misses}");
+    out
+}
+
+/// Serves `render()` to any HTTP request on `listener`.
+pub async fn serve(listener: TcpListener, classifier: Arc<Classifier>) {
+    loop {
+        let Ok((mut sock, _)) = listener.accept().await else {
+            continue;
+        };
+        let classifier = classifier.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1024];
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_secs(2), sock.read(&mut buf)).await;
+            let body = render(&classifier);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = sock.write_all(head.as_bytes()).await;
+            let _ = sock.write_all(body.as_bytes()).await;
+        });
+    }
+}

@@ -1,0 +1,268 @@
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::topology::NodeState;
+
+fn node(name: &str, role: Role, weight: u32, down: bool, now: Instant) -> NodeState {
+    NodeState {
+        name: name.into(),
+        role,
+        weight,
+        down_until: down.then(|| now + Duration::from_secs(1)),
+    }
+}
+
+fn topo(now: Instant, replicas: &[(u32, bool)], with_primary: bool) -> Snapshot {
+    let mut nodes = Vec::new();
+    if with_primary {
+        nodes.push(node("p", Role::Primary, 1, false, now));
+    }
+    for (i, &(w, down)) in replicas.iter().enumerate() {
+        nodes.push(node(&format!("r{i}"), Role::Replica, w, down, now));
+    }
+    Snapshot { nodes }
+}
+
+fn pinned_class() -> Class {
+    let mut c = Class::read("read");
+    c.pins = Some("listen".into());
+    c
+}
+
+#[test]
+fn decision_table() {
+    let now = Instant::now();
+    let read = Class::read("read");
+    let write = Class::write("write:update");
+    let free = SessionView::default();
+    let pinned = SessionView {
+        pinned: true,
+        ..free
+    };
+    let in_tx_on_1 = SessionView {
+        in_transaction_on: Some(1),
+        ..free
+    };
+    let healthy = topo(now, &[(1, false), (1, false)], true);
+    let one_down = topo(now, &[(1, true), (1, false)], true);
+    let all_down = topo(now, &[(1, true), (1, true)], true);
+    let zero_weight = topo(now, &[(0, false)], true);
+    let no_replicas = topo(now, &[], true);
+    let primaryless = topo(now, &[(1, false)], false);
+    let nothing_usable = topo(now, &[(1, true)], false);
+    let pins = pinned_class();
+    // (name, class, session, topology, ticket, expected node or None for error, reason)
+    let cases: Vec<(
+        &str,
+        &Class,
+        SessionView,
+        &Snapshot,
+        u64,
+        Option<usize>,
+        &str,
+    )> = vec![
+        (
+            "read goes to first replica",
+            &read,
+            free,
+            &healthy,
+            0,
+            Some(1),
+            "read",
+        ),
+        (
+            "read round robins",
+            &read,
+            free,
+            &healthy,
+            1,
+            Some(2),
+            "read",
+        ),
+        (
+            "read wraps around",
+            &read,
+            free,
+            &healthy,
+            2,
+            Some(1),
+            "read",
+        ),
+        (
+            "write goes to primary",
+            &write,
+            free,
+            &healthy,
+            0,
+            Some(0),
+            "write:update",
+        ),
+        (
+            "write ignores ticket",
+            &write,
+            free,
+            &healthy,
+            7,
+            Some(0),
+            "write:update",
+        ),
+        (
+            "pinning statement goes to primary",
+            &pins,
+            free,
+            &healthy,
+            1,
+            Some(0),
+            "read",
+        ),
+        (
+            "pinned session reads on primary",
+            &read,
+            pinned,
+            &healthy,
+            1,
+            Some(0),
+            "pinned",
+        ),
+        (
+            "transaction stays on its node",
+            &write,
+            in_tx_on_1,
+            &healthy,
+            0,
+            Some(1),
+            "in_transaction",
+        ),
+        (
+            "transaction beats pin",
+            &read,
+            SessionView {
+                pinned: true,
+                in_transaction_on: Some(2),
+            },
+            &healthy,
+            0,
+            Some(2),
+            "in_transaction",
+        ),
+        (
+            "down replica skipped",
+            &read,
+            free,
+            &one_down,
+            0,
+            Some(2),
+            "read",
+        ),
+        (
+            "down replica skipped any ticket",
+            &read,
+            free,
+            &one_down,
+            1,
+            Some(2),
+            "read",
+        ),
+        (
+            "all replicas down: primary",
+            &read,
+            free,
+            &all_down,
+            0,
+            Some(0),
+            "no_replica",
+        ),
+        (
+            "zero weight never chosen",
+            &read,
+            free,
+            &zero_weight,
+            3,
+            Some(0),
+            "no_replica",
+        ),
+        (
+            "no replicas configured",
+            &read,
+            free,
+            &no_replicas,
+            0,
+            Some(0),
+            "no_replica",
+        ),
+        (
+            "write with no primary errors",
+            &write,
+            free,
+            &primaryless,
+            0,
+            None,
+            "",
+        ),
+        (
+            "read with no primary still uses replica",
+            &read,
+            free,
+            &primaryless,
+            0,
+            Some(0),
+            "read",
+        ),
+        (
+            "read, no replica, no primary errors",
+            &read,
+            free,
+            &nothing_usable,
+            0,
+            None,
+            "",
+        ),
+    ];
+    for (name, class, session, t, ticket, want, reason) in cases {
+        let got = decide(class, session, t, now, ticket);
+        match want {
+            Some(node) => {
+                let d = got.unwrap_or_else(|e| panic!("{name}: unexpected error {e}"));
+                assert_eq!((d.node, d.reason.as_str()), (node, reason), "{name}");
+            }
+            None => {
+                let e = got.expect_err(name);
+                assert_eq!(e.code, "08006", "{name}");
+            }
+        }
+    }
+}
+
+#[test]
+fn weights_shape_the_share_of_reads() {
+    let now = Instant::now();
+    let t = topo(now, &[(3, false), (1, false)], true);
+    let read = Class::read("read");
+    let mut counts = [0usize; 3];
+    for ticket in 0..400 {
+        counts[decide(&read, SessionView::default(), &t, now, ticket)
+            .unwrap()
+            .node] += 1;
+    }
+    assert_eq!(counts, [0, 300, 100]);
+}
+
+#[test]
+fn backoff_expires_with_time() {
+    let now = Instant::now();
+    let t = topo(now, &[(1, true)], true);
+    let read = Class::read("read");
+    assert_eq!(
+        decide(&read, SessionView::default(), &t, now, 0)
+            .unwrap()
+            .node,
+        0
+    );
+    let later = now + Duration::from_secs(2);
+    assert_eq!(
+        decide(&read, SessionView::default(), &t, later, 0)
+            .unwrap()
+            .node,
+        1
+    );
+}
