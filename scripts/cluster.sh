@@ -3,7 +3,9 @@
 # tests and demo: one primary plus N hot-standby replicas on 127.0.0.1.
 #
 # Usage:
-#   scripts/cluster.sh start [--replicas N]      (default N=2, 0..8)
+#   scripts/cluster.sh start [--replicas N] [--owner-pid PID]
+#                                                (default N=2, 0..8; with an owner, the
+#                                                cluster stops itself when PID exits)
 #   scripts/cluster.sh stop DIR                  (idempotent; removes DIR)
 #   scripts/cluster.sh psql DIR NODE [psql args...]
 #   scripts/cluster.sh node-stop DIR NODE        (stop one node, keep its data)
@@ -40,6 +42,7 @@ unset PGHOST PGHOSTADDR PGPORT PGUSER PGDATABASE PGPASSWORD PGPASSFILE \
     PGSERVICE PGSERVICEFILE PGOPTIONS PGDATA PGSSLMODE PGTARGETSESSIONATTRS \
     PGAPPNAME PGCONNECT_TIMEOUT 2>/dev/null || true
 
+SELF=$(readlink -f "${BASH_SOURCE[0]}")
 log() { printf 'cluster.sh: %s\n' "$*" >&2; }
 die() {
     log "error: $*"
@@ -203,9 +206,14 @@ psql_super() {
 }
 
 cmd_start() {
-    local replicas=2
+    local replicas=2 owner=""
     while [[ $# -gt 0 ]]; do
         case $1 in
+        --owner-pid)
+            [[ $# -ge 2 ]] || usage
+            owner=$2
+            shift 2
+            ;;
         --replicas)
             [[ $# -ge 2 ]] || usage
             replicas=$2
@@ -353,6 +361,11 @@ EOF
     printf '%s\n' "$env_text" >"$dir/cluster.env"
     log "cluster ready in $((SECONDS - started))s"
     START_OK=1
+    if [[ -n $owner ]]; then
+        # Stops the cluster when its owner (a test process) exits, however it exits.
+        setsid bash -c 'while kill -0 "$1" 2>/dev/null; do sleep 1; done; exec "$2" stop "$3"' \
+            watcher "$owner" "$SELF" "$dir" </dev/null >/dev/null 2>&1 3>&- &
+    fi
     printf '%s\n' "$env_text" >&3
 }
 

@@ -100,6 +100,7 @@ impl Session {
         self.unit_classes.clear();
         let mut worst: Option<Arc<Class>> = None;
         let mut parsed_here: Vec<(String, Arc<Class>)> = Vec::new();
+        let mut executes = false;
         let classifier = &self.shared.classifier;
         for f in &self.inq {
             let class = match f.tag() {
@@ -145,6 +146,7 @@ impl Session {
                     worst = Some(c);
                 }
             }
+            executes |= matches!(f.tag(), tag::QUERY | tag::EXECUTE | tag::FUNCTION_CALL);
             if matches!(f.tag(), tag::QUERY | tag::SYNC | tag::FUNCTION_CALL) {
                 break;
             }
@@ -155,7 +157,13 @@ impl Session {
             pinned: self.pinned.is_some(),
         };
         let snapshot = self.shared.topology.snapshot();
-        let ticket = self.shared.tickets.fetch_add(1, Ordering::Relaxed);
+        // Only units that run something advance the round robin, so that a driver's
+        // prepare/execute/close rhythm cannot pin all its executions to one replica.
+        let ticket = if executes {
+            self.shared.tickets.fetch_add(1, Ordering::Relaxed)
+        } else {
+            self.shared.tickets.load(Ordering::Relaxed)
+        };
         let decision = router::decide(&class, view, &snapshot, Instant::now(), ticket)?;
         Ok((decision, class))
     }

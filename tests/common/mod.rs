@@ -1,0 +1,208 @@
+//! Test harness: a real PostgreSQL 15 primary with streaming replicas, started by
+//! `scripts/cluster.sh` on free loopback ports (as the `postgres` user when root), shared
+//! by the tests of one test binary and stopped when that process exits.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+
+use tokio_postgres::{Client, NoTls};
+
+pub struct Cluster {
+    pub dir: String,
+    pub primary_port: u16,
+    pub replica_ports: Vec<u16>,
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The cluster for this test binary, started on first use.
+pub fn cluster() -> &'static Cluster {
+    static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| {
+        let out = Command::new(repo().join("scripts/cluster.sh"))
+            .args([
+                "start",
+                "--replicas",
+                "2",
+                "--owner-pid",
+                &std::process::id().to_string(),
+            ])
+            .output()
+            .expect("run scripts/cluster.sh");
+        assert!(
+            out.status.success(),
+            "cluster.sh start failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        let get = |k: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("{k}=")))
+                .unwrap_or_else(|| panic!("{k} missing from cluster.sh output:\n{text}"))
+                .to_string()
+        };
+        Cluster {
+            dir: get("PGROUTE_CLUSTER_DIR"),
+            primary_port: get("PGROUTE_PRIMARY_PORT").parse().expect("port"),
+            replica_ports: get("PGROUTE_REPLICA_PORTS")
+                .split(',')
+                .filter(|p| !p.is_empty())
+                .map(|p| p.parse().expect("port"))
+                .collect(),
+        }
+    })
+}
+
+impl Cluster {
+    /// A proxy configuration for this cluster; `extra` is appended (TOML).
+    pub fn config(&self, extra: &str) -> String {
+        let mut c = String::from("[listen]\naddress = \"127.0.0.1:0\"\n");
+        c.push_str(extra);
+        c.push_str(&format!(
+            "\n[[nodes]]\nname = \"pg0\"\nhost = \"127.0.0.1\"\nport = {}\nrole = \"primary\"\n",
+            self.primary_port
+        ));
+        for (i, p) in self.replica_ports.iter().enumerate() {
+            c.push_str(&format!(
+                "\n[[nodes]]\nname = \"pg{}\"\nhost = \"127.0.0.1\"\nport = {p}\nrole = \"replica\"\n",
+                i + 1
+            ));
+        }
+        c.push_str(
+            "\n[[users]]\nname = \"app\"\npassword = \"app\"\n\
+             \n[[users]]\nname = \"app_md5\"\npassword = \"app_md5\"\nauth = \"md5\"\n\
+             \n[[users]]\nname = \"postgres\"\nauth = \"trust\"\n",
+        );
+        c
+    }
+
+    /// A direct connection to a node (0 = primary) as the superuser.
+    pub async fn direct(&self, node: usize) -> Client {
+        let port = if node == 0 {
+            self.primary_port
+        } else {
+            self.replica_ports[node - 1]
+        };
+        connect(&format!(
+            "host=127.0.0.1 port={port} user=postgres dbname=app"
+        ))
+        .await
+    }
+
+    /// Waits until every replica has replayed everything the primary has written.
+    pub async fn wait_replicas_caught_up(&self) {
+        let primary = self.direct(0).await;
+        let lsn: String = primary
+            .query_one("SELECT pg_current_wal_lsn()::text", &[])
+            .await
+            .unwrap()
+            .get(0);
+        for r in 1..=self.replica_ports.len() {
+            let replica = self.direct(r).await;
+            for _ in 0..500 {
+                let row = replica
+                    .query_one(
+                        "SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn",
+                        &[&lsn],
+                    )
+                    .await
+                    .unwrap();
+                if row.get::<_, bool>(0) {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+pub async fn connect(conninfo: &str) -> Client {
+    try_connect(conninfo)
+        .await
+        .unwrap_or_else(|e| panic!("connect {conninfo}: {e}"))
+}
+
+pub async fn try_connect(conninfo: &str) -> Result<Client, tokio_postgres::Error> {
+    let (client, conn) = tokio_postgres::connect(conninfo, NoTls).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
+/// A proxy started in this test's runtime.
+pub struct TestProxy {
+    pub port: u16,
+    pub proxy: pgroute::Proxy,
+}
+
+impl TestProxy {
+    pub fn conninfo(&self, user: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} user={user} password={user} dbname=app",
+            self.port
+        )
+    }
+
+    pub async fn client(&self) -> Client {
+        connect(&self.conninfo("app")).await
+    }
+}
+
+pub async fn proxy_with(extra: &str) -> TestProxy {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let text = cluster().config(extra);
+    let config = pgroute::config::Config::parse(&text, "test.toml").expect("test config");
+    let proxy = pgroute::start(config).await.expect("start proxy");
+    TestProxy {
+        port: proxy.addr.port(),
+        proxy,
+    }
+}
+
+pub async fn proxy() -> TestProxy {
+    proxy_with("").await
+}
+
+/// Unique table names so tests sharing a cluster do not collide.
+pub fn table(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// First column of the first row of a simple-protocol query, as text.
+pub async fn simple_value(client: &Client, sql: &str) -> String {
+    let msgs = client
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    msgs.iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => {
+                Some(r.get(0).unwrap_or("NULL").to_string())
+            }
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{sql}: no row"))
+}
+
+/// The port of the server that answered, through the simple protocol.
+pub async fn server_port(client: &Client) -> u16 {
+    simple_value(client, "SELECT inet_server_port()")
+        .await
+        .parse()
+        .expect("port")
+}
