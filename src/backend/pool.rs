@@ -74,6 +74,9 @@ impl Checked {
 
 pub struct Pools {
     map: DashMap<(usize, String, String), Arc<Pool>>,
+    /// ParameterStatus values a fresh server connection reported, per (user, database):
+    /// what a new client is told at login without borrowing a connection.
+    login_params: DashMap<(String, String), Vec<(String, String)>>,
     config: Arc<Config>,
     topology: Arc<Topology>,
 }
@@ -82,6 +85,7 @@ impl Pools {
     pub fn new(config: Arc<Config>, topology: Arc<Topology>) -> Self {
         Pools {
             map: DashMap::new(),
+            login_params: DashMap::new(),
             config,
             topology,
         }
@@ -102,6 +106,13 @@ impl Pools {
                 })
             })
             .clone()
+    }
+
+    /// What a fresh primary connection for (user, database) reported, if one was opened.
+    pub fn login_params(&self, user: &str, database: &str) -> Option<Vec<(String, String)>> {
+        self.login_params
+            .get(&(user.to_string(), database.to_string()))
+            .map(|p| p.clone())
     }
 
     /// Borrows a connection to `node` for `user`/`database`.
@@ -142,7 +153,7 @@ impl Pools {
             Some(c) => c,
             None => {
                 let password = self.config.user(user).and_then(|u| u.password());
-                ServerConn::connect(
+                let c = ServerConn::connect(
                     self.topology.addr(node),
                     pool.node,
                     &pool.user,
@@ -150,7 +161,18 @@ impl Pools {
                     &pool.database,
                     self.config.pool.connect_timeout,
                 )
-                .await?
+                .await?;
+                if self
+                    .topology
+                    .snapshot()
+                    .nodes
+                    .get(node)
+                    .is_some_and(|n| n.role == crate::config::Role::Primary)
+                {
+                    self.login_params
+                        .insert((user.to_string(), database.to_string()), c.params.clone());
+                }
+                c
             }
         };
         metrics::pool(&pool.label, 1, 0);

@@ -17,6 +17,7 @@ fn malformed(e: impl std::fmt::Display) -> End {
 impl Session {
     pub(super) fn forward(&mut self, f: Frame) -> Result<(), End> {
         let node = self.active.ok_or_else(|| End::Fatal(super::internal()))?;
+        tracing::trace!(tag = %(f.tag() as char), "client frame");
         match f.tag() {
             tag::QUERY => {
                 let sql = BodyReader::new(f.body()).cstr().map_err(malformed)?;
@@ -26,7 +27,7 @@ impl Session {
                 };
                 self.unit_changes.extend(class.settings.iter().cloned());
                 self.swbuf.extend_from_slice(f.raw());
-                self.end_unit();
+                self.end_unit(false);
             }
             tag::PARSE => {
                 let body = f.raw().slice(5..);
@@ -110,11 +111,16 @@ impl Session {
                 }
                 self.expect.push_back(Expect::Close { forward: true });
             }
+            tag::SYNC if self.copy_in => self.swbuf.extend_from_slice(f.raw()),
             tag::SYNC | tag::FUNCTION_CALL => {
                 self.swbuf.extend_from_slice(f.raw());
-                self.end_unit();
+                self.end_unit(f.tag() == tag::SYNC);
             }
-            tag::EXECUTE | tag::FLUSH | tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL => {
+            tag::COPY_DONE | tag::COPY_FAIL => {
+                self.copy_in = false;
+                self.swbuf.extend_from_slice(f.raw());
+            }
+            tag::EXECUTE | tag::FLUSH | tag::COPY_DATA => {
                 self.swbuf.extend_from_slice(f.raw());
             }
             tag::TERMINATE => return Err(End::Client),
@@ -129,9 +135,9 @@ impl Session {
     }
 
     /// A unit ends at Query, Sync or FunctionCall: each gets one ReadyForQuery.
-    fn end_unit(&mut self) {
+    fn end_unit(&mut self, sync: bool) {
         let changes = std::mem::take(&mut self.unit_changes);
-        self.expect.push_back(Expect::Ready { changes });
+        self.expect.push_back(Expect::Ready { changes, sync });
         self.in_flight += 1;
         self.unit_open = false;
         self.unit_classes.clear();

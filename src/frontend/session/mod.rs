@@ -42,9 +42,11 @@ enum Expect {
     Close {
         forward: bool,
     },
-    /// ReadyForQuery closing a unit; the settings its statements change.
+    /// ReadyForQuery closing a unit; the settings its statements change. `sync` tells a
+    /// Sync's from a Query's or FunctionCall's (a server in COPY IN ignores Syncs).
     Ready {
         changes: Vec<SettingChange>,
+        sync: bool,
     },
 }
 
@@ -78,6 +80,8 @@ pub struct Session {
     tx_status: u8,
     /// A unit's first message was forwarded and its end (Sync) not yet.
     unit_open: bool,
+    /// The active server is in COPY IN: it ignores Sync until CopyDone/CopyFail.
+    copy_in: bool,
     /// Classes computed while routing, consumed in order by `forward` for Q and P.
     unit_classes: VecDeque<Arc<Class>>,
     /// Settings changed by the statements of the open unit.
@@ -131,6 +135,7 @@ pub async fn run(
         in_flight: 0,
         tx_status: b'I',
         unit_open: false,
+        copy_in: false,
         unit_classes: VecDeque::new(),
         unit_changes: Vec::new(),
         tx_changes: Vec::new(),
@@ -143,7 +148,7 @@ pub async fn run(
         pid,
         shared,
     };
-    let end = match s.greet(secret).await {
+    let end = match s.greet(secret, params).await {
         Ok(()) => s.main_loop().await,
         Err(e) => End::Fatal(e),
     };
@@ -155,22 +160,33 @@ pub async fn run(
 }
 
 impl Session {
-    /// Finishes the login: the server's parameters (as this client's settings make them),
-    /// our own key data, ReadyForQuery.
-    async fn greet(&mut self, secret: i32) -> Result<(), PgError> {
-        let snapshot = self.shared.topology.snapshot();
-        let node = snapshot.primary().unwrap_or(0);
-        self.attach(node).await?;
-        let conn = self.held[node].as_ref().ok_or_else(internal)?;
-        for (name, value) in &conn.params {
-            self.cwbuf
-                .extend_from_slice(protocol::parameter_status(name, value).raw());
+    /// Finishes the login: the server's parameters as this client's startup settings make
+    /// them, our own key data, ReadyForQuery. The parameters come from the first primary
+    /// connection of this (user, database), so a login does not wait for a pool.
+    async fn greet(&mut self, secret: i32, startup: &[(String, String)]) -> Result<(), PgError> {
+        let reported = match self.shared.pools.login_params(&self.user, &self.database) {
+            Some(p) => p,
+            None => {
+                let node = self.shared.topology.snapshot().primary().unwrap_or(0);
+                self.attach(node).await?;
+                let conn = self.held[node].as_ref().ok_or_else(internal)?;
+                let p = conn.params.clone();
+                self.maybe_release();
+                p
+            }
+        };
+        for (name, value) in &reported {
+            let own = startup
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v);
+            let f = protocol::parameter_status(name, own.unwrap_or(value));
+            self.cwbuf.extend_from_slice(f.raw());
         }
         self.cwbuf
             .extend_from_slice(protocol::backend_key_data(self.pid, secret).raw());
         self.cwbuf
             .extend_from_slice(protocol::ready_for_query(b'I').raw());
-        self.maybe_release();
         self.flush_client()
             .await
             .map_err(|_| PgError::fatal(sqlstate::CONNECTION_FAILURE, "client went away"))

@@ -21,6 +21,7 @@ impl Session {
                 Err(_) => return Err(End::Fatal(self.server_lost(node))),
             };
             let mut forward = true;
+            tracing::trace!(tag = %(frame.tag() as char), "server frame");
             match frame.tag() {
                 tag::PARSE_COMPLETE => {
                     if let Some(Expect::Parse { forward: fwd, .. }) = self.expect.front() {
@@ -65,12 +66,21 @@ impl Session {
                     }
                 }
                 tag::PARAMETER_STATUS => conn.note_parameter(frame.body()),
+                tag::COPY_IN_RESPONSE => {
+                    // Syncs already sent after the COPY's Execute are ignored by the server
+                    // in COPY IN: expect no ReadyForQuery for them.
+                    let before = self.expect.len();
+                    self.expect
+                        .retain(|e| !matches!(e, Expect::Ready { sync: true, .. }));
+                    self.in_flight -= before - self.expect.len();
+                    self.copy_in = true;
+                }
                 tag::READY_FOR_QUERY => {
                     let status = frame.body().first().copied().unwrap_or(b'I');
                     // Drop anything still expected before this ReadyForQuery.
                     let mut changes = Vec::new();
                     while let Some(e) = self.expect.pop_front() {
-                        if let Expect::Ready { changes: c } = e {
+                        if let Expect::Ready { changes: c, .. } = e {
                             changes = c;
                             break;
                         }

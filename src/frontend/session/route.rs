@@ -35,7 +35,7 @@ impl Session {
                     tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL | tag::FLUSH => {
                         let f = self.inq.pop_front().ok_or(End::Client)?;
                         if self.active.is_some() {
-                            self.swbuf.extend_from_slice(f.raw());
+                            self.forward(f)?;
                         }
                         continue;
                     }
@@ -151,15 +151,33 @@ impl Session {
                 break;
             }
         }
-        let class = worst.unwrap_or_else(|| Arc::new(Class::read("protocol")));
+        let class = match worst {
+            Some(c) => c,
+            None => {
+                // Nothing to classify (Sync, Close, Describe, ...): it belongs with
+                // whatever runs now, or anywhere a read may go.
+                if let Some(node) = self.active {
+                    let reason = "follows_active".to_string();
+                    return Ok((Decision { node, reason }, Arc::new(Class::read("protocol"))));
+                }
+                executes = false;
+                Arc::new(Class::read("protocol"))
+            }
+        };
         let view = SessionView {
             in_transaction_on: self.active.filter(|_| self.tx_status != b'I'),
             pinned: self.pinned.is_some(),
         };
         let snapshot = self.shared.topology.snapshot();
-        // Only units that run something advance the round robin, so that a driver's
-        // prepare/execute/close rhythm cannot pin all its executions to one replica.
-        let ticket = if executes {
+        // Only reads that run something advance the round robin, so that a driver's
+        // rhythm (prepare, execute, close; or read, write, read, write) cannot pin all of
+        // its reads to one replica.
+        let replica_read = executes
+            && !class.is_write()
+            && class.pins.is_none()
+            && view.in_transaction_on.is_none()
+            && !view.pinned;
+        let ticket = if replica_read {
             self.shared.tickets.fetch_add(1, Ordering::Relaxed)
         } else {
             self.shared.tickets.load(Ordering::Relaxed)
@@ -217,6 +235,12 @@ impl Session {
         let Some(node) = self.active.take() else {
             return;
         };
+        tracing::trace!(
+            node,
+            in_flight = self.in_flight,
+            copy_in = self.copy_in,
+            "detach"
+        );
         self.cancel.set(None);
         if self.shared.config.pool.mode == PoolMode::Transaction && self.pinned.is_none() {
             if let Some(c) = self.held[node].take() {
@@ -230,6 +254,7 @@ impl Session {
         if self.active.is_some()
             && self.in_flight == 0
             && !self.unit_open
+            && !self.copy_in
             && self.tx_status == b'I'
             && self.pinned.is_none()
         {
