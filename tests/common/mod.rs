@@ -61,8 +61,12 @@ pub fn cluster() -> &'static Cluster {
 impl Cluster {
     /// A proxy configuration for this cluster; `extra` is appended (TOML).
     pub fn config(&self, extra: &str) -> String {
-        let mut c = String::from("[listen]\naddress = \"127.0.0.1:0\"\n");
-        c.push_str(extra);
+        let listen = "[listen]\naddress = \"127.0.0.1:0\"\n";
+        let mut c = if extra.contains("[listen]\n") {
+            extra.replace("[listen]\n", listen)
+        } else {
+            format!("{listen}{extra}")
+        };
         c.push_str(&format!(
             "\n[[nodes]]\nname = \"pg0\"\nhost = \"127.0.0.1\"\nport = {}\nrole = \"primary\"\n",
             self.primary_port

@@ -1,0 +1,175 @@
+//! Bad input and authentication: malformed frames, oversized messages, silent clients,
+//! wrong passwords. Each gets a clean PostgreSQL error or a closed connection, never a
+//! panic or a hang, and other clients keep working.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::{BufMut, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use common::{proxy, proxy_with, simple_value};
+
+fn startup(user: &str) -> Vec<u8> {
+    let mut body = BytesMut::new();
+    body.put_i32(196608);
+    for (k, v) in [("user", user), ("database", "app")] {
+        body.put_slice(k.as_bytes());
+        body.put_u8(0);
+        body.put_slice(v.as_bytes());
+        body.put_u8(0);
+    }
+    body.put_u8(0);
+    let mut msg = (body.len() as i32 + 4).to_be_bytes().to_vec();
+    msg.extend_from_slice(&body);
+    msg
+}
+
+/// Reads whole frames until one with `tag` arrives (or the connection ends); returns
+/// the tags seen and the body of the last frame.
+async fn read_until(s: &mut TcpStream, tag: u8) -> (Vec<u8>, Vec<u8>) {
+    let mut tags = Vec::new();
+    loop {
+        let mut head = [0u8; 5];
+        let read = tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut head)).await;
+        match read {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => return (tags, Vec::new()),
+            Err(_) => panic!("no reply within 10s (tags so far {:?})", String::from_utf8_lossy(&tags)),
+        }
+        let len = i32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+        let mut body = vec![0u8; len - 4];
+        s.read_exact(&mut body).await.unwrap();
+        tags.push(head[0]);
+        if head[0] == tag {
+            return (tags, body);
+        }
+    }
+}
+
+fn sqlstate(body: &[u8]) -> String {
+    let mut i = 0;
+    while i < body.len() && body[i] != 0 {
+        let field = body[i];
+        let end = body[i + 1..].iter().position(|&b| b == 0).unwrap() + i + 1;
+        if field == b'C' {
+            return String::from_utf8_lossy(&body[i + 1..end]).into_owned();
+        }
+        i = end + 1;
+    }
+    String::new()
+}
+
+async fn logged_in(port: u16) -> TcpStream {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(&startup("postgres")).await.unwrap();
+    let (tags, _) = read_until(&mut s, b'Z').await;
+    assert!(tags.contains(&b'K'), "our own BackendKeyData is sent");
+    s
+}
+
+/// Expects an ErrorResponse with `code`, then the connection to close.
+async fn expect_fatal(s: &mut TcpStream, code: &str) {
+    let (tags, body) = read_until(s, b'E').await;
+    assert_eq!(tags.last(), Some(&b'E'), "an ErrorResponse arrives");
+    assert_eq!(sqlstate(&body), code);
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the connection is closed after a fatal error");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_frames_get_a_protocol_error_and_others_are_unaffected() {
+    let p = proxy_with("[listen]\nmax_message_size = 4096\n").await;
+    let bystander = p.client().await;
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("length below four", b"Q\0\0\0\x02".to_vec(), "08P01"),
+        ("oversized message", b"Q\0\x10\0\0".to_vec(), "54000"),
+        ("unknown message type", b"z\0\0\0\x04".to_vec(), "08P01"),
+        ("truncated Bind", b"B\0\0\0\x08ab\0x".to_vec(), "08P01"),
+        ("Parse with a bad type count", b"P\0\0\0\x0cs\0q\0\0\x05\0\0".to_vec(), "08P01"),
+        ("Query without terminator", b"Q\0\0\0\x08abcd".to_vec(), "08P01"),
+        ("Describe of an unknown kind", b"D\0\0\0\x07Xs\0".to_vec(), "08P01"),
+    ];
+    for (name, bytes, code) in cases {
+        eprintln!("case: {name}");
+        let mut s = logged_in(p.port).await;
+        s.write_all(&bytes).await.unwrap();
+        expect_fatal(&mut s, code).await;
+        assert_eq!(simple_value(&bystander, "SELECT 1").await, "1", "after {name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_phase_abuse_is_refused() {
+    let p = proxy_with("[listen]\nlogin_timeout = \"300ms\"\n").await;
+    // SSLRequest and GSSENCRequest are declined with 'N', then a normal startup works.
+    let mut s = TcpStream::connect(("127.0.0.1", p.port)).await.unwrap();
+    for code in [80877103i32, 80877104] {
+        let mut req = 8i32.to_be_bytes().to_vec();
+        req.extend_from_slice(&code.to_be_bytes());
+        s.write_all(&req).await.unwrap();
+        let mut answer = [0u8; 1];
+        s.read_exact(&mut answer).await.unwrap();
+        assert_eq!(&answer, b"N");
+    }
+    s.write_all(&startup("postgres")).await.unwrap();
+    read_until(&mut s, b'Z').await;
+
+    // A startup packet over the 10 kB limit.
+    let mut s = TcpStream::connect(("127.0.0.1", p.port)).await.unwrap();
+    s.write_all(&100_000i32.to_be_bytes()).await.unwrap();
+    expect_fatal(&mut s, "08P01").await;
+
+    // A client that sends nothing is dropped after the login timeout.
+    let mut s = TcpStream::connect(("127.0.0.1", p.port)).await.unwrap();
+    expect_fatal(&mut s, "08P01").await;
+
+    // An unsupported protocol version.
+    let mut s = TcpStream::connect(("127.0.0.1", p.port)).await.unwrap();
+    let mut v2 = 8i32.to_be_bytes().to_vec();
+    v2.extend_from_slice(&131072i32.to_be_bytes());
+    s.write_all(&v2).await.unwrap();
+    expect_fatal(&mut s, "0A000").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authentication_methods_and_failures() {
+    let p = proxy().await;
+    // SCRAM (default) and md5 users, each logging in to the proxy and the proxy to the server
+    // with the method the server asks for.
+    let scram = common::connect(&p.conninfo("app")).await;
+    assert_eq!(simple_value(&scram, "SELECT current_user").await, "app");
+    let md5 = common::connect(&p.conninfo("app_md5")).await;
+    assert_eq!(simple_value(&md5, "SELECT current_user").await, "app_md5");
+    let trusted = common::connect(&format!("host=127.0.0.1 port={} user=postgres dbname=app", p.port)).await;
+    assert_eq!(simple_value(&trusted, "SELECT current_user").await, "postgres");
+
+    let wrong = common::try_connect(&format!("host=127.0.0.1 port={} user=app password=nope dbname=app", p.port))
+        .await
+        .err()
+        .expect("wrong password refused");
+    let wrong = wrong.as_db_error().expect("a server error");
+    assert_eq!(wrong.code().code(), "28P01");
+    let wrong_md5 =
+        common::try_connect(&format!("host=127.0.0.1 port={} user=app_md5 password=nope dbname=app", p.port))
+            .await
+            .err()
+            .expect("wrong md5 password refused");
+    assert_eq!(wrong_md5.as_db_error().map(|e| e.code().code()), Some("28P01"));
+    let unknown = common::try_connect(&format!("host=127.0.0.1 port={} user=mallory password=x dbname=app", p.port))
+        .await
+        .err()
+        .expect("unknown user refused");
+    let unknown = unknown.as_db_error().expect("a server error");
+    assert_eq!(unknown.code().code(), "28P01", "unknown users look like wrong passwords");
+    assert_eq!(unknown.message(), wrong.message().replace("\"app\"", "\"mallory\""));
+    // A database that does not exist: the server's own error reaches the client.
+    let nodb = common::try_connect(&format!("host=127.0.0.1 port={} user=app password=app dbname=nope", p.port))
+        .await
+        .err()
+        .expect("missing database refused");
+    assert_eq!(nodb.as_db_error().map(|e| e.code().code()), Some("3D000"));
+}
