@@ -65,6 +65,13 @@ fn sqlstate(body: &[u8]) -> String {
     String::new()
 }
 
+async fn refused(conninfo: &str, what: &str) -> tokio_postgres::Error {
+    match common::try_connect(conninfo).await {
+        Ok(_) => panic!("{what}: the connection was accepted"),
+        Err(e) => e,
+    }
+}
+
 async fn logged_in(port: u16) -> TcpStream {
     let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     s.write_all(&startup("postgres")).await.unwrap();
@@ -176,33 +183,24 @@ async fn authentication_methods_and_failures() {
         "postgres"
     );
 
-    let wrong = common::try_connect(&format!(
+    let wrong = refused(&format!(
         "host=127.0.0.1 port={} user=app password=nope dbname=app",
         p.port
-    ))
-    .await
-    .err()
-    .expect("wrong password refused");
+    ), "wrong password refused").await;
     let wrong = wrong.as_db_error().expect("a server error");
     assert_eq!(wrong.code().code(), "28P01");
-    let wrong_md5 = common::try_connect(&format!(
+    let wrong_md5 = refused(&format!(
         "host=127.0.0.1 port={} user=app_md5 password=nope dbname=app",
         p.port
-    ))
-    .await
-    .err()
-    .expect("wrong md5 password refused");
+    ), "wrong md5 password refused").await;
     assert_eq!(
         wrong_md5.as_db_error().map(|e| e.code().code()),
         Some("28P01")
     );
-    let unknown = common::try_connect(&format!(
+    let unknown = refused(&format!(
         "host=127.0.0.1 port={} user=mallory password=x dbname=app",
         p.port
-    ))
-    .await
-    .err()
-    .expect("unknown user refused");
+    ), "unknown user refused").await;
     let unknown = unknown.as_db_error().expect("a server error");
     assert_eq!(
         unknown.code().code(),
@@ -214,12 +212,9 @@ async fn authentication_methods_and_failures() {
         wrong.message().replace("\"app\"", "\"mallory\"")
     );
     // A database that does not exist: the server's own error reaches the client.
-    let nodb = common::try_connect(&format!(
+    let nodb = refused(&format!(
         "host=127.0.0.1 port={} user=app password=app dbname=nope",
         p.port
-    ))
-    .await
-    .err()
-    .expect("missing database refused");
+    ), "missing database refused").await;
     assert_eq!(nodb.as_db_error().map(|e| e.code().code()), Some("3D000"));
 }

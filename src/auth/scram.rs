@@ -68,7 +68,7 @@ impl Verifier {
 #[derive(Debug, PartialEq, Eq)]
 pub struct ScramError(pub &'static str);
 
-fn attr<'a>(part: &'a str, key: char) -> Result<&'a str, ScramError> {
+fn attr(part: &str, key: char) -> Result<&str, ScramError> {
     part.strip_prefix(key)
         .and_then(|p| p.strip_prefix('='))
         .ok_or(ScramError("unexpected SCRAM attribute"))

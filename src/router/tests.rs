@@ -52,15 +52,8 @@ fn decision_table() {
     let nothing_usable = topo(now, &[(1, true)], false);
     let pins = pinned_class();
     // (name, class, session, topology, ticket, expected node or None for error, reason)
-    let cases: Vec<(
-        &str,
-        &Class,
-        SessionView,
-        &Snapshot,
-        u64,
-        Option<usize>,
-        &str,
-    )> = vec![
+    type Case<'a> = (&'a str, &'a Class, SessionView, &'a Snapshot, u64, Option<usize>, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "read goes to first replica",
             &read,

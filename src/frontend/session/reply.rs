@@ -110,11 +110,7 @@ impl Session {
     ) {
         let before = self.settings.hash();
         match status {
-            b'T' => {
-                if !self.unit_error {
-                    self.tx_changes.extend(changes);
-                }
-            }
+            b'T' if !self.unit_error => self.tx_changes.extend(changes),
             b'I' => {
                 let tx = std::mem::take(&mut self.tx_changes);
                 if self.saw_commit && !self.saw_rollback {
@@ -126,7 +122,7 @@ impl Session {
             }
             _ => {}
         }
-        if status != b'T' {
+        if status == b'I' {
             self.saw_commit = false;
             self.saw_rollback = false;
         }
