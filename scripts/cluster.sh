@@ -3,7 +3,7 @@
 # tests and demo: one primary plus N hot-standby replicas on 127.0.0.1.
 #
 # Usage:
-#   scripts/cluster.sh start [--replicas N] [--owner-pid PID]
+#   scripts/cluster.sh start [--replicas N] [--owner-pid PID] [--base-port P]
 #                                                (default N=2, 0..8; with an owner, the
 #                                                cluster stops itself when PID exits)
 #   scripts/cluster.sh stop DIR                  (idempotent; removes DIR)
@@ -206,9 +206,14 @@ psql_super() {
 }
 
 cmd_start() {
-    local replicas=2 owner=""
+    local replicas=2 owner="" base_port=""
     while [[ $# -gt 0 ]]; do
         case $1 in
+        --base-port)
+            [[ $# -ge 2 ]] || usage
+            base_port=$2
+            shift 2
+            ;;
         --owner-pid)
             [[ $# -ge 2 ]] || usage
             owner=$2
@@ -253,7 +258,19 @@ cmd_start() {
     log "cluster dir $dir"
 
     local -a ports
-    mapfile -t ports < <(free_ports $((replicas + 1)))
+    local retry_ports=1
+    if [[ -n $base_port ]]; then
+        retry_ports=0
+        # Fixed ports (the demo, whose proxy.toml names them): base, base+1, ...
+        for ((k = 0; k <= replicas; k++)); do
+            ports+=($((base_port + k)))
+            if ss -Htln "sport = :$((base_port + k))" 2>/dev/null | grep -q .; then
+                die "port $((base_port + k)) is in use (a previous demo still running? scripts/cluster.sh stop DIR)"
+            fi
+        done
+    else
+        mapfile -t ports < <(free_ports $((replicas + 1)))
+    fi
     [[ ${#ports[@]} -eq $((replicas + 1)) ]] || die "could not pick free ports"
 
     # ---- primary ----
@@ -289,7 +306,7 @@ host    replication  all       127.0.0.1/32    trust
 host    all          app_md5   127.0.0.1/32    md5
 host    all          all       127.0.0.1/32    scram-sha-256
 EOF
-    start_node "$dir" 0 1 || die "primary failed to start"
+    start_node "$dir" 0 "$retry_ports" || die "primary failed to start"
     local primary_port
     primary_port=$(node_port "$dir" 0)
 
@@ -322,7 +339,7 @@ EOF
             -D "$dir/node$k" -R -X stream -c fast --no-sync \
             -C -S "pgroute_node$k" >&2
         write_node_conf "$dir" "$k" "${ports[$k]}"
-        start_node "$dir" "$k" 1 || die "replica node$k failed to start"
+        start_node "$dir" "$k" "$retry_ports" || die "replica node$k failed to start"
     done
 
     # ---- wait for streaming ----

@@ -86,3 +86,10 @@ fn users_need_a_password_source_unless_trusted() {
     let c = Config::parse(&env, "p").unwrap();
     assert_eq!(c.users[0].password(), None);
 }
+
+#[test]
+fn the_repository_example_config_is_valid() {
+    let c = Config::parse(include_str!("../../proxy.toml"), "proxy.toml").unwrap();
+    assert_eq!(c.listen.address, "127.0.0.1:6432");
+    assert_eq!(c.nodes.iter().filter(|n| n.role == Role::Primary).count(), 1);
+}
