@@ -21,8 +21,7 @@ struct Registry {
     errors: DashMap<String, AtomicU64>,
     parse_errors: AtomicU64,
     clients: AtomicI64,
-    /// per pool label: (in use, idle)
-    pools: DashMap<String, (AtomicI64, AtomicI64)>,
+    pools: DashMap<String, Arc<PoolGauges>>,
 }
 
 fn registry() -> &'static Registry {
@@ -60,12 +59,28 @@ pub fn clients(delta: i64) {
     registry().clients.fetch_add(delta, Ordering::Relaxed);
 }
 
-/// Pool usage changes: `in_use` and `idle` deltas for the pool named `label`.
-pub fn pool(label: &str, in_use: i64, idle: i64) {
-    let r = registry();
-    let entry = r.pools.entry(label.to_string()).or_default();
-    entry.0.fetch_add(in_use, Ordering::Relaxed);
-    entry.1.fetch_add(idle, Ordering::Relaxed);
+/// Connections of one pool, by state. A pool holds its handle, so updates cost one
+/// atomic add and no lookup.
+#[derive(Default)]
+pub struct PoolGauges {
+    pub in_use: AtomicI64,
+    pub idle: AtomicI64,
+}
+
+impl PoolGauges {
+    pub fn add(&self, in_use: i64, idle: i64) {
+        self.in_use.fetch_add(in_use, Ordering::Relaxed);
+        self.idle.fetch_add(idle, Ordering::Relaxed);
+    }
+}
+
+/// The gauges of the pool named `label`, registered on first use.
+pub fn pool_gauges(label: &str) -> Arc<PoolGauges> {
+    registry()
+        .pools
+        .entry(label.to_string())
+        .or_default()
+        .clone()
 }
 
 fn escape(v: &str) -> String {
@@ -110,7 +125,7 @@ pub fn render(classifier: &Classifier) -> String {
     let _ = writeln!(out, "# TYPE pgroute_pool_connections gauge");
     for e in r.pools.iter() {
         let pool = escape(e.key());
-        let (used, idle) = e.value();
+        let (used, idle) = (&e.value().in_use, &e.value().idle);
         let _ = writeln!(
             out,
             "pgroute_pool_connections{{pool=\"{pool}\",state=\"in_use\"}} {}",

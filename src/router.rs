@@ -21,10 +21,36 @@ pub struct SessionView {
     pub pinned: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decision {
     pub node: usize,
-    pub reason: String,
+    pub reason: Reason,
+}
+
+/// Why a decision went where it did. A plain enum, so deciding allocates nothing; the
+/// text for logs and metrics comes from [`Decision::label`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// The statement's own class decided (its `reason` says why).
+    Statement,
+    InTransaction,
+    Pinned,
+    NoReplica,
+    /// Set by the session for units with nothing to classify (Sync, Close, ...): they
+    /// stay with the server that runs the client's work now.
+    FollowsActive,
+}
+
+impl Decision {
+    pub fn label<'a>(&self, class: &'a Class) -> &'a str {
+        match self.reason {
+            Reason::Statement => &class.reason,
+            Reason::InTransaction => "in_transaction",
+            Reason::Pinned => "pinned",
+            Reason::NoReplica => "no_replica",
+            Reason::FollowsActive => "follows_active",
+        }
+    }
 }
 
 pub fn decide(
@@ -37,10 +63,10 @@ pub fn decide(
     if let Some(node) = session.in_transaction_on {
         return Ok(Decision {
             node,
-            reason: "in_transaction".into(),
+            reason: Reason::InTransaction,
         });
     }
-    let to_primary = |reason: String| match topo.primary() {
+    let to_primary = |reason: Reason| match topo.primary() {
         Some(node) => Ok(Decision { node, reason }),
         None => Err(PgError::error(
             sqlstate::CONNECTION_FAILURE,
@@ -49,17 +75,17 @@ pub fn decide(
         .with_hint("Check the [[nodes]] roles in the pgroute configuration.")),
     };
     if session.pinned {
-        return to_primary("pinned".into());
+        return to_primary(Reason::Pinned);
     }
     if class.access == Access::Write || class.pins.is_some() {
-        return to_primary(class.reason.clone());
+        return to_primary(Reason::Statement);
     }
     match pick_replica(topo, now, ticket) {
         Some(node) => Ok(Decision {
             node,
-            reason: class.reason.clone(),
+            reason: Reason::Statement,
         }),
-        None => to_primary("no_replica".into()),
+        None => to_primary(Reason::NoReplica),
     }
 }
 

@@ -183,24 +183,36 @@ async fn authentication_methods_and_failures() {
         "postgres"
     );
 
-    let wrong = refused(&format!(
-        "host=127.0.0.1 port={} user=app password=nope dbname=app",
-        p.port
-    ), "wrong password refused").await;
+    let wrong = refused(
+        &format!(
+            "host=127.0.0.1 port={} user=app password=nope dbname=app",
+            p.port
+        ),
+        "wrong password refused",
+    )
+    .await;
     let wrong = wrong.as_db_error().expect("a server error");
     assert_eq!(wrong.code().code(), "28P01");
-    let wrong_md5 = refused(&format!(
-        "host=127.0.0.1 port={} user=app_md5 password=nope dbname=app",
-        p.port
-    ), "wrong md5 password refused").await;
+    let wrong_md5 = refused(
+        &format!(
+            "host=127.0.0.1 port={} user=app_md5 password=nope dbname=app",
+            p.port
+        ),
+        "wrong md5 password refused",
+    )
+    .await;
     assert_eq!(
         wrong_md5.as_db_error().map(|e| e.code().code()),
         Some("28P01")
     );
-    let unknown = refused(&format!(
-        "host=127.0.0.1 port={} user=mallory password=x dbname=app",
-        p.port
-    ), "unknown user refused").await;
+    let unknown = refused(
+        &format!(
+            "host=127.0.0.1 port={} user=mallory password=x dbname=app",
+            p.port
+        ),
+        "unknown user refused",
+    )
+    .await;
     let unknown = unknown.as_db_error().expect("a server error");
     assert_eq!(
         unknown.code().code(),
@@ -212,9 +224,13 @@ async fn authentication_methods_and_failures() {
         wrong.message().replace("\"app\"", "\"mallory\"")
     );
     // A database that does not exist: the server's own error reaches the client.
-    let nodb = refused(&format!(
-        "host=127.0.0.1 port={} user=app password=app dbname=nope",
-        p.port
-    ), "missing database refused").await;
+    let nodb = refused(
+        &format!(
+            "host=127.0.0.1 port={} user=app password=app dbname=nope",
+            p.port
+        ),
+        "missing database refused",
+    )
+    .await;
     assert_eq!(nodb.as_db_error().map(|e| e.code().code()), Some("3D000"));
 }

@@ -18,6 +18,7 @@ use crate::topology::Topology;
 
 pub struct Pool {
     label: String,
+    gauges: Arc<metrics::PoolGauges>,
     node: usize,
     user: String,
     database: String,
@@ -53,7 +54,7 @@ impl std::ops::DerefMut for Checked {
 
 impl Drop for Checked {
     fn drop(&mut self) {
-        metrics::pool(&self.pool.label, -1, 0);
+        self.pool.gauges.add(-1, 0);
     }
 }
 
@@ -61,14 +62,10 @@ impl Checked {
     /// Returns the connection to its pool (when `reusable`) or closes it.
     pub fn release(mut self, reusable: bool) {
         if let (true, Some(conn)) = (reusable, self.conn.take()) {
-            metrics::pool(&self.pool.label, 0, 1);
+            self.pool.gauges.add(0, 1);
             let mut idle = self.pool.idle.lock().unwrap_or_else(|p| p.into_inner());
             idle.push(conn);
         }
-    }
-
-    pub fn pool_label(&self) -> &str {
-        &self.pool.label
     }
 }
 
@@ -96,8 +93,10 @@ impl Pools {
         self.map
             .entry(key)
             .or_insert_with(|| {
+                let label = format!("{}/{user}/{database}", self.topology.addr(node).name);
                 Arc::new(Pool {
-                    label: format!("{}/{user}/{database}", self.topology.addr(node).name),
+                    gauges: metrics::pool_gauges(&label),
+                    label,
                     node,
                     user: user.to_string(),
                     database: database.to_string(),
@@ -142,7 +141,7 @@ impl Pools {
             match candidate {
                 None => break None,
                 Some(mut c) => {
-                    metrics::pool(&pool.label, 0, -1);
+                    pool.gauges.add(0, -1);
                     if c.idle_and_alive() {
                         break Some(c);
                     }
@@ -175,7 +174,7 @@ impl Pools {
                 c
             }
         };
-        metrics::pool(&pool.label, 1, 0);
+        pool.gauges.add(1, 0);
         Ok(Checked {
             conn: Some(conn),
             pool,

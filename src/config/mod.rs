@@ -112,7 +112,7 @@ pub enum AuthMethod {
     Trust,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct User {
     pub name: Spanned<String>,
@@ -121,6 +121,18 @@ pub struct User {
     /// How clients authenticate to pgroute as this user.
     #[serde(default = "default_auth")]
     pub auth: AuthMethod,
+}
+
+/// Never prints the password, so that no log line can carry it.
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User")
+            .field("name", self.name.get_ref())
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("password_env", &self.password_env)
+            .field("auth", &self.auth)
+            .finish()
+    }
 }
 
 impl User {

@@ -91,5 +91,16 @@ fn users_need_a_password_source_unless_trusted() {
 fn the_repository_example_config_is_valid() {
     let c = Config::parse(include_str!("../../proxy.toml"), "proxy.toml").unwrap();
     assert_eq!(c.listen.address, "127.0.0.1:6432");
-    assert_eq!(c.nodes.iter().filter(|n| n.role == Role::Primary).count(), 1);
+    assert_eq!(
+        c.nodes.iter().filter(|n| n.role == Role::Primary).count(),
+        1
+    );
+}
+
+#[test]
+fn debug_output_never_shows_a_password() {
+    let c = Config::parse(MINIMAL, "proxy.toml").unwrap();
+    let printed = format!("{c:?}");
+    assert!(!printed.contains("secret"), "{printed}");
+    assert!(printed.contains("<redacted>"));
 }

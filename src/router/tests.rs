@@ -52,7 +52,15 @@ fn decision_table() {
     let nothing_usable = topo(now, &[(1, true)], false);
     let pins = pinned_class();
     // (name, class, session, topology, ticket, expected node or None for error, reason)
-    type Case<'a> = (&'a str, &'a Class, SessionView, &'a Snapshot, u64, Option<usize>, &'a str);
+    type Case<'a> = (
+        &'a str,
+        &'a Class,
+        SessionView,
+        &'a Snapshot,
+        u64,
+        Option<usize>,
+        &'a str,
+    );
     let cases: Vec<Case> = vec![
         (
             "read goes to first replica",
@@ -216,7 +224,7 @@ fn decision_table() {
         match want {
             Some(node) => {
                 let d = got.unwrap_or_else(|e| panic!("{name}: unexpected error {e}"));
-                assert_eq!((d.node, d.reason.as_str()), (node, reason), "{name}");
+                assert_eq!((d.node, d.label(class)), (node, reason), "{name}");
             }
             None => {
                 let e = got.expect_err(name);

@@ -11,7 +11,7 @@ use crate::config::{PoolMode, Role};
 use crate::frontend::prepared::{split_bind, split_parse};
 use crate::metrics;
 use crate::protocol::{self, sqlstate, tag, PgError};
-use crate::router::{self, Decision, SessionView};
+use crate::router::{self, Decision, Reason, SessionView};
 
 impl Session {
     /// Routes and forwards queued client frames until the queue is empty or the next
@@ -79,8 +79,9 @@ impl Session {
                     }
                 }
                 let node_name = &self.shared.topology.addr(decision.node).name;
-                tracing::debug!(node = %node_name, reason = %decision.reason, "route");
-                metrics::route(node_name, &decision.reason);
+                let reason = decision.label(&class);
+                tracing::debug!(node = %node_name, reason, "route");
+                metrics::route(node_name, reason);
                 if let (Some(why), None) = (&class.pins, &self.pinned) {
                     tracing::debug!(reason = %why, "session pinned to the primary");
                     self.pinned = Some(why.clone());
@@ -157,7 +158,7 @@ impl Session {
                 // Nothing to classify (Sync, Close, Describe, ...): it belongs with
                 // whatever runs now, or anywhere a read may go.
                 if let Some(node) = self.active {
-                    let reason = "follows_active".to_string();
+                    let reason = Reason::FollowsActive;
                     return Ok((Decision { node, reason }, Arc::new(Class::read("protocol"))));
                 }
                 executes = false;
