@@ -123,9 +123,19 @@ impl Pools {
     ) -> Result<Checked, PgError> {
         let pool = self.pool(node, user, database);
         let wait = self.config.pool.checkout_timeout;
-        let permit = match tokio::time::timeout(wait, pool.permits.clone().acquire_owned()).await {
-            Ok(Ok(p)) => p,
-            _ => {
+        // Fast path without arming a timer; wait only when the pool is full.
+        let permit = match pool.permits.clone().try_acquire_owned() {
+            Ok(p) => Ok(p),
+            Err(_) => {
+                match tokio::time::timeout(wait, pool.permits.clone().acquire_owned()).await {
+                    Ok(Ok(p)) => Ok(p),
+                    _ => Err(()),
+                }
+            }
+        };
+        let permit = match permit {
+            Ok(p) => p,
+            Err(()) => {
                 return Err(PgError::error(
                     sqlstate::TOO_MANY_CONNECTIONS,
                     format!(
