@@ -7,7 +7,10 @@
 //! - [`protocol`]: the wire format: frame splitting with bounds checks, message builders.
 //! - [`auth`]: SCRAM-SHA-256 and md5, both as server (to clients) and client (to servers).
 //! - [`classify`]: SQL text to a [`classify::Class`] (read or write, why, session effects).
-//! - [`router`]: the routing decision, a pure function of class, session and topology.
+//! - [`rules`]: where a read goes: hints, DBA rules, money-critical tables and functions.
+//! - [`router`]: the routing decision, a pure function of class, read rules, session and
+//!   topology.
+//! - [`catalog`]: function volatility looked up in the primary's catalog, cached.
 //! - [`topology`]: which node is primary and which replicas may take reads now.
 //! - [`backend`]: server connections and the per-(node, user, database) pools.
 //! - [`frontend`]: accepting clients, login, and the per-client session loop.
@@ -21,12 +24,14 @@
 pub mod auth;
 pub mod backend;
 pub mod cancel;
+pub mod catalog;
 pub mod classify;
 pub mod config;
 pub mod frontend;
 pub mod metrics;
 pub mod protocol;
 pub mod router;
+pub mod rules;
 pub mod topology;
 
 use std::net::SocketAddr;
@@ -44,7 +49,10 @@ pub struct Proxy {
 /// Binds the listeners and starts serving on the current tokio runtime.
 pub async fn start(config: config::Config) -> std::io::Result<Proxy> {
     let config = Arc::new(config);
-    let classifier = Arc::new(classify::Classifier::new(config.routing.cache_size));
+    let classifier = Arc::new(classify::Classifier::with_write_functions(
+        config.routing.cache_size,
+        &config.routing.write_functions,
+    ));
     let listener = TcpListener::bind(&config.listen.address).await?;
     let addr = listener.local_addr()?;
     let metrics_addr = match &config.admin.metrics_address {

@@ -7,9 +7,12 @@
 
 use std::time::Instant;
 
+use std::sync::Arc;
+
 use crate::classify::{Access, Class};
-use crate::config::Role;
+use crate::config::{Role, Target};
 use crate::protocol::{sqlstate, PgError};
+use crate::rules::ReadRoute;
 use crate::topology::Snapshot;
 
 /// What the session knows that matters for routing.
@@ -21,18 +24,20 @@ pub struct SessionView {
     pub pinned: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     pub node: usize,
     pub reason: Reason,
 }
 
-/// Why a decision went where it did. A plain enum, so deciding allocates nothing; the
-/// text for logs and metrics comes from [`Decision::label`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why a decision went where it did. Deciding allocates nothing: the text for logs and
+/// metrics comes from [`Decision::label`].
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reason {
-    /// The statement's own class decided (its `reason` says why).
+    /// The statement's own class decided (its `reason` says why: a write, a pin).
     Statement,
+    /// A read, placed by the read rules (hint, rule, table/function lists, default).
+    Read(Arc<str>),
     InTransaction,
     Pinned,
     NoReplica,
@@ -42,9 +47,10 @@ pub enum Reason {
 }
 
 impl Decision {
-    pub fn label<'a>(&self, class: &'a Class) -> &'a str {
-        match self.reason {
+    pub fn label<'a>(&'a self, class: &'a Class) -> &'a str {
+        match &self.reason {
             Reason::Statement => &class.reason,
+            Reason::Read(why) => why,
             Reason::InTransaction => "in_transaction",
             Reason::Pinned => "pinned",
             Reason::NoReplica => "no_replica",
@@ -55,6 +61,7 @@ impl Decision {
 
 pub fn decide(
     class: &Class,
+    read: &ReadRoute,
     session: SessionView,
     topo: &Snapshot,
     now: Instant,
@@ -80,10 +87,13 @@ pub fn decide(
     if class.access == Access::Write || class.pins.is_some() {
         return to_primary(Reason::Statement);
     }
+    if read.target == Target::Primary {
+        return to_primary(Reason::Read(read.reason.clone()));
+    }
     match pick_replica(topo, now, ticket) {
         Some(node) => Ok(Decision {
             node,
-            reason: Reason::Statement,
+            reason: Reason::Read(read.reason.clone()),
         }),
         None => to_primary(Reason::NoReplica),
     }

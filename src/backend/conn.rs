@@ -221,6 +221,45 @@ impl ServerConn {
         }
     }
 
+    /// Runs pgroute's own query and returns the first column of its first row as text
+    /// (`None` for no row or NULL).
+    pub async fn query_text(&mut self, sql: &str) -> Result<Option<String>, PgError> {
+        let io = |e: std::io::Error| {
+            PgError::error(
+                sqlstate::CONNECTION_FAILURE,
+                format!("pgroute: server connection lost: {e}"),
+            )
+        };
+        self.stream
+            .write_all(protocol::query(sql).raw())
+            .await
+            .map_err(io)?;
+        let (mut value, mut first_error) = (None, None);
+        loop {
+            let f = self.read().await.map_err(io)?;
+            match f.tag() {
+                b'D' if value.is_none() => {
+                    let mut r = BodyReader::new(f.body());
+                    if let (Ok(n), Ok(len)) = (r.i16(), r.i32()) {
+                        if n > 0 && len >= 0 {
+                            value = r
+                                .bytes(len as usize)
+                                .ok()
+                                .map(|b| String::from_utf8_lossy(b).into_owned());
+                        }
+                    }
+                }
+                tag::PARAMETER_STATUS => self.note_parameter(f.body()),
+                tag::ERROR_RESPONSE if first_error.is_none() => {
+                    let (code, message) = error_fields(f.body());
+                    first_error = Some(PgError::error(&code, message));
+                }
+                tag::READY_FOR_QUERY => return first_error.map_or(Ok(value), Err),
+                _ => {}
+            }
+        }
+    }
+
     /// True when an idle connection looks alive: nothing to read and not closed. An idle
     /// server only speaks to say it is going away.
     pub fn idle_and_alive(&mut self) -> bool {

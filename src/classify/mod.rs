@@ -18,7 +18,9 @@
 
 mod ast;
 mod cache;
+mod hint;
 mod lexer;
+mod refs;
 mod session;
 mod statement;
 #[cfg(test)]
@@ -27,7 +29,10 @@ mod tests;
 use std::sync::Arc;
 
 pub use cache::Cache;
+pub use hint::route_hint;
+pub use refs::QName;
 pub use session::SettingChange;
+pub use statement::{PIN_FUNCTIONS, WRITE_FUNCTIONS};
 
 /// Where a statement may run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -52,6 +57,10 @@ pub struct Class {
     pub pins: Option<String>,
     /// Session settings changed by `SET`/`RESET`/`DISCARD ALL`, in order.
     pub settings: Vec<SettingChange>,
+    /// Names the text mentions that may be relations (for table rules).
+    pub relations: Vec<QName>,
+    /// Functions the text calls (for function rules and volatility checks).
+    pub functions: Vec<QName>,
 }
 
 impl Class {
@@ -62,6 +71,8 @@ impl Class {
             begins: None,
             pins: None,
             settings: Vec::new(),
+            relations: Vec::new(),
+            functions: Vec::new(),
         }
     }
 
@@ -102,12 +113,20 @@ impl Class {
 /// The classifier: stateless apart from its cache; shared by all sessions.
 pub struct Classifier {
     cache: Cache,
+    /// Functions the configuration declares as writes, on top of the built-in list.
+    write_functions: Vec<QName>,
 }
 
 impl Classifier {
     pub fn new(cache_size: usize) -> Self {
+        Self::with_write_functions(cache_size, &[])
+    }
+
+    pub fn with_write_functions(cache_size: usize, write_functions: &[String]) -> Self {
+        let write_functions = write_functions.iter().map(|f| QName::parse(f)).collect();
         Classifier {
             cache: Cache::new(cache_size),
+            write_functions,
         }
     }
 
@@ -119,20 +138,39 @@ impl Classifier {
     pub fn classify(&self, sql: &str) -> Arc<Class> {
         let tokens = lexer::tokenize(sql);
         if session::has_session_statement(sql, &tokens) {
-            return Arc::new(classify_uncached(sql, &tokens));
+            return Arc::new(self.classify_uncached(sql, &tokens));
         }
         let mut key = String::with_capacity(sql.len());
         lexer::normalise(sql, &tokens, &mut key);
         if let Some(hit) = self.cache.get(&key) {
             return hit;
         }
-        let class = Arc::new(classify_uncached(sql, &tokens));
+        let class = Arc::new(self.classify_uncached(sql, &tokens));
         self.cache.insert(key, class.clone());
+        class
+    }
+
+    fn classify_uncached(&self, sql: &str, tokens: &[lexer::Token]) -> Class {
+        let mut class = classify_statements(sql, tokens);
+        let (relations, functions) = refs::references(sql, tokens);
+        if !class.is_write() {
+            let declared = functions
+                .iter()
+                .find(|f| self.write_functions.iter().any(|w| f.matches(w)));
+            if let Some(f) = declared {
+                class = Class {
+                    settings: class.settings,
+                    ..Class::write(format!("write:function {}", f.display()))
+                };
+            }
+        }
+        class.relations = relations;
+        class.functions = functions;
         class
     }
 }
 
-fn classify_uncached(sql: &str, tokens: &[lexer::Token]) -> Class {
+fn classify_statements(sql: &str, tokens: &[lexer::Token]) -> Class {
     let mut combined: Option<Class> = None;
     for stmt in tokens
         .split(|t| t.kind == lexer::Kind::Semicolon)

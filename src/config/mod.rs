@@ -75,6 +75,51 @@ pub struct Routing {
     /// Entries in the classification cache (keyed by normalised statement text).
     #[serde(default = "default_cache_size")]
     pub cache_size: usize,
+    /// Where plain reads go when no rule, hint or table/function list decides.
+    #[serde(default = "default_read")]
+    pub default_read: Target,
+    /// Any read that mentions one of these tables goes to the primary.
+    #[serde(default)]
+    pub primary_tables: Vec<String>,
+    /// Any read that calls one of these functions goes to the primary.
+    #[serde(default)]
+    pub primary_functions: Vec<String>,
+    /// Extra functions to treat as writes wherever they are called.
+    #[serde(default)]
+    pub write_functions: Vec<String>,
+    /// Volatile user functions that are nonetheless safe on a replica.
+    #[serde(default)]
+    pub read_only_functions: Vec<String>,
+    /// How long a looked-up function volatility is trusted.
+    #[serde(default = "default_function_ttl", with = "duration::serde_str")]
+    pub function_cache_ttl: Duration,
+    /// Ordered rules for reads; the first whose matchers all match decides.
+    #[serde(default)]
+    pub rules: Vec<Rule>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    Primary,
+    Replica,
+}
+
+/// A routing rule for reads. All the matchers given must match; rules never move writes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    pub name: Spanned<String>,
+    pub application_name: Option<String>,
+    pub user: Option<String>,
+    pub database: Option<String>,
+    /// A regular expression searched in the statement text.
+    pub pattern: Option<Spanned<String>>,
+    #[serde(default)]
+    pub tables: Vec<String>,
+    #[serde(default)]
+    pub functions: Vec<String>,
+    pub route: Target,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -174,6 +219,12 @@ fn default_connect_timeout() -> Duration {
 fn default_cache_size() -> usize {
     10_000
 }
+fn default_read() -> Target {
+    Target::Replica
+}
+fn default_function_ttl() -> Duration {
+    Duration::from_secs(60)
+}
 fn default_weight() -> u32 {
     1
 }
@@ -207,6 +258,13 @@ impl Default for Routing {
     fn default() -> Self {
         Routing {
             cache_size: default_cache_size(),
+            default_read: default_read(),
+            primary_tables: Vec::new(),
+            primary_functions: Vec::new(),
+            write_functions: Vec::new(),
+            read_only_functions: Vec::new(),
+            function_cache_ttl: default_function_ttl(),
+            rules: Vec::new(),
         }
     }
 }
@@ -301,6 +359,22 @@ impl Config {
                         u.name.get_ref()
                     ),
                 ));
+            }
+        }
+        for (i, r) in self.routing.rules.iter().enumerate() {
+            if self.routing.rules[..i]
+                .iter()
+                .any(|p| p.name.get_ref() == r.name.get_ref())
+            {
+                return Err((
+                    Some(r.name.span().start),
+                    format!("duplicate rule name {:?}", r.name.get_ref()),
+                ));
+            }
+            if let Some(p) = &r.pattern {
+                if let Err(e) = regex::Regex::new(p.get_ref()) {
+                    return Err((Some(p.span().start), format!("invalid pattern: {e}")));
+                }
             }
         }
         if self.pool.size == 0 {

@@ -17,10 +17,12 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::auth::scram;
 use crate::backend::Pools;
 use crate::cancel;
+use crate::catalog::FunctionCatalog;
 use crate::classify::Classifier;
 use crate::config::Config;
 use crate::metrics;
 use crate::protocol::{sqlstate, PgError};
+use crate::rules::Rules;
 use crate::topology::Topology;
 
 use startup::{Startup, StartupError};
@@ -36,6 +38,9 @@ pub struct Shared {
     pub verifiers: HashMap<String, scram::Verifier>,
     /// Round-robin counter for replica choice.
     pub tickets: AtomicU64,
+    /// Where reads go: hints, rules, money-critical tables and functions.
+    pub rules: Rules,
+    pub functions: FunctionCatalog,
 }
 
 impl Shared {
@@ -49,6 +54,8 @@ impl Shared {
                     .map(|p| (u.name.get_ref().clone(), scram::Verifier::new(&p)))
             })
             .collect();
+        let rules = Rules::from_config(&config.routing);
+        let functions = FunctionCatalog::new(config.routing.function_cache_ttl);
         Shared {
             pools: Pools::new(config.clone(), topology.clone()),
             config,
@@ -57,6 +64,8 @@ impl Shared {
             cancels: cancel::Registry::default(),
             verifiers,
             tickets: AtomicU64::new(0),
+            rules,
+            functions,
         }
     }
 }

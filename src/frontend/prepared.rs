@@ -41,6 +41,16 @@ impl Prepared {
         }
     }
 
+    /// The statement text (the tail up to its NUL), as bytes.
+    pub fn sql(&self) -> Bytes {
+        let end = self
+            .tail
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(self.tail.len());
+        self.tail.slice(..end)
+    }
+
     /// The Parse that creates this statement on a server.
     pub fn parse_frame(&self) -> Frame {
         build(b'P', |b| {

@@ -1,6 +1,7 @@
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::rules::ReadRoute;
 use crate::topology::NodeState;
 
 fn node(name: &str, role: Role, weight: u32, down: bool, now: Instant) -> NodeState {
@@ -23,8 +24,15 @@ fn topo(now: Instant, replicas: &[(u32, bool)], with_primary: bool) -> Snapshot 
     Snapshot { nodes }
 }
 
+fn default_read() -> ReadRoute {
+    ReadRoute {
+        target: Target::Replica,
+        reason: Arc::from("default_read"),
+    }
+}
+
 fn pinned_class() -> Class {
-    let mut c = Class::read("read");
+    let mut c = Class::read("pin:listen");
     c.pins = Some("listen".into());
     c
 }
@@ -69,7 +77,7 @@ fn decision_table() {
             &healthy,
             0,
             Some(1),
-            "read",
+            "default_read",
         ),
         (
             "read round robins",
@@ -78,7 +86,7 @@ fn decision_table() {
             &healthy,
             1,
             Some(2),
-            "read",
+            "default_read",
         ),
         (
             "read wraps around",
@@ -87,7 +95,7 @@ fn decision_table() {
             &healthy,
             2,
             Some(1),
-            "read",
+            "default_read",
         ),
         (
             "write goes to primary",
@@ -114,7 +122,7 @@ fn decision_table() {
             &healthy,
             1,
             Some(0),
-            "read",
+            "pin:listen",
         ),
         (
             "pinned session reads on primary",
@@ -153,7 +161,7 @@ fn decision_table() {
             &one_down,
             0,
             Some(2),
-            "read",
+            "default_read",
         ),
         (
             "down replica skipped any ticket",
@@ -162,7 +170,7 @@ fn decision_table() {
             &one_down,
             1,
             Some(2),
-            "read",
+            "default_read",
         ),
         (
             "all replicas down: primary",
@@ -207,7 +215,7 @@ fn decision_table() {
             &primaryless,
             0,
             Some(0),
-            "read",
+            "default_read",
         ),
         (
             "read, no replica, no primary errors",
@@ -220,7 +228,7 @@ fn decision_table() {
         ),
     ];
     for (name, class, session, t, ticket, want, reason) in cases {
-        let got = decide(class, session, t, now, ticket);
+        let got = decide(class, &default_read(), session, t, now, ticket);
         match want {
             Some(node) => {
                 let d = got.unwrap_or_else(|e| panic!("{name}: unexpected error {e}"));
@@ -241,9 +249,16 @@ fn weights_shape_the_share_of_reads() {
     let read = Class::read("read");
     let mut counts = [0usize; 3];
     for ticket in 0..400 {
-        counts[decide(&read, SessionView::default(), &t, now, ticket)
-            .unwrap()
-            .node] += 1;
+        counts[decide(
+            &read,
+            &default_read(),
+            SessionView::default(),
+            &t,
+            now,
+            ticket,
+        )
+        .unwrap()
+        .node] += 1;
     }
     assert_eq!(counts, [0, 300, 100]);
 }
@@ -254,16 +269,43 @@ fn backoff_expires_with_time() {
     let t = topo(now, &[(1, true)], true);
     let read = Class::read("read");
     assert_eq!(
-        decide(&read, SessionView::default(), &t, now, 0)
+        decide(&read, &default_read(), SessionView::default(), &t, now, 0)
             .unwrap()
             .node,
         0
     );
     let later = now + Duration::from_secs(2);
     assert_eq!(
-        decide(&read, SessionView::default(), &t, later, 0)
+        decide(&read, &default_read(), SessionView::default(), &t, later, 0)
             .unwrap()
             .node,
         1
+    );
+}
+
+#[test]
+fn read_rules_choose_only_among_places_a_read_may_go() {
+    let now = Instant::now();
+    let t = topo(now, &[(1, false)], true);
+    let to_primary = ReadRoute {
+        target: Target::Primary,
+        reason: Arc::from("primary_tables:balances"),
+    };
+    let to_replica = ReadRoute {
+        target: Target::Replica,
+        reason: Arc::from("hint"),
+    };
+    let read = Class::read("read");
+    let write = Class::write("write:update");
+    let free = SessionView::default();
+    let d = decide(&read, &to_primary, free, &t, now, 0).unwrap();
+    assert_eq!((d.node, d.label(&read)), (0, "primary_tables:balances"));
+    let d = decide(&read, &to_replica, free, &t, now, 0).unwrap();
+    assert_eq!((d.node, d.label(&read)), (1, "hint"));
+    let d = decide(&write, &to_replica, free, &t, now, 0).unwrap();
+    assert_eq!(
+        (d.node, d.label(&write)),
+        (0, "write:update"),
+        "a replica route never moves a write"
     );
 }

@@ -59,6 +59,8 @@ pub struct Session {
     client_wr: OwnedWriteHalf,
     user: String,
     database: String,
+    /// As last reported by a server (it follows SET application_name), for rules.
+    application_name: String,
     crbuf: BytesMut,
     /// Bytes for the client, written after each batch of server frames.
     cwbuf: BytesMut,
@@ -122,6 +124,11 @@ pub async fn run(
         client_wr,
         user,
         database,
+        application_name: params
+            .iter()
+            .find(|(k, _)| k == "application_name")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default(),
         crbuf: BytesMut::with_capacity(16 * 1024),
         cwbuf: BytesMut::with_capacity(16 * 1024),
         swbuf: BytesMut::with_capacity(16 * 1024),

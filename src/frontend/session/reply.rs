@@ -65,7 +65,13 @@ impl Session {
                         _ => {}
                     }
                 }
-                tag::PARAMETER_STATUS => conn.note_parameter(frame.body()),
+                tag::PARAMETER_STATUS => {
+                    conn.note_parameter(frame.body());
+                    let mut r = BodyReader::new(frame.body());
+                    if let (Ok("application_name"), Ok(v)) = (r.cstr(), r.cstr()) {
+                        self.application_name = v.to_string();
+                    }
+                }
                 tag::COPY_IN_RESPONSE => {
                     // Syncs already sent after the COPY's Execute are ignored by the server
                     // in COPY IN: expect no ReadyForQuery for them.

@@ -3,15 +3,28 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+
+use bytes::Bytes;
 use std::time::Instant;
 
 use super::{End, Session};
+use crate::catalog::FunctionCatalog;
 use crate::classify::Class;
+use crate::classify::{route_hint, QName};
 use crate::config::{PoolMode, Role};
 use crate::frontend::prepared::{split_bind, split_parse};
 use crate::metrics;
 use crate::protocol::{self, sqlstate, tag, PgError};
 use crate::router::{self, Decision, Reason, SessionView};
+use crate::rules::Context;
+
+/// What the next unit runs: its most demanding class, that statement's text (for rule
+/// patterns and hints), and whether it executes anything.
+struct Scan {
+    class: Option<Arc<Class>>,
+    text: Bytes,
+    executes: bool,
+}
 
 impl Session {
     /// Routes and forwards queued client frames until the queue is empty or the next
@@ -48,7 +61,8 @@ impl Session {
                     }
                     _ => {}
                 }
-                let (decision, class) = match self.route_unit() {
+                let scan = self.scan_unit();
+                let (decision, class) = match self.route_unit(scan).await {
                     Ok(d) => d,
                     Err(e) => {
                         self.reject_unit(e);
@@ -95,64 +109,79 @@ impl Session {
     }
 
     /// Classifies the unit at the front of the queue (up to its Sync, or as far as it
-    /// has arrived) and decides where it runs. Classes of Query and Parse messages are
-    /// kept for `forward`, so each statement is classified once.
-    fn route_unit(&mut self) -> Result<(Decision, Arc<Class>), PgError> {
+    /// has arrived). Classes of Query and Parse messages are kept for `forward`, so each
+    /// statement is classified once.
+    fn scan_unit(&mut self) -> Scan {
         self.unit_classes.clear();
-        let mut worst: Option<Arc<Class>> = None;
-        let mut parsed_here: Vec<(String, Arc<Class>)> = Vec::new();
-        let mut executes = false;
+        let mut scan = Scan {
+            class: None,
+            text: Bytes::new(),
+            executes: false,
+        };
+        let mut parsed_here: Vec<(String, Arc<Class>, Bytes)> = Vec::new();
         let classifier = &self.shared.classifier;
         for f in &self.inq {
-            let class = match f.tag() {
+            let found = match f.tag() {
                 tag::QUERY => {
                     let sql = protocol::BodyReader::new(f.body()).cstr().unwrap_or("");
                     let c = classifier.classify(sql);
                     self.unit_classes.push_back(c.clone());
-                    Some(c)
+                    Some((c, f.raw().slice(5..5 + sql.len())))
                 }
                 tag::PARSE => {
                     let body = f.raw().slice(5..);
-                    let c = match split_parse(&body) {
-                        Ok((name, sql, _)) => {
+                    let (c, text) = match split_parse(&body) {
+                        Ok((name, sql, tail)) => {
                             let c = classifier.classify(sql);
-                            parsed_here.push((name, c.clone()));
-                            c
+                            let text = tail.slice(..sql.len());
+                            parsed_here.push((name, c.clone(), text.clone()));
+                            (c, text)
                         }
-                        Err(_) => Arc::new(Class::write("malformed")),
+                        Err(_) => (Arc::new(Class::write("malformed")), Bytes::new()),
                     };
                     self.unit_classes.push_back(c.clone());
-                    Some(c)
+                    Some((c, text))
                 }
                 tag::BIND => split_bind(f.body()).ok().and_then(|(_, stmt, _)| {
                     let local = parsed_here
                         .iter()
                         .rev()
-                        .find(|(n, _)| n == stmt)
-                        .map(|(_, c)| c.clone());
+                        .find(|(n, _, _)| n == stmt)
+                        .map(|(_, c, t)| (c.clone(), t.clone()));
                     local.or_else(|| {
-                        if stmt.is_empty() {
-                            self.unnamed.as_ref().map(|p| p.class.clone())
+                        let p = if stmt.is_empty() {
+                            self.unnamed.as_ref()
                         } else {
-                            self.statements.get(stmt).map(|p| p.class.clone())
-                        }
+                            self.statements.get(stmt)
+                        };
+                        p.map(|p| (p.class.clone(), p.sql()))
                     })
                 }),
-                tag::FUNCTION_CALL => Some(Arc::new(Class::write("write:function call"))),
+                tag::FUNCTION_CALL => {
+                    Some((Arc::new(Class::write("write:function call")), Bytes::new()))
+                }
                 _ => None,
             };
-            if let Some(c) = class {
+            if let Some((c, text)) = found {
                 let rank = |c: &Class| (c.access, c.pins.is_some());
-                if worst.as_ref().is_none_or(|w| rank(&c) > rank(w)) {
-                    worst = Some(c);
+                if scan.class.as_ref().is_none_or(|w| rank(&c) > rank(w)) {
+                    scan.class = Some(c);
+                    scan.text = text;
                 }
             }
-            executes |= matches!(f.tag(), tag::QUERY | tag::EXECUTE | tag::FUNCTION_CALL);
+            scan.executes |= matches!(f.tag(), tag::QUERY | tag::EXECUTE | tag::FUNCTION_CALL);
             if matches!(f.tag(), tag::QUERY | tag::SYNC | tag::FUNCTION_CALL) {
                 break;
             }
         }
-        let class = match worst {
+        scan
+    }
+
+    /// Decides where a scanned unit runs: a read calling user functions of unknown
+    /// volatility first has them looked up; reads are placed by the rules.
+    async fn route_unit(&mut self, scan: Scan) -> Result<(Decision, Arc<Class>), PgError> {
+        let mut executes = scan.executes;
+        let class = match scan.class {
             Some(c) => c,
             None => {
                 // Nothing to classify (Sync, Close, Describe, ...): it belongs with
@@ -165,10 +194,25 @@ impl Session {
                 Arc::new(Class::read("protocol"))
             }
         };
+        let class = if class.is_write() {
+            class
+        } else {
+            self.check_volatility(class).await
+        };
         let view = SessionView {
             in_transaction_on: self.active.filter(|_| self.tx_status != b'I'),
             pinned: self.pinned.is_some(),
         };
+        let text = std::str::from_utf8(&scan.text).unwrap_or("");
+        let ctx = Context {
+            application_name: &self.application_name,
+            user: &self.user,
+            database: &self.database,
+        };
+        let read = self
+            .shared
+            .rules
+            .route_read(&class, text, route_hint(text), &ctx);
         let snapshot = self.shared.topology.snapshot();
         // Only reads that run something advance the round robin, so that a driver's
         // rhythm (prepare, execute, close; or read, write, read, write) cannot pin all of
@@ -183,8 +227,52 @@ impl Session {
         } else {
             self.shared.tickets.load(Ordering::Relaxed)
         };
-        let decision = router::decide(&class, view, &snapshot, Instant::now(), ticket)?;
+        let decision = router::decide(&class, &read, view, &snapshot, Instant::now(), ticket)?;
         Ok((decision, class))
+    }
+
+    /// A read that calls a volatile function outside pg_catalog (or one whose volatility
+    /// cannot be learned) becomes a write.
+    async fn check_volatility(&mut self, class: Arc<Class>) -> Arc<Class> {
+        let now = Instant::now();
+        for f in self.shared.rules.unknown_functions(&class) {
+            let may_write = match self.shared.functions.cached(f, now) {
+                Some(known) => known,
+                None => match self.lookup_volatility(f).await {
+                    Ok(v) => {
+                        self.shared.functions.store(f, v, now);
+                        v
+                    }
+                    Err(e) => {
+                        tracing::debug!(function = %f.display(), error = %e, "volatility unknown: treated as a write");
+                        true
+                    }
+                },
+            };
+            if may_write {
+                let mut w = Class::write(format!("write:function {} (volatile)", f.display()));
+                w.settings = class.settings.clone();
+                return Arc::new(w);
+            }
+        }
+        class
+    }
+
+    async fn lookup_volatility(&self, f: &QName) -> Result<bool, PgError> {
+        let primary = self
+            .shared
+            .topology
+            .snapshot()
+            .primary()
+            .ok_or_else(super::internal)?;
+        let mut conn = self
+            .shared
+            .pools
+            .checkout(primary, &self.user, &self.database)
+            .await?;
+        let answer = conn.query_text(&FunctionCatalog::lookup_sql(f)).await;
+        conn.release(answer.is_ok());
+        Ok(answer?.as_deref() != Some("false"))
     }
 
     /// Refuses the unit at the front of the queue with `e`.

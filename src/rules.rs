@@ -1,0 +1,169 @@
+//! Where a read goes: hints, the DBA's ordered rules, money-critical tables and functions,
+//! and the default. A pure function of the statement's class and text, the session's
+//! identity and the configuration; it only ever chooses for reads (writes are decided
+//! before it is asked, and nothing here can send one to a replica).
+//!
+//! Order: a `/* pgroute: route=... */` hint, then `[[routing.rules]]` in order (first
+//! match wins), then `primary_tables`, then `primary_functions`, then `default_read`.
+
+use std::sync::Arc;
+
+use regex::Regex;
+
+use crate::classify::{Class, QName, PIN_FUNCTIONS, WRITE_FUNCTIONS};
+use crate::config::{Routing, Target};
+
+/// The session facts rules can match on.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    pub application_name: &'a str,
+    pub user: &'a str,
+    pub database: &'a str,
+}
+
+/// Where a read goes and why (the label is shared, so routing allocates nothing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadRoute {
+    pub target: Target,
+    pub reason: Arc<str>,
+}
+
+struct Rule {
+    label: Arc<str>,
+    application_name: Option<String>,
+    user: Option<String>,
+    database: Option<String>,
+    pattern: Option<Regex>,
+    tables: Vec<QName>,
+    functions: Vec<QName>,
+    route: Target,
+}
+
+impl Rule {
+    fn matches(&self, class: &Class, sql: &str, ctx: &Context) -> bool {
+        let eq = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
+        eq(&self.application_name, ctx.application_name)
+            && eq(&self.user, ctx.user)
+            && eq(&self.database, ctx.database)
+            && self.pattern.as_ref().is_none_or(|p| p.is_match(sql))
+            && (self.tables.is_empty() || any_match(&class.relations, &self.tables).is_some())
+            && (self.functions.is_empty() || any_match(&class.functions, &self.functions).is_some())
+    }
+}
+
+/// The first configured name (with its index) that one of `refs` denotes.
+fn any_match<'a>(refs: &[QName], configured: &'a [QName]) -> Option<usize> {
+    configured
+        .iter()
+        .position(|c| refs.iter().any(|r| r.matches(c)))
+}
+
+pub struct Rules {
+    default_read: Target,
+    default_label: Arc<str>,
+    hint_label: Arc<str>,
+    primary_tables: Vec<QName>,
+    primary_table_labels: Vec<Arc<str>>,
+    primary_functions: Vec<QName>,
+    primary_function_labels: Vec<Arc<str>>,
+    /// Functions whose volatility need not be looked up (declared either way).
+    declared_functions: Vec<QName>,
+    rules: Vec<Rule>,
+}
+
+impl Rules {
+    /// Compiles the `[routing]` section. Patterns were validated with the configuration.
+    pub fn from_config(r: &Routing) -> Rules {
+        let names = |v: &[String]| v.iter().map(|n| QName::parse(n)).collect::<Vec<_>>();
+        let labels = |prefix: &str, v: &[String]| {
+            v.iter()
+                .map(|n| Arc::from(format!("{prefix}:{n}")))
+                .collect()
+        };
+        let mut declared_functions = names(&r.read_only_functions);
+        declared_functions.extend(names(&r.write_functions));
+        Rules {
+            default_read: r.default_read,
+            default_label: Arc::from("default_read"),
+            hint_label: Arc::from("hint"),
+            primary_tables: names(&r.primary_tables),
+            primary_table_labels: labels("primary_tables", &r.primary_tables),
+            primary_functions: names(&r.primary_functions),
+            primary_function_labels: labels("primary_functions", &r.primary_functions),
+            declared_functions,
+            rules: r
+                .rules
+                .iter()
+                .map(|rule| Rule {
+                    label: Arc::from(format!("rule:{}", rule.name.get_ref())),
+                    application_name: rule.application_name.clone(),
+                    user: rule.user.clone(),
+                    database: rule.database.clone(),
+                    pattern: rule
+                        .pattern
+                        .as_ref()
+                        .and_then(|p| Regex::new(p.get_ref()).ok()),
+                    tables: names(&rule.tables),
+                    functions: names(&rule.functions),
+                    route: rule.route,
+                })
+                .collect(),
+        }
+    }
+
+    /// Where a read goes. `hint` is the statement's route hint, if any.
+    pub fn route_read(
+        &self,
+        class: &Class,
+        sql: &str,
+        hint: Option<Target>,
+        ctx: &Context,
+    ) -> ReadRoute {
+        if let Some(target) = hint {
+            return ReadRoute {
+                target,
+                reason: self.hint_label.clone(),
+            };
+        }
+        if let Some(rule) = self.rules.iter().find(|r| r.matches(class, sql, ctx)) {
+            return ReadRoute {
+                target: rule.route,
+                reason: rule.label.clone(),
+            };
+        }
+        if let Some(i) = any_match(&class.relations, &self.primary_tables) {
+            return ReadRoute {
+                target: Target::Primary,
+                reason: self.primary_table_labels[i].clone(),
+            };
+        }
+        if let Some(i) = any_match(&class.functions, &self.primary_functions) {
+            return ReadRoute {
+                target: Target::Primary,
+                reason: self.primary_function_labels[i].clone(),
+            };
+        }
+        ReadRoute {
+            target: self.default_read,
+            reason: self.default_label.clone(),
+        }
+    }
+
+    /// Functions in `class` whose volatility must be looked up before the read may go to a
+    /// replica: not built in (`pg_catalog` or our write/pin lists) and not declared by the
+    /// DBA as read-only or write.
+    pub fn unknown_functions<'a>(
+        &self,
+        class: &'a Class,
+    ) -> impl Iterator<Item = &'a QName> + use<'a, '_> {
+        class.functions.iter().filter(move |f| {
+            f.schema.as_deref() != Some("pg_catalog")
+                && !WRITE_FUNCTIONS.contains(&f.name.as_str())
+                && !PIN_FUNCTIONS.contains(&f.name.as_str())
+                && !self.declared_functions.iter().any(|d| f.matches(d))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;
