@@ -52,7 +52,7 @@ impl Rule {
 }
 
 /// The first configured name (with its index) that one of `refs` denotes.
-fn any_match<'a>(refs: &[QName], configured: &'a [QName]) -> Option<usize> {
+fn any_match(refs: &[QName], configured: &[QName]) -> Option<usize> {
     configured
         .iter()
         .position(|c| refs.iter().any(|r| r.matches(c)))
