@@ -1,0 +1,85 @@
+//! Routing rules end to end: money tables and functions, rules by application, hints,
+//! volatile user functions and unparseable statements, on the real cluster.
+
+mod common;
+
+use common::{cluster, connect, proxy_with, server_port, simple_value, table};
+
+const RULES: &str = r#"
+[routing]
+primary_tables = ["balances_RULES"]
+primary_functions = ["wallet_balance_RULES"]
+read_only_functions = ["format_amount_RULES"]
+
+[[routing.rules]]
+name = "backoffice"
+application_name = "backoffice"
+route = "primary"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn money_reads_rules_hints_and_volatile_functions_reach_the_primary() {
+    let c = cluster();
+    let suffix = table("r");
+    let config = RULES.replace("RULES", &suffix);
+    let p = proxy_with(&config).await;
+    let (balances, wallet, fmt, items, insert_row) = (
+        format!("balances_{suffix}"),
+        format!("wallet_balance_{suffix}"),
+        format!("format_amount_{suffix}"),
+        format!("items_{suffix}"),
+        format!("insert_row_{suffix}"),
+    );
+    let setup = c.direct(0).await;
+    setup
+        .batch_execute(&format!(
+            "CREATE TABLE {balances} (id int, amount int); INSERT INTO {balances} VALUES (1, 100);
+             CREATE TABLE {items} (id int primary key); INSERT INTO {items} VALUES (1);
+             CREATE FUNCTION {wallet}(int) RETURNS int STABLE LANGUAGE sql AS 'SELECT amount FROM {balances} WHERE id = $1';
+             CREATE FUNCTION {fmt}(int) RETURNS text VOLATILE LANGUAGE sql AS 'SELECT $1::text || '' EUR''';
+             CREATE FUNCTION {insert_row}(int) RETURNS int VOLATILE LANGUAGE plpgsql AS
+               'BEGIN INSERT INTO {items} VALUES ($1); RETURN $1; END';
+             GRANT ALL ON {balances}, {items} TO app;"
+        ))
+        .await
+        .unwrap();
+    c.wait_replicas_caught_up().await;
+    let primary = c.primary_port;
+    let app = p.client().await;
+
+    // A plain read uses a replica; the same shape touching a money table uses the primary.
+    assert!(c.replica_ports.contains(&server_port(&app).await));
+    let port = simple_value(&app, &format!("SELECT inet_server_port() FROM {balances} LIMIT 1")).await;
+    assert_eq!(port, primary.to_string(), "primary_tables");
+    let port = simple_value(&app, &format!("SELECT inet_server_port() + 0 * {wallet}(1)")).await;
+    assert_eq!(port, primary.to_string(), "primary_functions");
+
+    // A rule on application_name.
+    let backoffice = connect(&format!("{} application_name=backoffice", p.conninfo("app"))).await;
+    assert_eq!(server_port(&backoffice).await, primary, "rule:backoffice");
+
+    // Hints.
+    let port = simple_value(&app, "/* pgroute: route=primary */ SELECT inet_server_port()").await;
+    assert_eq!(port, primary.to_string());
+    let port = simple_value(&app, &format!("SELECT inet_server_port() FROM {balances} /* pgroute: route=replica */")).await;
+    assert!(c.replica_ports.contains(&port.parse().unwrap()), "a hint overrides primary_tables for reads");
+
+    // A volatile user function that writes: a replica refuses it, through pgroute it works.
+    let replica = c.direct(1).await;
+    let refused = replica.simple_query(&format!("SELECT {insert_row}(2)")).await.unwrap_err();
+    assert_eq!(refused.code().map(|s| s.code()), Some("25006"), "{refused}");
+    assert_eq!(simple_value(&app, &format!("SELECT {insert_row}(2)")).await, "2");
+    // Declared read-only: stays on a replica despite VOLATILE.
+    let port = simple_value(&app, &format!("SELECT inet_server_port() || {fmt}(1)")).await;
+    assert!(port.ends_with(" EUR") && !port.starts_with(&primary.to_string()), "{port}");
+
+    // A statement the parser cannot parse runs on the primary (a replica would refuse the lock).
+    let port = simple_value(&app, &format!("SELECT inet_server_port() FROM {items} WHERE id = 1 FOR NO KEY UPDATE")).await;
+    assert_eq!(port, primary.to_string(), "parse_error");
+    let port: i32 = app
+        .query_one(&format!("SELECT inet_server_port() FROM {items} WHERE id = $1 FOR KEY SHARE"), &[&1i32])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(port as u16, primary, "parse_error in the extended protocol");
+}
