@@ -16,6 +16,7 @@
 //! - [`frontend`]: accepting clients, login, and the per-client session loop.
 //! - [`cancel`]: mapping the client's cancel key to the server running its query.
 //! - [`metrics`]: Prometheus counters and the `/metrics` endpoint.
+//! - [`explain`]: `pgroute explain`, the offline routing report for DBAs.
 //!
 //! One query's path: `frontend::session` reads a frame from the client, asks `classify`
 //! what it is and `router` where it goes, borrows a connection from `backend`, forwards the
@@ -27,6 +28,7 @@ pub mod cancel;
 pub mod catalog;
 pub mod classify;
 pub mod config;
+pub mod explain;
 pub mod frontend;
 pub mod metrics;
 pub mod protocol;

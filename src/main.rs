@@ -8,15 +8,60 @@ use pgroute::config::Config;
 const USAGE: &str = "usage:
   pgroute --config proxy.toml         run the proxy
   pgroute --check-config proxy.toml   validate the configuration and exit (0 valid, 1 not)
+  pgroute explain --config proxy.toml [--application-name A] [--user U] [--database D] \"SQL\"
+                                      where the statement would go, and why (offline)
   pgroute --version";
 
 enum Command {
     Run(PathBuf),
     Check(PathBuf),
+    Explain {
+        config: PathBuf,
+        sql: String,
+        app: String,
+        user: String,
+        database: String,
+    },
+}
+
+fn parse_explain(args: &[String]) -> Result<Command, String> {
+    let (mut config, mut sql, mut app, mut user, mut database) =
+        (None, None, String::new(), None, None);
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = || {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{a} needs a value\n{USAGE}"))
+        };
+        match a.as_str() {
+            "--config" | "-c" => config = Some(PathBuf::from(value()?)),
+            "--application-name" => app = value()?,
+            "--user" => user = Some(value()?),
+            "--database" => database = Some(value()?),
+            s if !s.starts_with("--") && sql.is_none() => sql = Some(s.to_string()),
+            _ => return Err(USAGE.to_string()),
+        }
+    }
+    let (Some(config), Some(sql)) = (config, sql) else {
+        return Err(USAGE.to_string());
+    };
+    let user = user.unwrap_or_else(|| "app".to_string());
+    let database = database.unwrap_or_else(|| user.clone());
+    Ok(Command::Explain {
+        config,
+        sql,
+        app,
+        user,
+        database,
+    })
 }
 
 fn parse_args() -> Result<Command, String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().is_some_and(|a| a == "explain") {
+        return parse_explain(&args[1..]);
+    }
     match args.as_slice() {
         [flag, path] if flag == "--config" || flag == "-c" => Ok(Command::Run(path.into())),
         [flag, path] if flag == "--check-config" => Ok(Command::Check(path.into())),
@@ -48,6 +93,27 @@ fn main() -> ExitCode {
         }
     };
     match command {
+        Command::Explain {
+            config,
+            sql,
+            app,
+            user,
+            database,
+        } => match Config::load(&config) {
+            Ok(cfg) => {
+                let ctx = pgroute::rules::Context {
+                    application_name: &app,
+                    user: &user,
+                    database: &database,
+                };
+                print!("{}", pgroute::explain::explain(&cfg, &sql, &ctx));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Check(path) => match Config::load(&path) {
             Ok(_) => {
                 println!("{}: ok", path.display());
