@@ -77,6 +77,29 @@ fn parse_args() -> Result<Command, String> {
     }
 }
 
+/// Runs until Ctrl-C or SIGTERM; SIGHUP reloads the routing configuration from `path`
+/// (an invalid file is reported and the running configuration kept).
+async fn wait_for_signals(path: &std::path::Path, proxy: &pgroute::Proxy) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut hup), Ok(mut term)) = (
+        signal(SignalKind::hangup()),
+        signal(SignalKind::terminate()),
+    ) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return,
+            _ = term.recv() => return,
+            _ = hup.recv() => match Config::load(path) {
+                Ok(cfg) => proxy.shared.reload(&cfg),
+                Err(e) => tracing::error!(error = %e, "reload refused: configuration invalid"),
+            },
+        }
+    }
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -149,7 +172,7 @@ fn main() -> ExitCode {
                         if let Some(m) = proxy.metrics_addr {
                             tracing::info!(addr = %m, "metrics at http://{m}/metrics");
                         }
-                        let _ = tokio::signal::ctrl_c().await;
+                        wait_for_signals(&path, &proxy).await;
                         tracing::info!("shutting down");
                         ExitCode::SUCCESS
                     }

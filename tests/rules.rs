@@ -122,3 +122,24 @@ async fn money_reads_rules_hints_and_volatile_functions_reach_the_primary() {
         .get(0);
     assert_eq!(port as u16, primary, "parse_error in the extended protocol");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_applies_new_rules_and_clears_the_cache() {
+    let c = cluster();
+    let p = proxy_with("").await;
+    let app = p.client().await;
+    assert!(c.replica_ports.contains(&server_port(&app).await));
+    assert!(!p.proxy.shared.classifier.cache().is_empty());
+    let text = c.config("[routing]\ndefault_read = \"primary\"\n");
+    let reloaded = pgroute::config::Config::parse(&text, "reload.toml").unwrap();
+    p.proxy.shared.reload(&reloaded);
+    assert!(
+        p.proxy.shared.classifier.cache().is_empty(),
+        "reload clears the classification cache"
+    );
+    assert_eq!(
+        server_port(&app).await,
+        c.primary_port,
+        "default_read = primary after reload"
+    );
+}

@@ -114,7 +114,7 @@ impl Class {
 pub struct Classifier {
     cache: Cache,
     /// Functions the configuration declares as writes, on top of the built-in list.
-    write_functions: Vec<QName>,
+    write_functions: std::sync::RwLock<Vec<QName>>,
 }
 
 impl Classifier {
@@ -126,8 +126,19 @@ impl Classifier {
         let write_functions = write_functions.iter().map(|f| QName::parse(f)).collect();
         Classifier {
             cache: Cache::new(cache_size),
-            write_functions,
+            write_functions: std::sync::RwLock::new(write_functions),
         }
+    }
+
+    /// A configuration reload: new declared write functions, and every cached
+    /// classification forgotten.
+    pub fn reconfigure(&self, write_functions: &[String]) {
+        let parsed = write_functions.iter().map(|f| QName::parse(f)).collect();
+        *self
+            .write_functions
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = parsed;
+        self.cache.clear();
     }
 
     pub fn cache(&self) -> &Cache {
@@ -154,9 +165,13 @@ impl Classifier {
         let mut class = classify_statements(sql, tokens);
         let (relations, functions) = refs::references(sql, tokens);
         if !class.is_write() {
+            let declared_writes = self
+                .write_functions
+                .read()
+                .unwrap_or_else(|p| p.into_inner());
             let declared = functions
                 .iter()
-                .find(|f| self.write_functions.iter().any(|w| f.matches(w)));
+                .find(|f| declared_writes.iter().any(|w| f.matches(w)));
             if let Some(f) = declared {
                 class = Class {
                     settings: class.settings,

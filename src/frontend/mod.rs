@@ -9,7 +9,7 @@ mod startup;
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -38,8 +38,9 @@ pub struct Shared {
     pub verifiers: HashMap<String, scram::Verifier>,
     /// Round-robin counter for replica choice.
     pub tickets: AtomicU64,
-    /// Where reads go: hints, rules, money-critical tables and functions.
-    pub rules: Rules,
+    /// Where reads go: hints, rules, money-critical tables and functions. Swapped whole on
+    /// a configuration reload.
+    rules: RwLock<Arc<Rules>>,
     pub functions: FunctionCatalog,
 }
 
@@ -64,9 +65,26 @@ impl Shared {
             cancels: cancel::Registry::default(),
             verifiers,
             tickets: AtomicU64::new(0),
-            rules,
+            rules: RwLock::new(Arc::new(rules)),
             functions,
         }
+    }
+}
+
+impl Shared {
+    pub fn rules(&self) -> Arc<Rules> {
+        self.rules.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Applies a reloaded configuration's `[routing]` section: new rules, the
+    /// classification cache and the function volatility cache cleared. Listeners, pools,
+    /// nodes and users keep their start-up values (they need a restart).
+    pub fn reload(&self, config: &Config) {
+        *self.rules.write().unwrap_or_else(|p| p.into_inner()) =
+            Arc::new(Rules::from_config(&config.routing));
+        self.classifier.reconfigure(&config.routing.write_functions);
+        self.functions.clear();
+        tracing::info!("routing configuration reloaded; caches cleared");
     }
 }
 

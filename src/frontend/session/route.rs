@@ -211,7 +211,7 @@ impl Session {
         };
         let read = self
             .shared
-            .rules
+            .rules()
             .route_read(&class, text, route_hint(text), &ctx);
         let snapshot = self.shared.topology.snapshot();
         // Only reads that run something advance the round robin, so that a driver's
@@ -235,7 +235,8 @@ impl Session {
     /// cannot be learned) becomes a write.
     async fn check_volatility(&mut self, class: Arc<Class>) -> Arc<Class> {
         let now = Instant::now();
-        for f in self.shared.rules.unknown_functions(&class) {
+        let rules = self.shared.rules();
+        for f in rules.unknown_functions(&class) {
             let may_write = match self.shared.functions.cached(f, now) {
                 Some(known) => known,
                 None => match self.lookup_volatility(f).await {
