@@ -196,29 +196,7 @@ impl ServerConn {
     /// Runs pgroute's own simple query and waits for ReadyForQuery. Nothing reaches the
     /// client; the first server error is returned.
     pub async fn run(&mut self, sql: &str) -> Result<(), PgError> {
-        let io = |e: std::io::Error| {
-            PgError::error(
-                sqlstate::CONNECTION_FAILURE,
-                format!("pgroute: server connection lost: {e}"),
-            )
-        };
-        self.stream
-            .write_all(protocol::query(sql).raw())
-            .await
-            .map_err(io)?;
-        let mut first_error = None;
-        loop {
-            let f = self.read().await.map_err(io)?;
-            match f.tag() {
-                tag::PARAMETER_STATUS => self.note_parameter(f.body()),
-                tag::ERROR_RESPONSE if first_error.is_none() => {
-                    let (code, message) = error_fields(f.body());
-                    first_error = Some(PgError::error(&code, message));
-                }
-                tag::READY_FOR_QUERY => return first_error.map_or(Ok(()), Err),
-                _ => {}
-            }
-        }
+        self.query_text(sql).await.map(|_| ())
     }
 
     /// Runs pgroute's own query and returns the first column of its first row as text

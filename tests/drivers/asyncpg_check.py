@@ -44,6 +44,10 @@ async def connect(**kw):
                                  database=DBNAME, timeout=10, **kw)
 
 
+class Skip(Exception):
+    """The check does not apply to this target."""
+
+
 def info(msg):
     print(f"      {msg}", flush=True)
 
@@ -319,6 +323,91 @@ async def check_custom_setting():
         await conn.close()
 
 
+async def check_prepare_then_write():
+    # asyncpg's conn.prepare() sends Parse/Describe/Flush and no Sync: the next statement
+    # the application runs on the connection follows on the same server connection. A
+    # write after preparing a read must still reach the primary.
+    conn = await connect()
+    try:
+        stmt = await conn.prepare("SELECT inet_server_port()")
+        await conn.execute(f"INSERT INTO {TABLE} VALUES (800, 'after prepare', 1)")
+        stmt = await conn.prepare("SELECT inet_server_port()")
+        await conn.execute(f"INSERT INTO {TABLE} VALUES ($1, $2, $3)", 801, "after prepare", 1)
+        stmt = await conn.prepare("SELECT inet_server_port()")
+        async with conn.transaction():
+            await conn.execute(f"INSERT INTO {TABLE} VALUES (802, 'after prepare', 1)")
+        await stmt.fetchval()
+        async with conn.transaction():
+            eq(await conn.fetchval(f"SELECT count(*) FROM {TABLE} WHERE id BETWEEN 800 AND 802"),
+               3, "rows written after prepare()")
+    finally:
+        await conn.close()
+
+
+async def check_session_state_isolation():
+    # A setting one client changes with set_config() must never show up in another
+    # client's session. asyncpg itself runs set_config('jit', 'off', false) while it
+    # introspects a type it does not know (here: an int[] parameter), inside an open
+    # Parse/Describe/Flush sequence.
+    async def jit_values(c):
+        return sorted({await c.fetchval("SELECT current_setting('jit')") for _ in range(6)})
+
+    b = await connect()
+    a = await connect()
+    try:
+        before = await jit_values(b)
+        await a.fetch("SELECT 1 WHERE 1 = ANY($1::int[])", [1])
+        stmt = await a.prepare("SELECT 1")
+        await a.fetchval("SELECT set_config('myapp.leak', 'from A', false)")
+        await stmt.fetchval()
+        a_vals = [await a.fetchval("SELECT current_setting('myapp.leak', true)") for _ in range(6)]
+        eq(a_vals, ["from A"] * 6, "A reads its own set_config value")
+        await a.close()
+        leaked = [await b.fetchval("SELECT current_setting('myapp.leak', true)") for _ in range(6)]
+        if any(v not in (None, "") for v in leaked):
+            raise AssertionError(f"client B sees client A's set_config value: {leaked}")
+        after = await jit_values(b)
+        eq(after, before, "jit as seen by client B before/after client A's type introspection")
+        c = await connect()
+        try:
+            leaked = [await c.fetchval("SELECT current_setting('myapp.leak', true)") for _ in range(6)]
+            if any(v not in (None, "") for v in leaked):
+                raise AssertionError(f"new client C sees client A's set_config value: {leaked}")
+            eq(await jit_values(c), before, "jit as seen by a new client C")
+        finally:
+            await c.close()
+    finally:
+        if not a.is_closed():
+            await a.close()
+        await b.close()
+
+
+async def check_pool_reaches_replicas():
+    # Through a read-routing proxy, plain reads from a pooled asyncpg connection should
+    # reach the replicas. Skipped when connected straight to a server (one port only).
+    plain = await connect()
+    try:
+        direct = {await plain.fetchval("SELECT inet_server_port()") for _ in range(6)}
+    finally:
+        await plain.close()
+    if len(direct) < 2:
+        raise Skip(f"not behind a routing proxy (all reads on {sorted(direct)})")
+    pool = await asyncpg.create_pool(host=HOST, port=PORT, user=USER, password=PASSWORD,
+                                     database=DBNAME, min_size=1, max_size=1, timeout=10)
+    try:
+        ports = []
+        for _ in range(3):
+            async with pool.acquire() as c:  # each release runs asyncpg's reset query
+                for _ in range(3):
+                    ports.append(await c.fetchval("SELECT inet_server_port()"))
+        info(f"pooled reads answered by ports {ports}")
+        if len(set(ports)) < 2:
+            raise AssertionError(f"pooled reads all on {sorted(set(ports))} "
+                                 f"(plain connection reads reach {sorted(direct)})")
+    finally:
+        await asyncio.wait_for(pool.close(), 10)
+
+
 async def check_cleanup():
     conn = await connect()
     try:
@@ -339,6 +428,9 @@ CHECKS = [
     ("cursor iteration in a transaction", check_cursor),
     ("error recovery", check_error_recovery),
     ("SET custom setting read back", check_custom_setting),
+    ("write after conn.prepare() of a read", check_prepare_then_write),
+    ("session state isolation (set_config, type introspection)", check_session_state_isolation),
+    ("pool connections reach replicas (after reset query)", check_pool_reaches_replicas),
     ("drop table", check_cleanup),
 ]
 
@@ -346,7 +438,7 @@ CHECKS = [
 async def main():
     only = set(sys.argv[1:])
     print(f"asyncpg {asyncpg.__version__} -> {HOST}:{PORT}, table {TABLE}", flush=True)
-    passed = failed = 0
+    passed = failed = skipped = 0
     for name, fn in CHECKS:
         if only and fn.__name__.removeprefix("check_") not in only:
             continue
@@ -354,6 +446,10 @@ async def main():
         err = tb = None
         try:
             await asyncio.wait_for(fn(), CHECK_TIMEOUT)
+        except Skip as e:
+            skipped += 1
+            print(f"SKIP  {name}  ({e})", flush=True)
+            continue
         except asyncio.TimeoutError:
             err = f"TIMEOUT after {CHECK_TIMEOUT:.0f}s"
         except BaseException as e:  # noqa: BLE001
@@ -367,7 +463,7 @@ async def main():
             print(f"FAIL  {name}  [{start}Z]\n      {err}", flush=True)
             if VERBOSE and tb:
                 print(tb, flush=True)
-    print(f"{passed} passed, {failed} failed", flush=True)
+    print(f"{passed} passed, {failed} failed, {skipped} skipped", flush=True)
     return 1 if failed else 0
 
 
