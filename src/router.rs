@@ -22,6 +22,9 @@ pub struct SessionView {
     pub in_transaction_on: Option<usize>,
     /// The session is pinned to the primary (LISTEN, temp table, ...).
     pub pinned: bool,
+    /// Only part of the unit has arrived (no Sync yet, e.g. Parse/Describe/Flush): what
+    /// follows will run on the same server in the same implicit transaction, unseen now.
+    pub partial_unit: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +44,8 @@ pub enum Reason {
     InTransaction,
     Pinned,
     NoReplica,
+    /// The unit's remaining statements are not known yet: primary, where anything may run.
+    PartialUnit,
     /// Set by the session for units with nothing to classify (Sync, Close, ...): they
     /// stay with the server that runs the client's work now.
     FollowsActive,
@@ -54,6 +59,7 @@ impl Decision {
             Reason::InTransaction => "in_transaction",
             Reason::Pinned => "pinned",
             Reason::NoReplica => "no_replica",
+            Reason::PartialUnit => "partial_unit",
             Reason::FollowsActive => "follows_active",
         }
     }
@@ -83,6 +89,9 @@ pub fn decide(
     };
     if session.pinned {
         return to_primary(Reason::Pinned);
+    }
+    if session.partial_unit {
+        return to_primary(Reason::PartialUnit);
     }
     if class.access == Access::Write || class.pins.is_some() {
         return to_primary(Reason::Statement);

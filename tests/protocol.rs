@@ -234,3 +234,56 @@ async fn authentication_methods_and_failures() {
     .await;
     assert_eq!(nodb.as_db_error().map(|e| e.code().code()), Some("3D000"));
 }
+
+fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut m = vec![tag];
+    m.extend_from_slice(&(body.len() as i32 + 4).to_be_bytes());
+    m.extend_from_slice(body);
+    m
+}
+
+fn parse(sql: &str) -> Vec<u8> {
+    msg(b'P', &[b"\0", sql.as_bytes(), b"\0\0\0"].concat())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unit_that_arrives_in_pieces_runs_where_its_later_statements_can() {
+    // asyncpg and psycopg's pipeline mode send Parse/Describe/Flush, wait for the answer,
+    // then the rest of the unit. The rest may write: the unit must not sit on a replica.
+    let c = common::cluster();
+    let p = proxy().await;
+    let t = common::table("pieces");
+    c.direct(0)
+        .await
+        .batch_execute(&format!("CREATE TABLE {t} (id int)"))
+        .await
+        .unwrap();
+    let mut s = logged_in(p.port).await;
+    let first = [parse("SELECT 1"), msg(b'D', b"S\0"), msg(b'H', b"")].concat();
+    s.write_all(&first).await.unwrap();
+    let (tags, _) = read_until(&mut s, b'T').await;
+    assert_eq!(tags, b"1tT");
+    let rest = [
+        parse(&format!("INSERT INTO {t} VALUES (1)")),
+        msg(b'B', b"\0\0\0\0\0\0\0\0"),
+        msg(b'E', b"\0\0\0\0\0"),
+        msg(b'S', b""),
+    ]
+    .concat();
+    s.write_all(&rest).await.unwrap();
+    let (tags, body) = read_until(&mut s, b'Z').await;
+    assert!(
+        !tags.contains(&b'E'),
+        "no error: {:?}",
+        String::from_utf8_lossy(&tags)
+    );
+    assert_eq!(body, b"I");
+    let n: i64 = c
+        .direct(0)
+        .await
+        .query_one(&format!("SELECT count(*) FROM {t}"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+}

@@ -33,6 +33,11 @@ pub const WRITE_FUNCTIONS: &[&str] = &[
     "pg_advisory_xact_lock_shared",
     "pg_try_advisory_xact_lock",
     "pg_try_advisory_xact_lock_shared",
+    // Releasing locks leaves nothing behind (a session holding locks is pinned already);
+    // drivers run these when a pooled connection is reused (asyncpg's reset query).
+    "pg_advisory_unlock",
+    "pg_advisory_unlock_shared",
+    "pg_advisory_unlock_all",
 ];
 
 /// Functions whose effect outlives the transaction on that connection: they pin the
@@ -42,9 +47,6 @@ pub const PIN_FUNCTIONS: &[&str] = &[
     "pg_advisory_lock_shared",
     "pg_try_advisory_lock",
     "pg_try_advisory_lock_shared",
-    "pg_advisory_unlock",
-    "pg_advisory_unlock_shared",
-    "pg_advisory_unlock_all",
     "set_config",
 ];
 

@@ -47,6 +47,15 @@ fn decision_table() {
         pinned: true,
         ..free
     };
+    let partial = SessionView {
+        partial_unit: true,
+        ..free
+    };
+    let partial_in_tx = SessionView {
+        partial_unit: true,
+        in_transaction_on: Some(2),
+        pinned: false,
+    };
     let in_tx_on_1 = SessionView {
         in_transaction_on: Some(1),
         ..free
@@ -70,6 +79,33 @@ fn decision_table() {
         &'a str,
     );
     let cases: Vec<Case> = vec![
+        (
+            "partial unit goes to primary",
+            &read,
+            partial,
+            &healthy,
+            0,
+            Some(0),
+            "partial_unit",
+        ),
+        (
+            "partial unit in a transaction stays",
+            &read,
+            partial_in_tx,
+            &healthy,
+            0,
+            Some(2),
+            "in_transaction",
+        ),
+        (
+            "partial write goes to primary",
+            &write,
+            partial,
+            &healthy,
+            0,
+            Some(0),
+            "partial_unit",
+        ),
         (
             "read goes to first replica",
             &read,
@@ -148,6 +184,7 @@ fn decision_table() {
             SessionView {
                 pinned: true,
                 in_transaction_on: Some(2),
+                partial_unit: false,
             },
             &healthy,
             0,

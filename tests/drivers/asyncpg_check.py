@@ -346,39 +346,45 @@ async def check_prepare_then_write():
 
 async def check_session_state_isolation():
     # A setting one client changes with set_config() must never show up in another
-    # client's session. asyncpg itself runs set_config('jit', 'off', false) while it
-    # introspects a type it does not know (here: an int[] parameter), inside an open
-    # Parse/Describe/Flush sequence.
-    async def jit_values(c):
-        return sorted({await c.fetchval("SELECT current_setting('jit')") for _ in range(6)})
+    # client's session. Two ways asyncpg gets there: (1) set_config() run right after a
+    # conn.prepare() (Parse/Describe/Flush, no Sync); (2) asyncpg's own type introspection,
+    # which runs set_config('jit', 'off', false) inside an open Parse/Describe/Flush
+    # sequence when a query uses a type it does not know (here: an int[] parameter).
+    async def values(c, q):
+        return [await c.fetchval(q) for _ in range(6)]
 
+    leak = f"myapp.leak_{SUFFIX}"
+    leak_q = f"SELECT current_setting('{leak}', true)"
+    jit_q = "SELECT current_setting('jit')"
     b = await connect()
-    a = await connect()
     try:
-        before = await jit_values(b)
-        await a.fetch("SELECT 1 WHERE 1 = ANY($1::int[])", [1])
-        stmt = await a.prepare("SELECT 1")
-        await a.fetchval("SELECT set_config('myapp.leak', 'from A', false)")
-        await stmt.fetchval()
-        a_vals = [await a.fetchval("SELECT current_setting('myapp.leak', true)") for _ in range(6)]
-        eq(a_vals, ["from A"] * 6, "A reads its own set_config value")
-        await a.close()
-        leaked = [await b.fetchval("SELECT current_setting('myapp.leak', true)") for _ in range(6)]
-        if any(v not in (None, "") for v in leaked):
-            raise AssertionError(f"client B sees client A's set_config value: {leaked}")
-        after = await jit_values(b)
-        eq(after, before, "jit as seen by client B before/after client A's type introspection")
-        c = await connect()
+        a1 = await connect()
         try:
-            leaked = [await c.fetchval("SELECT current_setting('myapp.leak', true)") for _ in range(6)]
-            if any(v not in (None, "") for v in leaked):
-                raise AssertionError(f"new client C sees client A's set_config value: {leaked}")
-            eq(await jit_values(c), before, "jit as seen by a new client C")
+            stmt = await a1.prepare("SELECT 1")
+            await a1.fetchval(f"SELECT set_config('{leak}', 'from A', false)")
+            await stmt.fetchval()
+            own = await values(a1, leak_q)
         finally:
-            await c.close()
+            await a1.close()
+        problems = []
+        if own != ["from A"] * 6:
+            problems.append(f"client A reads back its own set_config('{leak}') as {own}")
+        leaked = await values(b, leak_q)
+        if any(v not in (None, "") for v in leaked):
+            problems.append(f"client B sees client A's set_config('{leak}'): {leaked}")
+        a2 = await connect()
+        try:
+            await a2.fetch("SELECT 1 WHERE 1 = ANY($1::int[])", [1])
+        finally:
+            await a2.close()
+        jit_default = await b.fetchval("SELECT reset_val FROM pg_settings WHERE name = 'jit'")
+        jit_seen = await values(b, jit_q)
+        if any(v != jit_default for v in jit_seen):
+            problems.append(f"client B (which never set jit; default {jit_default!r}) reads jit as "
+                            f"{jit_seen} after client A's type introspection")
+        if problems:
+            raise AssertionError("; ".join(problems))
     finally:
-        if not a.is_closed():
-            await a.close()
         await b.close()
 
 
@@ -396,14 +402,15 @@ async def check_pool_reaches_replicas():
                                      database=DBNAME, min_size=1, max_size=1, timeout=10)
     try:
         ports = []
-        for _ in range(3):
+        for _ in range(4):
             async with pool.acquire() as c:  # each release runs asyncpg's reset query
-                for _ in range(3):
-                    ports.append(await c.fetchval("SELECT inet_server_port()"))
-        info(f"pooled reads answered by ports {ports}")
+                ports.append([await c.fetchval("SELECT inet_server_port()") for _ in range(3)])
+        info(f"pooled reads answered by ports {ports} (one list per acquire)")
+        ports = [p for acquired in ports[1:] for p in acquired]  # after the first reset
         if len(set(ports)) < 2:
-            raise AssertionError(f"pooled reads all on {sorted(set(ports))} "
-                                 f"(plain connection reads reach {sorted(direct)})")
+            raise AssertionError(f"pooled reads after the first release all on "
+                                 f"{sorted(set(ports))} (plain connection reads reach "
+                                 f"{sorted(direct)})")
     finally:
         await asyncio.wait_for(pool.close(), 10)
 

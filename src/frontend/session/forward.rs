@@ -26,6 +26,7 @@ impl Session {
                     None => self.shared.classifier.classify(sql),
                 };
                 self.unit_changes.extend(class.settings.iter().cloned());
+                self.note_pin(&class);
                 self.swbuf.extend_from_slice(f.raw());
                 self.end_unit(false);
             }
@@ -70,6 +71,7 @@ impl Session {
                     Some(stmt) => {
                         self.unit_changes
                             .extend(stmt.class.settings.iter().cloned());
+                        self.note_pin(&stmt.class);
                         self.ensure_prepared(node, &stmt)?;
                         if name.is_empty() {
                             self.swbuf.extend_from_slice(f.raw());
@@ -132,6 +134,15 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// A statement that leaves state on its server pins the session, also when it arrives
+    /// inside a unit already routed (to the primary: see `partial_unit`).
+    pub(super) fn note_pin(&mut self, class: &crate::classify::Class) {
+        if let (Some(why), None) = (&class.pins, &self.pinned) {
+            tracing::debug!(reason = %why, "session pinned to the primary");
+            self.pinned = Some(why.clone());
+        }
     }
 
     /// A unit ends at Query, Sync or FunctionCall: each gets one ReadyForQuery.

@@ -24,6 +24,8 @@ struct Scan {
     class: Option<Arc<Class>>,
     text: Bytes,
     executes: bool,
+    /// The unit's end (Sync, Query, FunctionCall) has arrived.
+    complete: bool,
 }
 
 impl Session {
@@ -96,10 +98,7 @@ impl Session {
                 let reason = decision.label(&class);
                 tracing::debug!(node = %node_name, reason, "route");
                 metrics::route(node_name, reason);
-                if let (Some(why), None) = (&class.pins, &self.pinned) {
-                    tracing::debug!(reason = %why, "session pinned to the primary");
-                    self.pinned = Some(why.clone());
-                }
+                self.note_pin(&class);
                 self.unit_open = true;
             }
             let f = self.inq.pop_front().ok_or(End::Client)?;
@@ -117,6 +116,7 @@ impl Session {
             class: None,
             text: Bytes::new(),
             executes: false,
+            complete: false,
         };
         let mut parsed_here: Vec<(String, Arc<Class>, Bytes)> = Vec::new();
         let classifier = &self.shared.classifier;
@@ -171,6 +171,7 @@ impl Session {
             }
             scan.executes |= matches!(f.tag(), tag::QUERY | tag::EXECUTE | tag::FUNCTION_CALL);
             if matches!(f.tag(), tag::QUERY | tag::SYNC | tag::FUNCTION_CALL) {
+                scan.complete = true;
                 break;
             }
         }
@@ -202,6 +203,7 @@ impl Session {
         let view = SessionView {
             in_transaction_on: self.active.filter(|_| self.tx_status != b'I'),
             pinned: self.pinned.is_some(),
+            partial_unit: !scan.complete,
         };
         let text = std::str::from_utf8(&scan.text).unwrap_or("");
         let ctx = Context {
