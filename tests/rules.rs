@@ -120,7 +120,7 @@ async fn money_reads_rules_hints_and_volatile_functions_reach_the_primary() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(port as u16, primary, "parse_error in the extended protocol");
+    assert_eq!(port as u16, primary, "a row lock in the extended protocol");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

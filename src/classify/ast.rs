@@ -30,9 +30,31 @@ fn suspicious(sql: &str, toks: &[Token]) -> bool {
     }) || toks.first().is_some_and(|t| t.kind != Kind::Word)
 }
 
+/// A row-locking clause anywhere: `FOR UPDATE`, `FOR NO KEY UPDATE`, `FOR SHARE`,
+/// `FOR KEY SHARE` (sqlparser knows only the first and third).
+fn row_lock(sql: &str, toks: &[Token]) -> Option<&'static str> {
+    let is = |i: usize, kw: &str| toks.get(i).is_some_and(|t| t.is(sql, kw));
+    (0..toks.len()).filter(|&i| is(i, "for")).find_map(|i| {
+        if is(i + 1, "update") {
+            Some("update")
+        } else if is(i + 1, "share") {
+            Some("share")
+        } else if is(i + 1, "no") && is(i + 2, "key") && is(i + 3, "update") {
+            Some("no key update")
+        } else if is(i + 1, "key") && is(i + 2, "share") {
+            Some("key share")
+        } else {
+            None
+        }
+    })
+}
+
 pub fn classify(sql: &str, toks: &[Token]) -> Class {
     if !suspicious(sql, toks) {
         return Class::read("read");
+    }
+    if let Some(lock) = row_lock(sql, toks) {
+        return Class::write(format!("write:select for {lock}"));
     }
     let text = match (toks.first(), toks.last()) {
         (Some(a), Some(b)) => &sql[a.start..b.end],

@@ -89,7 +89,7 @@ fn a_parse_failure_never_inherits_an_earlier_route() {
     let c = Classifier::new(10);
     assert_eq!(c.classify("SELECT 1").access, Access::Read);
     assert_eq!(
-        c.classify("SELECT 1 FOR NO KEY UPDATE").reason,
+        c.classify("SELECT 1 FROM t WHERE (x = 1 INSERT").reason,
         "parse_error"
     );
     assert_eq!(c.classify("SELECT 1").access, Access::Read);

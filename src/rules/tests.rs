@@ -284,9 +284,11 @@ const CASES: &[(&str, &str, &str, &str, &str)] = &[
     ("SELECT * FROM t WHERE id = 1 FOR SHARE", "", "app", P, "write:select for share"),
     ("SELECT * FROM t FOR UPDATE NOWAIT", "", "app", P, "write:select for update"),
     ("SELECT * FROM t FOR UPDATE SKIP LOCKED", "", "app", P, "write:select for update"),
-    ("SELECT * FROM t FOR NO KEY UPDATE", "", "app", P, "parse_error"),
-    ("SELECT * FROM t FOR KEY SHARE", "", "app", P, "parse_error"),
-    ("SELECT * FROM t FOR NO KEY UPDATE SKIP LOCKED", "", "app", P, "parse_error"),
+    ("SELECT * FROM t FOR NO KEY UPDATE", "", "app", P, "write:select for no key update"),
+    ("SELECT * FROM t FOR KEY SHARE", "", "app", P, "write:select for key share"),
+    ("SELECT * FROM t FOR NO KEY UPDATE SKIP LOCKED", "", "app", P, "write:select for no key update"),
+    ("select * from t for key share of t nowait", "", "app", P, "write:select for key share"),
+    ("SELECT substring('abc' FOR 2)", "", "app", R, D),
     ("SELECT * FROM (SELECT * FROM t FOR UPDATE) s", "", "app", P, "write:select for update"),
     ("SELECT * FROM balances FOR UPDATE", "backoffice", "app", P, "write:select for update"),
     // --- data-modifying CTEs at any depth
@@ -337,6 +339,7 @@ const CASES: &[(&str, &str, &str, &str, &str)] = &[
     ("SELECT FROM WHERE nextval(", "", "app", P, "parse_error"),
     ("SELECT 1 FROM t WHERE x = ANY(SELECT update)", "", "app", R, D),
     ("SELECT * FROM t WHERE (a = 1 INSERT", "", "app", P, "parse_error"),
+    ("WITH RECURSIVE r(share) AS (SELECT 1 UNION ALL SELECT share + 1 FROM r) SEARCH DEPTH FIRST BY share SET o SELECT * FROM r", "", "app", P, "parse_error"),
     ("WITH m AS MATERIALIZED (SELECT 1) SELECT * FROM m", "", "app", R, D),
     ("WITH c(a, b) AS (SELECT 1, 2) SELECT count(a) AS n FROM c", "", "app", R, D),
 ];
