@@ -11,10 +11,8 @@ use pgroute::rules::{Context, Rules};
 use pgroute::topology::Topology;
 
 const PGBENCH_SELECT: &str = "SELECT abalance FROM pgbench_accounts WHERE aid = 48213;";
-const PGBENCH_UPDATE: &str =
-    "UPDATE pgbench_accounts SET abalance = abalance + -4321 WHERE aid = 98765;";
-const CTE: &str =
-    "WITH moved AS (DELETE FROM queue WHERE id IN (SELECT id FROM queue ORDER BY id LIMIT 10) \
+const PGBENCH_UPDATE: &str = "UPDATE pgbench_accounts SET abalance = abalance + -4321 WHERE aid = 98765;";
+const CTE: &str = "WITH moved AS (DELETE FROM queue WHERE id IN (SELECT id FROM queue ORDER BY id LIMIT 10) \
                    RETURNING *) SELECT count(*) FROM moved";
 const REPORT: &str = "
 SELECT
@@ -63,9 +61,7 @@ fn bench(c: &mut Criterion) {
     ] {
         let warm = Classifier::new(10_000);
         warm.classify(sql);
-        c.bench_function(&format!("classify hit/{name}"), |b| {
-            b.iter(|| black_box(warm.classify(black_box(sql))))
-        });
+        c.bench_function(&format!("classify hit/{name}"), |b| b.iter(|| black_box(warm.classify(black_box(sql)))));
         c.bench_function(&format!("classify miss/{name}"), |b| {
             b.iter(|| {
                 let cold = Classifier::new(0);
@@ -88,12 +84,8 @@ fn bench(c: &mut Criterion) {
     // A whole decision for a read: classification (hit), read rules, router.
     let config = Config::parse(include_str!("../proxy.toml"), "proxy.toml").expect("proxy.toml");
     let rules = Rules::from_config(&config.routing);
-    let topology = Topology::from_config(&config);
-    let ctx = Context {
-        application_name: "pgbench",
-        user: "app",
-        database: "app",
-    };
+    let topology = Topology::from_config(&config, true);
+    let ctx = Context { application_name: "pgbench", user: "app", database: "app" };
     let mut ticket = 0u64;
     c.bench_function("route read (hit, rules, decide)", |b| {
         b.iter(|| {
@@ -101,17 +93,7 @@ fn bench(c: &mut Criterion) {
             let read = rules.route_read(&class, PGBENCH_SELECT, route_hint(PGBENCH_SELECT), &ctx);
             ticket += 1;
             let snapshot = topology.snapshot();
-            black_box(
-                decide(
-                    &class,
-                    &read,
-                    SessionView::default(),
-                    &snapshot,
-                    Instant::now(),
-                    ticket,
-                )
-                .ok(),
-            )
+            black_box(decide(&class, &read, SessionView::default(), &snapshot, Instant::now(), ticket).ok())
         })
     });
 }

@@ -319,6 +319,8 @@ CREATE ROLE app_md5 LOGIN PASSWORD 'app_md5';
 RESET password_encryption;
 CREATE DATABASE app OWNER app;
 GRANT ALL ON DATABASE app TO app_md5;
+-- pgroute's health monitor reads pg_stat_wal_receiver (the replica's timeline)
+GRANT pg_read_all_stats TO app, app_md5;
 \connect app
 ALTER SCHEMA public OWNER TO app;
 GRANT ALL ON SCHEMA public TO app_md5;

@@ -37,10 +37,7 @@ impl Registry {
         loop {
             let pid = rng.gen_range(1..i32::MAX);
             if let dashmap::mapref::entry::Entry::Vacant(v) = self.clients.entry(pid) {
-                let handle = Arc::new(Handle {
-                    secret: rng.gen(),
-                    target: Mutex::new(None),
-                });
+                let handle = Arc::new(Handle { secret: rng.gen(), target: Mutex::new(None) });
                 v.insert(handle.clone());
                 return (pid, handle.secret, handle);
             }
@@ -66,9 +63,7 @@ impl Registry {
         let addr = topology.addr(node);
         match TcpStream::connect((addr.host.as_str(), addr.port)).await {
             Ok(mut s) => {
-                let _ = s
-                    .write_all(&protocol::cancel_request(server_pid, server_secret))
-                    .await;
+                let _ = s.write_all(&protocol::cancel_request(server_pid, server_secret)).await;
                 tracing::debug!(node = %addr.name, server_pid, "cancel request forwarded");
             }
             Err(e) => {

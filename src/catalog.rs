@@ -22,18 +22,12 @@ fn literal(s: &str) -> String {
 
 impl FunctionCatalog {
     pub fn new(ttl: Duration) -> Self {
-        FunctionCatalog {
-            ttl,
-            entries: DashMap::new(),
-        }
+        FunctionCatalog { ttl, entries: DashMap::new() }
     }
 
     /// `Some(true)`: a volatile user function (treat as a write); `None`: not known now.
     pub fn cached(&self, f: &QName, now: Instant) -> Option<bool> {
-        self.entries
-            .get(f)
-            .filter(|e| now.duration_since(e.1) < self.ttl)
-            .map(|e| e.0)
+        self.entries.get(f).filter(|e| now.duration_since(e.1) < self.ttl).map(|e| e.0)
     }
 
     pub fn store(&self, f: &QName, may_write: bool, now: Instant) {
@@ -74,9 +68,6 @@ mod tests {
         assert_eq!(c.cached(&f, t0 + Duration::from_secs(5)), Some(true));
         assert_eq!(c.cached(&f, t0 + Duration::from_secs(11)), None);
         let sql = FunctionCatalog::lookup_sql(&QName::parse("s.o'brien"));
-        assert!(
-            sql.contains("p.proname = 'o''brien' AND n.nspname = 's'"),
-            "{sql}"
-        );
+        assert!(sql.contains("p.proname = 'o''brien' AND n.nspname = 's'"), "{sql}");
     }
 }

@@ -17,41 +17,20 @@ pub fn explain(config: &Config, sql: &str, ctx: &Context) -> String {
     let mut class = classifier.classify(sql);
     let mut out = String::new();
     if !class.is_write() {
-        let unknown: Vec<String> = rules
-            .unknown_functions(&class)
-            .map(|f| f.display())
-            .collect();
+        let unknown: Vec<String> = rules.unknown_functions(&class).map(|f| f.display()).collect();
         if !unknown.is_empty() {
-            let _ = writeln!(
-                out,
-                "functions: {}: unknown: treated as write",
-                unknown.join(", ")
-            );
+            let _ = writeln!(out, "functions: {}: unknown: treated as write", unknown.join(", "));
             let reason = format!("write:function {} (volatility unknown)", unknown[0]);
-            class = std::sync::Arc::new(Class {
-                settings: class.settings.clone(),
-                ..Class::write(reason)
-            });
+            class = std::sync::Arc::new(Class { settings: class.settings.clone(), ..Class::write(reason) });
         }
     }
     let read = rules.route_read(&class, sql, route_hint(sql), ctx);
-    let topology = Topology::from_config(config);
+    let topology = Topology::from_config(config, true);
     let snapshot = topology.snapshot();
-    match router::decide(
-        &class,
-        &read,
-        SessionView::default(),
-        &snapshot,
-        Instant::now(),
-        0,
-    ) {
+    match router::decide(&class, &read, SessionView::default(), &snapshot, Instant::now(), 0) {
         Ok(d) => {
             let node = &snapshot.nodes[d.node];
-            let role = if node.role == Role::Primary {
-                "primary"
-            } else {
-                "replica"
-            };
+            let role = if node.role == Role::Primary { "primary" } else { "replica" };
             let _ = writeln!(out, "route: {role} ({})", node.name);
             let _ = writeln!(out, "reason: {}", d.label(&class));
         }
@@ -89,15 +68,8 @@ role = "replica"
             "t.toml",
         )
         .unwrap();
-        let ctx = Context {
-            application_name: "",
-            user: "app",
-            database: "app",
-        };
-        assert_eq!(
-            explain(&cfg, "SELECT 1", &ctx),
-            "route: replica (pg1)\nreason: default_read\n"
-        );
+        let ctx = Context { application_name: "", user: "app", database: "app" };
+        assert_eq!(explain(&cfg, "SELECT 1", &ctx), "route: replica (pg1)\nreason: default_read\n");
         assert_eq!(
             explain(&cfg, "SELECT * FROM balances", &ctx),
             "route: primary (pg0)\nreason: primary_tables:balances\n"
@@ -106,8 +78,6 @@ role = "replica"
             explain(&cfg, "SELECT my_fn()", &ctx),
             "functions: my_fn: unknown: treated as write\nroute: primary (pg0)\nreason: write:function my_fn (volatility unknown)\n"
         );
-        assert!(
-            explain(&cfg, "LISTEN x", &ctx).ends_with("pins the session to the primary: listen\n")
-        );
+        assert!(explain(&cfg, "LISTEN x", &ctx).ends_with("pins the session to the primary: listen\n"));
     }
 }

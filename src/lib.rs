@@ -12,6 +12,7 @@
 //!   topology.
 //! - [`catalog`]: function volatility looked up in the primary's catalog, cached.
 //! - [`topology`]: which node is primary and which replicas may take reads now.
+//! - [`health`]: the monitor probing every node, and the pure usability verdict.
 //! - [`backend`]: server connections and the per-(node, user, database) pools.
 //! - [`frontend`]: accepting clients, login, and the per-client session loop.
 //! - [`cancel`]: mapping the client's cancel key to the server running its query.
@@ -30,6 +31,7 @@ pub mod classify;
 pub mod config;
 pub mod explain;
 pub mod frontend;
+pub mod health;
 pub mod metrics;
 pub mod protocol;
 pub mod router;
@@ -66,11 +68,11 @@ pub async fn start(config: config::Config) -> std::io::Result<Proxy> {
         }
         None => None,
     };
-    let shared = Arc::new(frontend::Shared::new(config, classifier));
+    let shared = Arc::new(frontend::Shared::new(config.clone(), classifier));
+    // Serve only once the first probe round has said which nodes are usable.
+    let mut monitor = health::Monitor::new(config, shared.topology.clone());
+    monitor.round().await;
+    tokio::spawn(monitor.run());
     tokio::spawn(frontend::serve(listener, shared.clone()));
-    Ok(Proxy {
-        addr,
-        metrics_addr,
-        shared,
-    })
+    Ok(Proxy { addr, metrics_addr, shared })
 }

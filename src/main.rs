@@ -15,25 +15,14 @@ const USAGE: &str = "usage:
 enum Command {
     Run(PathBuf),
     Check(PathBuf),
-    Explain {
-        config: PathBuf,
-        sql: String,
-        app: String,
-        user: String,
-        database: String,
-    },
+    Explain { config: PathBuf, sql: String, app: String, user: String, database: String },
 }
 
 fn parse_explain(args: &[String]) -> Result<Command, String> {
-    let (mut config, mut sql, mut app, mut user, mut database) =
-        (None, None, String::new(), None, None);
+    let (mut config, mut sql, mut app, mut user, mut database) = (None, None, String::new(), None, None);
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let mut value = || {
-            it.next()
-                .cloned()
-                .ok_or_else(|| format!("{a} needs a value\n{USAGE}"))
-        };
+        let mut value = || it.next().cloned().ok_or_else(|| format!("{a} needs a value\n{USAGE}"));
         match a.as_str() {
             "--config" | "-c" => config = Some(PathBuf::from(value()?)),
             "--application-name" => app = value()?,
@@ -48,13 +37,7 @@ fn parse_explain(args: &[String]) -> Result<Command, String> {
     };
     let user = user.unwrap_or_else(|| "app".to_string());
     let database = database.unwrap_or_else(|| user.clone());
-    Ok(Command::Explain {
-        config,
-        sql,
-        app,
-        user,
-        database,
-    })
+    Ok(Command::Explain { config, sql, app, user, database })
 }
 
 fn parse_args() -> Result<Command, String> {
@@ -81,10 +64,7 @@ fn parse_args() -> Result<Command, String> {
 /// (an invalid file is reported and the running configuration kept).
 async fn wait_for_signals(path: &std::path::Path, proxy: &pgroute::Proxy) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut hup), Ok(mut term)) = (
-        signal(SignalKind::hangup()),
-        signal(SignalKind::terminate()),
-    ) else {
+    let (Ok(mut hup), Ok(mut term)) = (signal(SignalKind::hangup()), signal(SignalKind::terminate())) else {
         let _ = tokio::signal::ctrl_c().await;
         return;
     };
@@ -116,19 +96,9 @@ fn main() -> ExitCode {
         }
     };
     match command {
-        Command::Explain {
-            config,
-            sql,
-            app,
-            user,
-            database,
-        } => match Config::load(&config) {
+        Command::Explain { config, sql, app, user, database } => match Config::load(&config) {
             Ok(cfg) => {
-                let ctx = pgroute::rules::Context {
-                    application_name: &app,
-                    user: &user,
-                    database: &database,
-                };
+                let ctx = pgroute::rules::Context { application_name: &app, user: &user, database: &database };
                 print!("{}", pgroute::explain::explain(&cfg, &sql, &ctx));
                 ExitCode::SUCCESS
             }
@@ -155,10 +125,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
+            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("cannot start the runtime: {e}");

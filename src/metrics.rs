@@ -22,6 +22,23 @@ struct Registry {
     parse_errors: AtomicU64,
     clients: AtomicI64,
     pools: DashMap<String, Arc<PoolGauges>>,
+    /// per node: (up, usable, lag seconds, lag bytes, timeline, probe seconds), -1 unknown
+    nodes: DashMap<String, [f64; 6]>,
+}
+
+/// Records a probe's duration.
+pub fn node_probe(node: &str, took: std::time::Duration) {
+    registry().nodes.entry(node.to_string()).or_insert([-1.0; 6])[5] = took.as_secs_f64();
+}
+
+/// Records a node's health verdict.
+pub fn node_state(node: &str, v: &crate::health::Verdict, down: bool, timeline: Option<u32>) {
+    let mut e = registry().nodes.entry(node.to_string()).or_insert([-1.0; 6]);
+    e[0] = if down { 0.0 } else { 1.0 };
+    e[1] = if v.usable { 1.0 } else { 0.0 };
+    e[2] = v.lag.map_or(-1.0, |l| l.as_secs_f64());
+    e[3] = v.lag_bytes.map_or(-1.0, |b| b as f64);
+    e[4] = timeline.map_or(-1.0, f64::from);
 }
 
 fn registry() -> &'static Registry {
@@ -41,10 +58,7 @@ pub fn route(node: &str, reason: &str) {
             return;
         }
     }
-    bump(
-        &r.routes.entry(node.to_string()).or_default(),
-        reason.to_string(),
-    );
+    bump(&r.routes.entry(node.to_string()).or_default(), reason.to_string());
 }
 
 pub fn client_error(sqlstate: &str) {
@@ -76,17 +90,11 @@ impl PoolGauges {
 
 /// The gauges of the pool named `label`, registered on first use.
 pub fn pool_gauges(label: &str) -> Arc<PoolGauges> {
-    registry()
-        .pools
-        .entry(label.to_string())
-        .or_default()
-        .clone()
+    registry().pools.entry(label.to_string()).or_default().clone()
 }
 
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 /// The whole registry in Prometheus text format.
@@ -115,11 +123,7 @@ pub fn render(classifier: &Classifier) -> String {
         );
     }
     let _ = writeln!(out, "# TYPE pgroute_parse_errors_total counter");
-    let _ = writeln!(
-        out,
-        "pgroute_parse_errors_total {}",
-        r.parse_errors.load(Ordering::Relaxed)
-    );
+    let _ = writeln!(out, "pgroute_parse_errors_total {}", r.parse_errors.load(Ordering::Relaxed));
     let _ = writeln!(out, "# TYPE pgroute_clients gauge");
     let _ = writeln!(out, "pgroute_clients {}", r.clients.load(Ordering::Relaxed));
     let _ = writeln!(out, "# TYPE pgroute_pool_connections gauge");
@@ -136,6 +140,20 @@ pub fn render(classifier: &Classifier) -> String {
             "pgroute_pool_connections{{pool=\"{pool}\",state=\"idle\"}} {}",
             idle.load(Ordering::Relaxed)
         );
+    }
+    let names = [
+        ("pgroute_node_up", "gauge"),
+        ("pgroute_node_usable", "gauge"),
+        ("pgroute_replica_lag_seconds", "gauge"),
+        ("pgroute_replica_lag_bytes", "gauge"),
+        ("pgroute_node_timeline", "gauge"),
+        ("pgroute_probe_duration_seconds", "gauge"),
+    ];
+    for (k, (metric, kind)) in names.iter().enumerate() {
+        let _ = writeln!(out, "# TYPE {metric} {kind}");
+        for e in r.nodes.iter() {
+            let _ = writeln!(out, "{metric}{{node=\"{}\"}} {}", escape(e.key()), e.value()[k]);
+        }
     }
     let (hits, misses) = classifier.cache().stats();
     let _ = writeln!(out, "# TYPE pgroute_classify_cache_hits_total counter");
@@ -154,8 +172,7 @@ pub async fn serve(listener: TcpListener, classifier: Arc<Classifier>) {
         let classifier = classifier.clone();
         tokio::spawn(async move {
             let mut buf = [0u8; 1024];
-            let _ =
-                tokio::time::timeout(std::time::Duration::from_secs(2), sock.read(&mut buf)).await;
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), sock.read(&mut buf)).await;
             let body = render(&classifier);
             let head = format!(
                 "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",

@@ -74,18 +74,12 @@ pub fn decide(
     ticket: u64,
 ) -> Result<Decision, PgError> {
     if let Some(node) = session.in_transaction_on {
-        return Ok(Decision {
-            node,
-            reason: Reason::InTransaction,
-        });
+        return Ok(Decision { node, reason: Reason::InTransaction });
     }
-    let to_primary = |reason: Reason| match topo.primary() {
+    let to_primary = |reason: Reason| match topo.primary(now) {
         Some(node) => Ok(Decision { node, reason }),
-        None => Err(PgError::error(
-            sqlstate::CONNECTION_FAILURE,
-            "pgroute: no primary node available",
-        )
-        .with_hint("Check the [[nodes]] roles in the pgroute configuration.")),
+        None => Err(PgError::error(sqlstate::CONNECTION_FAILURE, "pgroute: no primary available")
+            .with_hint(format!("Node states: {}.", topo.describe()))),
     };
     if session.pinned {
         return to_primary(Reason::Pinned);
@@ -100,22 +94,20 @@ pub fn decide(
         return to_primary(Reason::Read(read.reason.clone()));
     }
     match pick_replica(topo, now, ticket) {
-        Some(node) => Ok(Decision {
-            node,
-            reason: Reason::Read(read.reason.clone()),
-        }),
+        Some(node) => Ok(Decision { node, reason: Reason::Read(read.reason.clone()) }),
+        None if topo.no_replica_error => Err(PgError::error(
+            sqlstate::CONNECTION_FAILURE,
+            "pgroute: no replica is usable for reads (when_no_replica = \"error\")",
+        )
+        .with_hint(format!("Node states: {}.", topo.describe()))),
         None => to_primary(Reason::NoReplica),
     }
 }
 
 /// Weighted round robin over usable replicas: `ticket` walks the weight line.
 fn pick_replica(topo: &Snapshot, now: Instant, ticket: u64) -> Option<usize> {
-    let usable = || {
-        topo.nodes
-            .iter()
-            .enumerate()
-            .filter(move |(_, n)| n.role == Role::Replica && n.weight > 0 && n.usable(now))
-    };
+    let usable =
+        || topo.nodes.iter().enumerate().filter(move |(_, n)| n.role == Role::Replica && n.weight > 0 && n.usable(now));
     let total: u64 = usable().map(|(_, n)| u64::from(n.weight)).sum();
     if total == 0 {
         return None;

@@ -53,9 +53,7 @@ impl Rule {
 
 /// The first configured name (with its index) that one of `refs` denotes.
 fn any_match(refs: &[QName], configured: &[QName]) -> Option<usize> {
-    configured
-        .iter()
-        .position(|c| refs.iter().any(|r| r.matches(c)))
+    configured.iter().position(|c| refs.iter().any(|r| r.matches(c)))
 }
 
 pub struct Rules {
@@ -75,11 +73,7 @@ impl Rules {
     /// Compiles the `[routing]` section. Patterns were validated with the configuration.
     pub fn from_config(r: &Routing) -> Rules {
         let names = |v: &[String]| v.iter().map(|n| QName::parse(n)).collect::<Vec<_>>();
-        let labels = |prefix: &str, v: &[String]| {
-            v.iter()
-                .map(|n| Arc::from(format!("{prefix}:{n}")))
-                .collect()
-        };
+        let labels = |prefix: &str, v: &[String]| v.iter().map(|n| Arc::from(format!("{prefix}:{n}"))).collect();
         let mut declared_functions = names(&r.read_only_functions);
         declared_functions.extend(names(&r.write_functions));
         Rules {
@@ -99,10 +93,7 @@ impl Rules {
                     application_name: rule.application_name.clone(),
                     user: rule.user.clone(),
                     database: rule.database.clone(),
-                    pattern: rule
-                        .pattern
-                        .as_ref()
-                        .and_then(|p| Regex::new(p.get_ref()).ok()),
+                    pattern: rule.pattern.as_ref().and_then(|p| Regex::new(p.get_ref()).ok()),
                     tables: names(&rule.tables),
                     functions: names(&rule.functions),
                     route: rule.route,
@@ -112,50 +103,26 @@ impl Rules {
     }
 
     /// Where a read goes. `hint` is the statement's route hint, if any.
-    pub fn route_read(
-        &self,
-        class: &Class,
-        sql: &str,
-        hint: Option<Target>,
-        ctx: &Context,
-    ) -> ReadRoute {
+    pub fn route_read(&self, class: &Class, sql: &str, hint: Option<Target>, ctx: &Context) -> ReadRoute {
         if let Some(target) = hint {
-            return ReadRoute {
-                target,
-                reason: self.hint_label.clone(),
-            };
+            return ReadRoute { target, reason: self.hint_label.clone() };
         }
         if let Some(rule) = self.rules.iter().find(|r| r.matches(class, sql, ctx)) {
-            return ReadRoute {
-                target: rule.route,
-                reason: rule.label.clone(),
-            };
+            return ReadRoute { target: rule.route, reason: rule.label.clone() };
         }
         if let Some(i) = any_match(&class.relations, &self.primary_tables) {
-            return ReadRoute {
-                target: Target::Primary,
-                reason: self.primary_table_labels[i].clone(),
-            };
+            return ReadRoute { target: Target::Primary, reason: self.primary_table_labels[i].clone() };
         }
         if let Some(i) = any_match(&class.functions, &self.primary_functions) {
-            return ReadRoute {
-                target: Target::Primary,
-                reason: self.primary_function_labels[i].clone(),
-            };
+            return ReadRoute { target: Target::Primary, reason: self.primary_function_labels[i].clone() };
         }
-        ReadRoute {
-            target: self.default_read,
-            reason: self.default_label.clone(),
-        }
+        ReadRoute { target: self.default_read, reason: self.default_label.clone() }
     }
 
     /// Functions in `class` whose volatility must be looked up before the read may go to a
     /// replica: not built in (`pg_catalog` or our write/pin lists) and not declared by the
     /// DBA as read-only or write.
-    pub fn unknown_functions<'a>(
-        &self,
-        class: &'a Class,
-    ) -> impl Iterator<Item = &'a QName> + use<'a, '_> {
+    pub fn unknown_functions<'a>(&self, class: &'a Class) -> impl Iterator<Item = &'a QName> + use<'a, '_> {
         class.functions.iter().filter(move |f| {
             f.schema.as_deref() != Some("pg_catalog")
                 && !WRITE_FUNCTIONS.contains(&f.name.as_str())

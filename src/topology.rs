@@ -1,9 +1,11 @@
 //! Topology: which node is the primary, which replicas may take reads right now.
 //!
 //! Routing reads a [`Snapshot`], an immutable value swapped in whole when something
-//! changes, so a decision never sees half an update. In this version roles come from the
-//! configuration; a replica that fails to accept a connection is kept out of rotation for
-//! a short back-off. (Lag-aware health monitoring replaces the back-off in a later issue.)
+//! changes, so a decision never sees half an update. Roles come from the configuration;
+//! the health monitor (`health`) publishes, every interval, whether each node is usable
+//! (a fresh probe, in or out of recovery as its role demands, replicas within the lag
+//! thresholds). A replica that refuses a client's connection also leaves the rotation for
+//! a short back-off, without waiting for the next probe.
 
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -20,22 +22,39 @@ pub struct NodeState {
     pub weight: u32,
     /// Not usable before this instant (set after a failed connection).
     pub down_until: Option<Instant>,
+    /// The health monitor's verdict: primary fit for writes, replica fit for reads.
+    pub healthy: bool,
+    /// `ok` or why not (`stale_sample`, `lag`, `in_recovery`, ...).
+    pub why: &'static str,
+    /// The verdict rests on a sample that goes stale at this instant: past it the node is
+    /// unusable even if the monitor has not published again (it may be stuck).
+    pub fresh_until: Option<Instant>,
 }
 
 impl NodeState {
     pub fn usable(&self, now: Instant) -> bool {
-        self.down_until.is_none_or(|t| now >= t)
+        self.healthy && self.fresh_until.is_none_or(|t| now < t) && self.down_until.is_none_or(|t| now >= t)
     }
 }
 
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     pub nodes: Vec<NodeState>,
+    /// `[health] when_no_replica = "error"`: refuse reads rather than use the primary.
+    pub no_replica_error: bool,
 }
 
 impl Snapshot {
-    pub fn primary(&self) -> Option<usize> {
-        self.nodes.iter().position(|n| n.role == Role::Primary)
+    /// The node writes may go to: the configured primary, if its latest probe is fresh
+    /// and says it is not in recovery.
+    pub fn primary(&self, now: Instant) -> Option<usize> {
+        self.nodes.iter().position(|n| n.role == Role::Primary && n.healthy && n.fresh_until.is_none_or(|t| now < t))
+    }
+
+    /// "pg0: ok; pg1: lag; ..." for error hints.
+    pub fn describe(&self) -> String {
+        let parts: Vec<String> = self.nodes.iter().map(|n| format!("{}: {}", n.name, n.why)).collect();
+        parts.join("; ")
     }
 }
 
@@ -52,7 +71,9 @@ pub struct Topology {
 }
 
 impl Topology {
-    pub fn from_config(cfg: &Config) -> Self {
+    /// Nodes start unhealthy (`why = "no_sample"`) until the monitor's first round, or
+    /// healthy when `assume_healthy` (offline tools such as `pgroute explain`).
+    pub fn from_config(cfg: &Config, assume_healthy: bool) -> Self {
         let nodes = cfg
             .nodes
             .iter()
@@ -61,21 +82,18 @@ impl Topology {
                 role: n.role,
                 weight: n.weight,
                 down_until: None,
+                healthy: assume_healthy,
+                why: if assume_healthy { "assumed" } else { "no_sample" },
+                fresh_until: None,
             })
             .collect();
         let addrs = cfg
             .nodes
             .iter()
-            .map(|n| NodeAddr {
-                name: n.name.get_ref().clone(),
-                host: n.host.clone(),
-                port: n.port,
-            })
+            .map(|n| NodeAddr { name: n.name.get_ref().clone(), host: n.host.clone(), port: n.port })
             .collect();
-        Topology {
-            addrs,
-            current: RwLock::new(Arc::new(Snapshot { nodes })),
-        }
+        let no_replica_error = cfg.health.when_no_replica == crate::config::WhenNoReplica::Error;
+        Topology { addrs, current: RwLock::new(Arc::new(Snapshot { nodes, no_replica_error })) }
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
@@ -89,16 +107,42 @@ impl Topology {
         &self.addrs[node]
     }
 
-    /// Takes a node out of the read rotation for [`REPLICA_BACKOFF`].
-    pub fn mark_unreachable(&self, node: usize) {
+    pub fn len(&self) -> usize {
+        self.addrs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.addrs.is_empty()
+    }
+
+    /// Publishes the monitor's verdicts, one per node in configuration order: (usable,
+    /// why, when the sample behind it goes stale).
+    pub fn publish_health(&self, verdicts: &[(bool, &'static str, Option<Instant>)]) {
+        self.update(|next| {
+            for (n, &(healthy, why, fresh_until)) in next.nodes.iter_mut().zip(verdicts) {
+                n.healthy = healthy;
+                n.why = why;
+                n.fresh_until = fresh_until;
+            }
+        });
+    }
+
+    fn update(&self, change: impl FnOnce(&mut Snapshot)) {
         let mut guard = match self.current.write() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
         };
         let mut next = (**guard).clone();
-        if let Some(n) = next.nodes.get_mut(node) {
-            n.down_until = Some(Instant::now() + REPLICA_BACKOFF);
-        }
+        change(&mut next);
         *guard = Arc::new(next);
+    }
+
+    /// Takes a node out of the read rotation for [`REPLICA_BACKOFF`].
+    pub fn mark_unreachable(&self, node: usize) {
+        self.update(|next| {
+            if let Some(n) = next.nodes.get_mut(node) {
+                n.down_until = Some(Instant::now() + REPLICA_BACKOFF);
+            }
+        });
     }
 }

@@ -15,29 +15,17 @@ fn run(program: &str, p: &TestProxy, args: &[&str], stdin: Option<&str>) -> Outp
         .env("PGDATABASE", "app")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        });
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
     let mut child = cmd.spawn().unwrap_or_else(|e| panic!("{program}: {e}"));
     if let Some(input) = stdin {
         use std::io::Write;
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(input.as_bytes())
-            .expect("write stdin");
+        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
     }
     child.wait_with_output().expect("wait")
 }
 
 fn text(o: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
+    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -75,36 +63,16 @@ COMMIT;
         input = input.display(),
         output = output.display()
     );
-    let out = run(
-        "psql",
-        &p,
-        &["-X", "-v", "ON_ERROR_STOP=0", "-f", "-"],
-        Some(&script),
-    );
+    let out = run("psql", &p, &["-X", "-v", "ON_ERROR_STOP=0", "-f", "-"], Some(&script));
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "psql failed:\n{stdout}\n{stderr}");
-    assert!(
-        stderr.contains("relation \"no_such_table\" does not exist"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("relation \"no_such_table\" does not exist"), "{stderr}");
     assert!(stderr.contains("division by zero"), "{stderr}");
-    assert!(
-        stdout.contains("multi") && stdout.contains("statement"),
-        "{stdout}"
-    );
-    assert!(
-        stdout.contains(&format!("Table \"public.{t}\"")),
-        "\\d output:\n{stdout}"
-    );
-    assert!(
-        stdout.contains("Table \"pg_catalog.pg_am\""),
-        "\\d on a replica:\n{stdout}"
-    );
+    assert!(stdout.contains("multi") && stdout.contains("statement"), "{stdout}");
+    assert!(stdout.contains(&format!("Table \"public.{t}\"")), "\\d output:\n{stdout}");
+    assert!(stdout.contains("Table \"pg_catalog.pg_am\""), "\\d on a replica:\n{stdout}");
     assert!(stdout.contains("rows=4 values=a,B,c,d"), "{stdout}");
-    assert_eq!(
-        std::fs::read_to_string(&output).unwrap(),
-        "1\ta\n2\tB\n3\tc\n4\td\n"
-    );
+    assert_eq!(std::fs::read_to_string(&output).unwrap(), "1\ta\n2\tB\n3\tc\n4\td\n");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -112,17 +80,7 @@ COMMIT;
 async fn ctrl_c_in_psql_cancels_the_running_query() {
     let p = proxy().await;
     let child = Command::new("psql")
-        .args([
-            "-X",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &p.port.to_string(),
-            "-U",
-            "app",
-            "-d",
-            "app",
-        ])
+        .args(["-X", "-h", "127.0.0.1", "-p", &p.port.to_string(), "-U", "app", "-d", "app"])
         .args(["-c", "SELECT pg_sleep(30)"])
         .env("PGPASSWORD", "app")
         .stdout(Stdio::piped())
@@ -130,36 +88,19 @@ async fn ctrl_c_in_psql_cancels_the_running_query() {
         .spawn()
         .expect("psql");
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
+    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-        .await
-        .unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
     let (_, stderr) = text(&out);
-    assert!(
-        stderr.contains("canceling statement due to user request"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("canceling statement due to user request"), "{stderr}");
 }
 
 fn pgbench(p: &TestProxy, args: &[&str]) -> String {
     let out = run("pgbench", p, args, None);
     let (stdout, stderr) = text(&out);
-    assert!(
-        out.status.success(),
-        "pgbench {args:?} failed:\n{stdout}\n{stderr}"
-    );
-    let errors: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.contains("error") || l.contains("ERROR"))
-        .collect();
-    assert!(
-        errors.is_empty(),
-        "pgbench {args:?} printed errors:\n{stderr}"
-    );
+    assert!(out.status.success(), "pgbench {args:?} failed:\n{stdout}\n{stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("error") || l.contains("ERROR")).collect();
+    assert!(errors.is_empty(), "pgbench {args:?} printed errors:\n{stderr}");
     stdout
 }
 
@@ -193,29 +134,17 @@ async fn pgbench_runs_clean_in_every_protocol_mode() {
             }
             let before = replica_routes(&p);
             let out = pgbench(&p, &args);
-            assert!(
-                out.contains("number of failed transactions: 0"),
-                "{args:?}:\n{out}"
-            );
-            assert!(
-                out.contains("number of transactions actually processed: 320/320"),
-                "{args:?}:\n{out}"
-            );
+            assert!(out.contains("number of failed transactions: 0"), "{args:?}:\n{out}");
+            assert!(out.contains("number of transactions actually processed: 320/320"), "{args:?}:\n{out}");
             if select_only {
                 let after = replica_routes(&p);
                 for (b, a) in before.iter().zip(&after) {
                     // pg_stat_database is flushed lazily; each replica ran a good share.
-                    assert!(
-                        a - b >= 80,
-                        "-S load spread over replicas: before {before:?} after {after:?}"
-                    );
+                    assert!(a - b >= 80, "-S load spread over replicas: before {before:?} after {after:?}");
                 }
             }
         }
         let out = pgbench(&p, &["-M", mode, "-C", "-c", "4", "-j", "2", "-t", "10"]);
-        assert!(
-            out.contains("number of failed transactions: 0"),
-            "-C {mode}:\n{out}"
-        );
+        assert!(out.contains("number of failed transactions: 0"), "-C {mode}:\n{out}");
     }
 }

@@ -17,49 +17,27 @@ fn run(p: &TestProxy, program: &str, args: &[&str], dir: &str) {
         .env("PGPORT", p.port.to_string())
         .output()
         .unwrap_or_else(|e| panic!("{program}: {e} (install the drivers: scripts/test-deps.sh)"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed through pgroute:\n{text}"
-    );
-    assert!(
-        text.contains(" passed, 0 failed"),
-        "{program} {args:?}:\n{text}"
-    );
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{program} {args:?} failed through pgroute:\n{text}");
+    assert!(text.contains(" passed, 0 failed"), "{program} {args:?}:\n{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psycopg3_including_pipeline_mode() {
     let p = proxy().await;
-    tokio::task::spawn_blocking(move || {
-        run(&p, "python3", &["tests/drivers/psycopg_check.py"], "")
-    })
-    .await
-    .unwrap();
+    tokio::task::spawn_blocking(move || run(&p, "python3", &["tests/drivers/psycopg_check.py"], "")).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn asyncpg() {
     let p = proxy().await;
-    tokio::task::spawn_blocking(move || {
-        run(&p, "python3", &["tests/drivers/asyncpg_check.py"], "")
-    })
-    .await
-    .unwrap();
+    tokio::task::spawn_blocking(move || run(&p, "python3", &["tests/drivers/asyncpg_check.py"], "")).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_postgres() {
     let p = proxy().await;
-    tokio::task::spawn_blocking(move || {
-        run(&p, "node", &["node_pg_check.js"], "tests/drivers/node")
-    })
-    .await
-    .unwrap();
+    tokio::task::spawn_blocking(move || run(&p, "node", &["node_pg_check.js"], "tests/drivers/node")).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,17 +52,8 @@ async fn pgjdbc() {
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .output()
             .expect("javac (install: scripts/test-deps.sh)");
-        assert!(
-            javac.status.success(),
-            "javac: {}",
-            String::from_utf8_lossy(&javac.stderr)
-        );
-        run(
-            &p,
-            "java",
-            &["-cp", &format!("{classes}:{jar}"), "JdbcCheck"],
-            "",
-        );
+        assert!(javac.status.success(), "javac: {}", String::from_utf8_lossy(&javac.stderr));
+        run(&p, "java", &["-cp", &format!("{classes}:{jar}"), "JdbcCheck"], "");
         let _ = std::fs::remove_dir_all(&classes);
     })
     .await

@@ -37,10 +37,7 @@ async fn read_until(s: &mut TcpStream, tag: u8) -> (Vec<u8>, Vec<u8>) {
         match read {
             Ok(Ok(_)) => {}
             Ok(Err(_)) => return (tags, Vec::new()),
-            Err(_) => panic!(
-                "no reply within 10s (tags so far {:?})",
-                String::from_utf8_lossy(&tags)
-            ),
+            Err(_) => panic!("no reply within 10s (tags so far {:?})", String::from_utf8_lossy(&tags)),
         }
         let len = i32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
         let mut body = vec![0u8; len - 4];
@@ -87,10 +84,7 @@ async fn expect_fatal(s: &mut TcpStream, code: &str) {
     assert_eq!(sqlstate(&body), code);
     let mut rest = Vec::new();
     let closed = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest)).await;
-    assert!(
-        closed.is_ok(),
-        "the connection is closed after a fatal error"
-    );
+    assert!(closed.is_ok(), "the connection is closed after a fatal error");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -102,32 +96,16 @@ async fn malformed_frames_get_a_protocol_error_and_others_are_unaffected() {
         ("oversized message", b"Q\0\x10\0\0".to_vec(), "54000"),
         ("unknown message type", b"z\0\0\0\x04".to_vec(), "08P01"),
         ("truncated Bind", b"B\0\0\0\x08ab\0x".to_vec(), "08P01"),
-        (
-            "Parse with a bad type count",
-            b"P\0\0\0\x0cs\0q\0\0\x05\0\0".to_vec(),
-            "08P01",
-        ),
-        (
-            "Query without terminator",
-            b"Q\0\0\0\x08abcd".to_vec(),
-            "08P01",
-        ),
-        (
-            "Describe of an unknown kind",
-            b"D\0\0\0\x07Xs\0".to_vec(),
-            "08P01",
-        ),
+        ("Parse with a bad type count", b"P\0\0\0\x0cs\0q\0\0\x05\0\0".to_vec(), "08P01"),
+        ("Query without terminator", b"Q\0\0\0\x08abcd".to_vec(), "08P01"),
+        ("Describe of an unknown kind", b"D\0\0\0\x07Xs\0".to_vec(), "08P01"),
     ];
     for (name, bytes, code) in cases {
         eprintln!("case: {name}");
         let mut s = logged_in(p.port).await;
         s.write_all(&bytes).await.unwrap();
         expect_fatal(&mut s, code).await;
-        assert_eq!(
-            simple_value(&bystander, "SELECT 1").await,
-            "1",
-            "after {name}"
-        );
+        assert_eq!(simple_value(&bystander, "SELECT 1").await, "1", "after {name}");
     }
 }
 
@@ -173,62 +151,29 @@ async fn authentication_methods_and_failures() {
     assert_eq!(simple_value(&scram, "SELECT current_user").await, "app");
     let md5 = common::connect(&p.conninfo("app_md5")).await;
     assert_eq!(simple_value(&md5, "SELECT current_user").await, "app_md5");
-    let trusted = common::connect(&format!(
-        "host=127.0.0.1 port={} user=postgres dbname=app",
-        p.port
-    ))
-    .await;
-    assert_eq!(
-        simple_value(&trusted, "SELECT current_user").await,
-        "postgres"
-    );
+    let trusted = common::connect(&format!("host=127.0.0.1 port={} user=postgres dbname=app", p.port)).await;
+    assert_eq!(simple_value(&trusted, "SELECT current_user").await, "postgres");
 
-    let wrong = refused(
-        &format!(
-            "host=127.0.0.1 port={} user=app password=nope dbname=app",
-            p.port
-        ),
-        "wrong password refused",
-    )
-    .await;
+    let wrong =
+        refused(&format!("host=127.0.0.1 port={} user=app password=nope dbname=app", p.port), "wrong password refused")
+            .await;
     let wrong = wrong.as_db_error().expect("a server error");
     assert_eq!(wrong.code().code(), "28P01");
     let wrong_md5 = refused(
-        &format!(
-            "host=127.0.0.1 port={} user=app_md5 password=nope dbname=app",
-            p.port
-        ),
+        &format!("host=127.0.0.1 port={} user=app_md5 password=nope dbname=app", p.port),
         "wrong md5 password refused",
     )
     .await;
-    assert_eq!(
-        wrong_md5.as_db_error().map(|e| e.code().code()),
-        Some("28P01")
-    );
-    let unknown = refused(
-        &format!(
-            "host=127.0.0.1 port={} user=mallory password=x dbname=app",
-            p.port
-        ),
-        "unknown user refused",
-    )
-    .await;
+    assert_eq!(wrong_md5.as_db_error().map(|e| e.code().code()), Some("28P01"));
+    let unknown =
+        refused(&format!("host=127.0.0.1 port={} user=mallory password=x dbname=app", p.port), "unknown user refused")
+            .await;
     let unknown = unknown.as_db_error().expect("a server error");
-    assert_eq!(
-        unknown.code().code(),
-        "28P01",
-        "unknown users look like wrong passwords"
-    );
-    assert_eq!(
-        unknown.message(),
-        wrong.message().replace("\"app\"", "\"mallory\"")
-    );
+    assert_eq!(unknown.code().code(), "28P01", "unknown users look like wrong passwords");
+    assert_eq!(unknown.message(), wrong.message().replace("\"app\"", "\"mallory\""));
     // A database that does not exist: the server's own error reaches the client.
     let nodb = refused(
-        &format!(
-            "host=127.0.0.1 port={} user=app password=app dbname=nope",
-            p.port
-        ),
+        &format!("host=127.0.0.1 port={} user=app password=app dbname=nope", p.port),
         "missing database refused",
     )
     .await;
@@ -253,11 +198,7 @@ async fn a_unit_that_arrives_in_pieces_runs_where_its_later_statements_can() {
     let c = common::cluster();
     let p = proxy().await;
     let t = common::table("pieces");
-    c.direct(0)
-        .await
-        .batch_execute(&format!("CREATE TABLE {t} (id int)"))
-        .await
-        .unwrap();
+    c.direct(0).await.batch_execute(&format!("CREATE TABLE {t} (id int)")).await.unwrap();
     let mut s = logged_in(p.port).await;
     let first = [parse("SELECT 1"), msg(b'D', b"S\0"), msg(b'H', b"")].concat();
     s.write_all(&first).await.unwrap();
@@ -272,18 +213,8 @@ async fn a_unit_that_arrives_in_pieces_runs_where_its_later_statements_can() {
     .concat();
     s.write_all(&rest).await.unwrap();
     let (tags, body) = read_until(&mut s, b'Z').await;
-    assert!(
-        !tags.contains(&b'E'),
-        "no error: {:?}",
-        String::from_utf8_lossy(&tags)
-    );
+    assert!(!tags.contains(&b'E'), "no error: {:?}", String::from_utf8_lossy(&tags));
     assert_eq!(body, b"I");
-    let n: i64 = c
-        .direct(0)
-        .await
-        .query_one(&format!("SELECT count(*) FROM {t}"), &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n: i64 = c.direct(0).await.query_one(&format!("SELECT count(*) FROM {t}"), &[]).await.unwrap().get(0);
     assert_eq!(n, 1);
 }

@@ -16,45 +16,21 @@ async fn reads_answer_from_replicas_and_writes_land_on_the_primary() {
 
     let mut ports = HashSet::new();
     for _ in 0..8 {
-        let port: i32 = client
-            .query_one("SELECT inet_server_port()", &[])
-            .await
-            .unwrap()
-            .get(0);
+        let port: i32 = client.query_one("SELECT inet_server_port()", &[]).await.unwrap().get(0);
         ports.insert(port as u16);
     }
     let replicas: HashSet<u16> = c.replica_ports.iter().copied().collect();
     assert_eq!(ports, replicas, "reads are spread over both replicas");
 
     let t = table("rw");
-    client
-        .batch_execute(&format!("CREATE TABLE {t} (id int primary key, v text)"))
-        .await
-        .unwrap();
-    client
-        .execute(&format!("INSERT INTO {t} VALUES (1, 'a')"), &[])
-        .await
-        .unwrap();
-    client
-        .execute(&format!("UPDATE {t} SET v = 'b' WHERE id = 1"), &[])
-        .await
-        .unwrap();
+    client.batch_execute(&format!("CREATE TABLE {t} (id int primary key, v text)")).await.unwrap();
+    client.execute(&format!("INSERT INTO {t} VALUES (1, 'a')"), &[]).await.unwrap();
+    client.execute(&format!("UPDATE {t} SET v = 'b' WHERE id = 1"), &[]).await.unwrap();
     let direct = c.direct(0).await;
-    let v: String = direct
-        .query_one(&format!("SELECT v FROM {t} WHERE id = 1"), &[])
-        .await
-        .unwrap()
-        .get(0);
+    let v: String = direct.query_one(&format!("SELECT v FROM {t} WHERE id = 1"), &[]).await.unwrap().get(0);
     assert_eq!(v, "b");
-    client
-        .execute(&format!("DELETE FROM {t}"), &[])
-        .await
-        .unwrap();
-    let n: i64 = direct
-        .query_one(&format!("SELECT count(*) FROM {t}"), &[])
-        .await
-        .unwrap()
-        .get(0);
+    client.execute(&format!("DELETE FROM {t}"), &[]).await.unwrap();
+    let n: i64 = direct.query_one(&format!("SELECT count(*) FROM {t}"), &[]).await.unwrap().get(0);
     assert_eq!(n, 0);
 }
 
@@ -64,47 +40,22 @@ async fn a_transaction_runs_on_one_node_from_begin_to_commit() {
     let p = proxy().await;
     let client = p.client().await;
     let t = table("tx");
-    client
-        .batch_execute(&format!("CREATE TABLE {t} (id int)"))
-        .await
-        .unwrap();
+    client.batch_execute(&format!("CREATE TABLE {t} (id int)")).await.unwrap();
     client.batch_execute("BEGIN").await.unwrap();
-    client
-        .batch_execute(&format!("INSERT INTO {t} VALUES (1)"))
-        .await
-        .unwrap();
+    client.batch_execute(&format!("INSERT INTO {t} VALUES (1)")).await.unwrap();
     for _ in 0..4 {
-        let port: i32 = client
-            .query_one("SELECT inet_server_port()", &[])
-            .await
-            .unwrap()
-            .get(0);
+        let port: i32 = client.query_one("SELECT inet_server_port()", &[]).await.unwrap().get(0);
         assert_eq!(port as u16, c.primary_port);
-        let n: i64 = client
-            .query_one(&format!("SELECT count(*) FROM {t}"), &[])
-            .await
-            .unwrap()
-            .get(0);
+        let n: i64 = client.query_one(&format!("SELECT count(*) FROM {t}"), &[]).await.unwrap().get(0);
         assert_eq!(n, 1, "the transaction sees its own uncommitted row");
     }
     client.batch_execute("COMMIT").await.unwrap();
 
     client.batch_execute("BEGIN READ ONLY").await.unwrap();
-    let first: i32 = client
-        .query_one("SELECT inet_server_port()", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert!(
-        c.replica_ports.contains(&(first as u16)),
-        "BEGIN READ ONLY may use a replica"
-    );
+    let first: i32 = client.query_one("SELECT inet_server_port()", &[]).await.unwrap().get(0);
+    assert!(c.replica_ports.contains(&(first as u16)), "BEGIN READ ONLY may use a replica");
     for _ in 0..4 {
-        let port: i32 = client
-            .query_one("SELECT inet_server_port()", &[])
-            .await
-            .unwrap()
-            .get(0);
+        let port: i32 = client.query_one("SELECT inet_server_port()", &[]).await.unwrap().get(0);
         assert_eq!(port, first, "a read-only transaction stays on its replica");
     }
     client.batch_execute("COMMIT").await.unwrap();
@@ -117,9 +68,7 @@ async fn writes_hidden_in_reads_and_unparseable_text_go_to_the_primary() {
     let client = p.client().await;
     let t = table("hidden");
     client
-        .batch_execute(&format!(
-            "CREATE TABLE {t} (id serial primary key, v int); CREATE SEQUENCE {t}_s"
-        ))
+        .batch_execute(&format!("CREATE TABLE {t} (id serial primary key, v int); CREATE SEQUENCE {t}_s"))
         .await
         .unwrap();
     c.wait_replicas_caught_up().await;
@@ -135,25 +84,15 @@ async fn writes_hidden_in_reads_and_unparseable_text_go_to_the_primary() {
         "SELECT pg_advisory_xact_lock(7)".to_string(),
         format!("SELECT 'UPDATE'; UPDATE {t} SET v = v"),
     ] {
-        client
-            .simple_query(&sql)
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        client.simple_query(&sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
     // Extended protocol too: the statement's own class decides.
-    let next: i64 = client
-        .query_one(&format!("SELECT nextval('{t}_s')"), &[])
-        .await
-        .unwrap()
-        .get(0);
+    let next: i64 = client.query_one(&format!("SELECT nextval('{t}_s')"), &[]).await.unwrap().get(0);
     assert!(next >= 2);
     // Multi-statement reads may use a replica.
     let port = simple_value(&client, "SELECT 1; SELECT inet_server_port()").await;
     assert_eq!(port, "1");
-    let msgs = client
-        .simple_query("SELECT 1; SELECT inet_server_port()")
-        .await
-        .unwrap();
+    let msgs = client.simple_query("SELECT 1; SELECT inet_server_port()").await.unwrap();
     let ports: Vec<String> = msgs
         .iter()
         .filter_map(|m| match m {
@@ -176,20 +115,14 @@ async fn statements_that_leave_state_pin_the_session_to_the_primary() {
         "PREPARE pin_q AS SELECT 1",
     ] {
         let client = p.client().await;
-        assert!(
-            c.replica_ports.contains(&server_port(&client).await),
-            "reads start on replicas"
-        );
+        assert!(c.replica_ports.contains(&server_port(&client).await), "reads start on replicas");
         client.simple_query(pin).await.unwrap();
         for _ in 0..4 {
             assert_eq!(server_port(&client).await, c.primary_port, "after {pin:?}");
         }
     }
     let client = p.client().await;
-    client
-        .batch_execute("CREATE TEMP TABLE tmp_rows (id int); INSERT INTO tmp_rows VALUES (1)")
-        .await
-        .unwrap();
+    client.batch_execute("CREATE TEMP TABLE tmp_rows (id int); INSERT INTO tmp_rows VALUES (1)").await.unwrap();
     let n = simple_value(&client, "SELECT count(*) FROM tmp_rows").await;
     assert_eq!(n, "1", "the temp table is visible to later statements");
 }

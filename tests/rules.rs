@@ -49,74 +49,37 @@ async fn money_reads_rules_hints_and_volatile_functions_reach_the_primary() {
 
     // A plain read uses a replica; the same shape touching a money table uses the primary.
     assert!(c.replica_ports.contains(&server_port(&app).await));
-    let port = simple_value(
-        &app,
-        &format!("SELECT inet_server_port() FROM {balances} LIMIT 1"),
-    )
-    .await;
+    let port = simple_value(&app, &format!("SELECT inet_server_port() FROM {balances} LIMIT 1")).await;
     assert_eq!(port, primary.to_string(), "primary_tables");
-    let port = simple_value(
-        &app,
-        &format!("SELECT inet_server_port() + 0 * {wallet}(1)"),
-    )
-    .await;
+    let port = simple_value(&app, &format!("SELECT inet_server_port() + 0 * {wallet}(1)")).await;
     assert_eq!(port, primary.to_string(), "primary_functions");
 
     // A rule on application_name.
-    let backoffice = connect(&format!(
-        "{} application_name=backoffice",
-        p.conninfo("app")
-    ))
-    .await;
+    let backoffice = connect(&format!("{} application_name=backoffice", p.conninfo("app"))).await;
     assert_eq!(server_port(&backoffice).await, primary, "rule:backoffice");
 
     // Hints.
-    let port = simple_value(
-        &app,
-        "/* pgroute: route=primary */ SELECT inet_server_port()",
-    )
-    .await;
+    let port = simple_value(&app, "/* pgroute: route=primary */ SELECT inet_server_port()").await;
     assert_eq!(port, primary.to_string());
-    let port = simple_value(
-        &app,
-        &format!("SELECT inet_server_port() FROM {balances} /* pgroute: route=replica */"),
-    )
-    .await;
-    assert!(
-        c.replica_ports.contains(&port.parse().unwrap()),
-        "a hint overrides primary_tables for reads"
-    );
+    let port =
+        simple_value(&app, &format!("SELECT inet_server_port() FROM {balances} /* pgroute: route=replica */")).await;
+    assert!(c.replica_ports.contains(&port.parse().unwrap()), "a hint overrides primary_tables for reads");
 
     // A volatile user function that writes: a replica refuses it, through pgroute it works.
     let replica = c.direct(1).await;
-    let refused = replica
-        .simple_query(&format!("SELECT {insert_row}(2)"))
-        .await
-        .unwrap_err();
+    let refused = replica.simple_query(&format!("SELECT {insert_row}(2)")).await.unwrap_err();
     assert_eq!(refused.code().map(|s| s.code()), Some("25006"), "{refused}");
-    assert_eq!(
-        simple_value(&app, &format!("SELECT {insert_row}(2)")).await,
-        "2"
-    );
+    assert_eq!(simple_value(&app, &format!("SELECT {insert_row}(2)")).await, "2");
     // Declared read-only: stays on a replica despite VOLATILE.
     let port = simple_value(&app, &format!("SELECT inet_server_port() || {fmt}(1)")).await;
-    assert!(
-        port.ends_with(" EUR") && !port.starts_with(&primary.to_string()),
-        "{port}"
-    );
+    assert!(port.ends_with(" EUR") && !port.starts_with(&primary.to_string()), "{port}");
 
     // A statement the parser cannot parse runs on the primary (a replica would refuse the lock).
-    let port = simple_value(
-        &app,
-        &format!("SELECT inet_server_port() FROM {items} WHERE id = 1 FOR NO KEY UPDATE"),
-    )
-    .await;
+    let port =
+        simple_value(&app, &format!("SELECT inet_server_port() FROM {items} WHERE id = 1 FOR NO KEY UPDATE")).await;
     assert_eq!(port, primary.to_string(), "parse_error");
     let port: i32 = app
-        .query_one(
-            &format!("SELECT inet_server_port() FROM {items} WHERE id = $1 FOR KEY SHARE"),
-            &[&1i32],
-        )
+        .query_one(&format!("SELECT inet_server_port() FROM {items} WHERE id = $1 FOR KEY SHARE"), &[&1i32])
         .await
         .unwrap()
         .get(0);
@@ -133,13 +96,6 @@ async fn a_reload_applies_new_rules_and_clears_the_cache() {
     let text = c.config("[routing]\ndefault_read = \"primary\"\n");
     let reloaded = pgroute::config::Config::parse(&text, "reload.toml").unwrap();
     p.proxy.shared.reload(&reloaded);
-    assert!(
-        p.proxy.shared.classifier.cache().is_empty(),
-        "reload clears the classification cache"
-    );
-    assert_eq!(
-        server_port(&app).await,
-        c.primary_port,
-        "default_read = primary after reload"
-    );
+    assert!(p.proxy.shared.classifier.cache().is_empty(), "reload clears the classification cache");
+    assert_eq!(server_port(&app).await, c.primary_port, "default_read = primary after reload");
 }

@@ -18,58 +18,27 @@ async fn named_prepared_statements_work_on_whichever_server_they_land() {
     let p = proxy().await;
     let client = p.client().await;
     let t = table("prep");
-    client
-        .batch_execute(&format!("CREATE TABLE {t} (id int, v text)"))
-        .await
-        .unwrap();
+    client.batch_execute(&format!("CREATE TABLE {t} (id int, v text)")).await.unwrap();
     c.wait_replicas_caught_up().await;
     // Prepared once (Parse on some server), executed many times: executions rotate over
     // both replicas, so the statement must be re-prepared where it is missing.
-    let read = client
-        .prepare("SELECT inet_server_port(), $1::int + 1")
-        .await
-        .unwrap();
-    let write = client
-        .prepare(&format!("INSERT INTO {t} VALUES ($1, $2)"))
-        .await
-        .unwrap();
+    let read = client.prepare("SELECT inet_server_port(), $1::int + 1").await.unwrap();
+    let write = client.prepare(&format!("INSERT INTO {t} VALUES ($1, $2)")).await.unwrap();
     let mut ports = HashSet::new();
     for i in 0..10 {
         let row = client.query_one(&read, &[&i]).await.unwrap();
         ports.insert(row.get::<_, i32>(0) as u16);
         assert_eq!(row.get::<_, i32>(1), i + 1);
-        client
-            .execute(&write, &[&i, &format!("v{i}")])
-            .await
-            .unwrap();
+        client.execute(&write, &[&i, &format!("v{i}")]).await.unwrap();
     }
     let replicas: HashSet<u16> = c.replica_ports.iter().copied().collect();
     assert_eq!(ports, replicas);
-    let n: i64 = c
-        .direct(0)
-        .await
-        .query_one(&format!("SELECT count(*) FROM {t}"), &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(
-        n, 10,
-        "every execution of the prepared INSERT reached the primary"
-    );
+    let n: i64 = c.direct(0).await.query_one(&format!("SELECT count(*) FROM {t}"), &[]).await.unwrap().get(0);
+    assert_eq!(n, 10, "every execution of the prepared INSERT reached the primary");
     // Close is honoured: a closed statement is gone for the client.
     drop(read);
-    let again = client
-        .prepare("SELECT inet_server_port(), $1::int + 1")
-        .await
-        .unwrap();
-    assert_eq!(
-        client
-            .query_one(&again, &[&1])
-            .await
-            .unwrap()
-            .get::<_, i32>(1),
-        2
-    );
+    let again = client.prepare("SELECT inet_server_port(), $1::int + 1").await.unwrap();
+    assert_eq!(client.query_one(&again, &[&1]).await.unwrap().get::<_, i32>(1), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -78,16 +47,10 @@ async fn unnamed_statements_and_pipelines_keep_their_order() {
     let p = proxy().await;
     let client = p.client().await;
     let t = table("pipe");
-    client
-        .batch_execute(&format!("CREATE TABLE {t} (id int)"))
-        .await
-        .unwrap();
+    client.batch_execute(&format!("CREATE TABLE {t} (id int)")).await.unwrap();
     // Unnamed statements (Parse "" + Bind "" in one Sync).
     for i in 0..6 {
-        let rows = client
-            .query_typed("SELECT $1::int * 2", &[(&i, Type::INT4)])
-            .await
-            .unwrap();
+        let rows = client.query_typed("SELECT $1::int * 2", &[(&i, Type::INT4)]).await.unwrap();
         assert_eq!(rows[0].get::<_, i32>(0), i * 2);
     }
     // Pipelined: tokio-postgres sends all of these before reading any reply.
@@ -100,13 +63,7 @@ async fn unnamed_statements_and_pipelines_keep_their_order() {
     );
     assert_eq!((a.unwrap(), b.unwrap(), d.unwrap()), (1, 1, 1));
     assert_eq!(r.unwrap().get::<_, i32>(0), 42);
-    let n: i64 = c
-        .direct(0)
-        .await
-        .query_one(&format!("SELECT count(*) FROM {t}"), &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n: i64 = c.direct(0).await.query_one(&format!("SELECT count(*) FROM {t}"), &[]).await.unwrap().get(0);
     assert_eq!(n, 3);
 }
 
@@ -115,87 +72,41 @@ async fn session_settings_follow_the_client_to_every_server() {
     let c = cluster();
     let p = proxy_with("[pool]\nsize = 2\n").await;
     let client = p.client().await;
-    client
-        .batch_execute("SET pgroute.tenant = 'acme'")
-        .await
-        .unwrap();
-    client
-        .batch_execute("SET statement_timeout = '123s'")
-        .await
-        .unwrap();
+    client.batch_execute("SET pgroute.tenant = 'acme'").await.unwrap();
+    client.batch_execute("SET statement_timeout = '123s'").await.unwrap();
     let mut ports = HashSet::new();
     for _ in 0..6 {
-        assert_eq!(
-            simple_value(&client, "SELECT current_setting('pgroute.tenant')").await,
-            "acme"
-        );
-        assert_eq!(
-            simple_value(&client, "SHOW statement_timeout").await,
-            "123s"
-        );
+        assert_eq!(simple_value(&client, "SELECT current_setting('pgroute.tenant')").await, "acme");
+        assert_eq!(simple_value(&client, "SHOW statement_timeout").await, "123s");
         ports.insert(server_port(&client).await);
     }
     assert_eq!(ports.len(), 2, "both replicas served the reads");
     // Another client sharing the pool sees none of it.
     let other = p.client().await;
     for _ in 0..4 {
-        assert_ne!(
-            simple_value(&other, "SELECT current_setting('pgroute.tenant', true)").await,
-            "acme"
-        );
+        assert_ne!(simple_value(&other, "SELECT current_setting('pgroute.tenant', true)").await, "acme");
         assert_eq!(simple_value(&other, "SHOW statement_timeout").await, "0");
     }
     // A SET inside a rolled-back transaction does not survive; a committed one does.
-    client
-        .batch_execute("BEGIN; SET pgroute.tenant = 'rolled'; ROLLBACK")
-        .await
-        .unwrap();
-    assert_eq!(
-        simple_value(&client, "SELECT current_setting('pgroute.tenant')").await,
-        "acme"
-    );
+    client.batch_execute("BEGIN; SET pgroute.tenant = 'rolled'; ROLLBACK").await.unwrap();
+    assert_eq!(simple_value(&client, "SELECT current_setting('pgroute.tenant')").await, "acme");
     client.batch_execute("BEGIN").await.unwrap();
-    client
-        .batch_execute("SET pgroute.tenant = 'committed'")
-        .await
-        .unwrap();
+    client.batch_execute("SET pgroute.tenant = 'committed'").await.unwrap();
     client.batch_execute("COMMIT").await.unwrap();
     for _ in 0..3 {
-        assert_eq!(
-            simple_value(&client, "SELECT current_setting('pgroute.tenant')").await,
-            "committed"
-        );
+        assert_eq!(simple_value(&client, "SELECT current_setting('pgroute.tenant')").await, "committed");
     }
     // SET LOCAL ends with its transaction.
-    client
-        .batch_execute("BEGIN; SET LOCAL statement_timeout = '7s'; COMMIT")
-        .await
-        .unwrap();
-    assert_eq!(
-        simple_value(&client, "SHOW statement_timeout").await,
-        "123s"
-    );
-    client
-        .batch_execute("RESET statement_timeout")
-        .await
-        .unwrap();
+    client.batch_execute("BEGIN; SET LOCAL statement_timeout = '7s'; COMMIT").await.unwrap();
+    assert_eq!(simple_value(&client, "SHOW statement_timeout").await, "123s");
+    client.batch_execute("RESET statement_timeout").await.unwrap();
     assert_eq!(simple_value(&client, "SHOW statement_timeout").await, "0");
     client.batch_execute("RESET ALL").await.unwrap();
-    assert_eq!(
-        simple_value(&client, "SELECT current_setting('pgroute.tenant', true)").await,
-        ""
-    );
+    assert_eq!(simple_value(&client, "SELECT current_setting('pgroute.tenant', true)").await, "");
     // Startup parameters are settings too.
-    let with_options = common::connect(&format!(
-        "{} options='-c search_path=pg_catalog'",
-        p.conninfo("app")
-    ))
-    .await;
+    let with_options = common::connect(&format!("{} options='-c search_path=pg_catalog'", p.conninfo("app"))).await;
     for _ in 0..3 {
-        assert_eq!(
-            simple_value(&with_options, "SHOW search_path").await,
-            "pg_catalog"
-        );
+        assert_eq!(simple_value(&with_options, "SHOW search_path").await, "pg_catalog");
     }
     let _ = c;
 }
@@ -206,24 +117,15 @@ async fn a_full_pool_makes_clients_wait_then_fail_with_53300() {
     let holder = p.client().await;
     holder.batch_execute("BEGIN").await.unwrap();
     let t = table("full");
-    holder
-        .batch_execute(&format!("CREATE TABLE {t} (id int)"))
-        .await
-        .unwrap();
+    holder.batch_execute(&format!("CREATE TABLE {t} (id int)")).await.unwrap();
     let waiter = p.client().await; // logs in on the primary: waits, then the pool is free
-    let err = waiter
-        .batch_execute(&format!("INSERT INTO {t} VALUES (1)"))
-        .await
-        .unwrap_err();
+    let err = waiter.batch_execute(&format!("INSERT INTO {t} VALUES (1)")).await.unwrap_err();
     let db = err.as_db_error().expect("a server error");
     assert_eq!(db.code().code(), "53300");
     assert!(db.message().contains("pg0/app/app"), "{}", db.message());
     // The waiter's session survives; once the holder commits, the pool has room again.
     holder.batch_execute("COMMIT").await.unwrap();
-    waiter
-        .batch_execute(&format!("INSERT INTO {t} VALUES (1)"))
-        .await
-        .unwrap();
+    waiter.batch_execute(&format!("INSERT INTO {t} VALUES (1)")).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -235,17 +137,10 @@ async fn cancel_reaches_the_server_running_the_query() {
         tokio::time::sleep(Duration::from_millis(500)).await;
         token.cancel_query(tokio_postgres::NoTls).await.unwrap();
     });
-    let err = client
-        .simple_query("SELECT pg_sleep(30)")
-        .await
-        .unwrap_err();
+    let err = client.simple_query("SELECT pg_sleep(30)").await.unwrap_err();
     canceller.await.unwrap();
     assert_eq!(err.code().map(|c| c.code()), Some("57014"), "{err}");
-    assert_eq!(
-        simple_value(&client, "SELECT 1").await,
-        "1",
-        "the session goes on"
-    );
+    assert_eq!(simple_value(&client, "SELECT 1").await, "1", "the session goes on");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -254,24 +149,13 @@ async fn copy_in_and_out_through_the_proxy() {
     let p = proxy().await;
     let client = p.client().await;
     let t = table("copy");
-    client
-        .batch_execute(&format!("CREATE TABLE {t} (id int, v text)"))
-        .await
-        .unwrap();
-    let sink = client
-        .copy_in(&format!("COPY {t} FROM STDIN"))
-        .await
-        .unwrap();
+    client.batch_execute(&format!("CREATE TABLE {t} (id int, v text)")).await.unwrap();
+    let sink = client.copy_in(&format!("COPY {t} FROM STDIN")).await.unwrap();
     pin_mut!(sink);
-    sink.send(Bytes::from_static(b"1\tone\n2\ttwo\n"))
-        .await
-        .unwrap();
+    sink.send(Bytes::from_static(b"1\tone\n2\ttwo\n")).await.unwrap();
     assert_eq!(sink.finish().await.unwrap(), 2);
     c.wait_replicas_caught_up().await;
-    let stream = client
-        .copy_out(&format!("COPY {t} TO STDOUT"))
-        .await
-        .unwrap();
+    let stream = client.copy_out(&format!("COPY {t} TO STDOUT")).await.unwrap();
     let chunks: Vec<Bytes> = stream.try_collect().await.unwrap();
     assert_eq!(chunks.concat(), b"1\tone\n2\ttwo\n");
 }
@@ -280,20 +164,13 @@ async fn copy_in_and_out_through_the_proxy() {
 async fn errors_leave_the_session_usable() {
     let p = proxy().await;
     let client = p.client().await;
-    assert!(client
-        .simple_query("SELECT * FROM no_such_table")
-        .await
-        .is_err());
+    assert!(client.simple_query("SELECT * FROM no_such_table").await.is_err());
     assert!(client.query("SELEC 1", &[]).await.is_err());
     assert_eq!(simple_value(&client, "SELECT 2").await, "2");
     client.batch_execute("BEGIN").await.unwrap();
     assert!(client.batch_execute("SELECT 1/0").await.is_err());
     let err = client.batch_execute("SELECT 1").await.unwrap_err();
-    assert_eq!(
-        err.code().map(|c| c.code()),
-        Some("25P02"),
-        "the failed transaction stays failed"
-    );
+    assert_eq!(err.code().map(|c| c.code()), Some("25P02"), "the failed transaction stays failed");
     client.batch_execute("ROLLBACK").await.unwrap();
     assert_eq!(simple_value(&client, "SELECT 3").await, "3");
 }
@@ -308,21 +185,12 @@ async fn a_server_dying_mid_query_gives_an_error_not_a_hang() {
     let killer = c.direct(0).await;
     let sleeper = tokio::spawn(async move { victim.simple_query("SELECT pg_sleep(20)").await });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    killer
-        .execute(&format!("SELECT pg_terminate_backend({pid})"), &[])
-        .await
-        .unwrap();
-    let result = tokio::time::timeout(Duration::from_secs(15), sleeper)
-        .await
-        .expect("no hang")
-        .unwrap();
+    killer.execute(&format!("SELECT pg_terminate_backend({pid})"), &[]).await.unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(15), sleeper).await.expect("no hang").unwrap();
     assert!(result.is_err(), "the client learns its query failed");
     // The pool replaces the dead connection for everyone else.
     let fresh = p.client().await;
-    fresh
-        .batch_execute("BEGIN; SELECT 1; COMMIT")
-        .await
-        .unwrap();
+    fresh.batch_execute("BEGIN; SELECT 1; COMMIT").await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -332,24 +200,9 @@ async fn session_mode_keeps_one_connection_per_node() {
     let client = p.client().await;
     let mut pids = HashSet::new();
     for _ in 0..6 {
-        pids.insert(
-            simple_value(
-                &client,
-                "SELECT pg_backend_pid()::text || '@' || inet_server_port()",
-            )
-            .await,
-        );
+        pids.insert(simple_value(&client, "SELECT pg_backend_pid()::text || '@' || inet_server_port()").await);
     }
-    assert_eq!(
-        pids.len(),
-        c.replica_ports.len(),
-        "one server process per replica for the whole session"
-    );
+    assert_eq!(pids.len(), c.replica_ports.len(), "one server process per replica for the whole session");
     let t = table("sess");
-    client
-        .batch_execute(&format!(
-            "CREATE TABLE {t} (id int); INSERT INTO {t} VALUES (1)"
-        ))
-        .await
-        .unwrap();
+    client.batch_execute(&format!("CREATE TABLE {t} (id int); INSERT INTO {t} VALUES (1)")).await.unwrap();
 }

@@ -8,9 +8,7 @@ fn hex(bytes: &[u8]) -> String {
 
 /// The response a client sends to an AuthenticationMD5Password challenge.
 pub fn response(user: &str, password: &str, salt: &[u8; 4]) -> String {
-    let inner = hex(&Md5::digest(
-        [password.as_bytes(), user.as_bytes()].concat(),
-    ));
+    let inner = hex(&Md5::digest([password.as_bytes(), user.as_bytes()].concat()));
     let outer = Md5::digest([inner.as_bytes(), salt.as_slice()].concat());
     format!("md5{}", hex(&outer))
 }

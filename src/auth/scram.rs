@@ -69,9 +69,7 @@ impl Verifier {
 pub struct ScramError(pub &'static str);
 
 fn attr(part: &str, key: char) -> Result<&str, ScramError> {
-    part.strip_prefix(key)
-        .and_then(|p| p.strip_prefix('='))
-        .ok_or(ScramError("unexpected SCRAM attribute"))
+    part.strip_prefix(key).and_then(|p| p.strip_prefix('=')).ok_or(ScramError("unexpected SCRAM attribute"))
 }
 
 /// Server side of one exchange.
@@ -93,20 +91,14 @@ impl ServerExchange {
             return Err(ScramError("channel binding is not supported"));
         }
         let authzid = parts.next().ok_or(ScramError("missing authzid"))?;
-        let bare = parts
-            .next()
-            .ok_or(ScramError("missing client-first-bare"))?;
+        let bare = parts.next().ok_or(ScramError("missing client-first-bare"))?;
         let client_nonce = bare
             .split(',')
             .find_map(|p| p.strip_prefix("r="))
             .filter(|n| !n.is_empty())
             .ok_or(ScramError("missing client nonce"))?;
         let nonce = format!("{client_nonce}{}", self::nonce());
-        let server_first = format!(
-            "r={nonce},s={},i={}",
-            B64.encode(&verifier.salt),
-            verifier.iterations
-        );
+        let server_first = format!("r={nonce},s={},i={}", B64.encode(&verifier.salt), verifier.iterations);
         let exchange = ServerExchange {
             verifier,
             client_first_bare: bare.to_string(),
@@ -129,16 +121,11 @@ impl ServerExchange {
         if attr(parts.next().unwrap_or(""), 'r')? != self.nonce {
             return Err(ScramError("nonce mismatch"));
         }
-        let proof = B64
-            .decode(proof)
-            .map_err(|_| ScramError("proof is not base64"))?;
+        let proof = B64.decode(proof).map_err(|_| ScramError("proof is not base64"))?;
         if proof.len() != 32 {
             return Err(ScramError("proof has the wrong length"));
         }
-        let auth_message = format!(
-            "{},{},{}",
-            self.client_first_bare, self.server_first, without_proof
-        );
+        let auth_message = format!("{},{},{}", self.client_first_bare, self.server_first, without_proof);
         let signature = hmac(&self.verifier.stored_key, auth_message.as_bytes());
         let client_key: Vec<u8> = proof.iter().zip(signature).map(|(p, s)| p ^ s).collect();
         let stored: [u8; 32] = Sha256::digest(&client_key).into();
@@ -183,12 +170,8 @@ impl ClientExchange {
         if !nonce.starts_with(&self.nonce) {
             return Err(ScramError("server nonce does not extend ours"));
         }
-        let salt = B64
-            .decode(salt)
-            .map_err(|_| ScramError("salt is not base64"))?;
-        let iterations: u32 = iterations
-            .parse()
-            .map_err(|_| ScramError("bad iteration count"))?;
+        let salt = B64.decode(salt).map_err(|_| ScramError("salt is not base64"))?;
+        let iterations: u32 = iterations.parse().map_err(|_| ScramError("bad iteration count"))?;
         if iterations == 0 || iterations > 10_000_000 {
             return Err(ScramError("unreasonable iteration count"));
         }
@@ -198,11 +181,7 @@ impl ClientExchange {
         let without_proof = format!("c=biws,r={nonce}");
         let auth_message = format!("{},{},{}", self.client_first_bare, msg, without_proof);
         let signature = hmac(&stored_key, auth_message.as_bytes());
-        let proof: Vec<u8> = client_key
-            .iter()
-            .zip(signature)
-            .map(|(k, s)| k ^ s)
-            .collect();
+        let proof: Vec<u8> = client_key.iter().zip(signature).map(|(k, s)| k ^ s).collect();
         let server_key = hmac(&salted, b"Server Key");
         self.expected_server_sig = Some(hmac(&server_key, auth_message.as_bytes()));
         Ok(format!("{without_proof},p={}", B64.encode(proof)))
@@ -211,9 +190,7 @@ impl ClientExchange {
     /// Checks the server-final message (the server proves it knew the password too).
     pub fn verify_server(&self, server_final: &[u8]) -> Result<(), ScramError> {
         let msg = std::str::from_utf8(server_final).map_err(|_| ScramError("not UTF-8"))?;
-        let sig = B64
-            .decode(attr(msg, 'v')?)
-            .map_err(|_| ScramError("server signature is not base64"))?;
+        let sig = B64.decode(attr(msg, 'v')?).map_err(|_| ScramError("server signature is not base64"))?;
         match self.expected_server_sig {
             Some(expected) if constant_time_eq(&expected, &sig) => Ok(()),
             _ => Err(ScramError("server signature mismatch")),
@@ -227,8 +204,7 @@ mod tests {
 
     fn run(server_pw: &str, client_pw: &str) -> Result<(), ScramError> {
         let (mut client, first) = ClientExchange::start(client_pw);
-        let (server, server_first) =
-            ServerExchange::start(Verifier::new(server_pw), first.as_bytes())?;
+        let (server, server_first) = ServerExchange::start(Verifier::new(server_pw), first.as_bytes())?;
         let client_final = client.respond(server_first.as_bytes())?;
         let server_final = server.finish(client_final.as_bytes())?;
         client.verify_server(server_final.as_bytes())
@@ -250,13 +226,7 @@ mod tests {
 
     #[test]
     fn malformed_messages_are_errors_not_panics() {
-        for bad in [
-            &b""[..],
-            b"p=tls-server-end-point,,n=,r=x",
-            b"n,,n=",
-            b"\xff\xfe",
-            b"n",
-        ] {
+        for bad in [&b""[..], b"p=tls-server-end-point,,n=,r=x", b"n,,n=", b"\xff\xfe", b"n"] {
             assert!(ServerExchange::start(Verifier::new("x"), bad).is_err());
         }
         let (server, _) = ServerExchange::start(Verifier::new("x"), b"n,,n=,r=abc").unwrap();

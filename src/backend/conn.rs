@@ -37,10 +37,7 @@ pub struct ServerConn {
 fn lost(node: &NodeAddr, what: impl std::fmt::Display) -> PgError {
     PgError::error(
         sqlstate::CANNOT_CONNECT,
-        format!(
-            "pgroute: cannot connect to node {} ({}:{}): {what}",
-            node.name, node.host, node.port
-        ),
+        format!("pgroute: cannot connect to node {} ({}:{}): {what}", node.name, node.host, node.port),
     )
 }
 
@@ -54,12 +51,7 @@ impl ServerConn {
         database: &str,
         timeout: Duration,
     ) -> Result<ServerConn, PgError> {
-        match tokio::time::timeout(
-            timeout,
-            Self::connect_inner(addr, node, user, password, database),
-        )
-        .await
-        {
+        match tokio::time::timeout(timeout, Self::connect_inner(addr, node, user, password, database)).await {
             Ok(r) => r,
             Err(_) => Err(lost(addr, format!("timed out after {timeout:?}"))),
         }
@@ -72,9 +64,7 @@ impl ServerConn {
         password: Option<&str>,
         database: &str,
     ) -> Result<ServerConn, PgError> {
-        let stream = TcpStream::connect((addr.host.as_str(), addr.port))
-            .await
-            .map_err(|e| lost(addr, e))?;
+        let stream = TcpStream::connect((addr.host.as_str(), addr.port)).await.map_err(|e| lost(addr, e))?;
         stream.set_nodelay(true).map_err(|e| lost(addr, e))?;
         let mut conn = ServerConn {
             stream,
@@ -88,10 +78,7 @@ impl ServerConn {
             settings_hash: 0,
         };
         let startup = protocol::startup_message(&[("user", user), ("database", database)]);
-        conn.stream
-            .write_all(&startup)
-            .await
-            .map_err(|e| lost(addr, e))?;
+        conn.stream.write_all(&startup).await.map_err(|e| lost(addr, e))?;
         let mut scram_state: Option<scram::ClientExchange> = None;
         loop {
             let frame = conn.read().await.map_err(|e| lost(addr, e))?;
@@ -132,32 +119,18 @@ impl ServerConn {
                             p
                         }
                         11 => {
-                            let ex = scram_state
-                                .as_mut()
-                                .ok_or_else(|| lost(addr, "unexpected SASL continue"))?;
-                            ex.respond(r.rest())
-                                .map_err(|e| lost(addr, e.0))?
-                                .into_bytes()
+                            let ex = scram_state.as_mut().ok_or_else(|| lost(addr, "unexpected SASL continue"))?;
+                            ex.respond(r.rest()).map_err(|e| lost(addr, e.0))?.into_bytes()
                         }
                         12 => {
-                            let ex = scram_state
-                                .as_ref()
-                                .ok_or_else(|| lost(addr, "unexpected SASL final"))?;
+                            let ex = scram_state.as_ref().ok_or_else(|| lost(addr, "unexpected SASL final"))?;
                             ex.verify_server(r.rest()).map_err(|e| lost(addr, e.0))?;
                             continue;
                         }
-                        other => {
-                            return Err(lost(
-                                addr,
-                                format!("unsupported authentication method {other}"),
-                            ))
-                        }
+                        other => return Err(lost(addr, format!("unsupported authentication method {other}"))),
                     };
                     let msg = protocol::password_message(&reply);
-                    conn.stream
-                        .write_all(msg.raw())
-                        .await
-                        .map_err(|e| lost(addr, e))?;
+                    conn.stream.write_all(msg.raw()).await.map_err(|e| lost(addr, e))?;
                 }
                 tag::PARAMETER_STATUS => conn.note_parameter(frame.body()),
                 tag::BACKEND_KEY_DATA => {
@@ -202,37 +175,27 @@ impl ServerConn {
     /// Runs pgroute's own query and returns the first column of its first row as text
     /// (`None` for no row or NULL).
     pub async fn query_text(&mut self, sql: &str) -> Result<Option<String>, PgError> {
+        Ok(self.query_row(sql).await?.and_then(|row| row.into_iter().next().flatten()))
+    }
+
+    /// Runs pgroute's own query and returns its first row as text columns (`None` for
+    /// NULL), or `None` when there is no row.
+    pub async fn query_row(&mut self, sql: &str) -> Result<Option<Vec<Option<String>>>, PgError> {
         let io = |e: std::io::Error| {
-            PgError::error(
-                sqlstate::CONNECTION_FAILURE,
-                format!("pgroute: server connection lost: {e}"),
-            )
+            PgError::error(sqlstate::CONNECTION_FAILURE, format!("pgroute: server connection lost: {e}"))
         };
-        self.stream
-            .write_all(protocol::query(sql).raw())
-            .await
-            .map_err(io)?;
-        let (mut value, mut first_error) = (None, None);
+        self.stream.write_all(protocol::query(sql).raw()).await.map_err(io)?;
+        let (mut row, mut first_error) = (None, None);
         loop {
             let f = self.read().await.map_err(io)?;
             match f.tag() {
-                b'D' if value.is_none() => {
-                    let mut r = BodyReader::new(f.body());
-                    if let (Ok(n), Ok(len)) = (r.i16(), r.i32()) {
-                        if n > 0 && len >= 0 {
-                            value = r
-                                .bytes(len as usize)
-                                .ok()
-                                .map(|b| String::from_utf8_lossy(b).into_owned());
-                        }
-                    }
-                }
+                b'D' if row.is_none() => row = Some(data_row(f.body())),
                 tag::PARAMETER_STATUS => self.note_parameter(f.body()),
                 tag::ERROR_RESPONSE if first_error.is_none() => {
                     let (code, message) = error_fields(f.body());
                     first_error = Some(PgError::error(&code, message));
                 }
-                tag::READY_FOR_QUERY => return first_error.map_or(Ok(value), Err),
+                tag::READY_FOR_QUERY => return first_error.map_or(Ok(row), Err),
                 _ => {}
             }
         }
@@ -248,4 +211,21 @@ impl ServerConn {
         let mut probe = [0u8; 1];
         matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
     }
+}
+
+/// A DataRow's columns as text; a malformed row yields what could be read.
+fn data_row(body: &[u8]) -> Vec<Option<String>> {
+    let mut r = BodyReader::new(body);
+    let n = r.i16().unwrap_or(0).max(0);
+    let mut cols = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let Ok(len) = r.i32() else { break };
+        if len < 0 {
+            cols.push(None);
+            continue;
+        }
+        let Ok(b) = r.bytes(len as usize) else { break };
+        cols.push(Some(String::from_utf8_lossy(b).into_owned()));
+    }
+    cols
 }

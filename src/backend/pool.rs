@@ -38,17 +38,13 @@ pub struct Checked {
 impl std::ops::Deref for Checked {
     type Target = ServerConn;
     fn deref(&self) -> &ServerConn {
-        self.conn
-            .as_ref()
-            .expect("Checked holds its connection until released")
+        self.conn.as_ref().expect("Checked holds its connection until released")
     }
 }
 
 impl std::ops::DerefMut for Checked {
     fn deref_mut(&mut self) -> &mut ServerConn {
-        self.conn
-            .as_mut()
-            .expect("Checked holds its connection until released")
+        self.conn.as_mut().expect("Checked holds its connection until released")
     }
 }
 
@@ -80,12 +76,7 @@ pub struct Pools {
 
 impl Pools {
     pub fn new(config: Arc<Config>, topology: Arc<Topology>) -> Self {
-        Pools {
-            map: DashMap::new(),
-            login_params: DashMap::new(),
-            config,
-            topology,
-        }
+        Pools { map: DashMap::new(), login_params: DashMap::new(), config, topology }
     }
 
     fn pool(&self, node: usize, user: &str, database: &str) -> Arc<Pool> {
@@ -109,29 +100,20 @@ impl Pools {
 
     /// What a fresh primary connection for (user, database) reported, if one was opened.
     pub fn login_params(&self, user: &str, database: &str) -> Option<Vec<(String, String)>> {
-        self.login_params
-            .get(&(user.to_string(), database.to_string()))
-            .map(|p| p.clone())
+        self.login_params.get(&(user.to_string(), database.to_string())).map(|p| p.clone())
     }
 
     /// Borrows a connection to `node` for `user`/`database`.
-    pub async fn checkout(
-        &self,
-        node: usize,
-        user: &str,
-        database: &str,
-    ) -> Result<Checked, PgError> {
+    pub async fn checkout(&self, node: usize, user: &str, database: &str) -> Result<Checked, PgError> {
         let pool = self.pool(node, user, database);
         let wait = self.config.pool.checkout_timeout;
         // Fast path without arming a timer; wait only when the pool is full.
         let permit = match pool.permits.clone().try_acquire_owned() {
             Ok(p) => Ok(p),
-            Err(_) => {
-                match tokio::time::timeout(wait, pool.permits.clone().acquire_owned()).await {
-                    Ok(Ok(p)) => Ok(p),
-                    _ => Err(()),
-                }
-            }
+            Err(_) => match tokio::time::timeout(wait, pool.permits.clone().acquire_owned()).await {
+                Ok(Ok(p)) => Ok(p),
+                _ => Err(()),
+            },
         };
         let permit = match permit {
             Ok(p) => p,
@@ -171,24 +153,13 @@ impl Pools {
                     self.config.pool.connect_timeout,
                 )
                 .await?;
-                if self
-                    .topology
-                    .snapshot()
-                    .nodes
-                    .get(node)
-                    .is_some_and(|n| n.role == crate::config::Role::Primary)
-                {
-                    self.login_params
-                        .insert((user.to_string(), database.to_string()), c.params.clone());
+                if self.topology.snapshot().nodes.get(node).is_some_and(|n| n.role == crate::config::Role::Primary) {
+                    self.login_params.insert((user.to_string(), database.to_string()), c.params.clone());
                 }
                 c
             }
         };
         pool.gauges.add(1, 0);
-        Ok(Checked {
-            conn: Some(conn),
-            pool,
-            _permit: permit,
-        })
+        Ok(Checked { conn: Some(conn), pool, _permit: permit })
     }
 }

@@ -16,17 +16,14 @@ use super::Class;
 
 /// Words that may turn a query into a write (data-modifying CTE, SELECT INTO, row locks,
 /// EXPLAIN ANALYZE).
-const SUSPICIOUS_WORDS: &[&str] = &[
-    "insert", "update", "delete", "merge", "into", "share", "analyze", "analyse",
-];
+const SUSPICIOUS_WORDS: &[&str] = &["insert", "update", "delete", "merge", "into", "share", "analyze", "analyse"];
 
 /// Is there anything in the tokens that could make this query a write?
 fn suspicious(sql: &str, toks: &[Token]) -> bool {
     toks.iter().enumerate().any(|(i, t)| {
         t.kind == Kind::Word
             && (SUSPICIOUS_WORDS.iter().any(|w| t.is(sql, w))
-                || (toks.get(i + 1).is_some_and(|n| n.is_punct(sql, '('))
-                    && function_effect(t.text(sql)).is_some()))
+                || (toks.get(i + 1).is_some_and(|n| n.is_punct(sql, '(')) && function_effect(t.text(sql)).is_some()))
     }) || toks.first().is_some_and(|t| t.kind != Kind::Word)
 }
 
@@ -73,12 +70,7 @@ pub fn classify(sql: &str, toks: &[Token]) -> Class {
         let mut w = WriteFinder::default();
         let found = match stmt {
             Statement::Query(_) => stmt.visit(&mut w),
-            Statement::Explain {
-                analyze,
-                options,
-                statement,
-                ..
-            } => {
+            Statement::Explain { analyze, options, statement, .. } => {
                 let analyze_option = options.iter().flatten().any(|o| {
                     o.name.value.eq_ignore_ascii_case("analyze")
                         && o.arg.as_ref().is_none_or(|a| {
@@ -133,10 +125,7 @@ pub fn classify_copy_to(sql: &str, toks: &[Token]) -> Class {
 
 fn statement_kind(stmt: &Statement) -> String {
     let text = stmt.to_string();
-    text.split_whitespace()
-        .next()
-        .unwrap_or("statement")
-        .to_ascii_lowercase()
+    text.split_whitespace().next().unwrap_or("statement").to_ascii_lowercase()
 }
 
 /// Walks an AST and stops at the first thing that writes.
@@ -147,11 +136,7 @@ struct WriteFinder {
 
 impl WriteFinder {
     fn write(&self, what: String) -> ControlFlow<Class> {
-        let prefix = if self.explain_analyze {
-            "write:explain analyze "
-        } else {
-            "write:"
-        };
+        let prefix = if self.explain_analyze { "write:explain analyze " } else { "write:" };
         ControlFlow::Break(Class::write(format!("{prefix}{what}")))
     }
 }

@@ -16,21 +16,12 @@ pub struct Cache {
 
 impl Cache {
     pub fn new(capacity: usize) -> Self {
-        Cache {
-            map: DashMap::new(),
-            capacity,
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
-        }
+        Cache { map: DashMap::new(), capacity, hits: AtomicU64::new(0), misses: AtomicU64::new(0) }
     }
 
     pub fn get(&self, key: &str) -> Option<Arc<Class>> {
         let hit = self.map.get(key).map(|e| e.value().clone());
-        let counter = if hit.is_some() {
-            &self.hits
-        } else {
-            &self.misses
-        };
+        let counter = if hit.is_some() { &self.hits } else { &self.misses };
         counter.fetch_add(1, Ordering::Relaxed);
         hit
     }
@@ -62,9 +53,6 @@ impl Cache {
 
     /// (hits, misses) since start.
     pub fn stats(&self) -> (u64, u64) {
-        (
-            self.hits.load(Ordering::Relaxed),
-            self.misses.load(Ordering::Relaxed),
-        )
+        (self.hits.load(Ordering::Relaxed), self.misses.load(Ordering::Relaxed))
     }
 }

@@ -11,12 +11,8 @@ pub fn route_hint(sql: &str) -> Option<Target> {
     }
     let lead = sql.trim_start();
     let tail = sql.trim_end().trim_end_matches(';').trim_end();
-    let first = lead
-        .strip_prefix("/*")
-        .and_then(|r| r.find("*/").map(|e| &r[..e]));
-    let last = tail
-        .strip_suffix("*/")
-        .and_then(|r| r.rfind("/*").map(|s| &r[s + 2..]));
+    let first = lead.strip_prefix("/*").and_then(|r| r.find("*/").map(|e| &r[..e]));
+    let last = tail.strip_suffix("*/").and_then(|r| r.rfind("/*").map(|s| &r[s + 2..]));
     let mut route = None;
     for body in [first, last].into_iter().flatten() {
         let Some(hint) = body.trim().strip_prefix("pgroute:") else {
@@ -39,24 +35,12 @@ mod tests {
 
     #[test]
     fn hints_at_start_or_end_only() {
-        assert_eq!(
-            route_hint("/* pgroute: route=primary */ SELECT 1"),
-            Some(Target::Primary)
-        );
-        assert_eq!(
-            route_hint("SELECT 1 /* pgroute: route=replica */"),
-            Some(Target::Replica)
-        );
-        assert_eq!(
-            route_hint("  /*pgroute:route=replica,foo=bar*/SELECT 1;"),
-            Some(Target::Replica)
-        );
+        assert_eq!(route_hint("/* pgroute: route=primary */ SELECT 1"), Some(Target::Primary));
+        assert_eq!(route_hint("SELECT 1 /* pgroute: route=replica */"), Some(Target::Replica));
+        assert_eq!(route_hint("  /*pgroute:route=replica,foo=bar*/SELECT 1;"), Some(Target::Replica));
         assert_eq!(route_hint("SELECT '/* pgroute: route=replica */', 1"), None);
         assert_eq!(route_hint("SELECT 1 /* pgroute: colour=blue */"), None);
-        assert_eq!(
-            route_hint("SELECT 1 /* pgroute: route=primary */ ;"),
-            Some(Target::Primary)
-        );
+        assert_eq!(route_hint("SELECT 1 /* pgroute: route=primary */ ;"), Some(Target::Primary));
         assert_eq!(route_hint("SELECT 1"), None);
     }
 }

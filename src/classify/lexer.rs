@@ -88,9 +88,7 @@ pub fn tokenize(sql: &str) -> Vec<Token> {
                 i = skip_quoted(b, i + 2, b'\'', false);
                 Kind::Literal
             }
-            b'u' | b'U'
-                if b.get(i + 1) == Some(&b'&') && matches!(b.get(i + 2), Some(b'\'' | b'"')) =>
-            {
+            b'u' | b'U' if b.get(i + 1) == Some(&b'&') && matches!(b.get(i + 2), Some(b'\'' | b'"')) => {
                 let q = b[i + 2];
                 i = skip_quoted(b, i + 3, q, false);
                 if q == b'\'' {
@@ -143,20 +141,13 @@ pub fn tokenize(sql: &str) -> Vec<Token> {
                 Kind::Punct
             }
         };
-        out.push(Token {
-            kind,
-            start,
-            end: i,
-        });
+        out.push(Token { kind, start, end: i });
     }
     out
 }
 
 fn memchr(b: &[u8], from: usize, needle: u8) -> usize {
-    b[from..]
-        .iter()
-        .position(|&c| c == needle)
-        .map_or(b.len(), |p| from + p)
+    b[from..].iter().position(|&c| c == needle).map_or(b.len(), |p| from + p)
 }
 
 /// Block comments nest in PostgreSQL.
@@ -254,10 +245,7 @@ mod tests {
     use super::*;
 
     fn kinds(sql: &str) -> Vec<(Kind, &str)> {
-        tokenize(sql)
-            .iter()
-            .map(|t| (t.kind, t.text(sql)))
-            .collect()
+        tokenize(sql).iter().map(|t| (t.kind, t.text(sql))).collect()
     }
 
     #[test]
@@ -281,18 +269,8 @@ mod tests {
 
     #[test]
     fn params_numbers_and_unterminated_input() {
-        assert_eq!(
-            kinds("$1+1.5e-3"),
-            vec![
-                (Kind::Param, "$1"),
-                (Kind::Punct, "+"),
-                (Kind::Literal, "1.5e-3")
-            ]
-        );
-        assert_eq!(
-            kinds("select 'open"),
-            vec![(Kind::Word, "select"), (Kind::Literal, "'open")]
-        );
+        assert_eq!(kinds("$1+1.5e-3"), vec![(Kind::Param, "$1"), (Kind::Punct, "+"), (Kind::Literal, "1.5e-3")]);
+        assert_eq!(kinds("select 'open"), vec![(Kind::Word, "select"), (Kind::Literal, "'open")]);
         assert_eq!(kinds("/* open"), vec![]);
         assert_eq!(kinds("a$b"), vec![(Kind::Word, "a$b")]);
     }

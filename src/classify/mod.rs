@@ -77,18 +77,11 @@ impl Class {
     }
 
     pub fn write(reason: impl Into<String>) -> Self {
-        Class {
-            access: Access::Write,
-            reason: reason.into(),
-            ..Class::read("")
-        }
+        Class { access: Access::Write, reason: reason.into(), ..Class::read("") }
     }
 
     fn pinning(reason: &str) -> Self {
-        Class {
-            pins: Some(reason.to_string()),
-            ..Class::write(format!("pin:{reason}"))
-        }
+        Class { pins: Some(reason.to_string()), ..Class::write(format!("pin:{reason}")) }
     }
 
     pub fn is_write(&self) -> bool {
@@ -124,20 +117,14 @@ impl Classifier {
 
     pub fn with_write_functions(cache_size: usize, write_functions: &[String]) -> Self {
         let write_functions = write_functions.iter().map(|f| QName::parse(f)).collect();
-        Classifier {
-            cache: Cache::new(cache_size),
-            write_functions: std::sync::RwLock::new(write_functions),
-        }
+        Classifier { cache: Cache::new(cache_size), write_functions: std::sync::RwLock::new(write_functions) }
     }
 
     /// A configuration reload: new declared write functions, and every cached
     /// classification forgotten.
     pub fn reconfigure(&self, write_functions: &[String]) {
         let parsed = write_functions.iter().map(|f| QName::parse(f)).collect();
-        *self
-            .write_functions
-            .write()
-            .unwrap_or_else(|p| p.into_inner()) = parsed;
+        *self.write_functions.write().unwrap_or_else(|p| p.into_inner()) = parsed;
         self.cache.clear();
     }
 
@@ -165,18 +152,10 @@ impl Classifier {
         let mut class = classify_statements(sql, tokens);
         let (relations, functions) = refs::references(sql, tokens);
         if !class.is_write() {
-            let declared_writes = self
-                .write_functions
-                .read()
-                .unwrap_or_else(|p| p.into_inner());
-            let declared = functions
-                .iter()
-                .find(|f| declared_writes.iter().any(|w| f.matches(w)));
+            let declared_writes = self.write_functions.read().unwrap_or_else(|p| p.into_inner());
+            let declared = functions.iter().find(|f| declared_writes.iter().any(|w| f.matches(w)));
             if let Some(f) = declared {
-                class = Class {
-                    settings: class.settings,
-                    ..Class::write(format!("write:function {}", f.display()))
-                };
+                class = Class { settings: class.settings, ..Class::write(format!("write:function {}", f.display())) };
             }
         }
         class.relations = relations;
@@ -187,10 +166,7 @@ impl Classifier {
 
 fn classify_statements(sql: &str, tokens: &[lexer::Token]) -> Class {
     let mut combined: Option<Class> = None;
-    for stmt in tokens
-        .split(|t| t.kind == lexer::Kind::Semicolon)
-        .filter(|s| !s.is_empty())
-    {
+    for stmt in tokens.split(|t| t.kind == lexer::Kind::Semicolon).filter(|s| !s.is_empty()) {
         let class = statement::classify(sql, stmt);
         match combined.as_mut() {
             None => combined = Some(class),

@@ -34,10 +34,7 @@ impl QName {
         }
         parts.push(cur);
         let name = parts.pop().unwrap_or_default();
-        QName {
-            schema: parts.pop(),
-            name,
-        }
+        QName { schema: parts.pop(), name }
     }
 
     /// Does a reference in SQL (`self`) denote the configured name `pattern`? An unqualified
@@ -152,9 +149,9 @@ fn is_cte_columns(sql: &str, toks: &[Token], open: usize) -> bool {
             depth -= 1;
             if depth == 0 {
                 return toks.get(k + 1).is_some_and(|a| a.is(sql, "as"))
-                    && toks.get(k + 2).is_some_and(|n| {
-                        n.is_punct(sql, '(') || n.is(sql, "materialized") || n.is(sql, "not")
-                    });
+                    && toks
+                        .get(k + 2)
+                        .is_some_and(|n| n.is_punct(sql, '(') || n.is(sql, "materialized") || n.is(sql, "not"));
             }
         }
     }
@@ -192,15 +189,9 @@ pub fn references(sql: &str, toks: &[Token]) -> (Vec<QName>, Vec<QName>) {
             j += 2;
         }
         let name = parts.pop().unwrap_or_default();
-        let q = QName {
-            schema: parts.pop(),
-            name,
-        };
-        let call =
-            toks.get(j).is_some_and(|t| t.is_punct(sql, '(')) && !is_cte_columns(sql, toks, j);
-        let keyword = q.schema.is_none()
-            && toks[i].kind == Kind::Word
-            && NOT_FUNCTIONS.contains(&q.name.as_str());
+        let q = QName { schema: parts.pop(), name };
+        let call = toks.get(j).is_some_and(|t| t.is_punct(sql, '(')) && !is_cte_columns(sql, toks, j);
+        let keyword = q.schema.is_none() && toks[i].kind == Kind::Word && NOT_FUNCTIONS.contains(&q.name.as_str());
         let list = match (call, keyword) {
             (true, true) => None,
             (true, false) => Some(&mut functions),
@@ -220,36 +211,27 @@ mod tests {
     use super::*;
 
     fn q(schema: Option<&str>, name: &str) -> QName {
-        QName {
-            schema: schema.map(str::to_string),
-            name: name.to_string(),
-        }
+        QName { schema: schema.map(str::to_string), name: name.to_string() }
     }
 
     #[test]
     fn configured_names_fold_like_postgres() {
         assert_eq!(QName::parse("Balances"), q(None, "balances"));
-        assert_eq!(
-            QName::parse("public.balances"),
-            q(Some("public"), "balances")
-        );
-        assert_eq!(
-            QName::parse("\"Wallet\".\"Odd\"\"Name\""),
-            q(Some("Wallet"), "Odd\"Name")
-        );
+        assert_eq!(QName::parse("public.balances"), q(Some("public"), "balances"));
+        assert_eq!(QName::parse("\"Wallet\".\"Odd\"\"Name\""), q(Some("Wallet"), "Odd\"Name"));
     }
 
     #[test]
     fn references_split_relations_from_function_calls() {
-        let sql = "SELECT w.id, wallet_balance(w.id), pg_catalog.lower(x) FROM public.\"Balances\" w JOIN bets b ON true";
+        let sql =
+            "SELECT w.id, wallet_balance(w.id), pg_catalog.lower(x) FROM public.\"Balances\" w JOIN bets b ON true";
         let (rels, funcs) = references(sql, &tokenize(sql));
         assert!(rels.contains(&q(Some("public"), "Balances")));
         assert!(rels.contains(&q(None, "bets")));
         assert!(funcs.contains(&q(None, "wallet_balance")));
         assert!(funcs.contains(&q(Some("pg_catalog"), "lower")));
         assert!(!rels.contains(&q(None, "wallet_balance")));
-        let sql =
-            "SELECT 1 FROM t WHERE a IN (1) AND EXISTS (SELECT 1) AND CAST(x AS int) = ANY (y)";
+        let sql = "SELECT 1 FROM t WHERE a IN (1) AND EXISTS (SELECT 1) AND CAST(x AS int) = ANY (y)";
         let (_, funcs) = references(sql, &tokenize(sql));
         assert!(funcs.is_empty(), "{funcs:?}");
     }

@@ -26,9 +26,7 @@ fn starts_statement(sql: &str, t: &Token) -> bool {
 /// Does any statement in the string start with SET, RESET or DISCARD?
 pub fn has_session_statement(sql: &str, toks: &[Token]) -> bool {
     toks.first().is_some_and(|t| starts_statement(sql, t))
-        || toks
-            .windows(2)
-            .any(|w| w[0].kind == Kind::Semicolon && starts_statement(sql, &w[1]))
+        || toks.windows(2).any(|w| w[0].kind == Kind::Semicolon && starts_statement(sql, &w[1]))
 }
 
 fn name_of(sql: &str, t: &Token) -> String {

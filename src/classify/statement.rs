@@ -56,14 +56,11 @@ pub fn function_effect(name: &str) -> Option<Class> {
     if PIN_FUNCTIONS.contains(&bare) {
         return Some(Class::pinning(&format!("function {bare}")));
     }
-    WRITE_FUNCTIONS
-        .contains(&bare)
-        .then(|| Class::write(format!("write:function {bare}")))
+    WRITE_FUNCTIONS.contains(&bare).then(|| Class::write(format!("write:function {bare}")))
 }
 
 fn word(sql: &str, t: Option<&Token>) -> Option<String> {
-    t.filter(|t| t.kind == Kind::Word)
-        .map(|t| t.text(sql).to_ascii_lowercase())
+    t.filter(|t| t.kind == Kind::Word).map(|t| t.text(sql).to_ascii_lowercase())
 }
 
 pub fn classify(sql: &str, toks: &[Token]) -> Class {
@@ -85,17 +82,10 @@ pub fn classify(sql: &str, toks: &[Token]) -> Class {
                 Class::read("transaction_control")
             }
         }
-        "prepare" if second.as_deref() == Some("transaction") => {
-            Class::write("write:prepare transaction")
-        }
+        "prepare" if second.as_deref() == Some("transaction") => Class::write("write:prepare transaction"),
         "prepare" => Class::pinning("sql prepare"),
         "listen" => Class::pinning("listen"),
-        "declare"
-            if has("hold")
-                && !toks
-                    .windows(2)
-                    .any(|w| w[0].is(sql, "without") && w[1].is(sql, "hold")) =>
-        {
+        "declare" if has("hold") && !toks.windows(2).any(|w| w[0].is(sql, "without") && w[1].is(sql, "hold")) => {
             Class::pinning("declare with hold")
         }
         "create" if is_temp_create(sql, toks) => Class::pinning("create temp"),
@@ -130,10 +120,7 @@ fn copies_from(sql: &str, toks: &[Token]) -> bool {
 
 /// `CREATE [GLOBAL|LOCAL] {TEMP|TEMPORARY} ...`: temp objects live in one connection.
 fn is_temp_create(sql: &str, toks: &[Token]) -> bool {
-    toks.iter()
-        .skip(1)
-        .take(3)
-        .any(|t| t.is(sql, "temp") || t.is(sql, "temporary"))
+    toks.iter().skip(1).take(3).any(|t| t.is(sql, "temp") || t.is(sql, "temporary"))
 }
 
 /// `BEGIN` / `START TRANSACTION` with their modes; only an explicit READ ONLY may go to a
@@ -149,11 +136,7 @@ fn begin(sql: &str, toks: &[Token]) -> Class {
             }
         }
     }
-    let mut c = if read_only {
-        Class::read("begin read only")
-    } else {
-        Class::write("write:begin")
-    };
+    let mut c = if read_only { Class::read("begin read only") } else { Class::write("write:begin") };
     c.begins = Some(read_only);
     c
 }

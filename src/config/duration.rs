@@ -8,19 +8,13 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .ok_or_else(|| format!("duration {s:?} needs a unit (ms, s, m or h)"))?;
     let (num, unit) = s.split_at(split);
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("invalid number in duration {s:?}"))?;
+    let value: f64 = num.parse().map_err(|_| format!("invalid number in duration {s:?}"))?;
     let scale = match unit.trim() {
         "ms" => 0.001,
         "s" => 1.0,
         "m" | "min" => 60.0,
         "h" => 3600.0,
-        other => {
-            return Err(format!(
-                "unknown duration unit {other:?} in {s:?} (use ms, s, m or h)"
-            ))
-        }
+        other => return Err(format!("unknown duration unit {other:?} in {s:?} (use ms, s, m or h)")),
     };
     Ok(Duration::from_secs_f64(value * scale))
 }
@@ -32,6 +26,16 @@ pub mod serde_str {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let s = String::deserialize(d)?;
         super::parse_duration(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+pub mod serde_opt {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let s = String::deserialize(d)?;
+        super::parse_duration(&s).map(Some).map_err(serde::de::Error::custom)
     }
 }
 

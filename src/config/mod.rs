@@ -25,6 +25,8 @@ pub struct Config {
     pub routing: Routing,
     #[serde(default)]
     pub admin: Admin,
+    #[serde(default)]
+    pub health: Health,
     pub nodes: Vec<Node>,
     #[serde(default)]
     pub users: Vec<User>,
@@ -120,6 +122,90 @@ pub struct Rule {
     #[serde(default)]
     pub functions: Vec<String>,
     pub route: Target,
+}
+
+/// Health monitoring and the thresholds that make a replica usable for reads.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    /// How often every node is probed.
+    #[serde(default = "default_interval", with = "duration::serde_str")]
+    pub interval: Duration,
+    /// A sample older than this is stale: the node is unusable until a fresh one arrives.
+    /// Default: three intervals.
+    #[serde(default, with = "duration::serde_opt")]
+    pub max_sample_age: Option<Duration>,
+    /// Replicas further behind than this (time) take no reads.
+    #[serde(default = "default_max_lag", with = "duration::serde_str")]
+    pub max_replica_lag: Duration,
+    /// Replicas further behind than this (bytes of WAL) take no reads.
+    #[serde(default = "default_max_lag_bytes")]
+    pub max_replica_lag_bytes: u64,
+    /// Lag above this logs a WARN once per episode.
+    #[serde(default = "default_alert_lag", with = "duration::serde_str")]
+    pub alert_lag: Duration,
+    /// Consecutive failed probes that mark a node down.
+    #[serde(default = "default_threshold")]
+    pub failure_threshold: u32,
+    /// Consecutive good probes that bring a down node back.
+    #[serde(default = "default_threshold")]
+    pub recovery_threshold: u32,
+    /// Where reads go when no replica is usable.
+    #[serde(default = "default_when_no_replica")]
+    pub when_no_replica: WhenNoReplica,
+    /// The `[[users]]` entry the monitor logs in as (default: the first with a password).
+    pub user: Option<String>,
+    /// Database the monitor connects to (default: the user's name).
+    pub database: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WhenNoReplica {
+    Primary,
+    Error,
+}
+
+impl Health {
+    pub fn max_sample_age(&self) -> Duration {
+        self.max_sample_age.unwrap_or(self.interval * 3)
+    }
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health {
+            interval: default_interval(),
+            max_sample_age: None,
+            max_replica_lag: default_max_lag(),
+            max_replica_lag_bytes: default_max_lag_bytes(),
+            alert_lag: default_alert_lag(),
+            failure_threshold: default_threshold(),
+            recovery_threshold: default_threshold(),
+            when_no_replica: default_when_no_replica(),
+            user: None,
+            database: None,
+        }
+    }
+}
+
+fn default_interval() -> Duration {
+    Duration::from_millis(100)
+}
+fn default_max_lag() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_max_lag_bytes() -> u64 {
+    16 * 1024 * 1024
+}
+fn default_alert_lag() -> Duration {
+    Duration::from_millis(500)
+}
+fn default_threshold() -> u32 {
+    3
+}
+fn default_when_no_replica() -> WhenNoReplica {
+    WhenNoReplica::Primary
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -283,8 +369,8 @@ impl std::error::Error for ConfigError {}
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError(format!("{}: cannot read: {e}", path.display())))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| ConfigError(format!("{}: cannot read: {e}", path.display())))?;
         Config::parse(&text, &path.display().to_string())
     }
 
@@ -294,10 +380,8 @@ impl Config {
             let (line, col) = offset.map(|o| line_col(text, o)).unwrap_or((1, 1));
             ConfigError(format!("{origin}:{line}:{col}: {}", msg.trim_end()))
         };
-        let cfg: Config =
-            toml::from_str(text).map_err(|e| at(e.span().map(|s| s.start), e.message()))?;
-        cfg.validate(text)
-            .map_err(|(offset, msg)| at(offset, &msg))?;
+        let cfg: Config = toml::from_str(text).map_err(|e| at(e.span().map(|s| s.start), e.message()))?;
+        cfg.validate(text).map_err(|(offset, msg)| at(offset, &msg))?;
         Ok(cfg)
     }
 
@@ -306,76 +390,51 @@ impl Config {
             return Err((None, "no [[nodes]] configured".into()));
         }
         for (i, n) in self.nodes.iter().enumerate() {
-            if let Some(prev) = self.nodes[..i]
-                .iter()
-                .find(|p| p.name.get_ref() == n.name.get_ref())
-            {
+            if let Some(prev) = self.nodes[..i].iter().find(|p| p.name.get_ref() == n.name.get_ref()) {
                 let (line, _) = line_col(text, prev.name.span().start);
                 return Err((
                     Some(n.name.span().start),
-                    format!(
-                        "duplicate node name {:?} (first defined on line {line})",
-                        n.name.get_ref()
-                    ),
+                    format!("duplicate node name {:?} (first defined on line {line})", n.name.get_ref()),
                 ));
             }
         }
-        let primaries: Vec<&Node> = self
-            .nodes
-            .iter()
-            .filter(|n| n.role == Role::Primary)
-            .collect();
+        let primaries: Vec<&Node> = self.nodes.iter().filter(|n| n.role == Role::Primary).collect();
         match primaries.as_slice() {
             [] => return Err((None, "no node has role = \"primary\"".into())),
             [_] => {}
             [_, second, ..] => {
-                return Err((
-                    Some(second.name.span().start),
-                    "more than one node has role = \"primary\"".into(),
-                ))
+                return Err((Some(second.name.span().start), "more than one node has role = \"primary\"".into()))
             }
         }
         for (i, u) in self.users.iter().enumerate() {
-            if self.users[..i]
-                .iter()
-                .any(|p| p.name.get_ref() == u.name.get_ref())
-            {
-                return Err((
-                    Some(u.name.span().start),
-                    format!("duplicate user {:?}", u.name.get_ref()),
-                ));
+            if self.users[..i].iter().any(|p| p.name.get_ref() == u.name.get_ref()) {
+                return Err((Some(u.name.span().start), format!("duplicate user {:?}", u.name.get_ref())));
             }
             if u.password.is_some() && u.password_env.is_some() {
-                return Err((
-                    Some(u.name.span().start),
-                    "give password or password_env, not both".into(),
-                ));
+                return Err((Some(u.name.span().start), "give password or password_env, not both".into()));
             }
             if u.auth != AuthMethod::Trust && u.password.is_none() && u.password_env.is_none() {
                 return Err((
                     Some(u.name.span().start),
-                    format!(
-                        "user {:?} needs password or password_env for its auth method",
-                        u.name.get_ref()
-                    ),
+                    format!("user {:?} needs password or password_env for its auth method", u.name.get_ref()),
                 ));
             }
         }
         for (i, r) in self.routing.rules.iter().enumerate() {
-            if self.routing.rules[..i]
-                .iter()
-                .any(|p| p.name.get_ref() == r.name.get_ref())
-            {
-                return Err((
-                    Some(r.name.span().start),
-                    format!("duplicate rule name {:?}", r.name.get_ref()),
-                ));
+            if self.routing.rules[..i].iter().any(|p| p.name.get_ref() == r.name.get_ref()) {
+                return Err((Some(r.name.span().start), format!("duplicate rule name {:?}", r.name.get_ref())));
             }
             if let Some(p) = &r.pattern {
                 if let Err(e) = regex::Regex::new(p.get_ref()) {
                     return Err((Some(p.span().start), format!("invalid pattern: {e}")));
                 }
             }
+        }
+        if self.health.interval.is_zero() || self.health.failure_threshold == 0 || self.health.recovery_threshold == 0 {
+            return Err((None, "[health] interval and thresholds must be above zero".into()));
+        }
+        if let Some(u) = self.health.user.as_ref().filter(|u| self.user(u).is_none()) {
+            return Err((None, format!("[health] user {u:?} is not a configured [[users]] entry")));
         }
         if self.pool.size == 0 {
             return Err((None, "[pool] size must be at least 1".into()));

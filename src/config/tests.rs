@@ -27,10 +27,7 @@ fn minimal_config_gets_documented_defaults() {
     assert_eq!(c.listen.max_startup_packet, 10_000);
     assert_eq!(c.nodes[0].weight, 1);
     assert_eq!(c.users[0].auth, AuthMethod::ScramSha256);
-    assert_eq!(
-        c.user("app").and_then(|u| u.password()).as_deref(),
-        Some("secret")
-    );
+    assert_eq!(c.user("app").and_then(|u| u.password()).as_deref(), Some("secret"));
 }
 
 #[test]
@@ -45,31 +42,21 @@ fn unknown_key_is_rejected_with_line_and_column() {
 fn wrong_type_and_bad_duration_point_at_the_value() {
     let e = err(&format!("[pool]\nsize = \"big\"\n{MINIMAL}"));
     assert!(e.starts_with("proxy.toml:2:8: "), "{e}");
-    let e = err(&format!(
-        "[pool]\ncheckout_timeout = \"5 parsecs\"\n{MINIMAL}"
-    ));
-    assert!(
-        e.starts_with("proxy.toml:2:20: ") && e.contains("unknown duration unit"),
-        "{e}"
-    );
+    let e = err(&format!("[pool]\ncheckout_timeout = \"5 parsecs\"\n{MINIMAL}"));
+    assert!(e.starts_with("proxy.toml:2:20: ") && e.contains("unknown duration unit"), "{e}");
 }
 
 #[test]
 fn duplicate_nodes_and_missing_or_double_primary_are_rejected() {
-    let dup = format!(
-        "{MINIMAL}\n[[nodes]]\nname = \"pg0\"\nhost = \"h\"\nport = 1\nrole = \"replica\"\n"
-    );
+    let dup = format!("{MINIMAL}\n[[nodes]]\nname = \"pg0\"\nhost = \"h\"\nport = 1\nrole = \"replica\"\n");
     let e = err(&dup);
     assert!(
-        e.starts_with("proxy.toml:13:8: ")
-            && e.contains("duplicate node name \"pg0\" (first defined on line 3)"),
+        e.starts_with("proxy.toml:13:8: ") && e.contains("duplicate node name \"pg0\" (first defined on line 3)"),
         "{e}"
     );
     let no_primary = MINIMAL.replace("\"primary\"", "\"replica\"");
     assert!(err(&no_primary).contains("no node has role = \"primary\""));
-    let two = format!(
-        "{MINIMAL}\n[[nodes]]\nname = \"pg1\"\nhost = \"h\"\nport = 1\nrole = \"primary\"\n"
-    );
+    let two = format!("{MINIMAL}\n[[nodes]]\nname = \"pg1\"\nhost = \"h\"\nport = 1\nrole = \"primary\"\n");
     assert!(err(&two).contains("more than one node"));
 }
 
@@ -79,10 +66,7 @@ fn users_need_a_password_source_unless_trusted() {
     assert!(err(&text).contains("needs password or password_env"));
     let trust = MINIMAL.replace("password = \"secret\"", "auth = \"trust\"");
     assert!(Config::parse(&trust, "p").is_ok());
-    let env = MINIMAL.replace(
-        "password = \"secret\"",
-        "password_env = \"PGROUTE_TEST_PW_UNSET_VAR\"",
-    );
+    let env = MINIMAL.replace("password = \"secret\"", "password_env = \"PGROUTE_TEST_PW_UNSET_VAR\"");
     let c = Config::parse(&env, "p").unwrap();
     assert_eq!(c.users[0].password(), None);
 }
@@ -91,10 +75,7 @@ fn users_need_a_password_source_unless_trusted() {
 fn the_repository_example_config_is_valid() {
     let c = Config::parse(include_str!("../../proxy.toml"), "proxy.toml").unwrap();
     assert_eq!(c.listen.address, "127.0.0.1:6432");
-    assert_eq!(
-        c.nodes.iter().filter(|n| n.role == Role::Primary).count(),
-        1
-    );
+    assert_eq!(c.nodes.iter().filter(|n| n.role == Role::Primary).count(), 1);
 }
 
 #[test]

@@ -14,39 +14,23 @@ use crate::protocol::{authentication, read_frame, sqlstate, tag, BodyReader, Fra
 use super::Shared;
 
 fn failed(user: &str) -> PgError {
-    PgError::fatal(
-        sqlstate::INVALID_PASSWORD,
-        format!("password authentication failed for user \"{user}\""),
-    )
+    PgError::fatal(sqlstate::INVALID_PASSWORD, format!("password authentication failed for user \"{user}\""))
 }
 
 async fn send(stream: &mut TcpStream, f: Frame) -> Result<(), PgError> {
-    stream
-        .write_all(f.raw())
-        .await
-        .map_err(|_| PgError::fatal(sqlstate::CONNECTION_FAILURE, "client went away"))
+    stream.write_all(f.raw()).await.map_err(|_| PgError::fatal(sqlstate::CONNECTION_FAILURE, "client went away"))
 }
 
 async fn password_message(stream: &mut TcpStream, max: usize) -> Result<Frame, PgError> {
     let mut buf = BytesMut::new();
     match read_frame(stream, &mut buf, max).await {
         Ok(Some(f)) if f.tag() == tag::PASSWORD => Ok(f),
-        Ok(Some(_)) => Err(PgError::fatal(
-            sqlstate::PROTOCOL_VIOLATION,
-            "expected a password message",
-        )),
-        _ => Err(PgError::fatal(
-            sqlstate::CONNECTION_FAILURE,
-            "client went away during authentication",
-        )),
+        Ok(Some(_)) => Err(PgError::fatal(sqlstate::PROTOCOL_VIOLATION, "expected a password message")),
+        _ => Err(PgError::fatal(sqlstate::CONNECTION_FAILURE, "client went away during authentication")),
     }
 }
 
-pub async fn authenticate(
-    stream: &mut TcpStream,
-    shared: &Shared,
-    user: &str,
-) -> Result<(), PgError> {
+pub async fn authenticate(stream: &mut TcpStream, shared: &Shared, user: &str) -> Result<(), PgError> {
     let max = shared.config.listen.max_startup_packet;
     let configured = shared.config.user(user);
     let method = configured.map_or(AuthMethod::ScramSha256, |u| u.auth);
@@ -64,11 +48,7 @@ pub async fn authenticate(
             }
         }
         AuthMethod::ScramSha256 => {
-            let verifier = shared
-                .verifiers
-                .get(user)
-                .cloned()
-                .unwrap_or_else(scram::Verifier::impossible);
+            let verifier = shared.verifiers.get(user).cloned().unwrap_or_else(scram::Verifier::impossible);
             let mut mechs = BytesMut::new();
             mechs.put_slice(scram::MECHANISM.as_bytes());
             mechs.put_slice(b"\0\0");
@@ -84,8 +64,7 @@ pub async fn authenticate(
             }
             let len = r.i32().map_err(|_| failed(user))?;
             let data = r.bytes(len.max(0) as usize).map_err(|_| failed(user))?;
-            let (exchange, server_first) =
-                scram::ServerExchange::start(verifier, data).map_err(|_| failed(user))?;
+            let (exchange, server_first) = scram::ServerExchange::start(verifier, data).map_err(|_| failed(user))?;
             send(stream, authentication(11, server_first.as_bytes())).await?;
             let fin = password_message(stream, max).await?;
             let server_final = exchange.finish(fin.body()).map_err(|_| failed(user))?;

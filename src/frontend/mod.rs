@@ -46,14 +46,11 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(config: Arc<Config>, classifier: Arc<Classifier>) -> Self {
-        let topology = Arc::new(Topology::from_config(&config));
+        let topology = Arc::new(Topology::from_config(&config, false));
         let verifiers = config
             .users
             .iter()
-            .filter_map(|u| {
-                u.password()
-                    .map(|p| (u.name.get_ref().clone(), scram::Verifier::new(&p)))
-            })
+            .filter_map(|u| u.password().map(|p| (u.name.get_ref().clone(), scram::Verifier::new(&p))))
             .collect();
         let rules = Rules::from_config(&config.routing);
         let functions = FunctionCatalog::new(config.routing.function_cache_ttl);
@@ -80,8 +77,7 @@ impl Shared {
     /// classification cache and the function volatility cache cleared. Listeners, pools,
     /// nodes and users keep their start-up values (they need a restart).
     pub fn reload(&self, config: &Config) {
-        *self.rules.write().unwrap_or_else(|p| p.into_inner()) =
-            Arc::new(Rules::from_config(&config.routing));
+        *self.rules.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Rules::from_config(&config.routing));
         self.classifier.reconfigure(&config.routing.write_functions);
         self.functions.clear();
         tracing::info!("routing configuration reloaded; caches cleared");
@@ -122,10 +118,7 @@ async fn handle(mut stream: TcpStream, shared: Arc<Shared>) {
     .await;
     let params = match startup {
         Err(_) => {
-            let e = PgError::fatal(
-                sqlstate::PROTOCOL_VIOLATION,
-                "pgroute: no startup packet in time",
-            );
+            let e = PgError::fatal(sqlstate::PROTOCOL_VIOLATION, "pgroute: no startup packet in time");
             return refuse(&mut stream, &e).await;
         }
         Ok(Err(StartupError::Closed)) => return,
@@ -137,25 +130,15 @@ async fn handle(mut stream: TcpStream, shared: Arc<Shared>) {
     };
     let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     let Some(user) = get("user") else {
-        let e = PgError::fatal(
-            sqlstate::PROTOCOL_VIOLATION,
-            "no PostgreSQL user name specified in startup packet",
-        );
+        let e = PgError::fatal(sqlstate::PROTOCOL_VIOLATION, "no PostgreSQL user name specified in startup packet");
         return refuse(&mut stream, &e).await;
     };
     let database = get("database").unwrap_or_else(|| user.clone());
     if get("replication").is_some_and(|v| v != "false" && v != "0" && v != "off") {
-        let e = PgError::fatal(
-            sqlstate::FEATURE_NOT_SUPPORTED,
-            "pgroute does not proxy replication connections",
-        );
+        let e = PgError::fatal(sqlstate::FEATURE_NOT_SUPPORTED, "pgroute does not proxy replication connections");
         return refuse(&mut stream, &e).await;
     }
-    let auth = tokio::time::timeout(
-        login_timeout,
-        login::authenticate(&mut stream, &shared, &user),
-    )
-    .await;
+    let auth = tokio::time::timeout(login_timeout, login::authenticate(&mut stream, &shared, &user)).await;
     match auth {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
@@ -163,10 +146,7 @@ async fn handle(mut stream: TcpStream, shared: Arc<Shared>) {
             return refuse(&mut stream, &e).await;
         }
         Err(_) => {
-            let e = PgError::fatal(
-                sqlstate::PROTOCOL_VIOLATION,
-                "pgroute: authentication timed out",
-            );
+            let e = PgError::fatal(sqlstate::PROTOCOL_VIOLATION, "pgroute: authentication timed out");
             return refuse(&mut stream, &e).await;
         }
     }

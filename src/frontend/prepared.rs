@@ -28,26 +28,13 @@ impl Prepared {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         tail.hash(&mut h);
         let hash = h.finish();
-        let server_name = if named {
-            format!("pgr_{hash:016x}")
-        } else {
-            String::new()
-        };
-        Prepared {
-            hash,
-            server_name,
-            tail,
-            class,
-        }
+        let server_name = if named { format!("pgr_{hash:016x}") } else { String::new() };
+        Prepared { hash, server_name, tail, class }
     }
 
     /// The statement text (the tail up to its NUL), as bytes.
     pub fn sql(&self) -> Bytes {
-        let end = self
-            .tail
-            .iter()
-            .position(|&b| b == 0)
-            .unwrap_or(self.tail.len());
+        let end = self.tail.iter().position(|&b| b == 0).unwrap_or(self.tail.len());
         self.tail.slice(..end)
     }
 
@@ -118,10 +105,7 @@ mod tests {
         assert_eq!((name.as_str(), sql), ("s1", "select $1"));
         let p = Prepared::new(true, tail, Arc::new(Class::read("read")));
         let f = p.parse_frame();
-        assert_eq!(
-            split_parse(&Bytes::copy_from_slice(f.body())).unwrap().0,
-            p.server_name
-        );
+        assert_eq!(split_parse(&Bytes::copy_from_slice(f.body())).unwrap().0, p.server_name);
         assert!(p.server_name.starts_with("pgr_"));
         assert!(split_parse(&Bytes::from_static(b"s1\0select\0\x00\x02\0\0\0\x17")).is_err());
         assert!(split_parse(&Bytes::from_static(b"s1\0select")).is_err());

@@ -44,11 +44,7 @@ impl Settings {
     /// A startup-style `name=value`: set_config takes the raw string exactly as the
     /// startup packet does (a list such as search_path stays a list).
     fn set_raw(&mut self, name: &str, value: &str) {
-        let stmt = format!(
-            "SELECT pg_catalog.set_config({}, {}, false)",
-            quote(name),
-            quote(value)
-        );
+        let stmt = format!("SELECT pg_catalog.set_config({}, {}, false)", quote(name), quote(value));
         self.put(name.to_ascii_lowercase(), stmt);
     }
 
@@ -148,10 +144,7 @@ mod tests {
             p("user", "app"),
             p("database", "app"),
             p("application_name", "it's"),
-            p(
-                "options",
-                "-c search_path=a,b --statement-timeout=5s -cwork_mem=1MB",
-            ),
+            p("options", "-c search_path=a,b --statement-timeout=5s -cwork_mem=1MB"),
         ]);
         assert_eq!(
             s.sync_sql(),
@@ -163,17 +156,10 @@ mod tests {
         assert_ne!(s.hash(), 0);
         let startup_hash = s.hash();
         let mut changed = s.clone();
-        changed.apply(&SettingChange::Set {
-            name: "search_path".into(),
-            statement: "SET search_path = c".into(),
-        });
+        changed.apply(&SettingChange::Set { name: "search_path".into(), statement: "SET search_path = c".into() });
         assert_ne!(changed.hash(), startup_hash);
-        changed.apply(&SettingChange::Reset {
-            name: "search_path".into(),
-        });
-        assert!(changed
-            .sync_sql()
-            .ends_with("set_config('search_path', 'a,b', false)"));
+        changed.apply(&SettingChange::Reset { name: "search_path".into() });
+        assert!(changed.sync_sql().ends_with("set_config('search_path', 'a,b', false)"));
         changed.apply(&SettingChange::ResetAll);
         assert_eq!(changed.sync_sql(), s.sync_sql());
     }
@@ -182,26 +168,15 @@ mod tests {
     fn set_reset_and_reset_all_change_the_fingerprint() {
         let mut s = Settings::default();
         assert_eq!(s.hash(), 0);
-        s.apply(&SettingChange::Set {
-            name: "search_path".into(),
-            statement: "SET search_path TO x".into(),
-        });
+        s.apply(&SettingChange::Set { name: "search_path".into(), statement: "SET search_path TO x".into() });
         let one = s.hash();
         assert_ne!(one, 0);
-        s.apply(&SettingChange::Set {
-            name: "search_path".into(),
-            statement: "SET search_path TO y".into(),
-        });
+        s.apply(&SettingChange::Set { name: "search_path".into(), statement: "SET search_path TO y".into() });
         assert_ne!(s.hash(), one);
         assert_eq!(s.sync_sql(), "RESET ALL;SET search_path TO y");
-        s.apply(&SettingChange::Reset {
-            name: "search_path".into(),
-        });
+        s.apply(&SettingChange::Reset { name: "search_path".into() });
         assert_eq!(s.hash(), 0);
-        s.apply(&SettingChange::Set {
-            name: "a.b".into(),
-            statement: "SET a.b = 1".into(),
-        });
+        s.apply(&SettingChange::Set { name: "a.b".into(), statement: "SET a.b = 1".into() });
         s.apply(&SettingChange::ResetAll);
         assert_eq!((s.hash(), s.sync_sql().as_str()), (0, "RESET ALL"));
     }

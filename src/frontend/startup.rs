@@ -34,10 +34,7 @@ pub async fn read_startup(stream: &mut TcpStream, max: usize) -> Result<Startup,
         let code = r.i32().map_err(|e| violation(e.to_string()))?;
         match code {
             startup_code::SSL_REQUEST | startup_code::GSSENC_REQUEST => {
-                stream
-                    .write_all(b"N")
-                    .await
-                    .map_err(|_| StartupError::Closed)?;
+                stream.write_all(b"N").await.map_err(|_| StartupError::Closed)?;
             }
             startup_code::CANCEL_REQUEST => {
                 let pid = r.i32().map_err(|e| violation(e.to_string()))?;
@@ -59,11 +56,7 @@ pub async fn read_startup(stream: &mut TcpStream, max: usize) -> Result<Startup,
             other => {
                 return Err(StartupError::Refused(PgError::fatal(
                     sqlstate::FEATURE_NOT_SUPPORTED,
-                    format!(
-                        "unsupported frontend protocol {}.{}: pgroute speaks 3.0",
-                        other >> 16,
-                        other & 0xffff
-                    ),
+                    format!("unsupported frontend protocol {}.{}: pgroute speaks 3.0", other >> 16, other & 0xffff),
                 )))
             }
         }

@@ -45,10 +45,7 @@ impl std::fmt::Display for FrameError {
         match self {
             FrameError::BadLength(n) => write!(f, "invalid message length {n}"),
             FrameError::TooLong { len, max } => {
-                write!(
-                    f,
-                    "message of {len} bytes exceeds the maximum of {max} bytes"
-                )
+                write!(f, "message of {len} bytes exceeds the maximum of {max} bytes")
             }
         }
     }
@@ -88,10 +85,7 @@ pub async fn read_startup_packet<R: AsyncRead + Unpin>(
         return Ok(Err(FrameError::BadLength(len)));
     }
     if len as usize > max {
-        return Ok(Err(FrameError::TooLong {
-            len: len as usize,
-            max,
-        }));
+        return Ok(Err(FrameError::TooLong { len: len as usize, max }));
     }
     let mut body = vec![0u8; len as usize - 4];
     r.read_exact(&mut body).await?;
@@ -109,12 +103,7 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
         match split_frame(buf, max) {
             Ok(Some(f)) => return Ok(Some(f)),
             Ok(None) => {}
-            Err(e) => {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    e.to_string(),
-                ))
-            }
+            Err(e) => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())),
         }
         if r.read_buf(buf).await? == 0 {
             if buf.is_empty() {
@@ -143,14 +132,8 @@ mod tests {
     #[test]
     fn rejects_lengths_below_four_and_above_max() {
         let mut buf = BytesMut::from(&b"Q\0\0\0\x02xx"[..]);
-        assert_eq!(
-            split_frame(&mut buf, 1024).unwrap_err(),
-            FrameError::BadLength(2)
-        );
+        assert_eq!(split_frame(&mut buf, 1024).unwrap_err(), FrameError::BadLength(2));
         let mut buf = BytesMut::from(&b"Q\x7f\xff\xff\xffxx"[..]);
-        assert!(matches!(
-            split_frame(&mut buf, 1024),
-            Err(FrameError::TooLong { .. })
-        ));
+        assert!(matches!(split_frame(&mut buf, 1024), Err(FrameError::TooLong { .. })));
     }
 }

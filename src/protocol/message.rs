@@ -46,20 +46,11 @@ pub struct PgError {
 
 impl PgError {
     pub fn error(code: &str, message: impl Into<String>) -> Self {
-        PgError {
-            severity: "ERROR",
-            code: code.to_string(),
-            message: message.into(),
-            detail: None,
-            hint: None,
-        }
+        PgError { severity: "ERROR", code: code.to_string(), message: message.into(), detail: None, hint: None }
     }
 
     pub fn fatal(code: &str, message: impl Into<String>) -> Self {
-        PgError {
-            severity: "FATAL",
-            ..Self::error(code, message)
-        }
+        PgError { severity: "FATAL", ..Self::error(code, message) }
     }
 
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
@@ -74,11 +65,7 @@ impl PgError {
 
     pub fn to_frame(&self) -> Frame {
         build(b'E', |b| {
-            for (field, value) in [
-                (b'S', self.severity),
-                (b'V', self.severity),
-                (b'C', self.code.as_str()),
-            ] {
+            for (field, value) in [(b'S', self.severity), (b'V', self.severity), (b'C', self.code.as_str())] {
                 b.put_u8(field);
                 put_cstr(b, value.as_bytes());
             }
@@ -202,15 +189,10 @@ mod tests {
 
     #[test]
     fn error_frames_round_trip_through_the_field_parser() {
-        let f = PgError::error(sqlstate::INVALID_PASSWORD, "nope")
-            .with_hint("h")
-            .to_frame();
+        let f = PgError::error(sqlstate::INVALID_PASSWORD, "nope").with_hint("h").to_frame();
         assert_eq!(f.tag(), b'E');
         let len = i32::from_be_bytes([f.raw()[1], f.raw()[2], f.raw()[3], f.raw()[4]]);
         assert_eq!(len as usize, f.raw().len() - 1);
-        assert_eq!(
-            error_fields(f.body()),
-            ("28P01".to_string(), "nope".to_string())
-        );
+        assert_eq!(error_fields(f.body()), ("28P01".to_string(), "nope".to_string()));
     }
 }

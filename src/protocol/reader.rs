@@ -54,11 +54,7 @@ impl<'a> BodyReader<'a> {
 
     /// A NUL-terminated string, without the terminator.
     pub fn cstr_bytes(&mut self) -> Result<&'a [u8], ReadError> {
-        let end = self
-            .buf
-            .iter()
-            .position(|&b| b == 0)
-            .ok_or(ReadError("missing string terminator"))?;
+        let end = self.buf.iter().position(|&b| b == 0).ok_or(ReadError("missing string terminator"))?;
         let s = &self.buf[..end];
         self.buf = &self.buf[end + 1..];
         Ok(s)

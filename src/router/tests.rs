@@ -10,6 +10,9 @@ fn node(name: &str, role: Role, weight: u32, down: bool, now: Instant) -> NodeSt
         role,
         weight,
         down_until: down.then(|| now + Duration::from_secs(1)),
+        healthy: true,
+        why: "ok",
+        fresh_until: Some(now + Duration::from_secs(3600)),
     }
 }
 
@@ -21,14 +24,11 @@ fn topo(now: Instant, replicas: &[(u32, bool)], with_primary: bool) -> Snapshot 
     for (i, &(w, down)) in replicas.iter().enumerate() {
         nodes.push(node(&format!("r{i}"), Role::Replica, w, down, now));
     }
-    Snapshot { nodes }
+    Snapshot { nodes, no_replica_error: false }
 }
 
 fn default_read() -> ReadRoute {
-    ReadRoute {
-        target: Target::Replica,
-        reason: Arc::from("default_read"),
-    }
+    ReadRoute { target: Target::Replica, reason: Arc::from("default_read") }
 }
 
 fn pinned_class() -> Class {
@@ -43,23 +43,10 @@ fn decision_table() {
     let read = Class::read("read");
     let write = Class::write("write:update");
     let free = SessionView::default();
-    let pinned = SessionView {
-        pinned: true,
-        ..free
-    };
-    let partial = SessionView {
-        partial_unit: true,
-        ..free
-    };
-    let partial_in_tx = SessionView {
-        partial_unit: true,
-        in_transaction_on: Some(2),
-        pinned: false,
-    };
-    let in_tx_on_1 = SessionView {
-        in_transaction_on: Some(1),
-        ..free
-    };
+    let pinned = SessionView { pinned: true, ..free };
+    let partial = SessionView { partial_unit: true, ..free };
+    let partial_in_tx = SessionView { partial_unit: true, in_transaction_on: Some(2), pinned: false };
+    let in_tx_on_1 = SessionView { in_transaction_on: Some(1), ..free };
     let healthy = topo(now, &[(1, false), (1, false)], true);
     let one_down = topo(now, &[(1, true), (1, false)], true);
     let all_down = topo(now, &[(1, true), (1, true)], true);
@@ -69,200 +56,36 @@ fn decision_table() {
     let nothing_usable = topo(now, &[(1, true)], false);
     let pins = pinned_class();
     // (name, class, session, topology, ticket, expected node or None for error, reason)
-    type Case<'a> = (
-        &'a str,
-        &'a Class,
-        SessionView,
-        &'a Snapshot,
-        u64,
-        Option<usize>,
-        &'a str,
-    );
+    type Case<'a> = (&'a str, &'a Class, SessionView, &'a Snapshot, u64, Option<usize>, &'a str);
     let cases: Vec<Case> = vec![
-        (
-            "partial unit goes to primary",
-            &read,
-            partial,
-            &healthy,
-            0,
-            Some(0),
-            "partial_unit",
-        ),
-        (
-            "partial unit in a transaction stays",
-            &read,
-            partial_in_tx,
-            &healthy,
-            0,
-            Some(2),
-            "in_transaction",
-        ),
-        (
-            "partial write goes to primary",
-            &write,
-            partial,
-            &healthy,
-            0,
-            Some(0),
-            "partial_unit",
-        ),
-        (
-            "read goes to first replica",
-            &read,
-            free,
-            &healthy,
-            0,
-            Some(1),
-            "default_read",
-        ),
-        (
-            "read round robins",
-            &read,
-            free,
-            &healthy,
-            1,
-            Some(2),
-            "default_read",
-        ),
-        (
-            "read wraps around",
-            &read,
-            free,
-            &healthy,
-            2,
-            Some(1),
-            "default_read",
-        ),
-        (
-            "write goes to primary",
-            &write,
-            free,
-            &healthy,
-            0,
-            Some(0),
-            "write:update",
-        ),
-        (
-            "write ignores ticket",
-            &write,
-            free,
-            &healthy,
-            7,
-            Some(0),
-            "write:update",
-        ),
-        (
-            "pinning statement goes to primary",
-            &pins,
-            free,
-            &healthy,
-            1,
-            Some(0),
-            "pin:listen",
-        ),
-        (
-            "pinned session reads on primary",
-            &read,
-            pinned,
-            &healthy,
-            1,
-            Some(0),
-            "pinned",
-        ),
-        (
-            "transaction stays on its node",
-            &write,
-            in_tx_on_1,
-            &healthy,
-            0,
-            Some(1),
-            "in_transaction",
-        ),
+        ("partial unit goes to primary", &read, partial, &healthy, 0, Some(0), "partial_unit"),
+        ("partial unit in a transaction stays", &read, partial_in_tx, &healthy, 0, Some(2), "in_transaction"),
+        ("partial write goes to primary", &write, partial, &healthy, 0, Some(0), "partial_unit"),
+        ("read goes to first replica", &read, free, &healthy, 0, Some(1), "default_read"),
+        ("read round robins", &read, free, &healthy, 1, Some(2), "default_read"),
+        ("read wraps around", &read, free, &healthy, 2, Some(1), "default_read"),
+        ("write goes to primary", &write, free, &healthy, 0, Some(0), "write:update"),
+        ("write ignores ticket", &write, free, &healthy, 7, Some(0), "write:update"),
+        ("pinning statement goes to primary", &pins, free, &healthy, 1, Some(0), "pin:listen"),
+        ("pinned session reads on primary", &read, pinned, &healthy, 1, Some(0), "pinned"),
+        ("transaction stays on its node", &write, in_tx_on_1, &healthy, 0, Some(1), "in_transaction"),
         (
             "transaction beats pin",
             &read,
-            SessionView {
-                pinned: true,
-                in_transaction_on: Some(2),
-                partial_unit: false,
-            },
+            SessionView { pinned: true, in_transaction_on: Some(2), partial_unit: false },
             &healthy,
             0,
             Some(2),
             "in_transaction",
         ),
-        (
-            "down replica skipped",
-            &read,
-            free,
-            &one_down,
-            0,
-            Some(2),
-            "default_read",
-        ),
-        (
-            "down replica skipped any ticket",
-            &read,
-            free,
-            &one_down,
-            1,
-            Some(2),
-            "default_read",
-        ),
-        (
-            "all replicas down: primary",
-            &read,
-            free,
-            &all_down,
-            0,
-            Some(0),
-            "no_replica",
-        ),
-        (
-            "zero weight never chosen",
-            &read,
-            free,
-            &zero_weight,
-            3,
-            Some(0),
-            "no_replica",
-        ),
-        (
-            "no replicas configured",
-            &read,
-            free,
-            &no_replicas,
-            0,
-            Some(0),
-            "no_replica",
-        ),
-        (
-            "write with no primary errors",
-            &write,
-            free,
-            &primaryless,
-            0,
-            None,
-            "",
-        ),
-        (
-            "read with no primary still uses replica",
-            &read,
-            free,
-            &primaryless,
-            0,
-            Some(0),
-            "default_read",
-        ),
-        (
-            "read, no replica, no primary errors",
-            &read,
-            free,
-            &nothing_usable,
-            0,
-            None,
-            "",
-        ),
+        ("down replica skipped", &read, free, &one_down, 0, Some(2), "default_read"),
+        ("down replica skipped any ticket", &read, free, &one_down, 1, Some(2), "default_read"),
+        ("all replicas down: primary", &read, free, &all_down, 0, Some(0), "no_replica"),
+        ("zero weight never chosen", &read, free, &zero_weight, 3, Some(0), "no_replica"),
+        ("no replicas configured", &read, free, &no_replicas, 0, Some(0), "no_replica"),
+        ("write with no primary errors", &write, free, &primaryless, 0, None, ""),
+        ("read with no primary still uses replica", &read, free, &primaryless, 0, Some(0), "default_read"),
+        ("read, no replica, no primary errors", &read, free, &nothing_usable, 0, None, ""),
     ];
     for (name, class, session, t, ticket, want, reason) in cases {
         let got = decide(class, &default_read(), session, t, now, ticket);
@@ -286,16 +109,7 @@ fn weights_shape_the_share_of_reads() {
     let read = Class::read("read");
     let mut counts = [0usize; 3];
     for ticket in 0..400 {
-        counts[decide(
-            &read,
-            &default_read(),
-            SessionView::default(),
-            &t,
-            now,
-            ticket,
-        )
-        .unwrap()
-        .node] += 1;
+        counts[decide(&read, &default_read(), SessionView::default(), &t, now, ticket).unwrap().node] += 1;
     }
     assert_eq!(counts, [0, 300, 100]);
 }
@@ -305,33 +119,17 @@ fn backoff_expires_with_time() {
     let now = Instant::now();
     let t = topo(now, &[(1, true)], true);
     let read = Class::read("read");
-    assert_eq!(
-        decide(&read, &default_read(), SessionView::default(), &t, now, 0)
-            .unwrap()
-            .node,
-        0
-    );
+    assert_eq!(decide(&read, &default_read(), SessionView::default(), &t, now, 0).unwrap().node, 0);
     let later = now + Duration::from_secs(2);
-    assert_eq!(
-        decide(&read, &default_read(), SessionView::default(), &t, later, 0)
-            .unwrap()
-            .node,
-        1
-    );
+    assert_eq!(decide(&read, &default_read(), SessionView::default(), &t, later, 0).unwrap().node, 1);
 }
 
 #[test]
 fn read_rules_choose_only_among_places_a_read_may_go() {
     let now = Instant::now();
     let t = topo(now, &[(1, false)], true);
-    let to_primary = ReadRoute {
-        target: Target::Primary,
-        reason: Arc::from("primary_tables:balances"),
-    };
-    let to_replica = ReadRoute {
-        target: Target::Replica,
-        reason: Arc::from("hint"),
-    };
+    let to_primary = ReadRoute { target: Target::Primary, reason: Arc::from("primary_tables:balances") };
+    let to_replica = ReadRoute { target: Target::Replica, reason: Arc::from("hint") };
     let read = Class::read("read");
     let write = Class::write("write:update");
     let free = SessionView::default();
@@ -340,9 +138,39 @@ fn read_rules_choose_only_among_places_a_read_may_go() {
     let d = decide(&read, &to_replica, free, &t, now, 0).unwrap();
     assert_eq!((d.node, d.label(&read)), (1, "hint"));
     let d = decide(&write, &to_replica, free, &t, now, 0).unwrap();
-    assert_eq!(
-        (d.node, d.label(&write)),
-        (0, "write:update"),
-        "a replica route never moves a write"
-    );
+    assert_eq!((d.node, d.label(&write)), (0, "write:update"), "a replica route never moves a write");
+}
+
+#[test]
+fn health_verdicts_and_stale_samples_decide_usability() {
+    let now = Instant::now();
+    let read = Class::read("read");
+    let write = Class::write("write:insert");
+    let free = SessionView::default();
+    let mut t = topo(now, &[(1, false), (1, false)], true);
+    t.nodes[1].healthy = false;
+    t.nodes[1].why = "lag";
+    for ticket in 0..4 {
+        assert_eq!(decide(&read, &default_read(), free, &t, now, ticket).unwrap().node, 2, "lagging replica skipped");
+    }
+    // A verdict whose sample went stale is not trusted, even if the monitor is stuck.
+    for n in t.nodes.iter_mut() {
+        n.fresh_until = Some(now + Duration::from_millis(300));
+    }
+    let later = now + Duration::from_secs(1);
+    let d = decide(&read, &default_read(), free, &t, later, 0).unwrap_err();
+    assert_eq!(d.code, "08006", "stale primary: no primary for the read fallback either");
+    // A primary reporting in recovery takes no writes; the error names the node states.
+    let mut demoted = topo(now, &[(1, false)], true);
+    demoted.nodes[0].healthy = false;
+    demoted.nodes[0].why = "in_recovery";
+    let e = decide(&write, &default_read(), free, &demoted, now, 0).unwrap_err();
+    assert_eq!(e.code, "08006");
+    assert!(e.hint.as_deref().unwrap_or("").contains("p: in_recovery"), "{:?}", e.hint);
+    // when_no_replica = "error": reads fail clearly instead of using the primary.
+    let mut strict = topo(now, &[(1, true)], true);
+    strict.no_replica_error = true;
+    let e = decide(&read, &default_read(), free, &strict, now, 0).unwrap_err();
+    assert!(e.message.contains("no replica is usable"), "{}", e.message);
+    assert_eq!(decide(&write, &default_read(), free, &strict, now, 0).unwrap().node, 0);
 }

@@ -92,23 +92,13 @@ impl World {
     fn route(&self, sql: &str, app: &str, user: &str) -> (&'static str, String) {
         let mut class = self.classifier.classify(sql);
         if !class.is_write() {
-            let volatile = self
-                .rules
-                .unknown_functions(&class)
-                .find(|f| !NOT_VOLATILE.contains(&f.name.as_str()))
-                .cloned();
+            let volatile =
+                self.rules.unknown_functions(&class).find(|f| !NOT_VOLATILE.contains(&f.name.as_str())).cloned();
             if let Some(f) = volatile {
-                class = Arc::new(Class::write(format!(
-                    "write:function {} (volatile)",
-                    f.display()
-                )));
+                class = Arc::new(Class::write(format!("write:function {} (volatile)", f.display())));
             }
         }
-        let ctx = Context {
-            application_name: app,
-            user,
-            database: "app",
-        };
+        let ctx = Context { application_name: app, user, database: "app" };
         let read = self.rules.route_read(&class, sql, route_hint(sql), &ctx);
         let now = Instant::now();
         let node = |name: &str, role| NodeState {
@@ -116,15 +106,14 @@ impl World {
             role,
             weight: 1,
             down_until: None,
+            healthy: true,
+            why: "ok",
+            fresh_until: None,
         };
-        let topo = Snapshot {
-            nodes: vec![node("p", Role::Primary), node("r", Role::Replica)],
-        };
+        let topo =
+            Snapshot { nodes: vec![node("p", Role::Primary), node("r", Role::Replica)], no_replica_error: false };
         let d = decide(&class, &read, SessionView::default(), &topo, now, 0).expect("decision");
-        (
-            if d.node == 0 { "primary" } else { "replica" },
-            d.label(&class).to_string(),
-        )
+        (if d.node == 0 { "primary" } else { "replica" }, d.label(&class).to_string())
     }
 }
 
@@ -351,20 +340,9 @@ fn every_statement_goes_where_it_must_with_its_reason() {
     for &(sql, app, user, node, reason) in CASES {
         let got = w.route(sql, app, user);
         if got != (node, reason.to_string()) {
-            failures.push(format!(
-                "{sql:?} ({app}/{user}): got {got:?}, want ({node}, {reason:?})"
-            ));
+            failures.push(format!("{sql:?} ({app}/{user}): got {got:?}, want ({node}, {reason:?})"));
         }
     }
-    assert!(
-        CASES.len() >= 150,
-        "the table keeps at least 150 statements"
-    );
-    assert!(
-        failures.is_empty(),
-        "{} of {} cases wrong:\n{}",
-        failures.len(),
-        CASES.len(),
-        failures.join("\n")
-    );
+    assert!(CASES.len() >= 150, "the table keeps at least 150 statements");
+    assert!(failures.is_empty(), "{} of {} cases wrong:\n{}", failures.len(), CASES.len(), failures.join("\n"));
 }

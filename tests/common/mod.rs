@@ -25,20 +25,10 @@ pub fn cluster() -> &'static Cluster {
     static CLUSTER: OnceLock<Cluster> = OnceLock::new();
     CLUSTER.get_or_init(|| {
         let out = Command::new(repo().join("scripts/cluster.sh"))
-            .args([
-                "start",
-                "--replicas",
-                "2",
-                "--owner-pid",
-                &std::process::id().to_string(),
-            ])
+            .args(["start", "--replicas", "2", "--owner-pid", &std::process::id().to_string()])
             .output()
             .expect("run scripts/cluster.sh");
-        assert!(
-            out.status.success(),
-            "cluster.sh start failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "cluster.sh start failed:\n{}", String::from_utf8_lossy(&out.stderr));
         let text = String::from_utf8_lossy(&out.stdout);
         let get = |k: &str| {
             text.lines()
@@ -62,11 +52,8 @@ impl Cluster {
     /// A proxy configuration for this cluster; `extra` is appended (TOML).
     pub fn config(&self, extra: &str) -> String {
         let listen = "[listen]\naddress = \"127.0.0.1:0\"\n";
-        let mut c = if extra.contains("[listen]\n") {
-            extra.replace("[listen]\n", listen)
-        } else {
-            format!("{listen}{extra}")
-        };
+        let mut c =
+            if extra.contains("[listen]\n") { extra.replace("[listen]\n", listen) } else { format!("{listen}{extra}") };
         c.push_str(&format!(
             "\n[[nodes]]\nname = \"pg0\"\nhost = \"127.0.0.1\"\nport = {}\nrole = \"primary\"\n",
             self.primary_port
@@ -87,35 +74,19 @@ impl Cluster {
 
     /// A direct connection to a node (0 = primary) as the superuser.
     pub async fn direct(&self, node: usize) -> Client {
-        let port = if node == 0 {
-            self.primary_port
-        } else {
-            self.replica_ports[node - 1]
-        };
-        connect(&format!(
-            "host=127.0.0.1 port={port} user=postgres dbname=app"
-        ))
-        .await
+        let port = if node == 0 { self.primary_port } else { self.replica_ports[node - 1] };
+        connect(&format!("host=127.0.0.1 port={port} user=postgres dbname=app")).await
     }
 
     /// Waits until every replica has replayed everything the primary has written.
     pub async fn wait_replicas_caught_up(&self) {
         let primary = self.direct(0).await;
-        let lsn: String = primary
-            .query_one("SELECT pg_current_wal_lsn()::text", &[])
-            .await
-            .unwrap()
-            .get(0);
+        let lsn: String = primary.query_one("SELECT pg_current_wal_lsn()::text", &[]).await.unwrap().get(0);
         for r in 1..=self.replica_ports.len() {
             let replica = self.direct(r).await;
             for _ in 0..500 {
-                let row = replica
-                    .query_one(
-                        "SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn",
-                        &[&lsn],
-                    )
-                    .await
-                    .unwrap();
+                let row =
+                    replica.query_one("SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn", &[&lsn]).await.unwrap();
                 if row.get::<_, bool>(0) {
                     break;
                 }
@@ -126,9 +97,7 @@ impl Cluster {
 }
 
 pub async fn connect(conninfo: &str) -> Client {
-    try_connect(conninfo)
-        .await
-        .unwrap_or_else(|e| panic!("connect {conninfo}: {e}"))
+    try_connect(conninfo).await.unwrap_or_else(|e| panic!("connect {conninfo}: {e}"))
 }
 
 pub async fn try_connect(conninfo: &str) -> Result<Client, tokio_postgres::Error> {
@@ -147,10 +116,7 @@ pub struct TestProxy {
 
 impl TestProxy {
     pub fn conninfo(&self, user: &str) -> String {
-        format!(
-            "host=127.0.0.1 port={} user={user} password={user} dbname=app",
-            self.port
-        )
+        format!("host=127.0.0.1 port={} user={user} password={user} dbname=app", self.port)
     }
 
     pub async fn client(&self) -> Client {
@@ -166,10 +132,7 @@ pub async fn proxy_with(extra: &str) -> TestProxy {
     let text = cluster().config(extra);
     let config = pgroute::config::Config::parse(&text, "test.toml").expect("test config");
     let proxy = pgroute::start(config).await.expect("start proxy");
-    TestProxy {
-        port: proxy.addr.port(),
-        proxy,
-    }
+    TestProxy { port: proxy.addr.port(), proxy }
 }
 
 pub async fn proxy() -> TestProxy {
@@ -180,24 +143,15 @@ pub async fn proxy() -> TestProxy {
 pub fn table(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "{prefix}_{}_{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
+    format!("{prefix}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
 }
 
 /// First column of the first row of a simple-protocol query, as text.
 pub async fn simple_value(client: &Client, sql: &str) -> String {
-    let msgs = client
-        .simple_query(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let msgs = client.simple_query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
     msgs.iter()
         .find_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => {
-                Some(r.get(0).unwrap_or("NULL").to_string())
-            }
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(r.get(0).unwrap_or("NULL").to_string()),
             _ => None,
         })
         .unwrap_or_else(|| panic!("{sql}: no row"))
@@ -205,8 +159,5 @@ pub async fn simple_value(client: &Client, sql: &str) -> String {
 
 /// The port of the server that answered, through the simple protocol.
 pub async fn server_port(client: &Client) -> u16 {
-    simple_value(client, "SELECT inet_server_port()")
-        .await
-        .parse()
-        .expect("port")
+    simple_value(client, "SELECT inet_server_port()").await.parse().expect("port")
 }

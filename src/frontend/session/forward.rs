@@ -8,10 +8,7 @@ use crate::frontend::prepared::{self, Prepared};
 use crate::protocol::{sqlstate, tag, BodyReader, Frame, PgError};
 
 fn malformed(e: impl std::fmt::Display) -> End {
-    End::Fatal(PgError::fatal(
-        sqlstate::PROTOCOL_VIOLATION,
-        format!("pgroute: {e}"),
-    ))
+    End::Fatal(PgError::fatal(sqlstate::PROTOCOL_VIOLATION, format!("pgroute: {e}")))
 }
 
 impl Session {
@@ -38,16 +35,11 @@ impl Session {
                     None => self.shared.classifier.classify(sql),
                 };
                 let stmt = Arc::new(Prepared::new(!name.is_empty(), tail, class));
-                let conn = self.held[node]
-                    .as_mut()
-                    .ok_or_else(|| End::Fatal(super::internal()))?;
+                let conn = self.held[node].as_mut().ok_or_else(|| End::Fatal(super::internal()))?;
                 if name.is_empty() {
                     conn.unnamed = Some(stmt.hash);
                     self.swbuf.extend_from_slice(f.raw());
-                    self.expect.push_back(Expect::Parse {
-                        forward: true,
-                        hash: None,
-                    });
+                    self.expect.push_back(Expect::Parse { forward: true, hash: None });
                     self.unnamed = Some(stmt);
                 } else {
                     if conn.prepared.contains(&stmt.hash) {
@@ -58,10 +50,7 @@ impl Session {
                     }
                     conn.prepared.insert(stmt.hash);
                     self.swbuf.extend_from_slice(stmt.parse_frame().raw());
-                    self.expect.push_back(Expect::Parse {
-                        forward: true,
-                        hash: Some(stmt.hash),
-                    });
+                    self.expect.push_back(Expect::Parse { forward: true, hash: Some(stmt.hash) });
                     self.statements.insert(name, stmt);
                 }
             }
@@ -69,15 +58,13 @@ impl Session {
                 let (portal, name, rest) = prepared::split_bind(f.body()).map_err(malformed)?;
                 match self.resolve(name) {
                     Some(stmt) => {
-                        self.unit_changes
-                            .extend(stmt.class.settings.iter().cloned());
+                        self.unit_changes.extend(stmt.class.settings.iter().cloned());
                         self.note_pin(&stmt.class);
                         self.ensure_prepared(node, &stmt)?;
                         if name.is_empty() {
                             self.swbuf.extend_from_slice(f.raw());
                         } else {
-                            let b =
-                                prepared::rewrite_bind(f.body(), portal, rest, &stmt.server_name);
+                            let b = prepared::rewrite_bind(f.body(), portal, rest, &stmt.server_name);
                             self.swbuf.extend_from_slice(b.raw());
                         }
                     }
@@ -97,14 +84,10 @@ impl Session {
             }
             tag::CLOSE => {
                 let (kind, name) = prepared::split_target(f.body()).map_err(malformed)?;
-                let named = (kind == b'S' && !name.is_empty())
-                    .then(|| self.statements.remove(name))
-                    .flatten();
+                let named = (kind == b'S' && !name.is_empty()).then(|| self.statements.remove(name)).flatten();
                 match named {
                     Some(stmt) => {
-                        let conn = self.held[node]
-                            .as_mut()
-                            .ok_or_else(|| End::Fatal(super::internal()))?;
+                        let conn = self.held[node].as_mut().ok_or_else(|| End::Fatal(super::internal()))?;
                         conn.prepared.remove(&stmt.hash);
                         let c = prepared::target_frame(tag::CLOSE, b'S', &stmt.server_name);
                         self.swbuf.extend_from_slice(c.raw());
@@ -165,9 +148,7 @@ impl Session {
     /// Injects a Parse when the active server lacks the statement; its ParseComplete is
     /// swallowed.
     fn ensure_prepared(&mut self, node: usize, stmt: &Prepared) -> Result<(), End> {
-        let conn = self.held[node]
-            .as_mut()
-            .ok_or_else(|| End::Fatal(super::internal()))?;
+        let conn = self.held[node].as_mut().ok_or_else(|| End::Fatal(super::internal()))?;
         let present = if stmt.server_name.is_empty() {
             conn.unnamed == Some(stmt.hash)
         } else {
@@ -178,16 +159,10 @@ impl Session {
         }
         if stmt.server_name.is_empty() {
             conn.unnamed = Some(stmt.hash);
-            self.expect.push_back(Expect::Parse {
-                forward: false,
-                hash: None,
-            });
+            self.expect.push_back(Expect::Parse { forward: false, hash: None });
         } else {
             conn.prepared.insert(stmt.hash);
-            self.expect.push_back(Expect::Parse {
-                forward: false,
-                hash: Some(stmt.hash),
-            });
+            self.expect.push_back(Expect::Parse { forward: false, hash: Some(stmt.hash) });
         }
         self.swbuf.extend_from_slice(stmt.parse_frame().raw());
         Ok(())

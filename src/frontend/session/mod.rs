@@ -109,13 +109,7 @@ enum End {
     Fatal(PgError),
 }
 
-pub async fn run(
-    stream: TcpStream,
-    shared: Arc<Shared>,
-    user: String,
-    database: String,
-    params: &[(String, String)],
-) {
+pub async fn run(stream: TcpStream, shared: Arc<Shared>, user: String, database: String, params: &[(String, String)]) {
     let (pid, secret, cancel) = shared.cancels.register();
     let (client_rd, client_wr) = stream.into_split();
     let nodes = shared.topology.snapshot().nodes.len();
@@ -174,7 +168,11 @@ impl Session {
         let reported = match self.shared.pools.login_params(&self.user, &self.database) {
             Some(p) => p,
             None => {
-                let node = self.shared.topology.snapshot().primary().unwrap_or(0);
+                let snapshot = self.shared.topology.snapshot();
+                let node = snapshot.primary(std::time::Instant::now()).ok_or_else(|| {
+                    PgError::fatal(sqlstate::CONNECTION_FAILURE, "pgroute: no primary available")
+                        .with_hint(format!("Node states: {}.", snapshot.describe()))
+                })?;
                 self.attach(node).await?;
                 let conn = self.held[node].as_ref().ok_or_else(internal)?;
                 let p = conn.params.clone();
@@ -183,20 +181,13 @@ impl Session {
             }
         };
         for (name, value) in &reported {
-            let own = startup
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v);
+            let own = startup.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v);
             let f = protocol::parameter_status(name, own.unwrap_or(value));
             self.cwbuf.extend_from_slice(f.raw());
         }
-        self.cwbuf
-            .extend_from_slice(protocol::backend_key_data(self.pid, secret).raw());
-        self.cwbuf
-            .extend_from_slice(protocol::ready_for_query(b'I').raw());
-        self.flush_client()
-            .await
-            .map_err(|_| PgError::fatal(sqlstate::CONNECTION_FAILURE, "client went away"))
+        self.cwbuf.extend_from_slice(protocol::backend_key_data(self.pid, secret).raw());
+        self.cwbuf.extend_from_slice(protocol::ready_for_query(b'I').raw());
+        self.flush_client().await.map_err(|_| PgError::fatal(sqlstate::CONNECTION_FAILURE, "client went away"))
     }
 
     async fn main_loop(&mut self) -> End {
@@ -302,17 +293,17 @@ impl Session {
         self.active = None;
         let name = &self.shared.topology.addr(node).name;
         tracing::warn!(node = %name, "server connection lost during a query");
-        PgError::fatal(sqlstate::CONNECTION_FAILURE, format!("pgroute: connection to node {name} lost during the query"))
-            .with_hint("The transaction, if any, was not committed by pgroute's knowledge; reconnect and retry.")
+        PgError::fatal(
+            sqlstate::CONNECTION_FAILURE,
+            format!("pgroute: connection to node {name} lost during the query"),
+        )
+        .with_hint("The transaction, if any, was not committed by pgroute's knowledge; reconnect and retry.")
     }
 
     /// Returns held connections: clean ones to their pools, the rest closed.
     fn close(&mut self) {
         self.shared.cancels.unregister(self.pid);
-        let clean = self.in_flight == 0
-            && self.tx_status == b'I'
-            && self.pinned.is_none()
-            && !self.unit_open;
+        let clean = self.in_flight == 0 && self.tx_status == b'I' && self.pinned.is_none() && !self.unit_open;
         for slot in self.held.iter_mut() {
             if let Some(c) = slot.take() {
                 c.release(clean);
@@ -332,8 +323,5 @@ async fn read_server(conn: Option<&mut Checked>) -> std::io::Result<usize> {
 }
 
 fn internal() -> PgError {
-    PgError::fatal(
-        sqlstate::INTERNAL_ERROR,
-        "pgroute: internal error: no server connection for the active node",
-    )
+    PgError::fatal(sqlstate::INTERNAL_ERROR, "pgroute: internal error: no server connection for the active node")
 }

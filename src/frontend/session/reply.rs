@@ -76,8 +76,7 @@ impl Session {
                     // Syncs already sent after the COPY's Execute are ignored by the server
                     // in COPY IN: expect no ReadyForQuery for them.
                     let before = self.expect.len();
-                    self.expect
-                        .retain(|e| !matches!(e, Expect::Ready { sync: true, .. }));
+                    self.expect.retain(|e| !matches!(e, Expect::Ready { sync: true, .. }));
                     self.in_flight -= before - self.expect.len();
                     self.copy_in = true;
                 }
@@ -108,12 +107,7 @@ impl Session {
     /// Applies the settings a finished unit changed, following transaction outcome: a SET
     /// inside a transaction block counts only if the block commits; nothing from a unit
     /// that failed counts.
-    fn settle_settings(
-        &mut self,
-        node: usize,
-        status: u8,
-        changes: Vec<crate::classify::SettingChange>,
-    ) {
+    fn settle_settings(&mut self, node: usize, status: u8, changes: Vec<crate::classify::SettingChange>) {
         let before = self.settings.hash();
         match status {
             b'T' if !self.unit_error => self.tx_changes.extend(changes),

@@ -38,8 +38,7 @@ impl Session {
                 self.inq.pop_front();
                 if t == tag::SYNC {
                     self.skip_to_sync = false;
-                    self.cwbuf
-                        .extend_from_slice(protocol::ready_for_query(self.tx_status).raw());
+                    self.cwbuf.extend_from_slice(protocol::ready_for_query(self.tx_status).raw());
                 }
                 continue;
             }
@@ -57,8 +56,7 @@ impl Session {
                     // A lone Sync with nothing running: answer it ourselves.
                     tag::SYNC if self.active.is_none() => {
                         self.inq.pop_front();
-                        self.cwbuf
-                            .extend_from_slice(protocol::ready_for_query(self.tx_status).raw());
+                        self.cwbuf.extend_from_slice(protocol::ready_for_query(self.tx_status).raw());
                         continue;
                     }
                     _ => {}
@@ -112,12 +110,7 @@ impl Session {
     /// statement is classified once.
     fn scan_unit(&mut self) -> Scan {
         self.unit_classes.clear();
-        let mut scan = Scan {
-            class: None,
-            text: Bytes::new(),
-            executes: false,
-            complete: false,
-        };
+        let mut scan = Scan { class: None, text: Bytes::new(), executes: false, complete: false };
         let mut parsed_here: Vec<(String, Arc<Class>, Bytes)> = Vec::new();
         let classifier = &self.shared.classifier;
         for f in &self.inq {
@@ -143,23 +136,14 @@ impl Session {
                     Some((c, text))
                 }
                 tag::BIND => split_bind(f.body()).ok().and_then(|(_, stmt, _)| {
-                    let local = parsed_here
-                        .iter()
-                        .rev()
-                        .find(|(n, _, _)| n == stmt)
-                        .map(|(_, c, t)| (c.clone(), t.clone()));
+                    let local =
+                        parsed_here.iter().rev().find(|(n, _, _)| n == stmt).map(|(_, c, t)| (c.clone(), t.clone()));
                     local.or_else(|| {
-                        let p = if stmt.is_empty() {
-                            self.unnamed.as_ref()
-                        } else {
-                            self.statements.get(stmt)
-                        };
+                        let p = if stmt.is_empty() { self.unnamed.as_ref() } else { self.statements.get(stmt) };
                         p.map(|p| (p.class.clone(), p.sql()))
                     })
                 }),
-                tag::FUNCTION_CALL => {
-                    Some((Arc::new(Class::write("write:function call")), Bytes::new()))
-                }
+                tag::FUNCTION_CALL => Some((Arc::new(Class::write("write:function call")), Bytes::new())),
                 _ => None,
             };
             if let Some((c, text)) = found {
@@ -195,35 +179,21 @@ impl Session {
                 Arc::new(Class::read("protocol"))
             }
         };
-        let class = if class.is_write() {
-            class
-        } else {
-            self.check_volatility(class).await
-        };
+        let class = if class.is_write() { class } else { self.check_volatility(class).await };
         let view = SessionView {
             in_transaction_on: self.active.filter(|_| self.tx_status != b'I'),
             pinned: self.pinned.is_some(),
             partial_unit: !scan.complete,
         };
         let text = std::str::from_utf8(&scan.text).unwrap_or("");
-        let ctx = Context {
-            application_name: &self.application_name,
-            user: &self.user,
-            database: &self.database,
-        };
-        let read = self
-            .shared
-            .rules()
-            .route_read(&class, text, route_hint(text), &ctx);
+        let ctx = Context { application_name: &self.application_name, user: &self.user, database: &self.database };
+        let read = self.shared.rules().route_read(&class, text, route_hint(text), &ctx);
         let snapshot = self.shared.topology.snapshot();
         // Only reads that run something advance the round robin, so that a driver's
         // rhythm (prepare, execute, close; or read, write, read, write) cannot pin all of
         // its reads to one replica.
-        let replica_read = executes
-            && !class.is_write()
-            && class.pins.is_none()
-            && view.in_transaction_on.is_none()
-            && !view.pinned;
+        let replica_read =
+            executes && !class.is_write() && class.pins.is_none() && view.in_transaction_on.is_none() && !view.pinned;
         let ticket = if replica_read {
             self.shared.tickets.fetch_add(1, Ordering::Relaxed)
         } else {
@@ -262,17 +232,8 @@ impl Session {
     }
 
     async fn lookup_volatility(&self, f: &QName) -> Result<bool, PgError> {
-        let primary = self
-            .shared
-            .topology
-            .snapshot()
-            .primary()
-            .ok_or_else(super::internal)?;
-        let mut conn = self
-            .shared
-            .pools
-            .checkout(primary, &self.user, &self.database)
-            .await?;
+        let primary = self.shared.topology.snapshot().primary(Instant::now()).ok_or_else(super::internal)?;
+        let mut conn = self.shared.pools.checkout(primary, &self.user, &self.database).await?;
         let answer = conn.query_text(&FunctionCatalog::lookup_sql(f)).await;
         conn.release(answer.is_ok());
         Ok(answer?.as_deref() != Some("false"))
@@ -287,8 +248,7 @@ impl Session {
         match self.inq.front().map(|f| f.tag()) {
             Some(tag::QUERY) | Some(tag::FUNCTION_CALL) => {
                 self.inq.pop_front();
-                self.cwbuf
-                    .extend_from_slice(protocol::ready_for_query(self.tx_status).raw());
+                self.cwbuf.extend_from_slice(protocol::ready_for_query(self.tx_status).raw());
             }
             _ => self.skip_to_sync = true,
         }
@@ -298,11 +258,7 @@ impl Session {
     /// with the client's settings applied.
     pub(super) async fn attach(&mut self, node: usize) -> Result<(), PgError> {
         if self.held[node].is_none() {
-            let c = self
-                .shared
-                .pools
-                .checkout(node, &self.user, &self.database)
-                .await?;
+            let c = self.shared.pools.checkout(node, &self.user, &self.database).await?;
             self.held[node] = Some(c);
         }
         let wanted = self.settings.hash();
@@ -327,12 +283,7 @@ impl Session {
         let Some(node) = self.active.take() else {
             return;
         };
-        tracing::trace!(
-            node,
-            in_flight = self.in_flight,
-            copy_in = self.copy_in,
-            "detach"
-        );
+        tracing::trace!(node, in_flight = self.in_flight, copy_in = self.copy_in, "detach");
         self.cancel.set(None);
         if self.shared.config.pool.mode == PoolMode::Transaction && self.pinned.is_none() {
             if let Some(c) = self.held[node].take() {

@@ -1,0 +1,181 @@
+//! The monitor: one connection per node, probed each interval (replicas first, then the
+//! primary, so the primary's LSN is never older than a replica's replay LSN and lag is
+//! never under-estimated). A failed probe drops the node's sample at once (unusable now);
+//! `failure_threshold` failures in a row mark it down, and it comes back only after
+//! `recovery_threshold` good probes in a row.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{assess_primary, assess_replica, Sample, Thresholds, Verdict};
+use crate::backend::ServerConn;
+use crate::config::{Config, Role};
+use crate::metrics;
+use crate::topology::Topology;
+
+/// Works on primaries and replicas alike; LSNs as byte positions.
+const PROBE: &str = "SELECT pg_is_in_recovery()::text, \
+    CASE WHEN pg_is_in_recovery() THEN NULL ELSE (pg_current_wal_lsn() - '0/0')::text END, \
+    (pg_last_wal_receive_lsn() - '0/0')::text, \
+    (pg_last_wal_replay_lsn() - '0/0')::text, \
+    extract(epoch FROM now() - pg_last_xact_replay_timestamp())::text, \
+    CASE WHEN pg_is_in_recovery() THEN (SELECT received_tli FROM pg_stat_wal_receiver)::text \
+         ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int::text END";
+
+#[derive(Default)]
+struct NodeProbe {
+    conn: Option<ServerConn>,
+    sample: Option<Sample>,
+    failures: u32,
+    successes: u32,
+    down: bool,
+    alerting: bool,
+}
+
+pub struct Monitor {
+    config: Arc<Config>,
+    topology: Arc<Topology>,
+    nodes: Vec<NodeProbe>,
+    user: Option<String>,
+    password: Option<String>,
+    database: String,
+}
+
+fn parse_sample(row: &[Option<String>], taken: Instant) -> Option<Sample> {
+    let col = |i: usize| row.get(i).cloned().flatten();
+    let num = |i: usize| col(i).and_then(|v| v.split('.').next().and_then(|n| n.parse::<u64>().ok()));
+    Some(Sample {
+        taken,
+        in_recovery: col(0)? == "true",
+        current_lsn: num(1),
+        receive_lsn: num(2),
+        replay_lsn: num(3),
+        replay_age: col(4).and_then(|v| v.parse::<f64>().ok()).map(|s| Duration::from_secs_f64(s.max(0.0))),
+        timeline: col(5).and_then(|v| v.parse().ok()),
+    })
+}
+
+impl Monitor {
+    pub fn new(config: Arc<Config>, topology: Arc<Topology>) -> Monitor {
+        let user = config
+            .health
+            .user
+            .clone()
+            .or_else(|| config.users.iter().find(|u| u.password().is_some()).map(|u| u.name.get_ref().clone()));
+        let password = user.as_deref().and_then(|u| config.user(u)).and_then(|u| u.password());
+        let database = config.health.database.clone().or_else(|| user.clone()).unwrap_or_else(|| "postgres".into());
+        let nodes = (0..topology.len()).map(|_| NodeProbe::default()).collect();
+        Monitor { config, topology, nodes, user, password, database }
+    }
+
+    fn thresholds(&self) -> Thresholds {
+        let h = &self.config.health;
+        Thresholds {
+            max_sample_age: h.max_sample_age(),
+            max_lag: h.max_replica_lag,
+            max_lag_bytes: h.max_replica_lag_bytes,
+        }
+    }
+
+    /// Probes every node once and publishes the verdicts.
+    pub async fn round(&mut self) {
+        let order: Vec<usize> = {
+            let roles: Vec<Role> = self.config.nodes.iter().map(|n| n.role).collect();
+            let mut o: Vec<usize> = (0..roles.len()).filter(|&i| roles[i] == Role::Replica).collect();
+            o.extend((0..roles.len()).filter(|&i| roles[i] == Role::Primary));
+            o
+        };
+        for i in order {
+            self.probe(i).await;
+        }
+        self.publish();
+    }
+
+    async fn probe(&mut self, i: usize) {
+        let h = &self.config.health;
+        let limit = h.max_sample_age().max(Duration::from_millis(50));
+        let addr = self.topology.addr(i).clone();
+        let user = self.user.clone().unwrap_or_else(|| "postgres".into());
+        let started = Instant::now();
+        let node = &mut self.nodes[i];
+        let result = tokio::time::timeout(limit, async {
+            if node.conn.is_none() {
+                let c = ServerConn::connect(&addr, i, &user, self.password.as_deref(), &self.database, limit).await?;
+                node.conn = Some(c);
+            }
+            match node.conn.as_mut() {
+                Some(c) => c.query_row(PROBE).await,
+                None => Ok(None),
+            }
+        })
+        .await;
+        let sample = match result {
+            Ok(Ok(Some(row))) => parse_sample(&row, Instant::now()),
+            Ok(Err(e)) => {
+                tracing::debug!(node = %addr.name, error = %e, "probe failed");
+                None
+            }
+            _ => None,
+        };
+        metrics::node_probe(&addr.name, started.elapsed());
+        match sample {
+            Some(s) => {
+                node.sample = Some(s);
+                node.failures = 0;
+                node.successes += 1;
+                if node.down && node.successes >= h.recovery_threshold {
+                    node.down = false;
+                    tracing::info!(node = %addr.name, "node is up again");
+                }
+            }
+            None => {
+                node.conn = None;
+                node.sample = None;
+                node.successes = 0;
+                node.failures += 1;
+                if !node.down && node.failures >= h.failure_threshold {
+                    node.down = true;
+                    tracing::warn!(node = %addr.name, failures = node.failures, "node is down");
+                }
+            }
+        }
+    }
+
+    fn publish(&mut self) {
+        let now = Instant::now();
+        let t = self.thresholds();
+        let primary_sample =
+            self.config.nodes.iter().position(|n| n.role == Role::Primary).and_then(|p| self.nodes[p].sample.clone());
+        let mut verdicts = Vec::with_capacity(self.nodes.len());
+        for (i, node) in self.nodes.iter_mut().enumerate() {
+            let name = &self.config.nodes[i].name;
+            let v: Verdict = match self.config.nodes[i].role {
+                Role::Primary => assess_primary(node.sample.as_ref(), node.down, &t, now),
+                Role::Replica => assess_replica(node.sample.as_ref(), primary_sample.as_ref(), node.down, &t, now),
+            };
+            if let Some(lag) = v.lag {
+                let over = lag > self.config.health.alert_lag;
+                if over && !node.alerting {
+                    tracing::warn!(node = %name.get_ref(), lag_ms = lag.as_millis() as u64, "replica lag above alert_lag");
+                } else if !over && node.alerting {
+                    tracing::info!(node = %name.get_ref(), lag_ms = lag.as_millis() as u64, "replica lag back under alert_lag");
+                }
+                node.alerting = over;
+            }
+            metrics::node_state(name.get_ref(), &v, node.down, node.sample.as_ref().and_then(|s| s.timeline));
+            let fresh_until = node.sample.as_ref().map(|s| s.taken + t.max_sample_age);
+            verdicts.push((v.usable, v.why, fresh_until));
+        }
+        self.topology.publish_health(&verdicts);
+    }
+
+    /// Probes forever, once per interval.
+    pub async fn run(mut self) {
+        let mut tick = tokio::time::interval(self.config.health.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.round().await;
+        }
+    }
+}
