@@ -151,7 +151,8 @@ mod tests {
         no_tl.timeline = None;
         let mut promoted = replica(now, 5000, 5000, None);
         promoted.in_recovery = false;
-        let cases: Vec<(&str, Option<Sample>, Option<Sample>, bool, bool, &str)> = vec![
+        type Case<'a> = (&'a str, Option<Sample>, Option<Sample>, bool, bool, &'a str);
+        let cases: Vec<Case> = vec![
             ("caught up", Some(replica(now, 5000, 5000, Some(60_000))), Some(p.clone()), false, true, "ok"),
             (
                 "idle primary, old replay timestamp, all applied",
