@@ -24,6 +24,11 @@ struct Registry {
     pools: DashMap<String, Arc<PoolGauges>>,
     /// per node: (up, usable, lag seconds, lag bytes, timeline, probe seconds), -1 unknown
     nodes: DashMap<String, [f64; 6]>,
+    split_brain: AtomicI64,
+}
+
+pub fn split_brain(on: bool) {
+    registry().split_brain.store(i64::from(on), Ordering::Relaxed);
 }
 
 /// Records a probe's duration.
@@ -155,6 +160,8 @@ pub fn render(classifier: &Classifier) -> String {
             let _ = writeln!(out, "{metric}{{node=\"{}\"}} {}", escape(e.key()), e.value()[k]);
         }
     }
+    let _ = writeln!(out, "# TYPE pgroute_split_brain gauge");
+    let _ = writeln!(out, "pgroute_split_brain {}", r.split_brain.load(Ordering::Relaxed));
     let (hits, misses) = classifier.cache().stats();
     let _ = writeln!(out, "# TYPE pgroute_classify_cache_hits_total counter");
     let _ = writeln!(out, "pgroute_classify_cache_hits_total {hits}");

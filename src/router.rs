@@ -74,6 +74,14 @@ pub fn decide(
     ticket: u64,
 ) -> Result<Decision, PgError> {
     if let Some(node) = session.in_transaction_on {
+        let demoted = topo.split_brain || topo.nodes.get(node).is_none_or(|n| n.role != Role::Primary);
+        if class.is_write() && demoted {
+            return Err(PgError::error(
+                sqlstate::CONNECTION_FAILURE,
+                "pgroute: the node this transaction runs on is not the confirmed primary; write refused",
+            )
+            .with_hint(format!("Node states: {}. Roll back and retry.", topo.describe())));
+        }
         return Ok(Decision { node, reason: Reason::InTransaction });
     }
     let to_primary = |reason: Reason| match topo.primary(now) {

@@ -37,17 +37,33 @@ impl NodeState {
     }
 }
 
+/// What the monitor publishes for one node.
+#[derive(Debug, Clone, Copy)]
+pub struct Published {
+    /// The node's effective role (an `auto` node's detected one).
+    pub role: Role,
+    pub usable: bool,
+    pub why: &'static str,
+    /// When the sample behind the verdict goes stale.
+    pub fresh_until: Option<Instant>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     pub nodes: Vec<NodeState>,
     /// `[health] when_no_replica = "error"`: refuse reads rather than use the primary.
     pub no_replica_error: bool,
+    /// Two nodes report not in recovery: no writes anywhere until one remains.
+    pub split_brain: bool,
 }
 
 impl Snapshot {
     /// The node writes may go to: the configured primary, if its latest probe is fresh
     /// and says it is not in recovery.
     pub fn primary(&self, now: Instant) -> Option<usize> {
+        if self.split_brain {
+            return None;
+        }
         self.nodes.iter().position(|n| n.role == Role::Primary && n.healthy && n.fresh_until.is_none_or(|t| now < t))
     }
 
@@ -79,7 +95,8 @@ impl Topology {
             .iter()
             .map(|n| NodeState {
                 name: n.name.get_ref().clone(),
-                role: n.role,
+                // `auto` nodes are replicas until the monitor finds one out of recovery.
+                role: if n.role == Role::Auto { Role::Replica } else { n.role },
                 weight: n.weight,
                 down_until: None,
                 healthy: assume_healthy,
@@ -93,7 +110,8 @@ impl Topology {
             .map(|n| NodeAddr { name: n.name.get_ref().clone(), host: n.host.clone(), port: n.port })
             .collect();
         let no_replica_error = cfg.health.when_no_replica == crate::config::WhenNoReplica::Error;
-        Topology { addrs, current: RwLock::new(Arc::new(Snapshot { nodes, no_replica_error })) }
+        let snapshot = Snapshot { nodes, no_replica_error, split_brain: false };
+        Topology { addrs, current: RwLock::new(Arc::new(snapshot)) }
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
@@ -115,14 +133,15 @@ impl Topology {
         self.addrs.is_empty()
     }
 
-    /// Publishes the monitor's verdicts, one per node in configuration order: (usable,
-    /// why, when the sample behind it goes stale).
-    pub fn publish_health(&self, verdicts: &[(bool, &'static str, Option<Instant>)]) {
+    /// Publishes the monitor's verdicts, one per node in configuration order.
+    pub fn publish_health(&self, verdicts: &[Published], split_brain: bool) {
         self.update(|next| {
-            for (n, &(healthy, why, fresh_until)) in next.nodes.iter_mut().zip(verdicts) {
-                n.healthy = healthy;
-                n.why = why;
-                n.fresh_until = fresh_until;
+            next.split_brain = split_brain;
+            for (n, v) in next.nodes.iter_mut().zip(verdicts) {
+                n.role = v.role;
+                n.healthy = v.usable;
+                n.why = v.why;
+                n.fresh_until = v.fresh_until;
             }
         });
     }

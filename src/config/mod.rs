@@ -153,6 +153,9 @@ pub struct Health {
     /// Where reads go when no replica is usable.
     #[serde(default = "default_when_no_replica")]
     pub when_no_replica: WhenNoReplica,
+    /// How long a write waits for a primary to appear (failover) before it fails.
+    #[serde(default = "default_primary_wait", with = "duration::serde_str")]
+    pub primary_wait: Duration,
     /// The `[[users]]` entry the monitor logs in as (default: the first with a password).
     pub user: Option<String>,
     /// Database the monitor connects to (default: the user's name).
@@ -183,6 +186,7 @@ impl Default for Health {
             failure_threshold: default_threshold(),
             recovery_threshold: default_threshold(),
             when_no_replica: default_when_no_replica(),
+            primary_wait: default_primary_wait(),
             user: None,
             database: None,
         }
@@ -204,6 +208,9 @@ fn default_alert_lag() -> Duration {
 fn default_threshold() -> u32 {
     3
 }
+fn default_primary_wait() -> Duration {
+    Duration::from_secs(5)
+}
 fn default_when_no_replica() -> WhenNoReplica {
     WhenNoReplica::Primary
 }
@@ -220,6 +227,8 @@ pub struct Admin {
 pub enum Role {
     Primary,
     Replica,
+    /// Detect: the node that is not in recovery is the primary (see `health`).
+    Auto,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -399,8 +408,16 @@ impl Config {
             }
         }
         let primaries: Vec<&Node> = self.nodes.iter().filter(|n| n.role == Role::Primary).collect();
+        let autos = self.nodes.iter().filter(|n| n.role == Role::Auto).count();
         match primaries.as_slice() {
-            [] => return Err((None, "no node has role = \"primary\"".into())),
+            [] if autos > 0 => {}
+            [first, ..] if autos > 0 => {
+                return Err((
+                    Some(first.name.span().start),
+                    "role = \"primary\" cannot be mixed with role = \"auto\" nodes".into(),
+                ))
+            }
+            [] => return Err((None, "no node has role = \"primary\" (or \"auto\")".into())),
             [_] => {}
             [_, second, ..] => {
                 return Err((Some(second.name.span().start), "more than one node has role = \"primary\"".into()))

@@ -11,7 +11,7 @@ use super::{assess_primary, assess_replica, Sample, Thresholds, Verdict};
 use crate::backend::ServerConn;
 use crate::config::{Config, Role};
 use crate::metrics;
-use crate::topology::Topology;
+use crate::topology::{Published, Topology};
 
 /// Works on primaries and replicas alike; LSNs as byte positions.
 const PROBE: &str = "SELECT pg_is_in_recovery()::text, \
@@ -36,6 +36,14 @@ pub struct Monitor {
     config: Arc<Config>,
     topology: Arc<Topology>,
     nodes: Vec<NodeProbe>,
+    /// Effective roles from the last round (`auto` nodes resolved).
+    roles: Vec<Role>,
+    /// The highest timeline seen on an accepted primary: a node claiming to be primary on
+    /// a lower one is a stale old primary.
+    max_timeline: u32,
+    /// Stale old primaries: never accepted as primary again until restart.
+    fenced: Vec<bool>,
+    split_brain: bool,
     user: Option<String>,
     password: Option<String>,
     database: String,
@@ -65,7 +73,20 @@ impl Monitor {
         let password = user.as_deref().and_then(|u| config.user(u)).and_then(|u| u.password());
         let database = config.health.database.clone().or_else(|| user.clone()).unwrap_or_else(|| "postgres".into());
         let nodes = (0..topology.len()).map(|_| NodeProbe::default()).collect();
-        Monitor { config, topology, nodes, user, password, database }
+        let roles = config.nodes.iter().map(|n| if n.role == Role::Auto { Role::Replica } else { n.role }).collect();
+        let fenced = vec![false; topology.len()];
+        Monitor {
+            config,
+            topology,
+            nodes,
+            roles,
+            max_timeline: 0,
+            fenced,
+            split_brain: false,
+            user,
+            password,
+            database,
+        }
     }
 
     fn thresholds(&self) -> Thresholds {
@@ -80,8 +101,8 @@ impl Monitor {
     /// Probes every node once and publishes the verdicts.
     pub async fn round(&mut self) {
         let order: Vec<usize> = {
-            let roles: Vec<Role> = self.config.nodes.iter().map(|n| n.role).collect();
-            let mut o: Vec<usize> = (0..roles.len()).filter(|&i| roles[i] == Role::Replica).collect();
+            let roles = &self.roles;
+            let mut o: Vec<usize> = (0..roles.len()).filter(|&i| roles[i] != Role::Primary).collect();
             o.extend((0..roles.len()).filter(|&i| roles[i] == Role::Primary));
             o
         };
@@ -141,32 +162,84 @@ impl Monitor {
         }
     }
 
+    /// Which node is the primary: the configured one, or among `auto` nodes the one whose
+    /// fresh sample says it is not in recovery. Two such nodes are a split brain (no
+    /// primary); one on a timeline lower than a primary already seen is fenced for good.
+    fn elect(&mut self, t: &Thresholds, now: Instant) -> Option<usize> {
+        if let Some(p) = self.config.nodes.iter().position(|n| n.role == Role::Primary) {
+            return Some(p);
+        }
+        let mut claims = Vec::new();
+        for (i, node) in self.nodes.iter().enumerate() {
+            let fresh = node.sample.as_ref().filter(|s| now.saturating_duration_since(s.taken) <= t.max_sample_age);
+            let Some(s) = fresh.filter(|s| !s.in_recovery && self.config.nodes[i].role == Role::Auto) else { continue };
+            claims.push(i);
+            let stale = s.timeline.is_some_and(|tl| tl < self.max_timeline);
+            if stale && !self.fenced[i] {
+                self.fenced[i] = true;
+                tracing::error!(node = %self.config.nodes[i].name.get_ref(), timeline = s.timeline, seen = self.max_timeline,
+                    "stale old primary (lower timeline): fenced, never used as primary until restart");
+            }
+        }
+        let split = claims.len() > 1;
+        if split != self.split_brain {
+            self.split_brain = split;
+            if split {
+                let names: Vec<&str> = claims.iter().map(|&i| self.config.nodes[i].name.get_ref().as_str()).collect();
+                tracing::error!(nodes = ?names, "split brain: several nodes are out of recovery; writes refused");
+            } else {
+                tracing::warn!("split brain over");
+            }
+        }
+        metrics::split_brain(split);
+        let primary = match claims.as_slice() {
+            [one] if !self.fenced[*one] => Some(*one),
+            _ => None,
+        };
+        if let Some(p) = primary {
+            if let Some(tl) = self.nodes[p].sample.as_ref().and_then(|s| s.timeline) {
+                self.max_timeline = self.max_timeline.max(tl);
+            }
+        }
+        primary
+    }
+
     fn publish(&mut self) {
         let now = Instant::now();
         let t = self.thresholds();
-        let primary_sample =
-            self.config.nodes.iter().position(|n| n.role == Role::Primary).and_then(|p| self.nodes[p].sample.clone());
-        let mut verdicts = Vec::with_capacity(self.nodes.len());
-        for (i, node) in self.nodes.iter_mut().enumerate() {
-            let name = &self.config.nodes[i].name;
-            let v: Verdict = match self.config.nodes[i].role {
+        let primary = self.elect(&t, now);
+        let primary_sample = primary.and_then(|p| self.nodes[p].sample.clone());
+        let mut published = Vec::with_capacity(self.nodes.len());
+        for i in 0..self.nodes.len() {
+            let name = self.config.nodes[i].name.get_ref().clone();
+            let role = if Some(i) == primary { Role::Primary } else { Role::Replica };
+            if role != self.roles[i] {
+                tracing::warn!(node = %name, ?role, "role change");
+                self.roles[i] = role;
+            }
+            let node = &mut self.nodes[i];
+            let mut v: Verdict = match role {
                 Role::Primary => assess_primary(node.sample.as_ref(), node.down, &t, now),
-                Role::Replica => assess_replica(node.sample.as_ref(), primary_sample.as_ref(), node.down, &t, now),
+                _ => assess_replica(node.sample.as_ref(), primary_sample.as_ref(), node.down, &t, now),
             };
+            if self.fenced[i] {
+                v.usable = false;
+                v.why = "fenced";
+            }
             if let Some(lag) = v.lag {
                 let over = lag > self.config.health.alert_lag;
                 if over && !node.alerting {
-                    tracing::warn!(node = %name.get_ref(), lag_ms = lag.as_millis() as u64, "replica lag above alert_lag");
+                    tracing::warn!(node = %name, lag_ms = lag.as_millis() as u64, "replica lag above alert_lag");
                 } else if !over && node.alerting {
-                    tracing::info!(node = %name.get_ref(), lag_ms = lag.as_millis() as u64, "replica lag back under alert_lag");
+                    tracing::info!(node = %name, lag_ms = lag.as_millis() as u64, "replica lag back under alert_lag");
                 }
                 node.alerting = over;
             }
-            metrics::node_state(name.get_ref(), &v, node.down, node.sample.as_ref().and_then(|s| s.timeline));
+            metrics::node_state(&name, &v, node.down, node.sample.as_ref().and_then(|s| s.timeline));
             let fresh_until = node.sample.as_ref().map(|s| s.taken + t.max_sample_age);
-            verdicts.push((v.usable, v.why, fresh_until));
+            published.push(Published { role, usable: v.usable, why: v.why, fresh_until });
         }
-        self.topology.publish_health(&verdicts);
+        self.topology.publish_health(&published, self.split_brain);
     }
 
     /// Probes forever, once per interval.

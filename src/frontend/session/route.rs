@@ -199,8 +199,23 @@ impl Session {
         } else {
             self.shared.tickets.load(Ordering::Relaxed)
         };
-        let decision = router::decide(&class, &read, view, &snapshot, Instant::now(), ticket)?;
-        Ok((decision, class))
+        // Failover: with no primary, wait up to primary_wait for one to appear, never send
+        // the unit elsewhere meanwhile.
+        let wait = &self.shared.config.health;
+        let deadline = Instant::now() + wait.primary_wait;
+        let mut snapshot = snapshot;
+        loop {
+            let now = Instant::now();
+            match router::decide(&class, &read, view, &snapshot, now, ticket) {
+                Ok(decision) => return Ok((decision, class)),
+                Err(e) if now < deadline && snapshot.primary(now).is_none() => {
+                    tracing::debug!(error = %e, "no primary yet: waiting");
+                    tokio::time::sleep(wait.interval).await;
+                    snapshot = self.shared.topology.snapshot();
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// A read that calls a volatile function outside pg_catalog (or one whose volatility

@@ -1,0 +1,79 @@
+//! Failover with `role = "auto"`: the primary dies, a replica is promoted, writes wait and
+//! then land on the new primary; the old primary coming back is a split brain (writes
+//! refused, nothing lands on it) and is fenced by its older timeline. Own cluster.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{cluster, proxy_with, simple_value, table};
+
+fn node_ctl(action: &str, node: usize) {
+    let c = cluster();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/cluster.sh");
+    let out = Command::new(script).args([action, &c.dir, &node.to_string()]).output().expect("cluster.sh");
+    assert!(out.status.success(), "{action} {node}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_follow_a_promotion_and_never_reach_a_second_primary() {
+    let c = cluster();
+    let (old_primary, new_primary) = (c.primary_port, c.replica_ports[0]);
+    let text = c
+        .config("[health]\ninterval = \"100ms\"\nprimary_wait = \"8s\"\n")
+        .replace("role = \"primary\"", "role = \"auto\"")
+        .replace("role = \"replica\"", "role = \"auto\"");
+    let config = pgroute::config::Config::parse(&text, "failover.toml").unwrap();
+    let proxy = pgroute::start(config).await.unwrap();
+    let p = common::TestProxy { port: proxy.addr.port(), proxy };
+    let client = p.client().await;
+    let t = table("fo");
+    client.batch_execute(&format!("CREATE TABLE {t} (id int, port int)")).await.unwrap();
+    client.batch_execute(&format!("INSERT INTO {t} VALUES (1, inet_server_port())")).await.unwrap();
+    let in_tx = "BEGIN; SELECT inet_server_port(); COMMIT";
+    assert_eq!(simple_value(&client, in_tx).await, old_primary.to_string(), "auto found the primary");
+    c.wait_replicas_caught_up().await;
+
+    // The primary dies. A write issued now waits for a primary instead of failing or
+    // reaching a replica.
+    node_ctl("node-stop", 0);
+    let writer = p.client().await;
+    let insert = format!("INSERT INTO {t} VALUES (2, inet_server_port())");
+    let pending = tokio::spawn(async move { writer.batch_execute(&insert).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let promoted = c.direct(1).await;
+    promoted.batch_execute("SELECT pg_promote()").await.unwrap();
+    let follower = c.direct(2).await;
+    for sql in [
+        format!("ALTER SYSTEM SET primary_conninfo = 'host=127.0.0.1 port={new_primary} user=postgres'"),
+        "ALTER SYSTEM SET primary_slot_name = ''".to_string(),
+        "SELECT pg_reload_conf()".to_string(),
+    ] {
+        follower.batch_execute(&sql).await.unwrap();
+    }
+    pending.await.unwrap().expect("the write issued during the gap succeeds on the new primary");
+    let landed: i32 = promoted.query_one(&format!("SELECT port FROM {t} WHERE id = 2"), &[]).await.unwrap().get(0);
+    assert_eq!(landed as u16, new_primary);
+    assert_eq!(simple_value(&client, in_tx).await, new_primary.to_string(), "writes go to the new primary");
+
+    // The old primary comes back, out of recovery on the old timeline: a split brain.
+    node_ctl("node-start", 0);
+    let mut refused = None;
+    for i in 0..40 {
+        match client.batch_execute(&format!("INSERT INTO {t} VALUES ({}, inet_server_port())", 100 + i)).await {
+            Ok(()) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+        }
+    }
+    let refused = refused.expect("writes are refused while two nodes are out of recovery");
+    assert_eq!(refused.code().map(|s| s.code()), Some("08006"), "{refused}");
+    let old = c.direct(0).await;
+    let on_old: i64 = old.query_one(&format!("SELECT count(*) FROM {t} WHERE id >= 2"), &[]).await.unwrap().get(0);
+    assert_eq!(on_old, 0, "no row written through pgroute landed on the old primary");
+    let metrics = pgroute::metrics::render(&p.proxy.shared.classifier);
+    assert!(metrics.contains("pgroute_split_brain 1"), "{metrics}");
+}
