@@ -85,3 +85,11 @@ fn debug_output_never_shows_a_password() {
     assert!(!printed.contains("secret"), "{printed}");
     assert!(printed.contains("<redacted>"));
 }
+
+#[test]
+fn auto_roles_replace_a_static_primary() {
+    let auto = MINIMAL.replace("\"primary\"", "\"auto\"");
+    assert!(Config::parse(&auto, "p").is_ok());
+    let mixed = format!("{MINIMAL}\n[[nodes]]\nname = \"pg1\"\nhost = \"h\"\nport = 1\nrole = \"auto\"\n");
+    assert!(err(&mixed).contains("cannot be mixed"));
+}

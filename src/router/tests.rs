@@ -24,7 +24,7 @@ fn topo(now: Instant, replicas: &[(u32, bool)], with_primary: bool) -> Snapshot 
     for (i, &(w, down)) in replicas.iter().enumerate() {
         nodes.push(node(&format!("r{i}"), Role::Replica, w, down, now));
     }
-    Snapshot { nodes, no_replica_error: false }
+    Snapshot { nodes, no_replica_error: false, split_brain: false }
 }
 
 fn default_read() -> ReadRoute {
@@ -173,4 +173,25 @@ fn health_verdicts_and_stale_samples_decide_usability() {
     let e = decide(&read, &default_read(), free, &strict, now, 0).unwrap_err();
     assert!(e.message.contains("no replica is usable"), "{}", e.message);
     assert_eq!(decide(&write, &default_read(), free, &strict, now, 0).unwrap().node, 0);
+}
+
+#[test]
+fn split_brain_and_demotion_refuse_writes_everywhere() {
+    let now = Instant::now();
+    let read = Class::read("read");
+    let write = Class::write("write:insert");
+    let free = SessionView::default();
+    let mut t = topo(now, &[(1, false)], true);
+    t.split_brain = true;
+    assert_eq!(decide(&write, &default_read(), free, &t, now, 0).unwrap_err().code, "08006");
+    assert_eq!(decide(&read, &default_read(), free, &t, now, 0).unwrap().node, 1, "reads still use replicas");
+    let in_tx_on_primary = SessionView { in_transaction_on: Some(0), ..free };
+    assert_eq!(decide(&write, &default_read(), in_tx_on_primary, &t, now, 0).unwrap_err().code, "08006");
+    // The transaction's node lost its primary role (another node was elected).
+    let mut moved = topo(now, &[(1, false)], true);
+    moved.nodes[0].role = Role::Replica;
+    moved.nodes[1].role = Role::Primary;
+    assert!(decide(&write, &default_read(), in_tx_on_primary, &moved, now, 0).is_err());
+    assert_eq!(decide(&read, &default_read(), in_tx_on_primary, &moved, now, 0).unwrap().node, 0);
+    assert_eq!(decide(&write, &default_read(), free, &moved, now, 0).unwrap().node, 1, "writes follow the new primary");
 }

@@ -110,8 +110,11 @@ impl World {
             why: "ok",
             fresh_until: None,
         };
-        let topo =
-            Snapshot { nodes: vec![node("p", Role::Primary), node("r", Role::Replica)], no_replica_error: false };
+        let topo = Snapshot {
+            nodes: vec![node("p", Role::Primary), node("r", Role::Replica)],
+            no_replica_error: false,
+            split_brain: false,
+        };
         let d = decide(&class, &read, SessionView::default(), &topo, now, 0).expect("decision");
         (if d.node == 0 { "primary" } else { "replica" }, d.label(&class).to_string())
     }
