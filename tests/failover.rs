@@ -7,7 +7,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{cluster, proxy_with, simple_value, table};
+use common::{cluster, simple_value, table};
 
 fn node_ctl(action: &str, node: usize) {
     let c = cluster();

@@ -46,6 +46,7 @@ fn decision_table() {
     let pinned = SessionView { pinned: true, ..free };
     let partial = SessionView { partial_unit: true, ..free };
     let partial_in_tx = SessionView { partial_unit: true, in_transaction_on: Some(2), pinned: false };
+    let in_tx_on_0 = SessionView { in_transaction_on: Some(0), ..free };
     let in_tx_on_1 = SessionView { in_transaction_on: Some(1), ..free };
     let healthy = topo(now, &[(1, false), (1, false)], true);
     let one_down = topo(now, &[(1, true), (1, false)], true);
@@ -68,7 +69,8 @@ fn decision_table() {
         ("write ignores ticket", &write, free, &healthy, 7, Some(0), "write:update"),
         ("pinning statement goes to primary", &pins, free, &healthy, 1, Some(0), "pin:listen"),
         ("pinned session reads on primary", &read, pinned, &healthy, 1, Some(0), "pinned"),
-        ("transaction stays on its node", &write, in_tx_on_1, &healthy, 0, Some(1), "in_transaction"),
+        ("read-only transaction stays on its replica", &read, in_tx_on_1, &healthy, 0, Some(1), "in_transaction"),
+        ("write transaction stays on the primary", &write, in_tx_on_0, &healthy, 3, Some(0), "in_transaction"),
         (
             "transaction beats pin",
             &read,
