@@ -35,6 +35,9 @@ async fn writes_follow_a_promotion_and_never_reach_a_second_primary() {
     assert_eq!(simple_value(&client, in_tx).await, old_primary.to_string(), "auto found the primary");
     c.wait_replicas_caught_up().await;
 
+    let pinned = p.client().await;
+    pinned.batch_execute("LISTEN failover_test").await.unwrap();
+
     // The primary dies. A write issued now waits for a primary instead of failing or
     // reaching a replica.
     node_ctl("node-stop", 0);
@@ -56,6 +59,7 @@ async fn writes_follow_a_promotion_and_never_reach_a_second_primary() {
     let landed: i32 = promoted.query_one(&format!("SELECT port FROM {t} WHERE id = 2"), &[]).await.unwrap().get(0);
     assert_eq!(landed as u16, new_primary);
     assert_eq!(simple_value(&client, in_tx).await, new_primary.to_string(), "writes go to the new primary");
+    assert!(pinned.simple_query("SELECT 1").await.is_err(), "a pinned session does not silently move on");
 
     // The old primary comes back, out of recovery on the old timeline: a split brain.
     node_ctl("node-start", 0);

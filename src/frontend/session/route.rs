@@ -76,6 +76,18 @@ impl Session {
                             self.unit_classes.clear();
                             return Ok(());
                         }
+                        if self.pinned.is_some() {
+                            // The primary changed under a pinned session: its LISTENs, temp
+                            // tables or locks stayed on the old one. Moving on would lose them
+                            // silently.
+                            return Err(End::Fatal(
+                                PgError::fatal(
+                                    sqlstate::CONNECTION_FAILURE,
+                                    "pgroute: the primary changed; this session's server-side state stayed on the old one",
+                                )
+                                .with_hint("Reconnect: LISTEN, temporary tables and session locks must be recreated."),
+                            ));
+                        }
                         self.detach();
                     }
                 }
