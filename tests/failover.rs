@@ -4,17 +4,9 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::{cluster, simple_value, table};
-
-fn node_ctl(action: &str, node: usize) {
-    let c = cluster();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/cluster.sh");
-    let out = Command::new(script).args([action, &c.dir, &node.to_string()]).output().expect("cluster.sh");
-    assert!(out.status.success(), "{action} {node}: {}", String::from_utf8_lossy(&out.stderr));
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_follow_a_promotion_and_never_reach_a_second_primary() {
@@ -40,7 +32,7 @@ async fn writes_follow_a_promotion_and_never_reach_a_second_primary() {
 
     // The primary dies. A write issued now waits for a primary instead of failing or
     // reaching a replica.
-    node_ctl("node-stop", 0);
+    common::node_ctl("node-stop", 0);
     let writer = p.client().await;
     let insert = format!("INSERT INTO {t} VALUES (2, inet_server_port())");
     let pending = tokio::spawn(async move { writer.batch_execute(&insert).await });
@@ -62,7 +54,7 @@ async fn writes_follow_a_promotion_and_never_reach_a_second_primary() {
     assert!(pinned.simple_query("SELECT 1").await.is_err(), "a pinned session does not silently move on");
 
     // The old primary comes back, out of recovery on the old timeline: a split brain.
-    node_ctl("node-start", 0);
+    common::node_ctl("node-start", 0);
     let mut refused = None;
     for i in 0..40 {
         match client.batch_execute(&format!("INSERT INTO {t} VALUES ({}, inet_server_port())", 100 + i)).await {

@@ -5,7 +5,6 @@
 mod common;
 
 use std::collections::HashSet;
-use std::process::Command;
 use std::time::Duration;
 
 use common::{cluster, proxy_with, server_port, table};
@@ -16,13 +15,6 @@ async fn ports_seen(client: &tokio_postgres::Client, reads: usize) -> HashSet<u1
         seen.insert(server_port(client).await);
     }
     seen
-}
-
-fn node_ctl(action: &str, node: usize) {
-    let c = cluster();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/cluster.sh");
-    let out = Command::new(script).args([action, &c.dir, &node.to_string()]).output().expect("cluster.sh");
-    assert!(out.status.success(), "{action} {node}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -65,18 +57,18 @@ async fn reads_follow_replica_health() {
     delayed.batch_execute("SELECT pg_reload_conf()").await.unwrap();
 
     // Stop replica 2: new reads keep working, on the other nodes only.
-    node_ctl("node-stop", 2);
+    common::node_ctl("node-stop", 2);
     for _ in 0..30 {
         let port = server_port(&client).await;
         assert_ne!(port, r2, "a stopped replica took a read");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // And with both replicas unusable, reads go to the primary.
-    node_ctl("node-stop", 1);
+    common::node_ctl("node-stop", 1);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(ports_seen(&client, 4).await, HashSet::from([primary]), "no usable replica: primary");
     let metrics = pgroute::metrics::render(&p.proxy.shared.classifier);
     assert!(metrics.contains("pgroute_node_usable{node=\"pg2\"} 0"), "{metrics}");
-    node_ctl("node-start", 1);
-    node_ctl("node-start", 2);
+    common::node_ctl("node-start", 1);
+    common::node_ctl("node-start", 2);
 }

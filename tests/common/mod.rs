@@ -161,3 +161,13 @@ pub async fn simple_value(client: &Client, sql: &str) -> String {
 pub async fn server_port(client: &Client) -> u16 {
     simple_value(client, "SELECT inet_server_port()").await.parse().expect("port")
 }
+
+/// `scripts/cluster.sh node-stop|node-start DIR NODE` on this binary's cluster.
+pub fn node_ctl(action: &str, node: usize) {
+    let c = cluster();
+    let out = Command::new(repo().join("scripts/cluster.sh"))
+        .args([action, &c.dir, &node.to_string()])
+        .output()
+        .expect("cluster.sh");
+    assert!(out.status.success(), "{action} {node}: {}", String::from_utf8_lossy(&out.stderr));
+}
