@@ -25,6 +25,12 @@ struct Registry {
     /// per node: (up, usable, lag seconds, lag bytes, timeline, probe seconds), -1 unknown
     nodes: DashMap<String, [f64; 6]>,
     split_brain: AtomicI64,
+    writes_refused: DashMap<String, AtomicU64>,
+}
+
+/// A write refused because no node is a confirmed primary.
+pub fn write_refused(reason: &str) {
+    bump(&registry().writes_refused, reason.to_string());
 }
 
 pub fn split_brain(on: bool) {
@@ -159,6 +165,15 @@ pub fn render(classifier: &Classifier) -> String {
         for e in r.nodes.iter() {
             let _ = writeln!(out, "{metric}{{node=\"{}\"}} {}", escape(e.key()), e.value()[k]);
         }
+    }
+    let _ = writeln!(out, "# TYPE pgroute_writes_refused_total counter");
+    for e in r.writes_refused.iter() {
+        let _ = writeln!(
+            out,
+            "pgroute_writes_refused_total{{reason=\"{}\"}} {}",
+            escape(e.key()),
+            e.value().load(Ordering::Relaxed)
+        );
     }
     let _ = writeln!(out, "# TYPE pgroute_split_brain gauge");
     let _ = writeln!(out, "pgroute_split_brain {}", r.split_brain.load(Ordering::Relaxed));

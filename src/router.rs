@@ -65,14 +65,29 @@ impl Decision {
     }
 }
 
-pub fn decide(
+/// How to choose among usable replicas: a round-robin ticket, and with
+/// `least_connections` the connections in use per node.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Pick<'a> {
+    pub ticket: u64,
+    pub loads: Option<&'a [u32]>,
+}
+
+impl From<u64> for Pick<'_> {
+    fn from(ticket: u64) -> Self {
+        Pick { ticket, loads: None }
+    }
+}
+
+pub fn decide<'a>(
     class: &Class,
     read: &ReadRoute,
     session: SessionView,
     topo: &Snapshot,
     now: Instant,
-    ticket: u64,
+    pick: impl Into<Pick<'a>>,
 ) -> Result<Decision, PgError> {
+    let pick = pick.into();
     if let Some(node) = session.in_transaction_on {
         let demoted = topo.split_brain || topo.nodes.get(node).is_none_or(|n| n.role != Role::Primary);
         if class.is_write() && demoted {
@@ -101,7 +116,7 @@ pub fn decide(
     if read.target == Target::Primary {
         return to_primary(Reason::Read(read.reason.clone()));
     }
-    match pick_replica(topo, now, ticket) {
+    match pick_replica(topo, now, pick) {
         Some(node) => Ok(Decision { node, reason: Reason::Read(read.reason.clone()) }),
         None if topo.no_replica_error => Err(PgError::error(
             sqlstate::CONNECTION_FAILURE,
@@ -112,10 +127,18 @@ pub fn decide(
     }
 }
 
-/// Weighted round robin over usable replicas: `ticket` walks the weight line.
-fn pick_replica(topo: &Snapshot, now: Instant, ticket: u64) -> Option<usize> {
+/// Weighted round robin over usable replicas (`ticket` walks the weight line), or with
+/// loads, the least loaded per unit of weight (ties rotate by ticket).
+fn pick_replica(topo: &Snapshot, now: Instant, pick: Pick) -> Option<usize> {
     let usable =
         || topo.nodes.iter().enumerate().filter(move |(_, n)| n.role == Role::Replica && n.weight > 0 && n.usable(now));
+    let ticket = pick.ticket;
+    if let (true, Some(loads)) = (topo.least_connections, pick.loads) {
+        let score = |i: usize, w: u32| u64::from(loads.get(i).copied().unwrap_or(0)) * 1_000_000 / u64::from(w);
+        let best = usable().map(|(i, n)| score(i, n.weight)).min()?;
+        let ties: Vec<usize> = usable().filter(|&(i, n)| score(i, n.weight) == best).map(|(i, _)| i).collect();
+        return ties.get((ticket % ties.len() as u64) as usize).copied();
+    }
     let total: u64 = usable().map(|(_, n)| u64::from(n.weight)).sum();
     if total == 0 {
         return None;

@@ -7,6 +7,7 @@
 //! thresholds). A replica that refuses a client's connection also leaves the rotation for
 //! a short back-off, without waiting for the next probe.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -55,6 +56,8 @@ pub struct Snapshot {
     pub no_replica_error: bool,
     /// Two nodes report not in recovery: no writes anywhere until one remains.
     pub split_brain: bool,
+    /// `[routing] balance = "least_connections"`.
+    pub least_connections: bool,
 }
 
 impl Snapshot {
@@ -84,6 +87,8 @@ pub struct NodeAddr {
 pub struct Topology {
     addrs: Vec<NodeAddr>,
     current: RwLock<Arc<Snapshot>>,
+    /// Server connections in use per node, for `least_connections`.
+    loads: Vec<AtomicI64>,
 }
 
 impl Topology {
@@ -110,8 +115,10 @@ impl Topology {
             .map(|n| NodeAddr { name: n.name.get_ref().clone(), host: n.host.clone(), port: n.port })
             .collect();
         let no_replica_error = cfg.health.when_no_replica == crate::config::WhenNoReplica::Error;
-        let snapshot = Snapshot { nodes, no_replica_error, split_brain: false };
-        Topology { addrs, current: RwLock::new(Arc::new(snapshot)) }
+        let least_connections = cfg.routing.balance == crate::config::Balance::LeastConnections;
+        let snapshot = Snapshot { nodes, no_replica_error, split_brain: false, least_connections };
+        let loads = cfg.nodes.iter().map(|_| AtomicI64::new(0)).collect();
+        Topology { addrs, current: RwLock::new(Arc::new(snapshot)), loads }
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
@@ -123,6 +130,18 @@ impl Topology {
 
     pub fn addr(&self, node: usize) -> &NodeAddr {
         &self.addrs[node]
+    }
+
+    /// A server connection to `node` was borrowed (+1) or returned (-1).
+    pub fn add_load(&self, node: usize, delta: i64) {
+        if let Some(l) = self.loads.get(node) {
+            l.fetch_add(delta, Ordering::Relaxed);
+        }
+    }
+
+    /// Connections in use per node, now.
+    pub fn loads(&self) -> Vec<u32> {
+        self.loads.iter().map(|l| l.load(Ordering::Relaxed).max(0) as u32).collect()
     }
 
     pub fn len(&self) -> usize {

@@ -11,7 +11,7 @@ use dashmap::DashMap;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::ServerConn;
-use crate::config::Config;
+use crate::config::{Config, Role};
 use crate::metrics;
 use crate::protocol::{sqlstate, PgError};
 use crate::topology::Topology;
@@ -24,6 +24,27 @@ pub struct Pool {
     database: String,
     idle: Mutex<Vec<ServerConn>>,
     permits: Arc<Semaphore>,
+    topology: Arc<Topology>,
+    /// The node's role when the idle connections were last used: when it changes
+    /// (failover), they are closed rather than reused.
+    role: Mutex<Option<Role>>,
+}
+
+impl Pool {
+    /// Closes idle connections made while the node had another role.
+    fn drain_on_role_change(&self) {
+        let now = self.topology.snapshot().nodes.get(self.node).map(|n| n.role);
+        let mut seen = self.role.lock().unwrap_or_else(|p| p.into_inner());
+        if *seen != now {
+            if seen.is_some() {
+                let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+                tracing::warn!(pool = %self.label, closed = idle.len(), "node role changed: idle connections closed");
+                self.gauges.add(0, -(idle.len() as i64));
+                idle.clear();
+            }
+            *seen = now;
+        }
+    }
 }
 
 /// A connection on loan from a pool; derefs to the connection. Dropping it closes the
@@ -51,6 +72,7 @@ impl std::ops::DerefMut for Checked {
 impl Drop for Checked {
     fn drop(&mut self) {
         self.pool.gauges.add(-1, 0);
+        self.pool.topology.add_load(self.pool.node, -1);
     }
 }
 
@@ -93,6 +115,8 @@ impl Pools {
                     database: database.to_string(),
                     idle: Mutex::new(Vec::new()),
                     permits: Arc::new(Semaphore::new(self.config.pool.size)),
+                    topology: self.topology.clone(),
+                    role: Mutex::new(None),
                 })
             })
             .clone()
@@ -128,6 +152,7 @@ impl Pools {
                 .with_hint("Raise [pool] size or checkout_timeout, or use fewer concurrent clients."))
             }
         };
+        pool.drain_on_role_change();
         let reused = loop {
             let candidate = pool.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
             match candidate {
@@ -160,6 +185,7 @@ impl Pools {
             }
         };
         pool.gauges.add(1, 0);
+        self.topology.add_load(pool.node, 1);
         Ok(Checked { conn: Some(conn), pool, _permit: permit })
     }
 }

@@ -98,6 +98,22 @@ pub struct Routing {
     /// Ordered rules for reads; the first whose matchers all match decides.
     #[serde(default)]
     pub rules: Vec<Rule>,
+    /// How reads are spread over usable replicas.
+    #[serde(default = "default_balance")]
+    pub balance: Balance,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// Weighted round robin.
+    RoundRobin,
+    /// The replica with the fewest server connections in use per unit of weight.
+    LeastConnections,
+}
+
+fn default_balance() -> Balance {
+    Balance::RoundRobin
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -360,6 +376,7 @@ impl Default for Routing {
             read_only_functions: Vec::new(),
             function_cache_ttl: default_function_ttl(),
             rules: Vec::new(),
+            balance: default_balance(),
         }
     }
 }

@@ -24,7 +24,7 @@ fn topo(now: Instant, replicas: &[(u32, bool)], with_primary: bool) -> Snapshot 
     for (i, &(w, down)) in replicas.iter().enumerate() {
         nodes.push(node(&format!("r{i}"), Role::Replica, w, down, now));
     }
-    Snapshot { nodes, no_replica_error: false, split_brain: false }
+    Snapshot { nodes, no_replica_error: false, split_brain: false, least_connections: false }
 }
 
 fn default_read() -> ReadRoute {
@@ -196,4 +196,22 @@ fn split_brain_and_demotion_refuse_writes_everywhere() {
     assert!(decide(&write, &default_read(), in_tx_on_primary, &moved, now, 0).is_err());
     assert_eq!(decide(&read, &default_read(), in_tx_on_primary, &moved, now, 0).unwrap().node, 0);
     assert_eq!(decide(&write, &default_read(), free, &moved, now, 0).unwrap().node, 1, "writes follow the new primary");
+}
+
+#[test]
+fn least_connections_prefers_the_idlest_replica_per_weight() {
+    let now = Instant::now();
+    let read = Class::read("read");
+    let free = SessionView::default();
+    let mut t = topo(now, &[(1, false), (2, false), (1, true)], true);
+    t.least_connections = true;
+    let pick = |ticket, loads: &[u32]| {
+        let p = Pick { ticket, loads: Some(loads) };
+        decide(&read, &default_read(), free, &t, now, p).unwrap().node
+    };
+    assert_eq!(pick(0, &[9, 3, 3, 0]), 2, "3 per weight 2 beats 3 per weight 1");
+    assert_eq!(pick(0, &[9, 1, 4, 0]), 1);
+    assert_eq!(pick(0, &[9, 0, 0, 0]), 1, "ties rotate by ticket");
+    assert_eq!(pick(1, &[9, 0, 0, 0]), 2);
+    assert_eq!(pick(5, &[9, 9, 9, 0]), 2, "a down replica is never chosen, however idle");
 }

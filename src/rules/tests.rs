@@ -114,6 +114,7 @@ impl World {
             nodes: vec![node("p", Role::Primary), node("r", Role::Replica)],
             no_replica_error: false,
             split_brain: false,
+            least_connections: false,
         };
         let d = decide(&class, &read, SessionView::default(), &topo, now, 0).expect("decision");
         (if d.node == 0 { "primary" } else { "replica" }, d.label(&class).to_string())

@@ -15,7 +15,7 @@ use crate::config::{PoolMode, Role};
 use crate::frontend::prepared::{split_bind, split_parse};
 use crate::metrics;
 use crate::protocol::{self, sqlstate, tag, PgError};
-use crate::router::{self, Decision, Reason, SessionView};
+use crate::router::{self, Decision, Pick, Reason, SessionView};
 use crate::rules::Context;
 
 /// What the next unit runs: its most demanding class, that statement's text (for rule
@@ -216,16 +216,23 @@ impl Session {
         let wait = &self.shared.config.health;
         let deadline = Instant::now() + wait.primary_wait;
         let mut snapshot = snapshot;
+        let loads = if snapshot.least_connections { self.shared.topology.loads() } else { Vec::new() };
+        let pick = Pick { ticket, loads: snapshot.least_connections.then_some(loads.as_slice()) };
         loop {
             let now = Instant::now();
-            match router::decide(&class, &read, view, &snapshot, now, ticket) {
+            match router::decide(&class, &read, view, &snapshot, now, pick) {
                 Ok(decision) => return Ok((decision, class)),
                 Err(e) if now < deadline && snapshot.primary(now).is_none() => {
                     tracing::debug!(error = %e, "no primary yet: waiting");
                     tokio::time::sleep(wait.interval).await;
                     snapshot = self.shared.topology.snapshot();
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    if class.is_write() {
+                        metrics::write_refused(if snapshot.split_brain { "split_brain" } else { "no_primary" });
+                    }
+                    return Err(e);
+                }
             }
         }
     }
