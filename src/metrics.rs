@@ -22,8 +22,9 @@ struct Registry {
     parse_errors: AtomicU64,
     clients: AtomicI64,
     pools: DashMap<String, Arc<PoolGauges>>,
-    /// per node: (up, usable, lag seconds, lag bytes, timeline, probe seconds), -1 unknown
-    nodes: DashMap<String, [f64; 6]>,
+    /// per node: (up, usable, lag seconds, lag bytes, timeline, probe seconds, is primary),
+    /// -1 unknown
+    nodes: DashMap<String, [f64; 7]>,
     split_brain: AtomicI64,
     writes_refused: DashMap<String, AtomicU64>,
 }
@@ -39,12 +40,13 @@ pub fn split_brain(on: bool) {
 
 /// Records a probe's duration.
 pub fn node_probe(node: &str, took: std::time::Duration) {
-    registry().nodes.entry(node.to_string()).or_insert([-1.0; 6])[5] = took.as_secs_f64();
+    registry().nodes.entry(node.to_string()).or_insert([-1.0; 7])[5] = took.as_secs_f64();
 }
 
 /// Records a node's health verdict.
-pub fn node_state(node: &str, v: &crate::health::Verdict, down: bool, timeline: Option<u32>) {
-    let mut e = registry().nodes.entry(node.to_string()).or_insert([-1.0; 6]);
+pub fn node_state(node: &str, v: &crate::health::Verdict, down: bool, timeline: Option<u32>, primary: bool) {
+    let mut e = registry().nodes.entry(node.to_string()).or_insert([-1.0; 7]);
+    e[6] = if primary { 1.0 } else { 0.0 };
     e[0] = if down { 0.0 } else { 1.0 };
     e[1] = if v.usable { 1.0 } else { 0.0 };
     e[2] = v.lag.map_or(-1.0, |l| l.as_secs_f64());
@@ -159,6 +161,7 @@ pub fn render(classifier: &Classifier) -> String {
         ("pgroute_replica_lag_bytes", "gauge"),
         ("pgroute_node_timeline", "gauge"),
         ("pgroute_probe_duration_seconds", "gauge"),
+        ("pgroute_node_is_primary", "gauge"),
     ];
     for (k, (metric, kind)) in names.iter().enumerate() {
         let _ = writeln!(out, "# TYPE {metric} {kind}");

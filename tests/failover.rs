@@ -72,4 +72,6 @@ async fn writes_follow_a_promotion_and_never_reach_a_second_primary() {
     assert_eq!(on_old, 0, "no row written through pgroute landed on the old primary");
     let metrics = pgroute::metrics::render(&p.proxy.shared.classifier);
     assert!(metrics.contains("pgroute_split_brain 1"), "{metrics}");
+    assert!(metrics.contains("pgroute_writes_refused_total{reason=\"split_brain\"}"), "{metrics}");
+    assert!(metrics.contains("pgroute_node_is_primary{node=\"pg1\"} 1"), "{metrics}");
 }

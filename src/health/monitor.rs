@@ -235,7 +235,8 @@ impl Monitor {
                 }
                 node.alerting = over;
             }
-            metrics::node_state(&name, &v, node.down, node.sample.as_ref().and_then(|s| s.timeline));
+            let timeline = node.sample.as_ref().and_then(|s| s.timeline);
+            metrics::node_state(&name, &v, node.down, timeline, role == Role::Primary);
             let fresh_until = node.sample.as_ref().map(|s| s.taken + t.max_sample_age);
             published.push(Published { role, usable: v.usable, why: v.why, fresh_until });
         }
