@@ -52,6 +52,8 @@ async fn writes_follow_a_promotion_and_never_reach_a_second_primary() {
     assert_eq!(landed as u16, new_primary);
     assert_eq!(simple_value(&client, in_tx).await, new_primary.to_string(), "writes go to the new primary");
     assert!(pinned.simple_query("SELECT 1").await.is_err(), "a pinned session does not silently move on");
+    let metrics = pgroute::metrics::render(&p.proxy.shared.classifier);
+    assert!(metrics.contains("pgroute_node_is_primary{node=\"pg1\"} 1"), "{metrics}");
 
     // The old primary comes back, out of recovery on the old timeline: a split brain.
     common::node_ctl("node-start", 0);
@@ -73,5 +75,5 @@ async fn writes_follow_a_promotion_and_never_reach_a_second_primary() {
     let metrics = pgroute::metrics::render(&p.proxy.shared.classifier);
     assert!(metrics.contains("pgroute_split_brain 1"), "{metrics}");
     assert!(metrics.contains("pgroute_writes_refused_total{reason=\"split_brain\"}"), "{metrics}");
-    assert!(metrics.contains("pgroute_node_is_primary{node=\"pg1\"} 1"), "{metrics}");
+    assert!(metrics.contains("pgroute_node_is_primary{node=\"pg1\"} 0"), "no primary during a split brain");
 }
