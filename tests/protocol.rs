@@ -218,3 +218,56 @@ async fn a_unit_that_arrives_in_pieces_runs_where_its_later_statements_can() {
     let n: i64 = c.direct(0).await.query_one(&format!("SELECT count(*) FROM {t}"), &[]).await.unwrap().get(0);
     assert_eq!(n, 1);
 }
+
+fn named_parse(name: &str, sql: &str) -> Vec<u8> {
+    msg(b'P', &[name.as_bytes(), b"\0", sql.as_bytes(), b"\0\0\0"].concat())
+}
+
+fn bind(stmt: &str) -> Vec<u8> {
+    msg(b'B', &[b"\0", stmt.as_bytes(), b"\0\0\0\0\0\0\0"].concat())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_extended_copy_keeps_its_server_until_the_clients_sync() {
+    // COPY through the extended protocol: the server ignores the Sync sent with the
+    // Execute; the COPY's transaction ends only at the client's Sync after CopyDone.
+    let c = common::cluster();
+    let p = proxy().await;
+    let t = common::table("xcopy");
+    c.direct(0).await.batch_execute(&format!("CREATE TABLE {t} (id int)")).await.unwrap();
+    let mut s = logged_in(p.port).await;
+    let start = [parse(&format!("COPY {t} FROM STDIN")), bind(""), msg(b'E', b"\0\0\0\0\0"), msg(b'S', b"")].concat();
+    s.write_all(&start).await.unwrap();
+    let (tags, _) = read_until(&mut s, b'G').await;
+    assert_eq!(tags, b"12G");
+    // Flush makes the server send CommandComplete without ending the unit.
+    s.write_all(&[msg(b'd', b"7\n"), msg(b'c', b""), msg(b'H', b"")].concat()).await.unwrap();
+    let (tags, _) = read_until(&mut s, b'C').await;
+    assert_eq!(tags, b"C");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.write_all(&msg(b'S', b"")).await.unwrap();
+    let (_, status) = read_until(&mut s, b'Z').await;
+    assert_eq!(status, b"I");
+    let n: i64 = c.direct(0).await.query_one(&format!("SELECT count(*) FROM {t}"), &[]).await.unwrap().get(0);
+    assert_eq!(n, 1, "the copied row is committed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unit_of_only_a_close_does_not_stick_to_a_replica() {
+    let c = common::cluster();
+    let p = proxy().await;
+    let t = common::table("closeonly");
+    c.direct(0).await.batch_execute(&format!("CREATE TABLE {t} (id int)")).await.unwrap();
+    let mut s = logged_in(p.port).await;
+    s.write_all(&[named_parse("ins", &format!("INSERT INTO {t} VALUES (1)")), msg(b'S', b"")].concat()).await.unwrap();
+    read_until(&mut s, b'Z').await;
+    // A read (to a replica) followed, in the same write, by the start of the next unit:
+    // a Close with no Sync yet. The rest of that unit, which writes, comes later.
+    let read = [parse("SELECT 1"), bind(""), msg(b'E', b"\0\0\0\0\0"), msg(b'S', b""), msg(b'C', b"Sgone\0")];
+    s.write_all(&read.concat()).await.unwrap();
+    read_until(&mut s, b'Z').await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    s.write_all(&[bind("ins"), msg(b'E', b"\0\0\0\0\0"), msg(b'S', b"")].concat()).await.unwrap();
+    let (tags, _) = read_until(&mut s, b'Z').await;
+    assert!(!tags.contains(&b'E'), "the write ran on the primary: {:?}", String::from_utf8_lossy(&tags));
+}

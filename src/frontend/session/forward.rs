@@ -24,6 +24,9 @@ impl Session {
                 };
                 self.unit_changes.extend(class.settings.iter().cloned());
                 self.note_pin(&class);
+                if let Some(conn) = self.held[node].as_mut() {
+                    conn.unnamed = None;
+                }
                 self.swbuf.extend_from_slice(f.raw());
                 self.end_unit(false);
             }
@@ -42,12 +45,12 @@ impl Session {
                     self.expect.push_back(Expect::Parse { forward: true, hash: None });
                     self.unnamed = Some(stmt);
                 } else {
-                    if conn.prepared.contains(&stmt.hash) {
-                        // Re-preparing the same text: drop the server's copy first.
-                        let close = prepared::target_frame(tag::CLOSE, b'S', &stmt.server_name);
-                        self.swbuf.extend_from_slice(close.raw());
-                        self.expect.push_back(Expect::Close { forward: false });
-                    }
+                    // Drop any server copy first: our record of what a connection holds
+                    // can be wrong after an error skipped messages (closing a missing
+                    // statement is not an error), and a stale copy would fail the Parse.
+                    let close = prepared::target_frame(tag::CLOSE, b'S', &stmt.server_name);
+                    self.swbuf.extend_from_slice(close.raw());
+                    self.expect.push_back(Expect::Close { forward: false });
                     conn.prepared.insert(stmt.hash);
                     self.swbuf.extend_from_slice(stmt.parse_frame().raw());
                     self.expect.push_back(Expect::Parse { forward: true, hash: Some(stmt.hash) });
@@ -162,6 +165,9 @@ impl Session {
             self.expect.push_back(Expect::Parse { forward: false, hash: None });
         } else {
             conn.prepared.insert(stmt.hash);
+            let close = prepared::target_frame(tag::CLOSE, b'S', &stmt.server_name);
+            self.swbuf.extend_from_slice(close.raw());
+            self.expect.push_back(Expect::Close { forward: false });
             self.expect.push_back(Expect::Parse { forward: false, hash: Some(stmt.hash) });
         }
         self.swbuf.extend_from_slice(stmt.parse_frame().raw());

@@ -50,8 +50,10 @@ enum Expect {
     },
 }
 
-/// Stop reading from a client that has this much queued and unprocessed.
+/// Stop reading from a client that has this much buffered and unprocessed...
 const CLIENT_BACKLOG: usize = 1 << 20;
+/// ... or this many complete messages waiting (pipelined behind a busy server).
+const MAX_QUEUED_FRAMES: usize = 4096;
 
 pub struct Session {
     shared: Arc<Shared>,
@@ -192,7 +194,7 @@ impl Session {
 
     async fn main_loop(&mut self) -> End {
         loop {
-            let read_client = self.crbuf.len() < CLIENT_BACKLOG;
+            let read_client = self.crbuf.len() < CLIENT_BACKLOG && self.inq.len() < MAX_QUEUED_FRAMES;
             let server = match self.active {
                 Some(n) => self.held[n].as_mut(),
                 None => None,

@@ -37,6 +37,8 @@ impl Session {
                 }
                 tag::ERROR_RESPONSE => {
                     self.unit_error = true;
+                    // An error ends COPY IN on the server, whatever the client sends next.
+                    self.copy_in = false;
                     conn.unnamed = None;
                     // The server skips to the next Sync: what we expected before it never comes.
                     while let Some(e) = self.expect.front() {
@@ -75,12 +77,17 @@ impl Session {
                 tag::COPY_IN_RESPONSE => {
                     // Syncs already sent after the COPY's Execute are ignored by the server
                     // in COPY IN: expect no ReadyForQuery for them.
+                    // The COPY's implicit transaction stays open until the client's next
+                    // Sync, which must reach this same server: keep the unit open.
                     let before = self.expect.len();
                     self.expect.retain(|e| !matches!(e, Expect::Ready { sync: true, .. }));
-                    self.in_flight -= before - self.expect.len();
+                    let dropped = before - self.expect.len();
+                    self.in_flight = self.in_flight.saturating_sub(dropped);
+                    self.unit_open |= dropped > 0;
                     self.copy_in = true;
                 }
                 tag::READY_FOR_QUERY => {
+                    self.copy_in = false;
                     let status = frame.body().first().copied().unwrap_or(b'I');
                     // Drop anything still expected before this ReadyForQuery.
                     let mut changes = Vec::new();

@@ -64,6 +64,12 @@ impl Session {
                 let scan = self.scan_unit();
                 let (decision, class) = match self.route_unit(scan).await {
                     Ok(d) => d,
+                    Err(_) if self.in_flight > 0 => {
+                        // Replies to earlier units must reach the client first: decide
+                        // again once they have.
+                        self.unit_classes.clear();
+                        return Ok(());
+                    }
                     Err(e) => {
                         self.reject_unit(e);
                         continue;
@@ -124,6 +130,7 @@ impl Session {
         self.unit_classes.clear();
         let mut scan = Scan { class: None, text: Bytes::new(), executes: false, complete: false };
         let mut parsed_here: Vec<(String, Arc<Class>, Bytes)> = Vec::new();
+        let mut others: Vec<Arc<Class>> = Vec::new();
         let classifier = &self.shared.classifier;
         for f in &self.inq {
             let found = match f.tag() {
@@ -159,6 +166,9 @@ impl Session {
                 _ => None,
             };
             if let Some((c, text)) = found {
+                if !others.iter().any(|o| Arc::ptr_eq(o, &c)) {
+                    others.push(c.clone());
+                }
                 let rank = |c: &Class| (c.access, c.pins.is_some());
                 if scan.class.as_ref().is_none_or(|w| rank(&c) > rank(w)) {
                     scan.class = Some(c);
@@ -170,6 +180,16 @@ impl Session {
                 scan.complete = true;
                 break;
             }
+        }
+        // Several statements in one unit run on one server: the rules and volatility
+        // checks must see every table and function any of them names.
+        if let (Some(worst), true) = (&scan.class, others.len() > 1) {
+            let mut merged = (**worst).clone();
+            for o in others.iter().filter(|o| !Arc::ptr_eq(o, worst)) {
+                merged.relations.extend(o.relations.iter().cloned());
+                merged.functions.extend(o.functions.iter().cloned());
+            }
+            scan.class = Some(Arc::new(merged));
         }
         scan
     }
@@ -183,7 +203,7 @@ impl Session {
             None => {
                 // Nothing to classify (Sync, Close, Describe, ...): it belongs with
                 // whatever runs now, or anywhere a read may go.
-                if let Some(node) = self.active {
+                if let Some(node) = self.active.filter(|_| scan.complete) {
                     let reason = Reason::FollowsActive;
                     return Ok((Decision { node, reason }, Arc::new(Class::read("protocol"))));
                 }
@@ -305,6 +325,7 @@ impl Session {
                 return Err(e);
             }
             conn.settings_hash = wanted;
+            conn.unnamed = None;
         }
         self.cancel.set(Some((node, conn.pid, conn.secret)));
         self.active = Some(node);
@@ -321,7 +342,7 @@ impl Session {
         self.cancel.set(None);
         if self.shared.config.pool.mode == PoolMode::Transaction && self.pinned.is_none() {
             if let Some(c) = self.held[node].take() {
-                c.release(true);
+                c.release(!self.copy_in && !self.unit_open && self.in_flight == 0);
             }
         }
     }
