@@ -13,7 +13,7 @@ use crate::classify::{Access, Class};
 use crate::config::{Role, Target};
 use crate::protocol::{sqlstate, PgError};
 use crate::rules::ReadRoute;
-use crate::topology::Snapshot;
+use crate::topology::{NodeState, Snapshot};
 
 /// What the session knows that matters for routing.
 #[derive(Debug, Clone, Copy, Default)]
@@ -25,6 +25,20 @@ pub struct SessionView {
     /// Only part of the unit has arrived (no Sync yet, e.g. Parse/Describe/Flush): what
     /// follows will run on the same server in the same implicit transaction, unseen now.
     pub partial_unit: bool,
+    /// Read-your-writes: what this session's reads need after its last committed write.
+    pub causal: Causal,
+}
+
+/// What a session that wrote needs from the node its reads go to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Causal {
+    /// Never wrote, or every replica has caught up since.
+    #[default]
+    None,
+    /// The primary (window mode, or the commit LSN not known yet).
+    Primary,
+    /// A replica that has replayed at least this LSN on this timeline.
+    Lsn { lsn: u64, timeline: Option<u32> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +60,8 @@ pub enum Reason {
     NoReplica,
     /// The unit's remaining statements are not known yet: primary, where anything may run.
     PartialUnit,
+    /// The session wrote and no replica is known to have its write yet.
+    ReadYourWrites,
     /// Set by the session for units with nothing to classify (Sync, Close, ...): they
     /// stay with the server that runs the client's work now.
     FollowsActive,
@@ -60,6 +76,7 @@ impl Decision {
             Reason::Pinned => "pinned",
             Reason::NoReplica => "no_replica",
             Reason::PartialUnit => "partial_unit",
+            Reason::ReadYourWrites => "read_your_writes",
             Reason::FollowsActive => "follows_active",
         }
     }
@@ -116,6 +133,18 @@ pub fn decide<'a>(
     if read.target == Target::Primary {
         return to_primary(Reason::Read(read.reason.clone()));
     }
+    if session.causal == Causal::Primary {
+        return to_primary(Reason::ReadYourWrites);
+    }
+    if let Causal::Lsn { lsn, timeline } = session.causal {
+        let caught_up = |n: &NodeState| {
+            n.wal.replay_lsn.is_some_and(|r| r >= lsn) && (timeline.is_none() || n.wal.timeline == timeline)
+        };
+        return match pick_replica_where(topo, now, pick, caught_up) {
+            Some(node) => Ok(Decision { node, reason: Reason::Read(read.reason.clone()) }),
+            None => to_primary(Reason::ReadYourWrites),
+        };
+    }
     match pick_replica(topo, now, pick) {
         Some(node) => Ok(Decision { node, reason: Reason::Read(read.reason.clone()) }),
         None if topo.no_replica_error => Err(PgError::error(
@@ -127,11 +156,19 @@ pub fn decide<'a>(
     }
 }
 
-/// Weighted round robin over usable replicas (`ticket` walks the weight line), or with
-/// loads, the least loaded per unit of weight (ties rotate by ticket).
 fn pick_replica(topo: &Snapshot, now: Instant, pick: Pick) -> Option<usize> {
-    let usable =
-        || topo.nodes.iter().enumerate().filter(move |(_, n)| n.role == Role::Replica && n.weight > 0 && n.usable(now));
+    pick_replica_where(topo, now, pick, |_| true)
+}
+
+/// Weighted round robin over usable replicas that pass `also` (`ticket` walks the weight
+/// line), or with loads, the least loaded per unit of weight (ties rotate by ticket).
+fn pick_replica_where(topo: &Snapshot, now: Instant, pick: Pick, also: impl Fn(&NodeState) -> bool) -> Option<usize> {
+    let usable = || {
+        topo.nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.role == Role::Replica && n.weight > 0 && n.usable(now) && also(n))
+    };
     let ticket = pick.ticket;
     if let (true, Some(loads)) = (topo.least_connections, pick.loads) {
         let score = |i: usize, w: u32| u64::from(loads.get(i).copied().unwrap_or(0)) * 1_000_000 / u64::from(w);

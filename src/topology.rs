@@ -30,6 +30,7 @@ pub struct NodeState {
     /// The verdict rests on a sample that goes stale at this instant: past it the node is
     /// unusable even if the monitor has not published again (it may be stuck).
     pub fresh_until: Option<Instant>,
+    pub wal: Wal,
 }
 
 impl NodeState {
@@ -47,6 +48,19 @@ pub struct Published {
     pub why: &'static str,
     /// When the sample behind the verdict goes stale.
     pub fresh_until: Option<Instant>,
+    pub wal: Wal,
+}
+
+/// WAL positions from a node's latest sample, for read-your-writes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Wal {
+    /// When the probe behind these values was sent.
+    pub started: Option<Instant>,
+    /// Primary: `pg_current_wal_lsn()`.
+    pub current_lsn: Option<u64>,
+    /// Replica: `pg_last_wal_replay_lsn()`.
+    pub replay_lsn: Option<u64>,
+    pub timeline: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -107,6 +121,7 @@ impl Topology {
                 healthy: assume_healthy,
                 why: if assume_healthy { "assumed" } else { "no_sample" },
                 fresh_until: None,
+                wal: Wal::default(),
             })
             .collect();
         let addrs = cfg
@@ -161,6 +176,7 @@ impl Topology {
                 n.healthy = v.usable;
                 n.why = v.why;
                 n.fresh_until = v.fresh_until;
+                n.wal = v.wal;
             }
         });
     }

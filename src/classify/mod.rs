@@ -57,6 +57,10 @@ pub struct Class {
     pub pins: Option<String>,
     /// Session settings changed by `SET`/`RESET`/`DISCARD ALL`, in order.
     pub settings: Vec<SettingChange>,
+    /// Committing it changes data others could read (read-your-writes makes the session
+    /// causal): true for writes, false for reads and for primary-only statements that
+    /// change no data (BEGIN, LISTEN/UNLISTEN, CLOSE, pins, advisory unlocks).
+    pub writes_data: bool,
     /// Names the text mentions that may be relations (for table rules).
     pub relations: Vec<QName>,
     /// Functions the text calls (for function rules and volatility checks).
@@ -73,11 +77,14 @@ impl Class {
             settings: Vec::new(),
             relations: Vec::new(),
             functions: Vec::new(),
+            writes_data: false,
         }
     }
 
     pub fn write(reason: impl Into<String>) -> Self {
-        Class { access: Access::Write, reason: reason.into(), ..Class::read("") }
+        let reason = reason.into();
+        let writes_data = !NO_DATA_WRITTEN.iter().any(|p| reason.starts_with(p));
+        Class { access: Access::Write, reason, writes_data, ..Class::read("") }
     }
 
     fn pinning(reason: &str) -> Self {
@@ -100,8 +107,21 @@ impl Class {
             self.pins = next.pins;
         }
         self.settings.extend(next.settings);
+        self.writes_data |= next.writes_data;
     }
 }
+
+/// Primary-only statements that change no data others could read.
+const NO_DATA_WRITTEN: &[&str] = &[
+    "pin:",
+    "write:begin",
+    "write:close",
+    "write:unlisten",
+    "write:fetch",
+    "write:move",
+    "write:deallocate",
+    "write:function pg_advisory_unlock",
+];
 
 /// The classifier: stateless apart from its cache; shared by all sessions.
 pub struct Classifier {

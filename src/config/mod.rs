@@ -101,6 +101,31 @@ pub struct Routing {
     /// How reads are spread over usable replicas.
     #[serde(default = "default_balance")]
     pub balance: Balance,
+    /// How a session's reads are routed after it writes.
+    #[serde(default = "default_ryw")]
+    pub read_your_writes: ReadYourWrites,
+    /// `window` mode: how long a session's reads stay on the primary after a write.
+    #[serde(default = "default_sticky_window", with = "duration::serde_str")]
+    pub sticky_window: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadYourWrites {
+    /// Only rules, hints and lag thresholds apply.
+    Off,
+    /// After a write commits, reads go to the primary for `sticky_window`.
+    Window,
+    /// After a write commits, reads go only to replicas that have replayed past it.
+    Lsn,
+}
+
+fn default_ryw() -> ReadYourWrites {
+    ReadYourWrites::Lsn
+}
+
+fn default_sticky_window() -> Duration {
+    Duration::from_secs(2)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -377,6 +402,8 @@ impl Default for Routing {
             function_cache_ttl: default_function_ttl(),
             rules: Vec::new(),
             balance: default_balance(),
+            read_your_writes: default_ryw(),
+            sticky_window: default_sticky_window(),
         }
     }
 }

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 /// What one probe of a node returned.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {
+    /// When the probe was sent (read-your-writes needs a sample begun after a commit).
+    pub started: Instant,
     /// When the probe's answer arrived.
     pub taken: Instant,
     pub in_recovery: bool,
@@ -118,6 +120,7 @@ mod tests {
 
     fn primary(at: Instant, lsn: u64) -> Sample {
         Sample {
+            started: at,
             taken: at,
             in_recovery: false,
             timeline: Some(1),
@@ -130,6 +133,7 @@ mod tests {
 
     fn replica(at: Instant, received: u64, replayed: u64, age: Option<u64>) -> Sample {
         Sample {
+            started: at,
             taken: at,
             in_recovery: true,
             timeline: Some(1),

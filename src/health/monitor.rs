@@ -11,7 +11,7 @@ use super::{assess_primary, assess_replica, Sample, Thresholds, Verdict};
 use crate::backend::ServerConn;
 use crate::config::{Config, Role};
 use crate::metrics;
-use crate::topology::{Published, Topology};
+use crate::topology::{Published, Topology, Wal};
 
 /// Works on primaries and replicas alike; LSNs as byte positions.
 const PROBE: &str = "SELECT pg_is_in_recovery()::text, \
@@ -49,10 +49,11 @@ pub struct Monitor {
     database: String,
 }
 
-fn parse_sample(row: &[Option<String>], taken: Instant) -> Option<Sample> {
+fn parse_sample(row: &[Option<String>], started: Instant, taken: Instant) -> Option<Sample> {
     let col = |i: usize| row.get(i).cloned().flatten();
     let num = |i: usize| col(i).and_then(|v| v.split('.').next().and_then(|n| n.parse::<u64>().ok()));
     Some(Sample {
+        started,
         taken,
         in_recovery: col(0)? == "true",
         current_lsn: num(1),
@@ -131,7 +132,7 @@ impl Monitor {
         })
         .await;
         let sample = match result {
-            Ok(Ok(Some(row))) => parse_sample(&row, Instant::now()),
+            Ok(Ok(Some(row))) => parse_sample(&row, started, Instant::now()),
             Ok(Err(e)) => {
                 tracing::debug!(node = %addr.name, error = %e, "probe failed");
                 None
@@ -238,7 +239,13 @@ impl Monitor {
             let timeline = node.sample.as_ref().and_then(|s| s.timeline);
             metrics::node_state(&name, &v, node.down, timeline, role == Role::Primary);
             let fresh_until = node.sample.as_ref().map(|s| s.taken + t.max_sample_age);
-            published.push(Published { role, usable: v.usable, why: v.why, fresh_until });
+            let wal = node.sample.as_ref().map_or_else(Wal::default, |s| Wal {
+                started: Some(s.started),
+                current_lsn: s.current_lsn,
+                replay_lsn: s.replay_lsn,
+                timeline: s.timeline,
+            });
+            published.push(Published { role, usable: v.usable, why: v.why, fresh_until, wal });
         }
         self.topology.publish_health(&published, self.split_brain);
     }

@@ -13,6 +13,7 @@ fn node(name: &str, role: Role, weight: u32, down: bool, now: Instant) -> NodeSt
         healthy: true,
         why: "ok",
         fresh_until: Some(now + Duration::from_secs(3600)),
+        wal: Default::default(),
     }
 }
 
@@ -45,7 +46,7 @@ fn decision_table() {
     let free = SessionView::default();
     let pinned = SessionView { pinned: true, ..free };
     let partial = SessionView { partial_unit: true, ..free };
-    let partial_in_tx = SessionView { partial_unit: true, in_transaction_on: Some(2), pinned: false };
+    let partial_in_tx = SessionView { partial_unit: true, in_transaction_on: Some(2), ..free };
     let in_tx_on_0 = SessionView { in_transaction_on: Some(0), ..free };
     let in_tx_on_1 = SessionView { in_transaction_on: Some(1), ..free };
     let healthy = topo(now, &[(1, false), (1, false)], true);
@@ -74,7 +75,7 @@ fn decision_table() {
         (
             "transaction beats pin",
             &read,
-            SessionView { pinned: true, in_transaction_on: Some(2), partial_unit: false },
+            SessionView { pinned: true, in_transaction_on: Some(2), ..free },
             &healthy,
             0,
             Some(2),
@@ -214,4 +215,32 @@ fn least_connections_prefers_the_idlest_replica_per_weight() {
     assert_eq!(pick(0, &[9, 0, 0, 0]), 1, "ties rotate by ticket");
     assert_eq!(pick(1, &[9, 0, 0, 0]), 2);
     assert_eq!(pick(5, &[9, 9, 9, 0]), 2, "a down replica is never chosen, however idle");
+}
+
+#[test]
+fn reads_after_a_write_need_a_replica_that_has_replayed_it() {
+    let now = Instant::now();
+    let read = Class::read("read");
+    let mut t = topo(now, &[(1, false), (1, false)], true);
+    t.nodes[1].wal = crate::topology::Wal { replay_lsn: Some(100), timeline: Some(1), ..Default::default() };
+    t.nodes[2].wal = crate::topology::Wal { replay_lsn: Some(300), timeline: Some(1), ..Default::default() };
+    let view = |causal| SessionView { causal, ..SessionView::default() };
+    let label = |causal, ticket| {
+        let d = decide(&read, &default_read(), view(causal), &t, now, ticket).unwrap();
+        (d.node, d.label(&read).to_string())
+    };
+    assert_eq!(label(Causal::Primary, 0), (0, "read_your_writes".into()), "LSN not known yet: primary");
+    let need = |lsn, timeline| Causal::Lsn { lsn, timeline };
+    for ticket in 0..4 {
+        assert_eq!(label(need(200, Some(1)), ticket).0, 2, "only the replica past the commit");
+    }
+    assert_eq!(label(need(400, Some(1)), 0), (0, "read_your_writes".into()), "none has it yet");
+    assert_eq!(label(need(200, Some(2)), 0).0, 0, "never compare LSNs across timelines");
+    let mut seen = [0; 3];
+    for ticket in 0..4 {
+        seen[label(need(50, Some(1)), ticket).0] += 1;
+    }
+    assert_eq!(seen, [0, 2, 2], "both caught up: both used");
+    let write = Class::write("write:insert");
+    assert_eq!(decide(&write, &default_read(), view(need(400, Some(1))), &t, now, 0).unwrap().node, 0);
 }

@@ -109,6 +109,7 @@ impl World {
             healthy: true,
             why: "ok",
             fresh_until: None,
+            wal: Default::default(),
         };
         let topo = Snapshot {
             nodes: vec![node("p", Role::Primary), node("r", Role::Replica)],

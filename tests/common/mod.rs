@@ -52,6 +52,15 @@ impl Cluster {
     /// A proxy configuration for this cluster; `extra` is appended (TOML).
     pub fn config(&self, extra: &str) -> String {
         let listen = "[listen]\naddress = \"127.0.0.1:0\"\n";
+        // Tests of other features check which node answered right after writing; they
+        // run without read-your-writes unless they ask for it (tests/ryw.rs does).
+        let extra = if extra.contains("read_your_writes") {
+            extra.to_string()
+        } else if extra.contains("[routing]\n") {
+            extra.replace("[routing]\n", "[routing]\nread_your_writes = \"off\"\n")
+        } else {
+            format!("{extra}\n[routing]\nread_your_writes = \"off\"\n")
+        };
         let mut c =
             if extra.contains("[listen]\n") { extra.replace("[listen]\n", listen) } else { format!("{listen}{extra}") };
         c.push_str(&format!(

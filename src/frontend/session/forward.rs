@@ -134,7 +134,8 @@ impl Session {
     /// A unit ends at Query, Sync or FunctionCall: each gets one ReadyForQuery.
     fn end_unit(&mut self, sync: bool) {
         let changes = std::mem::take(&mut self.unit_changes);
-        self.expect.push_back(Expect::Ready { changes, sync });
+        let wrote = std::mem::take(&mut self.unit_wrote);
+        self.expect.push_back(Expect::Ready { changes, sync, wrote });
         self.in_flight += 1;
         self.unit_open = false;
         self.unit_classes.clear();

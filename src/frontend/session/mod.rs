@@ -44,9 +44,11 @@ enum Expect {
     },
     /// ReadyForQuery closing a unit; the settings its statements change. `sync` tells a
     /// Sync's from a Query's or FunctionCall's (a server in COPY IN ignores Syncs).
+    /// `wrote`: the unit was routed as a write (read-your-writes).
     Ready {
         changes: Vec<SettingChange>,
         sync: bool,
+        wrote: bool,
     },
 }
 
@@ -99,6 +101,14 @@ pub struct Session {
     skip_to_sync: bool,
     /// Why the session is pinned to the primary, if it is.
     pinned: Option<String>,
+    /// The unit being forwarded was routed as a write.
+    unit_wrote: bool,
+    /// The open transaction block ran a write.
+    tx_wrote: bool,
+    /// Read-your-writes: when the session's last write committed, and the primary LSN
+    /// known to be at or past it (from the first probe begun after the commit).
+    dirty_since: Option<std::time::Instant>,
+    commit_lsn: Option<(u64, Option<u32>)>,
     cancel: Arc<cancel::Handle>,
     pid: i32,
 }
@@ -147,6 +157,10 @@ pub async fn run(stream: TcpStream, shared: Arc<Shared>, user: String, database:
         saw_rollback: false,
         skip_to_sync: false,
         pinned: None,
+        unit_wrote: false,
+        tx_wrote: false,
+        dirty_since: None,
+        commit_lsn: None,
         cancel,
         pid,
         shared,

@@ -90,15 +90,16 @@ impl Session {
                     self.copy_in = false;
                     let status = frame.body().first().copied().unwrap_or(b'I');
                     // Drop anything still expected before this ReadyForQuery.
-                    let mut changes = Vec::new();
+                    let (mut changes, mut wrote) = (Vec::new(), false);
                     while let Some(e) = self.expect.pop_front() {
-                        if let Expect::Ready { changes: c, .. } = e {
-                            changes = c;
+                        if let Expect::Ready { changes: c, wrote: w, .. } = e {
+                            (changes, wrote) = (c, w);
                             break;
                         }
                     }
                     self.in_flight = self.in_flight.saturating_sub(1);
                     self.tx_status = status;
+                    self.settle_writes(status, wrote);
                     self.settle_settings(node, status, changes);
                 }
                 _ => {}
@@ -114,6 +115,24 @@ impl Session {
     /// Applies the settings a finished unit changed, following transaction outcome: a SET
     /// inside a transaction block counts only if the block commits; nothing from a unit
     /// that failed counts.
+    /// Read-your-writes bookkeeping at ReadyForQuery: a write that committed (autocommit,
+    /// or a COMMIT of a block that wrote) makes the session's reads causal from now on;
+    /// a rolled back or failed one does not.
+    fn settle_writes(&mut self, status: u8, wrote: bool) {
+        match status {
+            b'T' | b'E' => self.tx_wrote |= wrote,
+            _ => {
+                let committed = !self.saw_rollback
+                    && ((wrote && !self.unit_error) || (std::mem::take(&mut self.tx_wrote) && self.saw_commit));
+                self.tx_wrote = false;
+                if committed {
+                    self.dirty_since = Some(std::time::Instant::now());
+                    self.commit_lsn = None;
+                }
+            }
+        }
+    }
+
     fn settle_settings(&mut self, node: usize, status: u8, changes: Vec<crate::classify::SettingChange>) {
         let before = self.settings.hash();
         match status {

@@ -11,12 +11,14 @@ use super::{End, Session};
 use crate::catalog::FunctionCatalog;
 use crate::classify::Class;
 use crate::classify::{route_hint, QName};
+use crate::config::ReadYourWrites;
 use crate::config::{PoolMode, Role};
 use crate::frontend::prepared::{split_bind, split_parse};
 use crate::metrics;
 use crate::protocol::{self, sqlstate, tag, PgError};
-use crate::router::{self, Decision, Pick, Reason, SessionView};
+use crate::router::{self, Causal, Decision, Pick, Reason, SessionView};
 use crate::rules::Context;
+use crate::topology::Snapshot;
 
 /// What the next unit runs: its most demanding class, that statement's text (for rule
 /// patterns and hints), and whether it executes anything.
@@ -115,6 +117,7 @@ impl Session {
                 tracing::debug!(node = %node_name, reason, "route");
                 metrics::route(node_name, reason);
                 self.note_pin(&class);
+                self.unit_wrote = class.writes_data;
                 self.unit_open = true;
             }
             let f = self.inq.pop_front().ok_or(End::Client)?;
@@ -188,6 +191,7 @@ impl Session {
             for o in others.iter().filter(|o| !Arc::ptr_eq(o, worst)) {
                 merged.relations.extend(o.relations.iter().cloned());
                 merged.functions.extend(o.functions.iter().cloned());
+                merged.writes_data |= o.writes_data;
             }
             scan.class = Some(Arc::new(merged));
         }
@@ -212,15 +216,16 @@ impl Session {
             }
         };
         let class = if class.is_write() { class } else { self.check_volatility(class).await };
+        let snapshot = self.shared.topology.snapshot();
         let view = SessionView {
             in_transaction_on: self.active.filter(|_| self.tx_status != b'I'),
             pinned: self.pinned.is_some(),
             partial_unit: !scan.complete,
+            causal: self.causal(&snapshot, Instant::now()),
         };
         let text = std::str::from_utf8(&scan.text).unwrap_or("");
         let ctx = Context { application_name: &self.application_name, user: &self.user, database: &self.database };
         let read = self.shared.rules().route_read(&class, text, route_hint(text), &ctx);
-        let snapshot = self.shared.topology.snapshot();
         // Only reads that run something advance the round robin, so that a driver's
         // rhythm (prepare, execute, close; or read, write, read, write) cannot pin all of
         // its reads to one replica.
@@ -291,6 +296,40 @@ impl Session {
         let answer = conn.query_text(&FunctionCatalog::lookup_sql(f)).await;
         conn.release(answer.is_ok());
         Ok(answer?.as_deref() != Some("false"))
+    }
+
+    /// What this session's reads need after its last committed write.
+    fn causal(&mut self, snap: &Snapshot, now: Instant) -> Causal {
+        let Some(since) = self.dirty_since else { return Causal::None };
+        let routing = &self.shared.config.routing;
+        match routing.read_your_writes {
+            ReadYourWrites::Off => Causal::None,
+            ReadYourWrites::Window if now < since + routing.sticky_window => Causal::Primary,
+            ReadYourWrites::Window => {
+                self.dirty_since = None;
+                Causal::None
+            }
+            ReadYourWrites::Lsn => {
+                if self.commit_lsn.is_none() {
+                    // The first primary probe begun after the commit knows an LSN at or
+                    // past it, without a round trip on the client's path.
+                    let wal = snap.primary(now).map(|p| snap.nodes[p].wal);
+                    if let Some(w) = wal.filter(|w| w.started.is_some_and(|s| s > since)) {
+                        self.commit_lsn = w.current_lsn.map(|lsn| (lsn, w.timeline));
+                    }
+                }
+                let Some((lsn, timeline)) = self.commit_lsn else { return Causal::Primary };
+                let replicas = || snap.nodes.iter().filter(|n| n.role == Role::Replica && n.usable(now));
+                let all_caught_up = replicas().count() > 0
+                    && replicas().all(|n| n.wal.replay_lsn.is_some_and(|r| r >= lsn) && n.wal.timeline == timeline);
+                if all_caught_up {
+                    self.dirty_since = None;
+                    self.commit_lsn = None;
+                    return Causal::None;
+                }
+                Causal::Lsn { lsn, timeline }
+            }
+        }
     }
 
     /// Refuses the unit at the front of the queue with `e`.

@@ -1,0 +1,77 @@
+//! Read-your-writes on a real cluster with one replica 2s behind (apply delay) but kept in
+//! rotation by a generous lag threshold, so only read-your-writes protects the reads.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{cluster, proxy_with, server_port, simple_value, table};
+
+const HEALTH: &str = "[health]\nmax_replica_lag = \"30s\"\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_reads_its_own_writes_and_the_naive_split_does_not() {
+    let c = cluster();
+    let delayed = c.direct(1).await;
+    delayed.batch_execute("ALTER SYSTEM SET recovery_min_apply_delay = '2s'").await.unwrap();
+    delayed.batch_execute("SELECT pg_reload_conf()").await.unwrap();
+    let t = table("ryw");
+    c.direct(0).await.batch_execute(&format!("CREATE TABLE {t} (id int); GRANT ALL ON {t} TO app")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    // lsn mode (the default): every read right after a write sees it.
+    let lsn = proxy_with(&format!("[routing]\nread_your_writes = \"lsn\"\n{HEALTH}")).await;
+    let writer = lsn.client().await;
+    for i in 0..10 {
+        writer.batch_execute(&format!("INSERT INTO {t} VALUES ({i})")).await.unwrap();
+        let n = simple_value(&writer, &format!("SELECT count(*) FROM {t}")).await;
+        assert_eq!(n, (i + 1).to_string(), "read right after write {i}");
+    }
+    // A session that never wrote keeps using replicas.
+    let reader = lsn.client().await;
+    assert!(c.replica_ports.contains(&server_port(&reader).await));
+    // A rolled back transaction does not make a session sticky.
+    let undecided = lsn.client().await;
+    undecided.batch_execute(&format!("BEGIN; INSERT INTO {t} VALUES (-1); ROLLBACK")).await.unwrap();
+    assert!(c.replica_ports.contains(&server_port(&undecided).await));
+    // Once the replicas have replayed the writes, the writer goes back to them.
+    let mut back = false;
+    for _ in 0..80 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if c.replica_ports.contains(&server_port(&writer).await) {
+            back = true;
+            break;
+        }
+    }
+    assert!(back, "the writer's reads return to replicas once they caught up");
+
+    // window mode: the primary for sticky_window, then replicas again.
+    let window =
+        proxy_with(&format!("[routing]\nread_your_writes = \"window\"\nsticky_window = \"1s\"\n{HEALTH}")).await;
+    let w = window.client().await;
+    w.batch_execute(&format!("INSERT INTO {t} VALUES (100)")).await.unwrap();
+    assert_eq!(server_port(&w).await, c.primary_port);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(c.replica_ports.contains(&server_port(&w).await));
+
+    // off (a naive read/write split): reads right after writes miss them.
+    let off = proxy_with(&format!("[routing]\nread_your_writes = \"off\"\n{HEALTH}")).await;
+    let naive = off.client().await;
+    let base: i64 =
+        simple_value(&lsn.client().await, &format!("/* pgroute: route=primary */ SELECT count(*) FROM {t}"))
+            .await
+            .parse()
+            .unwrap();
+    let mut stale = 0;
+    for i in 0..10 {
+        naive.batch_execute(&format!("INSERT INTO {t} VALUES ({})", 1000 + i)).await.unwrap();
+        let n: i64 = simple_value(&naive, &format!("SELECT count(*) FROM {t}")).await.parse().unwrap();
+        if n < base + i + 1 {
+            stale += 1;
+        }
+    }
+    eprintln!("naive split: {stale} of 10 reads right after a write were stale");
+    assert!(stale > 0, "without read-your-writes the delayed replica serves stale reads");
+    delayed.batch_execute("ALTER SYSTEM RESET recovery_min_apply_delay").await.unwrap();
+    delayed.batch_execute("SELECT pg_reload_conf()").await.unwrap();
+}
