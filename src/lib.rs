@@ -27,6 +27,7 @@ pub mod auth;
 pub mod backend;
 pub mod cancel;
 pub mod catalog;
+pub mod causal;
 pub mod classify;
 pub mod config;
 pub mod explain;

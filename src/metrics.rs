@@ -26,12 +26,17 @@ struct Registry {
     /// -1 unknown
     nodes: DashMap<String, [f64; 7]>,
     split_brain: AtomicI64,
+    key_map_size: AtomicI64,
     writes_refused: DashMap<String, AtomicU64>,
 }
 
 /// A write refused because no node is a confirmed primary.
 pub fn write_refused(reason: &str) {
     bump(&registry().writes_refused, reason.to_string());
+}
+
+pub fn key_map_size(n: usize) {
+    registry().key_map_size.store(n as i64, Ordering::Relaxed);
 }
 
 pub fn split_brain(on: bool) {
@@ -178,6 +183,8 @@ pub fn render(classifier: &Classifier) -> String {
             e.value().load(Ordering::Relaxed)
         );
     }
+    let _ = writeln!(out, "# TYPE pgroute_key_map_entries gauge");
+    let _ = writeln!(out, "pgroute_key_map_entries {}", r.key_map_size.load(Ordering::Relaxed));
     let _ = writeln!(out, "# TYPE pgroute_split_brain gauge");
     let _ = writeln!(out, "pgroute_split_brain {}", r.split_brain.load(Ordering::Relaxed));
     let (hits, misses) = classifier.cache().stats();

@@ -45,6 +45,24 @@ async fn a_session_reads_its_own_writes_and_the_naive_split_does_not() {
     }
     assert!(back, "the writer's reads return to replicas once they caught up");
 
+    // Tagged keys: a write on one connection, a read of the same key on another.
+    let (a, b) = (lsn.client().await, lsn.client().await);
+    let mut untagged_stale = 0;
+    for i in 0..10 {
+        let key = format!("wallet:{}", i % 3);
+        a.batch_execute(&format!("INSERT INTO {t} VALUES ({}) /* pgroute: key={key} */", 500 + i)).await.unwrap();
+        let tagged = format!("SELECT count(*) FROM {t} WHERE id = {} /* pgroute: key={key} */", 500 + i);
+        assert_eq!(simple_value(&b, &tagged).await, "1", "tagged read {i} on another connection");
+        a.batch_execute(&format!("INSERT INTO {t} VALUES ({}) /* pgroute: key=other */", 600 + i)).await.unwrap();
+        let untagged = format!("SELECT count(*) FROM {t} WHERE id = {}", 600 + i);
+        if simple_value(&b, &untagged).await == "0" {
+            untagged_stale += 1;
+        }
+    }
+    eprintln!("untagged reads on another connection: {untagged_stale} of 10 stale");
+    let metrics = pgroute::metrics::render(&lsn.proxy.shared.classifier);
+    assert!(metrics.contains("pgroute_key_map_entries"), "{metrics}");
+
     // window mode: the primary for sticky_window, then replicas again.
     let window =
         proxy_with(&format!("[routing]\nread_your_writes = \"window\"\nsticky_window = \"1s\"\n{HEALTH}")).await;

@@ -4,29 +4,52 @@
 
 use crate::config::Target;
 
+/// A statement's `pgroute:` hint: a route for reads, and tagged keys
+/// (`key=wallet:42,wallet:43`) for read-your-writes across connections.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Hint {
+    pub route: Option<Target>,
+    pub keys: Vec<String>,
+}
+
 /// Finds a `pgroute:` hint; unknown keys are ignored with a debug log.
-pub fn route_hint(sql: &str) -> Option<Target> {
+pub fn hint(sql: &str) -> Hint {
+    let mut out = Hint::default();
     if !sql.contains("pgroute:") {
-        return None;
+        return out;
     }
     let lead = sql.trim_start();
     let tail = sql.trim_end().trim_end_matches(';').trim_end();
     let first = lead.strip_prefix("/*").and_then(|r| r.find("*/").map(|e| &r[..e]));
     let last = tail.strip_suffix("*/").and_then(|r| r.rfind("/*").map(|s| &r[s + 2..]));
-    let mut route = None;
     for body in [first, last].into_iter().flatten() {
         let Some(hint) = body.trim().strip_prefix("pgroute:") else {
             continue;
         };
-        for pair in hint.split([',', ' ', '\t', '\n']).filter(|p| !p.is_empty()) {
-            match pair.split_once('=') {
-                Some(("route", "primary")) => route = Some(Target::Primary),
-                Some(("route", "replica")) => route = Some(Target::Replica),
-                _ => tracing::debug!(hint = pair, "unknown pgroute hint ignored"),
+        // Pairs are separated by spaces or commas; a bare word after `key=` is one more key.
+        let mut in_keys = false;
+        for part in hint.split([',', ' ', '\t', '\n']).filter(|p| !p.is_empty()) {
+            match part.split_once('=') {
+                Some(("route", "primary")) => (out.route, in_keys) = (Some(Target::Primary), false),
+                Some(("route", "replica")) => (out.route, in_keys) = (Some(Target::Replica), false),
+                Some(("key", k)) if !k.is_empty() => {
+                    out.keys.push(k.to_string());
+                    in_keys = true;
+                }
+                None if in_keys => out.keys.push(part.to_string()),
+                _ => {
+                    in_keys = false;
+                    tracing::debug!(hint = part, "unknown pgroute hint ignored");
+                }
             }
         }
     }
-    route
+    out
+}
+
+/// The route a hint asks for, if any.
+pub fn route_hint(sql: &str) -> Option<Target> {
+    hint(sql).route
 }
 
 #[cfg(test)]
@@ -42,5 +65,14 @@ mod tests {
         assert_eq!(route_hint("SELECT 1 /* pgroute: colour=blue */"), None);
         assert_eq!(route_hint("SELECT 1 /* pgroute: route=primary */ ;"), Some(Target::Primary));
         assert_eq!(route_hint("SELECT 1"), None);
+    }
+
+    #[test]
+    fn tagged_keys() {
+        let h = hint("/* pgroute: key=wallet:42,wallet:43 route=primary */ SELECT 1");
+        assert_eq!(h.keys, vec!["wallet:42".to_string(), "wallet:43".to_string()]);
+        assert_eq!(h.route, Some(Target::Primary));
+        assert_eq!(hint("UPDATE w SET b = 1 /* pgroute: key=w:1 */").keys, vec!["w:1".to_string()]);
+        assert!(hint("SELECT 1 /* pgroute: key= */").keys.is_empty());
     }
 }

@@ -29,7 +29,7 @@ mod tests;
 use std::sync::Arc;
 
 pub use cache::Cache;
-pub use hint::route_hint;
+pub use hint::{hint, route_hint, Hint};
 pub use refs::QName;
 pub use session::SettingChange;
 pub use statement::{PIN_FUNCTIONS, WRITE_FUNCTIONS};

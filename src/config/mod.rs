@@ -107,6 +107,20 @@ pub struct Routing {
     /// `window` mode: how long a session's reads stay on the primary after a write.
     #[serde(default = "default_sticky_window", with = "duration::serde_str")]
     pub sticky_window: Duration,
+    /// Tagged keys (`/* pgroute: key=... */`) remembered at most.
+    #[serde(default = "default_key_map_size")]
+    pub key_map_size: usize,
+    /// How long a tagged key is remembered.
+    #[serde(default = "default_key_ttl", with = "duration::serde_str")]
+    pub key_ttl: Duration,
+}
+
+fn default_key_map_size() -> usize {
+    100_000
+}
+
+fn default_key_ttl() -> Duration {
+    Duration::from_secs(60)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -404,6 +418,8 @@ impl Default for Routing {
             balance: default_balance(),
             read_your_writes: default_ryw(),
             sticky_window: default_sticky_window(),
+            key_map_size: default_key_map_size(),
+            key_ttl: default_key_ttl(),
         }
     }
 }

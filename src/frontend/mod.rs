@@ -18,6 +18,7 @@ use crate::auth::scram;
 use crate::backend::Pools;
 use crate::cancel;
 use crate::catalog::FunctionCatalog;
+use crate::causal::KeyMap;
 use crate::classify::Classifier;
 use crate::config::Config;
 use crate::metrics;
@@ -42,6 +43,8 @@ pub struct Shared {
     /// a configuration reload.
     rules: RwLock<Arc<Rules>>,
     pub functions: FunctionCatalog,
+    /// Tagged keys for read-your-writes across connections.
+    pub keys: KeyMap,
 }
 
 impl Shared {
@@ -54,6 +57,7 @@ impl Shared {
             .collect();
         let rules = Rules::from_config(&config.routing);
         let functions = FunctionCatalog::new(config.routing.function_cache_ttl);
+        let keys = KeyMap::new(config.routing.key_map_size, config.routing.key_ttl);
         Shared {
             pools: Pools::new(config.clone(), topology.clone()),
             config,
@@ -64,6 +68,7 @@ impl Shared {
             tickets: AtomicU64::new(0),
             rules: RwLock::new(Arc::new(rules)),
             functions,
+            keys,
         }
     }
 }

@@ -135,7 +135,8 @@ impl Session {
     fn end_unit(&mut self, sync: bool) {
         let changes = std::mem::take(&mut self.unit_changes);
         let wrote = std::mem::take(&mut self.unit_wrote);
-        self.expect.push_back(Expect::Ready { changes, sync, wrote });
+        let keys = std::mem::take(&mut self.unit_keys);
+        self.expect.push_back(Expect::Ready { changes, sync, wrote, keys });
         self.in_flight += 1;
         self.unit_open = false;
         self.unit_classes.clear();

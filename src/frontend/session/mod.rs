@@ -49,6 +49,8 @@ enum Expect {
         changes: Vec<SettingChange>,
         sync: bool,
         wrote: bool,
+        /// Tagged keys of the unit's writes, recorded if it commits.
+        keys: Vec<String>,
     },
 }
 
@@ -105,6 +107,9 @@ pub struct Session {
     unit_wrote: bool,
     /// The open transaction block ran a write.
     tx_wrote: bool,
+    /// Tagged keys of the unit being forwarded, and of the open transaction's writes.
+    unit_keys: Vec<String>,
+    tx_keys: Vec<String>,
     /// Read-your-writes: when the session's last write committed, and the primary LSN
     /// known to be at or past it (from the first probe begun after the commit).
     dirty_since: Option<std::time::Instant>,
@@ -159,6 +164,8 @@ pub async fn run(stream: TcpStream, shared: Arc<Shared>, user: String, database:
         pinned: None,
         unit_wrote: false,
         tx_wrote: false,
+        unit_keys: Vec::new(),
+        tx_keys: Vec::new(),
         dirty_since: None,
         commit_lsn: None,
         cancel,

@@ -90,16 +90,16 @@ impl Session {
                     self.copy_in = false;
                     let status = frame.body().first().copied().unwrap_or(b'I');
                     // Drop anything still expected before this ReadyForQuery.
-                    let (mut changes, mut wrote) = (Vec::new(), false);
+                    let (mut changes, mut wrote, mut keys) = (Vec::new(), false, Vec::new());
                     while let Some(e) = self.expect.pop_front() {
-                        if let Expect::Ready { changes: c, wrote: w, .. } = e {
-                            (changes, wrote) = (c, w);
+                        if let Expect::Ready { changes: c, wrote: w, keys: k, .. } = e {
+                            (changes, wrote, keys) = (c, w, k);
                             break;
                         }
                     }
                     self.in_flight = self.in_flight.saturating_sub(1);
                     self.tx_status = status;
-                    self.settle_writes(status, wrote);
+                    self.settle_writes(status, wrote, keys);
                     self.settle_settings(node, status, changes);
                 }
                 _ => {}
@@ -118,16 +118,27 @@ impl Session {
     /// Read-your-writes bookkeeping at ReadyForQuery: a write that committed (autocommit,
     /// or a COMMIT of a block that wrote) makes the session's reads causal from now on;
     /// a rolled back or failed one does not.
-    fn settle_writes(&mut self, status: u8, wrote: bool) {
+    fn settle_writes(&mut self, status: u8, wrote: bool, keys: Vec<String>) {
         match status {
-            b'T' | b'E' => self.tx_wrote |= wrote,
+            b'T' | b'E' => {
+                self.tx_wrote |= wrote;
+                self.tx_keys.extend(keys);
+            }
             _ => {
-                let committed = !self.saw_rollback
-                    && ((wrote && !self.unit_error) || (std::mem::take(&mut self.tx_wrote) && self.saw_commit));
-                self.tx_wrote = false;
-                if committed {
-                    self.dirty_since = Some(std::time::Instant::now());
+                let unit_committed = wrote && !self.unit_error && !self.saw_rollback;
+                let tx_committed = std::mem::take(&mut self.tx_wrote) && self.saw_commit && !self.saw_rollback;
+                let tx_keys = std::mem::take(&mut self.tx_keys);
+                if unit_committed || tx_committed {
+                    let now = std::time::Instant::now();
+                    self.dirty_since = Some(now);
                     self.commit_lsn = None;
+                    let mut committed_keys = if unit_committed { keys } else { Vec::new() };
+                    if tx_committed {
+                        committed_keys.extend(tx_keys);
+                    }
+                    if !committed_keys.is_empty() {
+                        self.shared.keys.record(&committed_keys, now);
+                    }
                 }
             }
         }

@@ -10,7 +10,7 @@ use std::time::Instant;
 use super::{End, Session};
 use crate::catalog::FunctionCatalog;
 use crate::classify::Class;
-use crate::classify::{route_hint, QName};
+use crate::classify::{hint, QName};
 use crate::config::ReadYourWrites;
 use crate::config::{PoolMode, Role};
 use crate::frontend::prepared::{split_bind, split_parse};
@@ -217,15 +217,20 @@ impl Session {
         };
         let class = if class.is_write() { class } else { self.check_volatility(class).await };
         let snapshot = self.shared.topology.snapshot();
+        let text = std::str::from_utf8(&scan.text).unwrap_or("");
+        let hint = hint(text);
+        let now = Instant::now();
+        // Tagged keys: a write records them when it commits; a read must see their commits.
+        let keys_since = if class.writes_data { None } else { self.shared.keys.since(&hint.keys, now) };
+        self.unit_keys = if class.writes_data { hint.keys } else { Vec::new() };
         let view = SessionView {
             in_transaction_on: self.active.filter(|_| self.tx_status != b'I'),
             pinned: self.pinned.is_some(),
             partial_unit: !scan.complete,
-            causal: self.causal(&snapshot, Instant::now()),
+            causal: self.causal(&snapshot, now, keys_since),
         };
-        let text = std::str::from_utf8(&scan.text).unwrap_or("");
         let ctx = Context { application_name: &self.application_name, user: &self.user, database: &self.database };
-        let read = self.shared.rules().route_read(&class, text, route_hint(text), &ctx);
+        let read = self.shared.rules().route_read(&class, text, hint.route, &ctx);
         // Only reads that run something advance the round robin, so that a driver's
         // rhythm (prepare, execute, close; or read, write, read, write) cannot pin all of
         // its reads to one replica.
@@ -298,8 +303,33 @@ impl Session {
         Ok(answer?.as_deref() != Some("false"))
     }
 
-    /// What this session's reads need after its last committed write.
-    fn causal(&mut self, snap: &Snapshot, now: Instant) -> Causal {
+    /// What this session's reads need: after its own last committed write, and after the
+    /// latest commit of any key the read is tagged with (`keys_since`).
+    fn causal(&mut self, snap: &Snapshot, now: Instant, keys_since: Option<Instant>) -> Causal {
+        let own = self.own_causal(snap, now);
+        let Some(since) = keys_since else { return own };
+        let routing = &self.shared.config.routing;
+        let keyed = match routing.read_your_writes {
+            ReadYourWrites::Off => Causal::None,
+            ReadYourWrites::Window if now < since + routing.sticky_window => Causal::Primary,
+            ReadYourWrites::Window => Causal::None,
+            ReadYourWrites::Lsn => match primary_lsn_after(snap, now, since) {
+                Some((lsn, timeline)) => Causal::Lsn { lsn, timeline },
+                None => Causal::Primary,
+            },
+        };
+        match (own, keyed) {
+            (Causal::None, k) => k,
+            (o, Causal::None) => o,
+            (Causal::Lsn { lsn: a, timeline: ta }, Causal::Lsn { lsn: b, timeline: tb }) if ta == tb => {
+                Causal::Lsn { lsn: a.max(b), timeline: ta }
+            }
+            _ => Causal::Primary,
+        }
+    }
+
+    /// What this session's reads need after its own last committed write.
+    fn own_causal(&mut self, snap: &Snapshot, now: Instant) -> Causal {
         let Some(since) = self.dirty_since else { return Causal::None };
         let routing = &self.shared.config.routing;
         match routing.read_your_writes {
@@ -311,12 +341,7 @@ impl Session {
             }
             ReadYourWrites::Lsn => {
                 if self.commit_lsn.is_none() {
-                    // The first primary probe begun after the commit knows an LSN at or
-                    // past it, without a round trip on the client's path.
-                    let wal = snap.primary(now).map(|p| snap.nodes[p].wal);
-                    if let Some(w) = wal.filter(|w| w.started.is_some_and(|s| s > since)) {
-                        self.commit_lsn = w.current_lsn.map(|lsn| (lsn, w.timeline));
-                    }
+                    self.commit_lsn = primary_lsn_after(snap, now, since);
                 }
                 let Some((lsn, timeline)) = self.commit_lsn else { return Causal::Primary };
                 let replicas = || snap.nodes.iter().filter(|n| n.role == Role::Replica && n.usable(now));
@@ -397,5 +422,16 @@ impl Session {
         {
             self.detach();
         }
+    }
+}
+
+/// The primary's WAL position from the first probe begun after `since`: at or past every
+/// commit acknowledged before `since`, learned without a round trip of our own.
+fn primary_lsn_after(snap: &Snapshot, now: Instant, since: Instant) -> Option<(u64, Option<u32>)> {
+    let wal = snap.primary(now).map(|p| snap.nodes[p].wal)?;
+    if wal.started.is_some_and(|s| s > since) {
+        wal.current_lsn.map(|lsn| (lsn, wal.timeline))
+    } else {
+        None
     }
 }
