@@ -1,0 +1,141 @@
+//! The wallet integrity test: deposits, a provider webhook delivered twice to two
+//! connections (handled check-then-insert without a unique constraint, as a naive
+//! application would), and withdrawals paid out after a status check on another
+//! connection, against a cluster with one replica 2s behind but kept in rotation. With
+//! read-your-writes and key tags: no anomaly. With a naive read/write split: anomalies.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{cluster, proxy_with, simple_value, table};
+
+#[derive(Debug, Default, PartialEq)]
+struct Anomalies {
+    stale_balances: u32,
+    double_credits: u32,
+    double_payouts: u32,
+}
+
+async fn workload(mode: &str, schema: &str, rounds: i64) -> Anomalies {
+    let p =
+        proxy_with(&format!("[routing]\nread_your_writes = \"{mode}\"\n[health]\nmax_replica_lag = \"30s\"\n")).await;
+    let (a, b, c) = (p.client().await, p.client().await, p.client().await);
+    let mut found = Anomalies::default();
+    for i in 0..rounds {
+        let account = i % 3 + 1;
+        // 1. Deposit, then read the balance on the same connection.
+        let before: i64 = simple_value(
+            &a,
+            &format!("/* pgroute: route=primary */ SELECT balance FROM {schema}.accounts WHERE id = {account}"),
+        )
+        .await
+        .parse()
+        .unwrap();
+        a.batch_execute(&format!(
+            "BEGIN; UPDATE {schema}.accounts SET balance = balance + 10 WHERE id = {account};
+             INSERT INTO {schema}.ledger (account_id, kind, amount, provider_tx) VALUES ({account}, 'deposit', 10, 'dep-{mode}-{i}');
+             COMMIT"
+        ))
+        .await
+        .unwrap();
+        let after: i64 = simple_value(&a, &format!("SELECT balance FROM {schema}.accounts WHERE id = {account}"))
+            .await
+            .parse()
+            .unwrap();
+        if after != before + 10 {
+            found.stale_balances += 1;
+        }
+        // 2. A provider webhook delivered twice, to two connections: check, then credit.
+        let ptx = format!("ptx-{mode}-{i}");
+        for conn in [&a, &b] {
+            let seen = simple_value(
+                conn,
+                &format!(
+                    "SELECT count(*) FROM {schema}.ledger WHERE provider_tx = '{ptx}' /* pgroute: key=ptx:{ptx} */"
+                ),
+            )
+            .await;
+            if seen == "0" {
+                conn.batch_execute(&format!(
+                    "BEGIN; UPDATE {schema}.accounts SET balance = balance + 5 WHERE id = {account};
+                     INSERT INTO {schema}.ledger (account_id, kind, amount, provider_tx) VALUES ({account}, 'webhook', 5, '{ptx}');
+                     COMMIT /* pgroute: key=ptx:{ptx} */"
+                ))
+                .await
+                .unwrap();
+            }
+        }
+        // 3. A withdrawal created on one connection, paid out after a status check on
+        // others: a second payout attempt must see it paid.
+        let wd = i + 1;
+        a.batch_execute(&format!(
+            "INSERT INTO {schema}.withdrawals (id, account_id, amount, status) VALUES ({wd}, {account}, 1, 'pending') /* pgroute: key=wd:{wd} */"
+        ))
+        .await
+        .unwrap();
+        for conn in [&b, &c] {
+            let status = simple_value(conn, &format!("SELECT coalesce((SELECT status FROM {schema}.withdrawals WHERE id = {wd}), 'missing') /* pgroute: key=wd:{wd} */")).await;
+            if status == "pending" {
+                conn.batch_execute(&format!(
+                    "BEGIN; UPDATE {schema}.withdrawals SET status = 'paid', payouts = payouts + 1 WHERE id = {wd};
+                     UPDATE {schema}.accounts SET balance = balance - 1 WHERE id = {account};
+                     INSERT INTO {schema}.ledger (account_id, kind, amount, provider_tx) VALUES ({account}, 'withdrawal', -1, 'wd-{mode}-{wd}');
+                     COMMIT /* pgroute: key=wd:{wd} */"
+                ))
+                .await
+                .unwrap();
+            }
+        }
+    }
+    // 4. The books, read on the primary.
+    let primary = cluster().direct(0).await;
+    let q = |sql: String| {
+        let primary = &primary;
+        async move { primary.query_one(&sql, &[]).await.unwrap().get::<_, i64>(0) }
+    };
+    found.double_credits =
+        q(format!("SELECT count(*) FROM (SELECT provider_tx FROM {schema}.ledger GROUP BY 1 HAVING count(*) > 1) d"))
+            .await as u32;
+    found.double_payouts = q(format!("SELECT count(*) FROM {schema}.withdrawals WHERE payouts > 1")).await as u32;
+    let ledger = q(format!("SELECT coalesce(sum(amount), 0)::bigint FROM {schema}.ledger")).await;
+    let balances = q(format!("SELECT coalesce(sum(balance), 0)::bigint FROM {schema}.accounts")).await;
+    assert_eq!(ledger, balances, "{mode}: the ledger and the balances agree");
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_money_anomalies_with_read_your_writes_and_some_without() {
+    let c = cluster();
+    let delayed = c.direct(1).await;
+    delayed.batch_execute("ALTER SYSTEM SET recovery_min_apply_delay = '2s'").await.unwrap();
+    delayed.batch_execute("SELECT pg_reload_conf()").await.unwrap();
+    let mut results = Vec::new();
+    for mode in ["lsn", "off"] {
+        let schema = table(&format!("wallet_{mode}"));
+        c.direct(0)
+            .await
+            .batch_execute(&format!(
+                "CREATE SCHEMA {schema}; GRANT ALL ON SCHEMA {schema} TO app;
+                 CREATE TABLE {schema}.accounts (id int primary key, balance bigint not null);
+                 CREATE TABLE {schema}.ledger (id serial, account_id int, kind text, amount bigint, provider_tx text);
+                 CREATE TABLE {schema}.withdrawals (id int primary key, account_id int, amount bigint, status text, payouts int not null default 0);
+                 INSERT INTO {schema}.accounts VALUES (1, 0), (2, 0), (3, 0);
+                 GRANT ALL ON ALL TABLES IN SCHEMA {schema} TO app; GRANT ALL ON ALL SEQUENCES IN SCHEMA {schema} TO app;"
+            ))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let found = workload(mode, &schema, 12).await;
+        eprintln!("wallet workload, read_your_writes = {mode}: {found:?}");
+        results.push(found);
+    }
+    assert_eq!(results[0], Anomalies::default(), "read-your-writes with key tags: no anomaly");
+    let naive = &results[1];
+    assert!(
+        naive.stale_balances + naive.double_credits + naive.double_payouts > 0,
+        "the naive split must show anomalies (else this test could not fail): {naive:?}"
+    );
+    delayed.batch_execute("ALTER SYSTEM RESET recovery_min_apply_delay").await.unwrap();
+    delayed.batch_execute("SELECT pg_reload_conf()").await.unwrap();
+}
