@@ -72,7 +72,10 @@ async fn a_session_reads_its_own_writes_and_the_naive_split_does_not() {
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert!(c.replica_ports.contains(&server_port(&w).await));
 
-    // off (a naive read/write split): reads right after writes miss them.
+    // off (a naive read/write split): reads right after writes miss them. Only the
+    // delayed replica stays in rotation, so the outcome does not depend on round robin.
+    common::node_ctl("node-stop", 2);
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let off = proxy_with(&format!("[routing]\nread_your_writes = \"off\"\n{HEALTH}")).await;
     let naive = off.client().await;
     let base: i64 =
@@ -90,6 +93,7 @@ async fn a_session_reads_its_own_writes_and_the_naive_split_does_not() {
     }
     eprintln!("naive split: {stale} of 10 reads right after a write were stale");
     assert!(stale > 0, "without read-your-writes the delayed replica serves stale reads");
+    common::node_ctl("node-start", 2);
     delayed.batch_execute("ALTER SYSTEM RESET recovery_min_apply_delay").await.unwrap();
     delayed.batch_execute("SELECT pg_reload_conf()").await.unwrap();
 }
