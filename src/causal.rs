@@ -25,6 +25,7 @@ impl KeyMap {
     }
 
     fn raise_floor(&self, to: Instant) {
+        crate::metrics::key_evicted();
         let mut f = self.floor.lock().unwrap_or_else(|p| p.into_inner());
         *f = Some(f.map_or(to, |old| old.max(to)));
     }

@@ -27,12 +27,17 @@ struct Registry {
     nodes: DashMap<String, [f64; 7]>,
     split_brain: AtomicI64,
     key_map_size: AtomicI64,
+    key_evictions: AtomicU64,
     writes_refused: DashMap<String, AtomicU64>,
 }
 
 /// A write refused because no node is a confirmed primary.
 pub fn write_refused(reason: &str) {
     bump(&registry().writes_refused, reason.to_string());
+}
+
+pub fn key_evicted() {
+    registry().key_evictions.fetch_add(1, Ordering::Relaxed);
 }
 
 pub fn key_map_size(n: usize) {
@@ -185,6 +190,8 @@ pub fn render(classifier: &Classifier) -> String {
     }
     let _ = writeln!(out, "# TYPE pgroute_key_map_entries gauge");
     let _ = writeln!(out, "pgroute_key_map_entries {}", r.key_map_size.load(Ordering::Relaxed));
+    let _ = writeln!(out, "# TYPE pgroute_key_map_evictions_total counter");
+    let _ = writeln!(out, "pgroute_key_map_evictions_total {}", r.key_evictions.load(Ordering::Relaxed));
     let _ = writeln!(out, "# TYPE pgroute_split_brain gauge");
     let _ = writeln!(out, "pgroute_split_brain {}", r.split_brain.load(Ordering::Relaxed));
     let (hits, misses) = classifier.cache().stats();

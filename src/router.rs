@@ -62,6 +62,8 @@ pub enum Reason {
     PartialUnit,
     /// The session wrote and no replica is known to have its write yet.
     ReadYourWrites,
+    /// No replica is within the read's `max_lag`.
+    MaxLag,
     /// Set by the session for units with nothing to classify (Sync, Close, ...): they
     /// stay with the server that runs the client's work now.
     FollowsActive,
@@ -77,6 +79,7 @@ impl Decision {
             Reason::NoReplica => "no_replica",
             Reason::PartialUnit => "partial_unit",
             Reason::ReadYourWrites => "read_your_writes",
+            Reason::MaxLag => "max_lag",
             Reason::FollowsActive => "follows_active",
         }
     }
@@ -136,13 +139,22 @@ pub fn decide<'a>(
     if session.causal == Causal::Primary {
         return to_primary(Reason::ReadYourWrites);
     }
+    let fresh_enough = |n: &NodeState| read.max_lag.is_none_or(|m| n.lag.is_some_and(|l| l <= m));
     if let Causal::Lsn { lsn, timeline } = session.causal {
         let caught_up = |n: &NodeState| {
-            n.wal.replay_lsn.is_some_and(|r| r >= lsn) && (timeline.is_none() || n.wal.timeline == timeline)
+            n.wal.replay_lsn.is_some_and(|r| r >= lsn)
+                && (timeline.is_none() || n.wal.timeline == timeline)
+                && fresh_enough(n)
         };
         return match pick_replica_where(topo, now, pick, caught_up) {
             Some(node) => Ok(Decision { node, reason: Reason::Read(read.reason.clone()) }),
             None => to_primary(Reason::ReadYourWrites),
+        };
+    }
+    if read.max_lag.is_some() {
+        return match pick_replica_where(topo, now, pick, fresh_enough) {
+            Some(node) => Ok(Decision { node, reason: Reason::Read(read.reason.clone()) }),
+            None => to_primary(Reason::MaxLag),
         };
     }
     match pick_replica(topo, now, pick) {

@@ -26,6 +26,8 @@ pub struct Context<'a> {
 pub struct ReadRoute {
     pub target: Target,
     pub reason: Arc<str>,
+    /// Only replicas at most this far behind may take the read (a rule's or a hint's).
+    pub max_lag: Option<std::time::Duration>,
 }
 
 struct Rule {
@@ -37,6 +39,7 @@ struct Rule {
     tables: Vec<QName>,
     functions: Vec<QName>,
     route: Target,
+    max_lag: Option<std::time::Duration>,
 }
 
 impl Rule {
@@ -97,6 +100,7 @@ impl Rules {
                     tables: names(&rule.tables),
                     functions: names(&rule.functions),
                     route: rule.route,
+                    max_lag: rule.max_lag,
                 })
                 .collect(),
         }
@@ -105,18 +109,22 @@ impl Rules {
     /// Where a read goes. `hint` is the statement's route hint, if any.
     pub fn route_read(&self, class: &Class, sql: &str, hint: Option<Target>, ctx: &Context) -> ReadRoute {
         if let Some(target) = hint {
-            return ReadRoute { target, reason: self.hint_label.clone() };
+            return ReadRoute { target, reason: self.hint_label.clone(), max_lag: None };
         }
         if let Some(rule) = self.rules.iter().find(|r| r.matches(class, sql, ctx)) {
-            return ReadRoute { target: rule.route, reason: rule.label.clone() };
+            return ReadRoute { target: rule.route, reason: rule.label.clone(), max_lag: rule.max_lag };
         }
         if let Some(i) = any_match(&class.relations, &self.primary_tables) {
-            return ReadRoute { target: Target::Primary, reason: self.primary_table_labels[i].clone() };
+            return ReadRoute { target: Target::Primary, reason: self.primary_table_labels[i].clone(), max_lag: None };
         }
         if let Some(i) = any_match(&class.functions, &self.primary_functions) {
-            return ReadRoute { target: Target::Primary, reason: self.primary_function_labels[i].clone() };
+            return ReadRoute {
+                target: Target::Primary,
+                reason: self.primary_function_labels[i].clone(),
+                max_lag: None,
+            };
         }
-        ReadRoute { target: self.default_read, reason: self.default_label.clone() }
+        ReadRoute { target: self.default_read, reason: self.default_label.clone(), max_lag: None }
     }
 
     /// Functions in `class` whose volatility must be looked up before the read may go to a

@@ -31,6 +31,8 @@ pub struct NodeState {
     /// unusable even if the monitor has not published again (it may be stuck).
     pub fresh_until: Option<Instant>,
     pub wal: Wal,
+    /// Replica lag (time) as of the latest verdict.
+    pub lag: Option<std::time::Duration>,
 }
 
 impl NodeState {
@@ -49,6 +51,8 @@ pub struct Published {
     /// When the sample behind the verdict goes stale.
     pub fresh_until: Option<Instant>,
     pub wal: Wal,
+    /// Replica lag (time) from the verdict, if known.
+    pub lag: Option<std::time::Duration>,
 }
 
 /// WAL positions from a node's latest sample, for read-your-writes.
@@ -122,6 +126,7 @@ impl Topology {
                 why: if assume_healthy { "assumed" } else { "no_sample" },
                 fresh_until: None,
                 wal: Wal::default(),
+                lag: None,
             })
             .collect();
         let addrs = cfg
@@ -177,6 +182,7 @@ impl Topology {
                 n.why = v.why;
                 n.fresh_until = v.fresh_until;
                 n.wal = v.wal;
+                n.lag = v.lag;
             }
         });
     }

@@ -60,6 +60,12 @@ async fn a_session_reads_its_own_writes_and_the_naive_split_does_not() {
         }
     }
     eprintln!("untagged reads on another connection: {untagged_stale} of 10 stale");
+    // Per-query freshness: right after those writes the delayed replica is ~2s behind.
+    let fresh_reader = lsn.client().await;
+    for _ in 0..6 {
+        let port = simple_value(&fresh_reader, "/* pgroute: max_lag=500ms */ SELECT inet_server_port()").await;
+        assert_ne!(port, c.replica_ports[0].to_string(), "max_lag=500ms kept the read off the delayed replica");
+    }
     let metrics = pgroute::metrics::render(&lsn.proxy.shared.classifier);
     assert!(metrics.contains("pgroute_key_map_entries"), "{metrics}");
 

@@ -10,6 +10,8 @@ use crate::config::Target;
 pub struct Hint {
     pub route: Option<Target>,
     pub keys: Vec<String>,
+    /// `max_lag=200ms`: only replicas at most this far behind (or the primary).
+    pub max_lag: Option<std::time::Duration>,
 }
 
 /// Finds a `pgroute:` hint; unknown keys are ignored with a debug log.
@@ -36,6 +38,10 @@ pub fn hint(sql: &str) -> Hint {
                     out.keys.push(k.to_string());
                     in_keys = true;
                 }
+                Some(("max_lag", v)) => match crate::config::parse_duration(v) {
+                    Ok(d) => (out.max_lag, in_keys) = (Some(d), false),
+                    Err(e) => tracing::debug!(hint = part, error = %e, "invalid max_lag hint ignored"),
+                },
                 None if in_keys => out.keys.push(part.to_string()),
                 _ => {
                     in_keys = false;
@@ -74,5 +80,7 @@ mod tests {
         assert_eq!(h.route, Some(Target::Primary));
         assert_eq!(hint("UPDATE w SET b = 1 /* pgroute: key=w:1 */").keys, vec!["w:1".to_string()]);
         assert!(hint("SELECT 1 /* pgroute: key= */").keys.is_empty());
+        assert_eq!(hint("SELECT 1 /* pgroute: max_lag=200ms */").max_lag, Some(std::time::Duration::from_millis(200)));
+        assert_eq!(hint("SELECT 1 /* pgroute: max_lag=soon */").max_lag, None);
     }
 }

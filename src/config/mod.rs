@@ -177,6 +177,9 @@ pub struct Rule {
     #[serde(default)]
     pub functions: Vec<String>,
     pub route: Target,
+    /// Reads matched by this rule go only to replicas at most this far behind.
+    #[serde(default, with = "duration::serde_opt")]
+    pub max_lag: Option<Duration>,
 }
 
 /// Health monitoring and the thresholds that make a replica usable for reads.

@@ -245,7 +245,7 @@ impl Monitor {
                 replay_lsn: s.replay_lsn,
                 timeline: s.timeline,
             });
-            published.push(Published { role, usable: v.usable, why: v.why, fresh_until, wal });
+            published.push(Published { role, usable: v.usable, why: v.why, fresh_until, wal, lag: v.lag });
         }
         self.topology.publish_health(&published, self.split_brain);
     }

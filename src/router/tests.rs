@@ -14,6 +14,7 @@ fn node(name: &str, role: Role, weight: u32, down: bool, now: Instant) -> NodeSt
         why: "ok",
         fresh_until: Some(now + Duration::from_secs(3600)),
         wal: Default::default(),
+        lag: Some(Duration::ZERO),
     }
 }
 
@@ -29,7 +30,7 @@ fn topo(now: Instant, replicas: &[(u32, bool)], with_primary: bool) -> Snapshot 
 }
 
 fn default_read() -> ReadRoute {
-    ReadRoute { target: Target::Replica, reason: Arc::from("default_read") }
+    ReadRoute { target: Target::Replica, reason: Arc::from("default_read"), max_lag: None }
 }
 
 fn pinned_class() -> Class {
@@ -131,8 +132,8 @@ fn backoff_expires_with_time() {
 fn read_rules_choose_only_among_places_a_read_may_go() {
     let now = Instant::now();
     let t = topo(now, &[(1, false)], true);
-    let to_primary = ReadRoute { target: Target::Primary, reason: Arc::from("primary_tables:balances") };
-    let to_replica = ReadRoute { target: Target::Replica, reason: Arc::from("hint") };
+    let to_primary = ReadRoute { target: Target::Primary, reason: Arc::from("primary_tables:balances"), max_lag: None };
+    let to_replica = ReadRoute { target: Target::Replica, reason: Arc::from("hint"), max_lag: None };
     let read = Class::read("read");
     let write = Class::write("write:update");
     let free = SessionView::default();
@@ -243,4 +244,21 @@ fn reads_after_a_write_need_a_replica_that_has_replayed_it() {
     assert_eq!(seen, [0, 2, 2], "both caught up: both used");
     let write = Class::write("write:insert");
     assert_eq!(decide(&write, &default_read(), view(need(400, Some(1))), &t, now, 0).unwrap().node, 0);
+}
+
+#[test]
+fn max_lag_keeps_reads_off_replicas_further_behind() {
+    let now = Instant::now();
+    let read = Class::read("read");
+    let mut t = topo(now, &[(1, false), (1, false)], true);
+    t.nodes[1].lag = Some(Duration::from_secs(2));
+    t.nodes[2].lag = Some(Duration::from_millis(50));
+    let fresh =
+        ReadRoute { target: Target::Replica, reason: Arc::from("hint"), max_lag: Some(Duration::from_millis(200)) };
+    for ticket in 0..4 {
+        assert_eq!(decide(&read, &fresh, SessionView::default(), &t, now, ticket).unwrap().node, 2);
+    }
+    t.nodes[2].lag = None;
+    let d = decide(&read, &fresh, SessionView::default(), &t, now, 0).unwrap();
+    assert_eq!((d.node, d.label(&read)), (0, "max_lag"), "unknown lag does not qualify");
 }

@@ -110,6 +110,7 @@ impl World {
             why: "ok",
             fresh_until: None,
             wal: Default::default(),
+            lag: None,
         };
         let topo = Snapshot {
             nodes: vec![node("p", Role::Primary), node("r", Role::Replica)],

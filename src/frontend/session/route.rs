@@ -230,7 +230,10 @@ impl Session {
             causal: self.causal(&snapshot, now, keys_since),
         };
         let ctx = Context { application_name: &self.application_name, user: &self.user, database: &self.database };
-        let read = self.shared.rules().route_read(&class, text, hint.route, &ctx);
+        let mut read = self.shared.rules().route_read(&class, text, hint.route, &ctx);
+        if hint.max_lag.is_some() {
+            read.max_lag = hint.max_lag;
+        }
         // Only reads that run something advance the round robin, so that a driver's
         // rhythm (prepare, execute, close; or read, write, read, write) cannot pin all of
         // its reads to one replica.
@@ -340,6 +343,16 @@ impl Session {
                 Causal::None
             }
             ReadYourWrites::Lsn => {
+                // After a failover the old timeline's LSN means nothing: what the new
+                // primary has at or after now stands in for it.
+                let primary_timeline = snap.primary(now).and_then(|p| snap.nodes[p].wal.timeline);
+                if let (Some((_, Some(tl))), Some(now_tl)) = (self.commit_lsn, primary_timeline) {
+                    if tl != now_tl {
+                        self.dirty_since = Some(now);
+                        self.commit_lsn = None;
+                        return Causal::Primary;
+                    }
+                }
                 if self.commit_lsn.is_none() {
                     self.commit_lsn = primary_lsn_after(snap, now, since);
                 }
