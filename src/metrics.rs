@@ -28,12 +28,18 @@ struct Registry {
     split_brain: AtomicI64,
     key_map_size: AtomicI64,
     key_evictions: AtomicU64,
+    causal_waits: DashMap<String, AtomicU64>,
     writes_refused: DashMap<String, AtomicU64>,
 }
 
 /// A write refused because no node is a confirmed primary.
 pub fn write_refused(reason: &str) {
     bump(&registry().writes_refused, reason.to_string());
+}
+
+/// A read waited for a replica to catch up (causal_wait); where it went in the end.
+pub fn causal_wait(outcome: &str) {
+    bump(&registry().causal_waits, outcome.to_string());
 }
 
 pub fn key_evicted() {
@@ -192,6 +198,15 @@ pub fn render(classifier: &Classifier) -> String {
     let _ = writeln!(out, "pgroute_key_map_entries {}", r.key_map_size.load(Ordering::Relaxed));
     let _ = writeln!(out, "# TYPE pgroute_key_map_evictions_total counter");
     let _ = writeln!(out, "pgroute_key_map_evictions_total {}", r.key_evictions.load(Ordering::Relaxed));
+    let _ = writeln!(out, "# TYPE pgroute_causal_waits_total counter");
+    for e in r.causal_waits.iter() {
+        let _ = writeln!(
+            out,
+            "pgroute_causal_waits_total{{outcome=\"{}\"}} {}",
+            escape(e.key()),
+            e.value().load(Ordering::Relaxed)
+        );
+    }
     let _ = writeln!(out, "# TYPE pgroute_split_brain gauge");
     let _ = writeln!(out, "pgroute_split_brain {}", r.split_brain.load(Ordering::Relaxed));
     let (hits, misses) = classifier.cache().stats();

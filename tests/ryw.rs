@@ -69,6 +69,17 @@ async fn a_session_reads_its_own_writes_and_the_naive_split_does_not() {
     let metrics = pgroute::metrics::render(&lsn.proxy.shared.classifier);
     assert!(metrics.contains("pgroute_key_map_entries"), "{metrics}");
 
+    // causal_wait: rather than the primary, a read may wait for a replica to catch up.
+    let waiting = proxy_with(&format!("[routing]\nread_your_writes = \"lsn\"\ncausal_wait = \"1s\"\n{HEALTH}")).await;
+    let wc = waiting.client().await;
+    for i in 0..3 {
+        wc.batch_execute(&format!("INSERT INTO {t} VALUES ({})", 700 + i)).await.unwrap();
+        let port = server_port(&wc).await;
+        assert_eq!(port, c.replica_ports[1], "waited for the replica that keeps up (write {i})");
+    }
+    let metrics = pgroute::metrics::render(&waiting.proxy.shared.classifier);
+    assert!(metrics.contains("pgroute_causal_waits_total{outcome=\"replica\"}"), "{metrics}");
+
     // window mode: the primary for sticky_window, then replicas again.
     let window =
         proxy_with(&format!("[routing]\nread_your_writes = \"window\"\nsticky_window = \"1s\"\n{HEALTH}")).await;

@@ -17,13 +17,16 @@ struct Anomalies {
     double_payouts: u32,
 }
 
-async fn workload(mode: &str, schema: &str, rounds: i64) -> Anomalies {
-    let p =
-        proxy_with(&format!("[routing]\nread_your_writes = \"{mode}\"\n[health]\nmax_replica_lag = \"30s\"\n")).await;
-    let (a, b, c) = (p.client().await, p.client().await, p.client().await);
+async fn teller(
+    conns: [tokio_postgres::Client; 3],
+    mode: String,
+    schema: String,
+    account: i64,
+    rounds: i64,
+) -> Anomalies {
+    let [a, b, c] = conns;
     let mut found = Anomalies::default();
     for i in 0..rounds {
-        let account = i % 3 + 1;
         // 1. Deposit, then read the balance on the same connection.
         let before: i64 = simple_value(
             &a,
@@ -34,7 +37,7 @@ async fn workload(mode: &str, schema: &str, rounds: i64) -> Anomalies {
         .unwrap();
         a.batch_execute(&format!(
             "BEGIN; UPDATE {schema}.accounts SET balance = balance + 10 WHERE id = {account};
-             INSERT INTO {schema}.ledger (account_id, kind, amount, provider_tx) VALUES ({account}, 'deposit', 10, 'dep-{mode}-{i}');
+             INSERT INTO {schema}.ledger (account_id, kind, amount, provider_tx) VALUES ({account}, 'deposit', 10, 'dep-{mode}-{account}-{i}');
              COMMIT"
         ))
         .await
@@ -47,7 +50,7 @@ async fn workload(mode: &str, schema: &str, rounds: i64) -> Anomalies {
             found.stale_balances += 1;
         }
         // 2. A provider webhook delivered twice, to two connections: check, then credit.
-        let ptx = format!("ptx-{mode}-{i}");
+        let ptx = format!("ptx-{mode}-{account}-{i}");
         for conn in [&a, &b] {
             let seen = simple_value(
                 conn,
@@ -68,7 +71,7 @@ async fn workload(mode: &str, schema: &str, rounds: i64) -> Anomalies {
         }
         // 3. A withdrawal created on one connection, paid out after a status check on
         // others: a second payout attempt must see it paid.
-        let wd = i + 1;
+        let wd = account * 1000 + i;
         a.batch_execute(&format!(
             "INSERT INTO {schema}.withdrawals (id, account_id, amount, status) VALUES ({wd}, {account}, 1, 'pending') /* pgroute: key=wd:{wd} */"
         ))
@@ -87,6 +90,23 @@ async fn workload(mode: &str, schema: &str, rounds: i64) -> Anomalies {
                 .unwrap();
             }
         }
+    }
+    found
+}
+
+/// Three tellers, one per account, each with three connections, run concurrently.
+async fn workload(mode: &str, schema: &str, rounds: i64) -> Anomalies {
+    let p =
+        proxy_with(&format!("[routing]\nread_your_writes = \"{mode}\"\n[health]\nmax_replica_lag = \"30s\"\n")).await;
+    let mut tellers = Vec::new();
+    for account in 1..=3 {
+        let conns = [p.client().await, p.client().await, p.client().await];
+        tellers.push(tokio::spawn(teller(conns, mode.to_string(), schema.to_string(), account, rounds)));
+    }
+    let mut found = Anomalies::default();
+    for t in tellers {
+        let f = t.await.unwrap();
+        found.stale_balances += f.stale_balances;
     }
     // 4. The books, read on the primary.
     let primary = cluster().direct(0).await;
@@ -128,7 +148,7 @@ async fn no_money_anomalies_with_read_your_writes_and_some_without() {
             .await
             .unwrap();
         tokio::time::sleep(Duration::from_millis(2500)).await;
-        let found = workload(mode, &schema, 12).await;
+        let found = workload(mode, &schema, 8).await;
         eprintln!("wallet workload, read_your_writes = {mode}: {found:?}");
         results.push(found);
     }

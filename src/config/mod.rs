@@ -107,6 +107,10 @@ pub struct Routing {
     /// `window` mode: how long a session's reads stay on the primary after a write.
     #[serde(default = "default_sticky_window", with = "duration::serde_str")]
     pub sticky_window: Duration,
+    /// `lsn` mode: how long a read may wait for a replica to catch up with the session's
+    /// write before it goes to the primary (off when absent).
+    #[serde(default, with = "duration::serde_opt")]
+    pub causal_wait: Option<Duration>,
     /// Tagged keys (`/* pgroute: key=... */`) remembered at most.
     #[serde(default = "default_key_map_size")]
     pub key_map_size: usize,
@@ -421,6 +425,7 @@ impl Default for Routing {
             balance: default_balance(),
             read_your_writes: default_ryw(),
             sticky_window: default_sticky_window(),
+            causal_wait: None,
             key_map_size: default_key_map_size(),
             key_ttl: default_key_ttl(),
         }

@@ -246,18 +246,37 @@ impl Session {
         };
         // Failover: with no primary, wait up to primary_wait for one to appear, never send
         // the unit elsewhere meanwhile.
-        let wait = &self.shared.config.health;
-        let deadline = Instant::now() + wait.primary_wait;
+        let (primary_wait, interval) = (self.shared.config.health.primary_wait, self.shared.config.health.interval);
+        let deadline = Instant::now() + primary_wait;
         let mut snapshot = snapshot;
         let loads = if snapshot.least_connections { self.shared.topology.loads() } else { Vec::new() };
         let pick = Pick { ticket, loads: snapshot.least_connections.then_some(loads.as_slice()) };
+        // causal_wait: a read that would go to the primary only because no replica has the
+        // session's write yet may wait that long for one to catch up.
+        let causal_deadline = self.shared.config.routing.causal_wait.map(|w| Instant::now() + w);
+        let mut view = view;
+        let mut waited = false;
         loop {
             let now = Instant::now();
             match router::decide(&class, &read, view, &snapshot, now, pick) {
-                Ok(decision) => return Ok((decision, class)),
+                Ok(decision)
+                    if decision.reason == Reason::ReadYourWrites && causal_deadline.is_some_and(|d| now < d) =>
+                {
+                    waited = true;
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                    snapshot = self.shared.topology.snapshot();
+                    view.causal = self.causal(&snapshot, Instant::now(), keys_since);
+                }
+                Ok(decision) => {
+                    if waited {
+                        let caught_up = decision.reason != Reason::ReadYourWrites;
+                        metrics::causal_wait(if caught_up { "replica" } else { "primary" });
+                    }
+                    return Ok((decision, class));
+                }
                 Err(e) if now < deadline && snapshot.primary(now).is_none() => {
                     tracing::debug!(error = %e, "no primary yet: waiting");
-                    tokio::time::sleep(wait.interval).await;
+                    tokio::time::sleep(interval).await;
                     snapshot = self.shared.topology.snapshot();
                 }
                 Err(e) => {
