@@ -126,6 +126,14 @@ fn escape(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
+/// One counter family with a single label, e.g. errors by SQLSTATE.
+fn labeled_counter(out: &mut String, name: &str, label: &str, values: &DashMap<String, AtomicU64>) {
+    let _ = writeln!(out, "# TYPE {name} counter");
+    for e in values.iter() {
+        let _ = writeln!(out, "{name}{{{label}=\"{}\"}} {}", escape(e.key()), e.value().load(Ordering::Relaxed));
+    }
+}
+
 /// The whole registry in Prometheus text format.
 pub fn render(classifier: &Classifier) -> String {
     let r = registry();
@@ -142,15 +150,7 @@ pub fn render(classifier: &Classifier) -> String {
             );
         }
     }
-    let _ = writeln!(out, "# TYPE pgroute_client_errors_total counter");
-    for e in r.errors.iter() {
-        let _ = writeln!(
-            out,
-            "pgroute_client_errors_total{{sqlstate=\"{}\"}} {}",
-            escape(e.key()),
-            e.value().load(Ordering::Relaxed)
-        );
-    }
+    labeled_counter(&mut out, "pgroute_client_errors_total", "sqlstate", &r.errors);
     let _ = writeln!(out, "# TYPE pgroute_parse_errors_total counter");
     let _ = writeln!(out, "pgroute_parse_errors_total {}", r.parse_errors.load(Ordering::Relaxed));
     let _ = writeln!(out, "# TYPE pgroute_clients gauge");
@@ -185,28 +185,12 @@ pub fn render(classifier: &Classifier) -> String {
             let _ = writeln!(out, "{metric}{{node=\"{}\"}} {}", escape(e.key()), e.value()[k]);
         }
     }
-    let _ = writeln!(out, "# TYPE pgroute_writes_refused_total counter");
-    for e in r.writes_refused.iter() {
-        let _ = writeln!(
-            out,
-            "pgroute_writes_refused_total{{reason=\"{}\"}} {}",
-            escape(e.key()),
-            e.value().load(Ordering::Relaxed)
-        );
-    }
+    labeled_counter(&mut out, "pgroute_writes_refused_total", "reason", &r.writes_refused);
     let _ = writeln!(out, "# TYPE pgroute_key_map_entries gauge");
     let _ = writeln!(out, "pgroute_key_map_entries {}", r.key_map_size.load(Ordering::Relaxed));
     let _ = writeln!(out, "# TYPE pgroute_key_map_evictions_total counter");
     let _ = writeln!(out, "pgroute_key_map_evictions_total {}", r.key_evictions.load(Ordering::Relaxed));
-    let _ = writeln!(out, "# TYPE pgroute_causal_waits_total counter");
-    for e in r.causal_waits.iter() {
-        let _ = writeln!(
-            out,
-            "pgroute_causal_waits_total{{outcome=\"{}\"}} {}",
-            escape(e.key()),
-            e.value().load(Ordering::Relaxed)
-        );
-    }
+    labeled_counter(&mut out, "pgroute_causal_waits_total", "outcome", &r.causal_waits);
     let _ = writeln!(out, "# TYPE pgroute_split_brain gauge");
     let _ = writeln!(out, "pgroute_split_brain {}", r.split_brain.load(Ordering::Relaxed));
     let (hits, misses) = classifier.cache().stats();
