@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use pgroute::classify::{route_hint, Classifier};
+use pgroute::classify::{hint, Classifier};
 use pgroute::config::Config;
 use pgroute::router::{decide, SessionView};
 use pgroute::rules::{Context, Rules};
@@ -90,7 +90,7 @@ fn bench(c: &mut Criterion) {
     c.bench_function("route read (hit, rules, decide)", |b| {
         b.iter(|| {
             let class = warm.classify(black_box(PGBENCH_SELECT));
-            let read = rules.route_read(&class, PGBENCH_SELECT, route_hint(PGBENCH_SELECT), &ctx);
+            let read = rules.route_read(&class, PGBENCH_SELECT, &hint(PGBENCH_SELECT), &ctx);
             ticket += 1;
             let snapshot = topology.snapshot();
             black_box(decide(&class, &read, SessionView::default(), &snapshot, Instant::now(), ticket).ok())

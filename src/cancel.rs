@@ -16,12 +16,34 @@ pub type Target = (usize, i32, i32);
 
 pub struct Handle {
     secret: i32,
-    target: Mutex<Option<Target>>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    target: Option<Target>,
+    /// Cancel requests forwarded to the target and not yet confirmed delivered. A server
+    /// connection with one pending must not serve another client: the signal could land
+    /// on that client's query.
+    pending: u32,
 }
 
 impl Handle {
-    pub fn set(&self, target: Option<Target>) {
-        *self.target.lock().unwrap_or_else(|p| p.into_inner()) = target;
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The client's queries now run on this server process.
+    pub fn set(&self, target: Target) {
+        self.state().target = Some(target);
+    }
+
+    /// The client stops using its server process. Returns false when a cancel request
+    /// for it may still be on its way: that connection must then be closed, not pooled.
+    pub fn clear(&self) -> bool {
+        let mut s = self.state();
+        s.target = None;
+        s.pending == 0
     }
 }
 
@@ -37,7 +59,7 @@ impl Registry {
         loop {
             let pid = rng.gen_range(1..i32::MAX);
             if let dashmap::mapref::entry::Entry::Vacant(v) = self.clients.entry(pid) {
-                let handle = Arc::new(Handle { secret: rng.gen(), target: Mutex::new(None) });
+                let handle = Arc::new(Handle { secret: rng.gen(), state: Mutex::new(State::default()) });
                 v.insert(handle.clone());
                 return (pid, handle.secret, handle);
             }
@@ -50,25 +72,42 @@ impl Registry {
 
     /// Forwards a cancel request if the key matches a client with a running query.
     pub async fn cancel(&self, topology: &Topology, pid: i32, secret: i32) {
-        let target = match self.clients.get(&pid) {
-            Some(h) if h.secret == secret => *h.target.lock().unwrap_or_else(|p| p.into_inner()),
+        let handle = match self.clients.get(&pid) {
+            Some(h) if h.secret == secret => h.clone(),
             _ => {
                 tracing::debug!(pid, "cancel request with an unknown key ignored");
                 return;
             }
         };
-        let Some((node, server_pid, server_secret)) = target else {
-            return;
+        let (node, server_pid, server_secret) = {
+            let mut s = handle.state();
+            let Some(target) = s.target else { return };
+            s.pending += 1;
+            target
         };
         let addr = topology.addr(node);
-        match TcpStream::connect((addr.host.as_str(), addr.port)).await {
-            Ok(mut s) => {
-                let _ = s.write_all(&protocol::cancel_request(server_pid, server_secret)).await;
-                tracing::debug!(node = %addr.name, server_pid, "cancel request forwarded");
-            }
-            Err(e) => {
-                tracing::warn!(node = %addr.name, error = %e, "cannot forward cancel request")
-            }
+        if deliver(&addr.host, addr.port, server_pid, server_secret).await {
+            tracing::debug!(node = %addr.name, server_pid, "cancel request forwarded");
+            handle.state().pending -= 1;
+        } else {
+            // Not known to be delivered: the connection stays marked, so it is closed
+            // rather than handed to another client.
+            tracing::warn!(node = %addr.name, server_pid, "cancel request not confirmed by the server");
         }
     }
+}
+
+/// Sends a CancelRequest and waits until the server closes the connection: PostgreSQL
+/// signals the backend before it closes, so afterwards the signal can only hit the query
+/// it was meant for (a backend waiting for its next command ignores it).
+async fn deliver(host: &str, port: u16, pid: i32, secret: i32) -> bool {
+    use tokio::io::AsyncReadExt;
+    let exchange = async {
+        let mut s = TcpStream::connect((host, port)).await?;
+        s.write_all(&protocol::cancel_request(pid, secret)).await?;
+        let mut buf = [0u8; 16];
+        while s.read(&mut buf).await? > 0 {}
+        Ok::<_, std::io::Error>(())
+    };
+    matches!(tokio::time::timeout(std::time::Duration::from_secs(10), exchange).await, Ok(Ok(())))
 }

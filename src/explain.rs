@@ -5,7 +5,7 @@
 use std::fmt::Write;
 use std::time::Instant;
 
-use crate::classify::{route_hint, Class, Classifier};
+use crate::classify::{hint, Classifier};
 use crate::config::{Config, Role};
 use crate::router::{self, SessionView};
 use crate::rules::{Context, Rules};
@@ -20,11 +20,13 @@ pub fn explain(config: &Config, sql: &str, ctx: &Context) -> String {
         let unknown: Vec<String> = rules.unknown_functions(&class).map(|f| f.display()).collect();
         if !unknown.is_empty() {
             let _ = writeln!(out, "functions: {}: unknown: treated as write", unknown.join(", "));
-            let reason = format!("write:function {} (volatility unknown)", unknown[0]);
-            class = std::sync::Arc::new(Class { settings: class.settings.clone(), ..Class::write(reason) });
+            let first = rules.unknown_functions(&class).next().cloned();
+            if let Some(f) = first {
+                class = std::sync::Arc::new((*class).clone().into_volatile_write(&f));
+            }
         }
     }
-    let read = rules.route_read(&class, sql, route_hint(sql), ctx);
+    let read = rules.route_read(&class, sql, &hint(sql), ctx);
     let topology = Topology::from_config(config, true);
     let snapshot = topology.snapshot();
     match router::decide(&class, &read, SessionView::default(), &snapshot, Instant::now(), 0) {
@@ -76,7 +78,7 @@ role = "replica"
         );
         assert_eq!(
             explain(&cfg, "SELECT my_fn()", &ctx),
-            "functions: my_fn: unknown: treated as write\nroute: primary (pg0)\nreason: write:function my_fn (volatility unknown)\n"
+            "functions: my_fn: unknown: treated as write\nroute: primary (pg0)\nreason: write:function my_fn (volatile)\n"
         );
         assert!(explain(&cfg, "LISTEN x", &ctx).ends_with("pins the session to the primary: listen\n"));
     }

@@ -122,6 +122,11 @@ pub fn pool_gauges(label: &str) -> Arc<PoolGauges> {
     registry().pools.entry(label.to_string()).or_default().clone()
 }
 
+/// Forgets the gauges of a pool that never had a connection.
+pub fn forget_pool(label: &str) {
+    registry().pools.remove(label);
+}
+
 fn escape(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }

@@ -70,6 +70,15 @@ pub enum Reason {
 }
 
 impl Decision {
+    /// The reason as a metric label: the same, with statement reasons folded to a fixed
+    /// set (`classify::reason_label`).
+    pub fn metric_label<'a>(&'a self, class: &'a Class) -> &'a str {
+        match &self.reason {
+            Reason::Statement => crate::classify::reason_label(&class.reason),
+            _ => self.label(class),
+        }
+    }
+
     pub fn label<'a>(&'a self, class: &'a Class) -> &'a str {
         match &self.reason {
             Reason::Statement => &class.reason,

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use regex::Regex;
 
-use crate::classify::{Class, QName, PIN_FUNCTIONS, WRITE_FUNCTIONS};
+use crate::classify::{Class, Hint, QName, PIN_FUNCTIONS, WRITE_FUNCTIONS};
 use crate::config::{Routing, Target};
 
 /// The session facts rules can match on.
@@ -106,8 +106,17 @@ impl Rules {
         }
     }
 
-    /// Where a read goes. `hint` is the statement's route hint, if any.
-    pub fn route_read(&self, class: &Class, sql: &str, hint: Option<Target>, ctx: &Context) -> ReadRoute {
+    /// Where a read goes: the statement's hint (route, and `max_lag` over any rule's),
+    /// then the rules. The session and `pgroute explain` both place reads through here.
+    pub fn route_read(&self, class: &Class, sql: &str, hint: &Hint, ctx: &Context) -> ReadRoute {
+        let mut read = self.route_unhinted(class, sql, hint.route, ctx);
+        if hint.max_lag.is_some() {
+            read.max_lag = hint.max_lag;
+        }
+        read
+    }
+
+    fn route_unhinted(&self, class: &Class, sql: &str, hint: Option<Target>, ctx: &Context) -> ReadRoute {
         if let Some(target) = hint {
             return ReadRoute { target, reason: self.hint_label.clone(), max_lag: None };
         }

@@ -32,6 +32,8 @@ pub struct ServerConn {
     pub unnamed: Option<u64>,
     /// Fingerprint of the client session settings applied here (0: server defaults).
     pub settings_hash: u64,
+    /// Holds state no other client may inherit: closed instead of pooled.
+    pub poisoned: bool,
 }
 
 fn lost(node: &NodeAddr, what: impl std::fmt::Display) -> PgError {
@@ -76,6 +78,7 @@ impl ServerConn {
             prepared: HashSet::new(),
             unnamed: None,
             settings_hash: 0,
+            poisoned: false,
         };
         let startup = protocol::startup_message(&[("user", user), ("database", database)]);
         conn.stream.write_all(&startup).await.map_err(|e| lost(addr, e))?;

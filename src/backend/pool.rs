@@ -23,7 +23,10 @@ pub struct Pool {
     user: String,
     database: String,
     idle: Mutex<Vec<ServerConn>>,
+    size: usize,
     permits: Arc<Semaphore>,
+    /// A connection has been made: the pool is for a database that exists.
+    established: std::sync::atomic::AtomicBool,
     topology: Arc<Topology>,
     /// The node's role when the idle connections were last used: when it changes
     /// (failover), they are closed rather than reused.
@@ -77,9 +80,9 @@ impl Drop for Checked {
 }
 
 impl Checked {
-    /// Returns the connection to its pool (when `reusable`) or closes it.
+    /// Returns the connection to its pool (when `reusable` and not poisoned) or closes it.
     pub fn release(mut self, reusable: bool) {
-        if let (true, Some(conn)) = (reusable, self.conn.take()) {
+        if let (true, Some(conn)) = (reusable, self.conn.take().filter(|c| !c.poisoned)) {
             self.pool.gauges.add(0, 1);
             let mut idle = self.pool.idle.lock().unwrap_or_else(|p| p.into_inner());
             idle.push(conn);
@@ -87,11 +90,31 @@ impl Checked {
     }
 }
 
+/// ParameterStatus (name, value) pairs.
+type Params = Vec<(String, String)>;
+
+/// Distinct startup-settings sets whose login parameters are remembered.
+const MAX_LOGIN_PARAM_SETS: usize = 1024;
+
+/// What a pool's connections serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Purpose {
+    /// Clients' statements: `[pool] size` connections.
+    Clients,
+    /// pgroute's own catalog lookups (function volatility) for that user and database:
+    /// two connections of their own, so a client whose pool is full is not made to wait
+    /// for itself.
+    Catalog,
+}
+
+const CATALOG_POOL_SIZE: usize = 2;
+
 pub struct Pools {
-    map: DashMap<(usize, String, String), Arc<Pool>>,
-    /// ParameterStatus values a fresh server connection reported, per (user, database):
-    /// what a new client is told at login without borrowing a connection.
-    login_params: DashMap<(String, String), Vec<(String, String)>>,
+    map: DashMap<(usize, String, String, Purpose), Arc<Pool>>,
+    /// ParameterStatus values a primary connection reported once brought to a client's
+    /// startup settings, per (user, database, settings fingerprint): what the next client
+    /// with the same startup packet is told at login without borrowing a connection.
+    login_params: DashMap<(String, String, u64), Arc<Params>>,
     config: Arc<Config>,
     topology: Arc<Topology>,
 }
@@ -101,12 +124,16 @@ impl Pools {
         Pools { map: DashMap::new(), login_params: DashMap::new(), config, topology }
     }
 
-    fn pool(&self, node: usize, user: &str, database: &str) -> Arc<Pool> {
-        let key = (node, user.to_string(), database.to_string());
+    fn pool(&self, node: usize, user: &str, database: &str, purpose: Purpose) -> Arc<Pool> {
+        let key = (node, user.to_string(), database.to_string(), purpose);
         self.map
             .entry(key)
             .or_insert_with(|| {
-                let label = format!("{}/{user}/{database}", self.topology.addr(node).name);
+                let name = &self.topology.addr(node).name;
+                let (label, size) = match purpose {
+                    Purpose::Clients => (format!("{name}/{user}/{database}"), self.config.pool.size),
+                    Purpose::Catalog => (format!("{name}/{user}/{database}/catalog"), CATALOG_POOL_SIZE),
+                };
                 Arc::new(Pool {
                     gauges: metrics::pool_gauges(&label),
                     label,
@@ -114,22 +141,46 @@ impl Pools {
                     user: user.to_string(),
                     database: database.to_string(),
                     idle: Mutex::new(Vec::new()),
-                    permits: Arc::new(Semaphore::new(self.config.pool.size)),
+                    size,
+                    permits: Arc::new(Semaphore::new(size)),
                     topology: self.topology.clone(),
                     role: Mutex::new(None),
+                    established: Default::default(),
                 })
             })
             .clone()
     }
 
-    /// What a fresh primary connection for (user, database) reported, if one was opened.
-    pub fn login_params(&self, user: &str, database: &str) -> Option<Vec<(String, String)>> {
-        self.login_params.get(&(user.to_string(), database.to_string())).map(|p| p.clone())
+    /// What a primary connection reported with these startup settings, if known.
+    pub fn login_params(&self, user: &str, database: &str, settings: u64) -> Option<Arc<Vec<(String, String)>>> {
+        self.login_params.get(&(user.to_string(), database.to_string(), settings)).map(|p| p.clone())
+    }
+
+    /// Remembers what a primary connection reported with these startup settings. Clients
+    /// choose their startup parameters, so the map is bounded: when full it starts over.
+    pub fn store_login_params(&self, user: &str, database: &str, settings: u64, params: Vec<(String, String)>) {
+        if self.login_params.len() >= MAX_LOGIN_PARAM_SETS {
+            self.login_params.clear();
+        }
+        self.login_params.insert((user.to_string(), database.to_string(), settings), Arc::new(params));
     }
 
     /// Borrows a connection to `node` for `user`/`database`.
     pub async fn checkout(&self, node: usize, user: &str, database: &str) -> Result<Checked, PgError> {
-        let pool = self.pool(node, user, database);
+        self.checkout_for(node, user, database, Purpose::Clients).await
+    }
+
+    /// Borrows a connection from the pool serving `purpose`. A pool whose first connection
+    /// fails (a database that does not exist, say) is forgotten, so clients cannot grow
+    /// the pool map, or the metrics labelled by it, with names they make up.
+    pub async fn checkout_for(
+        &self,
+        node: usize,
+        user: &str,
+        database: &str,
+        purpose: Purpose,
+    ) -> Result<Checked, PgError> {
+        let pool = self.pool(node, user, database, purpose);
         let wait = self.config.pool.checkout_timeout;
         // Fast path without arming a timer; wait only when the pool is full.
         let permit = match pool.permits.clone().try_acquire_owned() {
@@ -146,7 +197,7 @@ impl Pools {
                     sqlstate::TOO_MANY_CONNECTIONS,
                     format!(
                         "pgroute: pool {} is exhausted: all {} server connections stayed busy for {wait:?}",
-                        pool.label, self.config.pool.size
+                        pool.label, pool.size
                     ),
                 )
                 .with_hint("Raise [pool] size or checkout_timeout, or use fewer concurrent clients."))
@@ -169,7 +220,7 @@ impl Pools {
             Some(c) => c,
             None => {
                 let password = self.config.user(user).and_then(|u| u.password());
-                let c = ServerConn::connect(
+                let made = ServerConn::connect(
                     self.topology.addr(node),
                     pool.node,
                     &pool.user,
@@ -177,11 +228,22 @@ impl Pools {
                     &pool.database,
                     self.config.pool.connect_timeout,
                 )
-                .await?;
-                if self.topology.snapshot().nodes.get(node).is_some_and(|n| n.role == crate::config::Role::Primary) {
-                    self.login_params.insert((user.to_string(), database.to_string()), c.params.clone());
+                .await;
+                match made {
+                    Ok(c) => {
+                        pool.established.store(true, std::sync::atomic::Ordering::Relaxed);
+                        c
+                    }
+                    Err(e) => {
+                        if !pool.established.load(std::sync::atomic::Ordering::Relaxed) {
+                            self.map.remove_if(&(node, user.to_string(), database.to_string(), purpose), |_, p| {
+                                Arc::ptr_eq(p, &pool)
+                            });
+                            metrics::forget_pool(&pool.label);
+                        }
+                        return Err(e);
+                    }
                 }
-                c
             }
         };
         pool.gauges.add(1, 0);

@@ -51,8 +51,28 @@ fn is_ident_cont(c: u8) -> bool {
     is_ident_start(c) || c.is_ascii_digit() || c == b'$'
 }
 
-/// Tokenises `sql`. Comments and whitespace produce no tokens.
+/// The session settings that change how PostgreSQL reads SQL text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dialect {
+    /// `standard_conforming_strings`: when off, a backslash escapes the next character in
+    /// plain `'...'` strings too, so `'\''` is one string holding a quote.
+    pub standard_strings: bool,
+}
+
+impl Default for Dialect {
+    fn default() -> Self {
+        Dialect { standard_strings: true }
+    }
+}
+
+/// Tokenises `sql` as PostgreSQL reads it by default.
+#[cfg(test)]
 pub fn tokenize(sql: &str) -> Vec<Token> {
+    tokenize_in(sql, Dialect::default())
+}
+
+/// Tokenises `sql`. Comments and whitespace produce no tokens.
+pub fn tokenize_in(sql: &str, dialect: Dialect) -> Vec<Token> {
     let b = sql.as_bytes();
     let mut out = Vec::with_capacity(32);
     let mut i = 0;
@@ -73,7 +93,7 @@ pub fn tokenize(sql: &str) -> Vec<Token> {
                 continue;
             }
             b'\'' => {
-                i = skip_quoted(b, i + 1, b'\'', false);
+                i = skip_quoted(b, i + 1, b'\'', !dialect.standard_strings);
                 Kind::Literal
             }
             b'"' => {
@@ -224,16 +244,67 @@ fn skip_number(b: &[u8], mut i: usize) -> usize {
     i
 }
 
+/// The statements of a string, as PostgreSQL splits it: at semicolons outside literals,
+/// comments and SQL-standard function bodies (`BEGIN ATOMIC ... END`, where `CASE ... END`
+/// nests too). Empty statements are dropped, as the server drops them.
+pub fn statements<'t>(sql: &str, tokens: &'t [Token]) -> Vec<&'t [Token]> {
+    let mut out = Vec::with_capacity(1);
+    let (mut start, mut depth) = (0usize, 0usize);
+    for (i, t) in tokens.iter().enumerate() {
+        match t.kind {
+            Kind::Semicolon if depth == 0 => {
+                if i > start {
+                    out.push(&tokens[start..i]);
+                }
+                start = i + 1;
+            }
+            Kind::Word
+                if depth == 0
+                    && i > start
+                    && t.is(sql, "begin")
+                    && tokens.get(i + 1).is_some_and(|n| n.is(sql, "atomic")) =>
+            {
+                depth = 1;
+            }
+            Kind::Word if depth == 0 => {}
+            Kind::Word => {
+                if t.is(sql, "begin") || t.is(sql, "case") {
+                    depth += 1;
+                } else if t.is(sql, "end") {
+                    depth -= 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    if tokens.len() > start {
+        out.push(&tokens[start..]);
+    }
+    out
+}
+
 /// The cache key: tokens separated by single spaces, unquoted words lower-cased, literals
-/// replaced by `?`. Two statements with the same key have the same class.
-pub fn normalise(sql: &str, tokens: &[Token], out: &mut String) {
+/// replaced by `?`. Two statements with the same key have the same class, so literals that
+/// can change the class are kept: those of an EXPLAIN (`EXPLAIN (ANALYZE 1) DELETE ...`
+/// runs the DELETE, `ANALYZE 0` does not). Text read with backslash escapes gets its own
+/// keys.
+pub fn normalise(sql: &str, tokens: &[Token], dialect: Dialect, out: &mut String) {
     out.clear();
+    if !dialect.standard_strings {
+        out.push('\\');
+    }
+    let mut keep_literals = false;
+    let mut statement_start = true;
     for t in tokens {
+        if statement_start {
+            keep_literals = t.is(sql, "explain");
+        }
+        statement_start = t.kind == Kind::Semicolon;
         if !out.is_empty() {
             out.push(' ');
         }
         match t.kind {
-            Kind::Literal => out.push('?'),
+            Kind::Literal if !keep_literals => out.push('?'),
             Kind::Word => out.extend(t.text(sql).chars().map(|c| c.to_ascii_lowercase())),
             _ => out.push_str(t.text(sql)),
         }
@@ -281,8 +352,8 @@ mod tests {
         let mut b = String::new();
         let s1 = "SELECT abalance FROM pgbench_accounts WHERE aid = 42;";
         let s2 = "select  abalance\n from pgbench_accounts where aid=1234 ;";
-        normalise(s1, &tokenize(s1), &mut a);
-        normalise(s2, &tokenize(s2), &mut b);
+        normalise(s1, &tokenize(s1), Dialect::default(), &mut a);
+        normalise(s2, &tokenize(s2), Dialect::default(), &mut b);
         assert_eq!(a, b);
         assert_eq!(a, "select abalance from pgbench_accounts where aid = ? ;");
     }

@@ -30,6 +30,7 @@ use std::sync::Arc;
 
 pub use cache::Cache;
 pub use hint::{hint, route_hint, Hint};
+pub use lexer::Dialect;
 pub use refs::QName;
 pub use session::SettingChange;
 pub use statement::{PIN_FUNCTIONS, WRITE_FUNCTIONS};
@@ -55,8 +56,9 @@ pub struct Class {
     /// connection (LISTEN, temp tables, session advisory locks, ...): pin the session to
     /// the primary. Holds the reason.
     pub pins: Option<String>,
-    /// Session settings changed by `SET`/`RESET`/`DISCARD ALL`, in order.
-    pub settings: Vec<SettingChange>,
+    /// One entry per statement of the text, in order: what each does to the session,
+    /// settled when the server says how that statement ended.
+    pub steps: Vec<Step>,
     /// Committing it changes data others could read (read-your-writes makes the session
     /// causal): true for writes, false for reads and for primary-only statements that
     /// change no data (BEGIN, LISTEN/UNLISTEN, CLOSE, pins, advisory unlocks).
@@ -74,7 +76,7 @@ impl Class {
             reason: reason.to_string(),
             begins: None,
             pins: None,
-            settings: Vec::new(),
+            steps: Vec::new(),
             relations: Vec::new(),
             functions: Vec::new(),
             writes_data: false,
@@ -106,9 +108,145 @@ impl Class {
         if self.pins.is_none() {
             self.pins = next.pins;
         }
-        self.settings.extend(next.settings);
+        self.steps.extend(next.steps);
         self.writes_data |= next.writes_data;
     }
+
+    /// Every session setting change of the text, in order.
+    pub fn settings(&self) -> impl Iterator<Item = &SettingChange> {
+        self.steps.iter().flat_map(|s| s.settings.iter())
+    }
+
+    /// The same statements, routed to the primary because they call `f`, a function that
+    /// is volatile or whose volatility is unknown. The session and `pgroute explain` give
+    /// the same reason.
+    pub fn into_volatile_write(self, f: &QName) -> Class {
+        self.into_write(format!("write:function {} (volatile)", f.display()))
+    }
+
+    /// The same statements, routed as a write for `reason` (a volatile function, a
+    /// declared write function): every statement counts as writing data.
+    pub fn into_write(self, reason: impl Into<String>) -> Class {
+        let steps = self.steps.into_iter().map(|s| Step { writes_data: true, ..s }).collect();
+        Class { steps, writes_data: true, ..Class::write(reason) }
+    }
+}
+
+/// What one statement does to the session once it has run: transaction control, settings
+/// changed, data written. The session applies it only when the server reports how the
+/// statement and its transaction ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Step {
+    pub tx: TxOp,
+    pub settings: Vec<SettingChange>,
+    pub writes_data: bool,
+}
+
+/// Transaction control, as far as settings and commits care.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum TxOp {
+    #[default]
+    None,
+    /// BEGIN / START TRANSACTION.
+    Begin,
+    /// COMMIT / END (the server's tag says whether it committed or rolled back).
+    /// `chain`: AND CHAIN opens the next block at once.
+    Commit {
+        chain: bool,
+    },
+    /// ROLLBACK / ABORT.
+    Rollback {
+        chain: bool,
+    },
+    /// PREPARE TRANSACTION: the block ends; its settings stay, as at a commit.
+    Prepare,
+    Savepoint(String),
+    Release(String),
+    RollbackTo(String),
+}
+
+/// Reasons that can be metric labels as they are: they come from pgroute's own code,
+/// never from client text.
+const LABELS: &[&str] = &[
+    "read",
+    "read:show",
+    "empty",
+    "protocol",
+    "begin read only",
+    "transaction_control",
+    "session:set",
+    "session:set local",
+    "session:reset",
+    "session:discard",
+    "malformed",
+    "write:encoding",
+    "write:parse_error",
+    "write:insert",
+    "write:update",
+    "write:delete",
+    "write:merge",
+    "write:copy from",
+    "write:create",
+    "write:alter",
+    "write:drop",
+    "write:truncate",
+    "write:grant",
+    "write:revoke",
+    "write:call",
+    "write:do",
+    "write:lock",
+    "write:vacuum",
+    "write:analyze",
+    "write:cluster",
+    "write:reindex",
+    "write:refresh",
+    "write:comment",
+    "write:notify",
+    "write:begin",
+    "write:close",
+    "write:fetch",
+    "write:move",
+    "write:deallocate",
+    "write:unlisten",
+    "write:set",
+    "write:reset",
+    "write:prepare transaction",
+    "write:commit prepared",
+    "write:rollback prepared",
+    "write:checkpoint",
+    "write:security",
+    "write:import",
+    "write:execute",
+    "write:select into",
+    "write:data-modifying cte",
+    "write:select for update",
+    "write:select for no key update",
+    "write:select for share",
+    "write:select for key share",
+    "write:function call",
+    "write:unknown portal",
+    "pin:listen",
+    "pin:sql prepare",
+    "pin:create temp",
+    "pin:declare with hold",
+    "pin:set role",
+];
+
+/// A classification reason as a metric label, from a fixed set: reasons that name a
+/// function or repeat a client's first word are folded (`write:function`,
+/// `write:other`), so clients cannot create time series. Logs keep the whole reason.
+pub fn reason_label(reason: &str) -> &'static str {
+    if let Some(l) = LABELS.iter().find(|l| **l == reason) {
+        return l;
+    }
+    let folded = [
+        ("write:explain analyze", "write:explain analyze"),
+        ("write:function", "write:function"),
+        ("pin:function", "pin:function"),
+        ("write:", "write:other"),
+        ("pin:", "pin:other"),
+    ];
+    folded.iter().find(|(prefix, _)| reason.starts_with(prefix)).map_or("other", |(_, l)| l)
 }
 
 /// Primary-only statements that change no data others could read.
@@ -152,14 +290,20 @@ impl Classifier {
         &self.cache
     }
 
-    /// Classifies one simple-protocol query string or one extended-protocol Parse.
+    /// Classifies one simple-protocol query string or one extended-protocol Parse, as
+    /// PostgreSQL reads it by default (`standard_conforming_strings = on`).
     pub fn classify(&self, sql: &str) -> Arc<Class> {
-        let tokens = lexer::tokenize(sql);
+        self.classify_in(sql, Dialect::default())
+    }
+
+    /// Classifies text as a session with these lexical settings reads it.
+    pub fn classify_in(&self, sql: &str, dialect: Dialect) -> Arc<Class> {
+        let tokens = lexer::tokenize_in(sql, dialect);
         if session::has_session_statement(sql, &tokens) {
             return Arc::new(self.classify_uncached(sql, &tokens));
         }
-        let mut key = String::with_capacity(sql.len());
-        lexer::normalise(sql, &tokens, &mut key);
+        let mut key = String::with_capacity(sql.len() + 1);
+        lexer::normalise(sql, &tokens, dialect, &mut key);
         if let Some(hit) = self.cache.get(&key) {
             return hit;
         }
@@ -175,7 +319,7 @@ impl Classifier {
             let declared_writes = self.write_functions.read().unwrap_or_else(|p| p.into_inner());
             let declared = functions.iter().find(|f| declared_writes.iter().any(|w| f.matches(w)));
             if let Some(f) = declared {
-                class = Class { settings: class.settings, ..Class::write(format!("write:function {}", f.display())) };
+                class = class.into_write(format!("write:function {}", f.display()));
             }
         }
         class.relations = relations;
@@ -186,8 +330,11 @@ impl Classifier {
 
 fn classify_statements(sql: &str, tokens: &[lexer::Token]) -> Class {
     let mut combined: Option<Class> = None;
-    for stmt in tokens.split(|t| t.kind == lexer::Kind::Semicolon).filter(|s| !s.is_empty()) {
-        let class = statement::classify(sql, stmt);
+    for stmt in lexer::statements(sql, tokens) {
+        let mut class = statement::classify(sql, stmt);
+        // Session statements carry their settings in a step already.
+        let step = class.steps.pop().unwrap_or_default();
+        class.steps = vec![Step { tx: statement::tx_op(sql, stmt), writes_data: class.writes_data, ..step }];
         match combined.as_mut() {
             None => combined = Some(class),
             Some(c) => c.merge(class),

@@ -3,7 +3,7 @@
 //! from the raw text on every call (never cached: the values are literals).
 
 use super::lexer::{Kind, Token};
-use super::Class;
+use super::{Class, Step};
 
 /// One change to the client's session settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,7 +44,7 @@ pub fn classify(sql: &str, toks: &[Token], first: &str) -> Class {
     let mut rest = &toks[1..];
     let tracked = |change: SettingChange, reason: &str| {
         let mut c = Class::read(reason);
-        c.settings.push(change);
+        c.steps.push(Step { settings: vec![change], ..Step::default() });
         c
     };
     match first {

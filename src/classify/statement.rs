@@ -2,7 +2,7 @@
 //! handed to the AST walker in `ast`.
 
 use super::lexer::{Kind, Token};
-use super::{ast, session, Class};
+use super::{ast, session, Class, TxOp};
 
 /// Functions that write, take locks, or need the primary wherever they appear.
 /// Matched case-insensitively on the unqualified name (`pg_catalog.nextval` too).
@@ -139,4 +139,34 @@ fn begin(sql: &str, toks: &[Token]) -> Class {
     let mut c = if read_only { Class::read("begin read only") } else { Class::write("write:begin") };
     c.begins = Some(read_only);
     c
+}
+
+/// The transaction control a statement performs (`TxOp::None` for everything else).
+pub fn tx_op(sql: &str, toks: &[Token]) -> TxOp {
+    let Some(first) = word(sql, toks.first()) else {
+        return TxOp::None;
+    };
+    let chain = toks.windows(2).any(|w| w[0].is(sql, "and") && w[1].is(sql, "chain"))
+        && !toks.windows(3).any(|w| w[0].is(sql, "and") && w[1].is(sql, "no") && w[2].is(sql, "chain"));
+    // The savepoint name: the last token, as PostgreSQL folds it.
+    let name = || {
+        toks.last()
+            .map(|t| match t.kind {
+                Kind::QuotedIdent => t.text(sql).trim_matches('"').replace("\"\"", "\""),
+                _ => t.text(sql).to_ascii_lowercase(),
+            })
+            .unwrap_or_default()
+    };
+    let second = word(sql, toks.get(1));
+    match first.as_str() {
+        "begin" | "start" => TxOp::Begin,
+        "commit" | "end" if second.as_deref() != Some("prepared") => TxOp::Commit { chain },
+        "rollback" | "abort" if second.as_deref() == Some("prepared") => TxOp::None,
+        "rollback" | "abort" if toks.iter().skip(1).take(3).any(|t| t.is(sql, "to")) => TxOp::RollbackTo(name()),
+        "rollback" | "abort" => TxOp::Rollback { chain },
+        "prepare" if second.as_deref() == Some("transaction") => TxOp::Prepare,
+        "savepoint" => TxOp::Savepoint(name()),
+        "release" => TxOp::Release(name()),
+        _ => TxOp::None,
+    }
 }

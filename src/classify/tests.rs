@@ -3,6 +3,68 @@
 
 use super::*;
 
+fn settings(c: &Class) -> Vec<SettingChange> {
+    c.settings().cloned().collect()
+}
+
+fn steps(sql: &str) -> Vec<TxOp> {
+    Classifier::new(0).classify(sql).steps.iter().map(|s| s.tx.clone()).collect()
+}
+
+#[test]
+fn each_statement_is_one_step_with_its_transaction_control() {
+    use TxOp::*;
+    assert_eq!(
+        steps("BEGIN; SET search_path TO other; COMMIT; SELECT 1/0"),
+        vec![Begin, None, Commit { chain: false }, None]
+    );
+    assert_eq!(steps(";;SELECT 1;;"), vec![None]);
+    assert_eq!(
+        steps("commit and chain; rollback and no chain; abort"),
+        vec![Commit { chain: true }, Rollback { chain: false }, Rollback { chain: false }]
+    );
+    assert_eq!(
+        steps("SAVEPOINT a; ROLLBACK TO SAVEPOINT a; rollback work to \"B\"; RELEASE SAVEPOINT a; release b"),
+        vec![
+            Savepoint("a".into()),
+            RollbackTo("a".into()),
+            RollbackTo("B".into()),
+            Release("a".into()),
+            Release("b".into())
+        ]
+    );
+    assert_eq!(
+        steps("PREPARE TRANSACTION 'x'; COMMIT PREPARED 'x'; END"),
+        vec![Prepare, None, Commit { chain: false }]
+    );
+    // A SQL-standard function body is one statement, semicolons and CASE ... END included.
+    let body = "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT CASE WHEN true THEN 1 END; SELECT 2; END; SELECT 1 AS begin; SELECT 3";
+    assert_eq!(steps(body).len(), 3);
+    let c = Classifier::new(0).classify("INSERT INTO t VALUES (1); SELECT 1; SET x.y = 1");
+    assert_eq!(c.steps.iter().map(|s| s.writes_data).collect::<Vec<_>>(), vec![true, false, false]);
+    assert_eq!(c.steps[2].settings.len(), 1);
+}
+
+#[test]
+fn literals_that_decide_the_class_are_part_of_the_cache_key() {
+    let c = Classifier::new(100);
+    assert!(!c.classify("EXPLAIN (ANALYZE 0) DELETE FROM t WHERE id = 1").is_write());
+    assert!(c.classify("EXPLAIN (ANALYZE 1) DELETE FROM t WHERE id = 1").is_write());
+    assert!(c.classify("EXPLAIN (ANALYZE '1') DELETE FROM t").is_write());
+}
+
+#[test]
+fn backslash_escapes_are_read_when_standard_conforming_strings_is_off() {
+    let c = Classifier::new(100);
+    let smuggled = "SELECT '\\''; DELETE FROM t; --'";
+    let off = Dialect { standard_strings: false };
+    assert!(c.classify_in(smuggled, off).is_write(), "with backslash escapes the DELETE is a statement");
+    // The two readings never share a cache entry.
+    assert!(c.classify_in("SELECT '\\'' || 'x'", off).steps.len() == 1);
+    assert!(c.classify_in("SELECT 'a\\'; DELETE FROM t; --'", off).steps.len() == 1);
+    assert!(c.classify("SELECT 'a\\'; DELETE FROM t; --'").is_write());
+}
+
 #[test]
 fn begin_and_pins_are_reported() {
     let c = Classifier::new(10);
@@ -20,26 +82,26 @@ fn settings_changes_carry_the_literal_text_and_skip_the_cache() {
     let a = c.classify("SET search_path = 'a'");
     let b = c.classify("SET search_path = 'b'");
     assert_eq!(
-        a.settings,
+        settings(&a),
         vec![SettingChange::Set { name: "search_path".into(), statement: "SET search_path = 'a'".into() }]
     );
     assert_eq!(
-        b.settings,
+        settings(&b),
         vec![SettingChange::Set { name: "search_path".into(), statement: "SET search_path = 'b'".into() }]
     );
     assert_eq!(
-        c.classify("SET SESSION statement_timeout TO 5").settings[0],
+        settings(&c.classify("SET SESSION statement_timeout TO 5"))[0],
         SettingChange::Set { name: "statement_timeout".into(), statement: "SET SESSION statement_timeout TO 5".into() }
     );
     assert_eq!(
-        c.classify("set myapp.tenant = 7").settings[0],
+        settings(&c.classify("set myapp.tenant = 7"))[0],
         SettingChange::Set { name: "myapp.tenant".into(), statement: "set myapp.tenant = 7".into() }
     );
-    assert_eq!(c.classify("RESET ALL").settings, vec![SettingChange::ResetAll]);
-    assert_eq!(c.classify("DISCARD ALL").settings, vec![SettingChange::ResetAll]);
-    assert_eq!(c.classify("reset Work_Mem").settings, vec![SettingChange::Reset { name: "work_mem".into() }]);
-    assert!(c.classify("SET LOCAL work_mem = 1").settings.is_empty());
-    assert_eq!(c.classify("SELECT 1; SET a.b = 1").settings.len(), 1);
+    assert_eq!(settings(&c.classify("RESET ALL")), vec![SettingChange::ResetAll]);
+    assert_eq!(settings(&c.classify("DISCARD ALL")), vec![SettingChange::ResetAll]);
+    assert_eq!(settings(&c.classify("reset Work_Mem")), vec![SettingChange::Reset { name: "work_mem".into() }]);
+    assert!(settings(&c.classify("SET LOCAL work_mem = 1")).is_empty());
+    assert_eq!(settings(&c.classify("SELECT 1; SET a.b = 1")).len(), 1);
     assert!(c.cache().is_empty(), "session statements must not be cached");
 }
 
@@ -79,4 +141,26 @@ fn only_data_writes_make_a_session_causal() {
     for sql in ["BEGIN", "SELECT 1", "LISTEN x", "SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL"] {
         assert!(!c.classify(sql).writes_data, "{sql}");
     }
+}
+
+#[test]
+fn metric_labels_come_from_a_fixed_set() {
+    let c = Classifier::new(0);
+    let folded = ["write:other", "write:function", "pin:function", "write:explain analyze", "pin:other", "other"];
+    for sql in [
+        "frobnicate the world",
+        "SELECT my_fn_123()",
+        "SELECT nextval('s')",
+        "SELECT pg_advisory_lock(1)",
+        "EXPLAIN ANALYZE DELETE FROM t",
+        "xyzzy; plugh",
+        "UPDATE t SET a = 1",
+        "LISTEN x",
+    ] {
+        let l = reason_label(&c.classify(sql).reason);
+        assert!(LABELS.contains(&l) || folded.contains(&l), "{sql}: {l}");
+    }
+    assert_eq!(reason_label("write:frobnicate"), "write:other");
+    assert_eq!(reason_label("write:function credit_wallet (volatile)"), "write:function");
+    assert_eq!(reason_label("write:update"), "write:update");
 }

@@ -1,11 +1,12 @@
 //! The client side: accepting connections, the startup phase, authentication, and the
 //! per-client session that routes and forwards messages.
 
+mod encoding;
 mod login;
 mod prepared;
 mod session;
 mod settings;
-mod startup;
+pub mod startup;
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;

@@ -6,6 +6,7 @@
 //! connection remembers which hashes it holds, and a Bind or Describe that lands on one
 //! that lacks the statement gets a Parse injected in front of it.
 
+use std::borrow::Cow;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
@@ -47,12 +48,24 @@ impl Prepared {
     }
 }
 
+/// A statement or portal name as a map key. Names are bytes in the client's encoding; one
+/// that is not UTF-8 gets a key no UTF-8 name can have (names cannot contain NUL).
+pub fn name_key(b: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(b) {
+        Ok(s) => Cow::Borrowed(s),
+        Err(_) => Cow::Owned(b.iter().fold(String::from("\0"), |mut k, c| {
+            k.push_str(&format!("{c:02x}"));
+            k
+        })),
+    }
+}
+
 /// A Parse body split into (statement name, query text, tail after the name).
-pub fn split_parse(body: &Bytes) -> Result<(String, &str, Bytes), ReadError> {
+pub fn split_parse(body: &Bytes) -> Result<(String, &[u8], Bytes), ReadError> {
     let mut r = BodyReader::new(body);
-    let name = r.cstr()?.to_string();
+    let name = name_key(r.cstr_bytes()?).into_owned();
     let tail_start = body.len() - r.remaining();
-    let sql = r.cstr()?;
+    let sql = r.cstr_bytes()?;
     let n = r.i16()?;
     if n < 0 || r.remaining() != n as usize * 4 {
         return Err(ReadError("bad parameter type count in Parse"));
@@ -61,10 +74,10 @@ pub fn split_parse(body: &Bytes) -> Result<(String, &str, Bytes), ReadError> {
 }
 
 /// A Bind body split into (portal, statement name, offset of the rest).
-pub fn split_bind(body: &[u8]) -> Result<(&[u8], &str, usize), ReadError> {
+pub fn split_bind(body: &[u8]) -> Result<(&[u8], Cow<'_, str>, usize), ReadError> {
     let mut r = BodyReader::new(body);
     let portal = r.cstr_bytes()?;
-    let stmt = r.cstr()?;
+    let stmt = name_key(r.cstr_bytes()?);
     Ok((portal, stmt, body.len() - r.remaining()))
 }
 
@@ -78,13 +91,22 @@ pub fn rewrite_bind(body: &[u8], portal: &[u8], rest: usize, stmt: &str) -> Fram
 }
 
 /// Describe and Close bodies: ('S' or 'P', name).
-pub fn split_target(body: &[u8]) -> Result<(u8, &str), ReadError> {
+pub fn split_target(body: &[u8]) -> Result<(u8, Cow<'_, str>), ReadError> {
     let mut r = BodyReader::new(body);
     let kind = r.u8()?;
     if kind != b'S' && kind != b'P' {
         return Err(ReadError("Describe/Close target must be 'S' or 'P'"));
     }
-    Ok((kind, r.cstr()?))
+    Ok((kind, name_key(r.cstr_bytes()?)))
+}
+
+/// A Parse of `sql` (no parameter types) under the server statement name `name`.
+pub fn parse_frame(name: &[u8], sql: &[u8]) -> Frame {
+    build(b'P', |b| {
+        put_cstr(b, name);
+        put_cstr(b, sql);
+        b.put_i16(0);
+    })
 }
 
 pub fn target_frame(tag: u8, kind: u8, name: &str) -> Frame {
@@ -102,7 +124,7 @@ mod tests {
     fn parse_bodies_split_and_rebuild() {
         let body = Bytes::from_static(b"s1\0select $1\0\x00\x01\x00\x00\x00\x17");
         let (name, sql, tail) = split_parse(&body).unwrap();
-        assert_eq!((name.as_str(), sql), ("s1", "select $1"));
+        assert_eq!((name.as_str(), sql), ("s1", &b"select $1"[..]));
         let p = Prepared::new(true, tail, Arc::new(Class::read("read")));
         let f = p.parse_frame();
         assert_eq!(split_parse(&Bytes::copy_from_slice(f.body())).unwrap().0, p.server_name);
@@ -115,10 +137,13 @@ mod tests {
     fn bind_statement_name_is_rewritten_and_rest_kept() {
         let body = b"portal\0s1\0\x00\x00\x00\x00\x00\x00";
         let (portal, stmt, rest) = split_bind(body).unwrap();
-        assert_eq!((portal, stmt), (&b"portal"[..], "s1"));
+        assert_eq!((portal, stmt.as_ref()), (&b"portal"[..], "s1"));
         let f = rewrite_bind(body, portal, rest, "pgr_x");
         assert_eq!(f.body(), b"portal\0pgr_x\0\x00\x00\x00\x00\x00\x00");
         assert!(split_bind(b"portal-without-end").is_err());
         assert!(split_target(b"Xname\0").is_err());
+        // Names in another encoding stay distinct, and never equal a UTF-8 name.
+        assert_eq!(split_target(b"S\xe9\0").unwrap().1, "\u{0}e9");
+        assert_ne!(name_key(b"\xe9"), name_key(b"\xe8"));
     }
 }

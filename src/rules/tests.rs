@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use super::*;
-use crate::classify::{route_hint, Classifier};
+use crate::classify::{hint, Classifier};
 use crate::config::{Config, Role};
 use crate::router::{decide, SessionView};
 use crate::topology::{NodeState, Snapshot};
@@ -99,7 +99,7 @@ impl World {
             }
         }
         let ctx = Context { application_name: app, user, database: "app" };
-        let read = self.rules.route_read(&class, sql, route_hint(sql), &ctx);
+        let read = self.rules.route_read(&class, sql, &hint(sql), &ctx);
         let now = Instant::now();
         let node = |name: &str, role| NodeState {
             name: name.into(),

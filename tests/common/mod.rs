@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod wire;
+
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;

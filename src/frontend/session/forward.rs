@@ -4,7 +4,12 @@
 use std::sync::Arc;
 
 use super::{End, Expect, Session};
+use crate::classify::Class;
 use crate::frontend::prepared::{self, Prepared};
+
+/// Portals remembered per session (named portals beyond this are forgotten oldest first;
+/// an Execute of a forgotten one counts as a write).
+const MAX_PORTALS: usize = 64;
 use crate::protocol::{sqlstate, tag, BodyReader, Frame, PgError};
 
 fn malformed(e: impl std::fmt::Display) -> End {
@@ -17,17 +22,19 @@ impl Session {
         tracing::trace!(tag = %(f.tag() as char), "client frame");
         match f.tag() {
             tag::QUERY => {
-                let sql = BodyReader::new(f.body()).cstr().map_err(malformed)?;
+                let sql = BodyReader::new(f.body()).cstr_bytes().map_err(malformed)?;
                 let class = match self.unit_classes.pop_front() {
                     Some(c) => c,
-                    None => self.shared.classifier.classify(sql),
+                    None => self.classify_text(sql),
                 };
-                self.unit_changes.extend(class.settings.iter().cloned());
                 self.note_pin(&class);
                 if let Some(conn) = self.held[node].as_mut() {
                     conn.unnamed = None;
                 }
                 self.swbuf.extend_from_slice(f.raw());
+                for index in 0..class.steps.len() {
+                    self.expect_statement(&class, index);
+                }
                 self.end_unit(false);
             }
             tag::PARSE => {
@@ -35,7 +42,7 @@ impl Session {
                 let (name, sql, tail) = prepared::split_parse(&body).map_err(malformed)?;
                 let class = match self.unit_classes.pop_front() {
                     Some(c) => c,
-                    None => self.shared.classifier.classify(sql),
+                    None => self.classify_text(sql),
                 };
                 let stmt = Arc::new(Prepared::new(!name.is_empty(), tail, class));
                 let conn = self.held[node].as_mut().ok_or_else(|| End::Fatal(super::internal()))?;
@@ -44,6 +51,18 @@ impl Session {
                     self.swbuf.extend_from_slice(f.raw());
                     self.expect.push_back(Expect::Parse { forward: true, hash: None });
                     self.unnamed = Some(stmt);
+                } else if self.statements.contains_key(&name) {
+                    // As on one server: the name is taken until Closed or DEALLOCATEd. The
+                    // server gives its own 42P05 (and aborts what it must): it receives the
+                    // client's name twice, the first time silently. The statement left
+                    // under that name makes the connection unfit for a pool.
+                    let raw_name = body.split(|&b| b == 0).next().unwrap_or_default();
+                    let taken = prepared::parse_frame(raw_name, b"SELECT 1");
+                    self.swbuf.extend_from_slice(taken.raw());
+                    self.expect.push_back(Expect::Parse { forward: false, hash: None });
+                    self.swbuf.extend_from_slice(f.raw());
+                    self.expect.push_back(Expect::Parse { forward: true, hash: None });
+                    conn.poisoned = true;
                 } else {
                     // Drop any server copy first: our record of what a connection holds
                     // can be wrong after an error skipped messages (closing a missing
@@ -59,9 +78,9 @@ impl Session {
             }
             tag::BIND => {
                 let (portal, name, rest) = prepared::split_bind(f.body()).map_err(malformed)?;
-                match self.resolve(name) {
+                let portal_key = prepared::name_key(portal).into_owned();
+                match self.resolve(&name) {
                     Some(stmt) => {
-                        self.unit_changes.extend(stmt.class.settings.iter().cloned());
                         self.note_pin(&stmt.class);
                         self.ensure_prepared(node, &stmt)?;
                         if name.is_empty() {
@@ -70,13 +89,25 @@ impl Session {
                             let b = prepared::rewrite_bind(f.body(), portal, rest, &stmt.server_name);
                             self.swbuf.extend_from_slice(b.raw());
                         }
+                        self.bind_portal(portal_key, stmt.class.clone());
                     }
                     None => self.swbuf.extend_from_slice(f.raw()),
                 }
             }
+            tag::EXECUTE => {
+                let portal = BodyReader::new(f.body()).cstr_bytes().map_err(malformed)?;
+                let key = prepared::name_key(portal);
+                let class = match self.portals.iter().rev().find(|(p, _)| *p == key) {
+                    Some((_, c)) => c.clone(),
+                    // Not bound by us (the server will say so): count it as a write.
+                    None => Arc::new(Class::write("write:unknown portal")),
+                };
+                self.expect_statement(&class, 0);
+                self.swbuf.extend_from_slice(f.raw());
+            }
             tag::DESCRIBE => {
                 let (kind, name) = prepared::split_target(f.body()).map_err(malformed)?;
-                match self.resolve(name).filter(|_| kind == b'S') {
+                match self.resolve(&name).filter(|_| kind == b'S') {
                     Some(stmt) => {
                         self.ensure_prepared(node, &stmt)?;
                         let d = prepared::target_frame(tag::DESCRIBE, b'S', &stmt.server_name);
@@ -87,7 +118,7 @@ impl Session {
             }
             tag::CLOSE => {
                 let (kind, name) = prepared::split_target(f.body()).map_err(malformed)?;
-                let named = (kind == b'S' && !name.is_empty()).then(|| self.statements.remove(name)).flatten();
+                let named = (kind == b'S' && !name.is_empty()).then(|| self.statements.remove(name.as_ref())).flatten();
                 match named {
                     Some(stmt) => {
                         let conn = self.held[node].as_mut().ok_or_else(|| End::Fatal(super::internal()))?;
@@ -100,15 +131,20 @@ impl Session {
                 self.expect.push_back(Expect::Close { forward: true });
             }
             tag::SYNC if self.copy_in => self.swbuf.extend_from_slice(f.raw()),
-            tag::SYNC | tag::FUNCTION_CALL => {
+            tag::SYNC => {
                 self.swbuf.extend_from_slice(f.raw());
-                self.end_unit(f.tag() == tag::SYNC);
+                self.end_unit(true);
+            }
+            tag::FUNCTION_CALL => {
+                self.swbuf.extend_from_slice(f.raw());
+                self.expect_statement(&Arc::new(Class::write("write:function call")), 0);
+                self.end_unit(false);
             }
             tag::COPY_DONE | tag::COPY_FAIL => {
                 self.copy_in = false;
                 self.swbuf.extend_from_slice(f.raw());
             }
-            tag::EXECUTE | tag::FLUSH | tag::COPY_DATA => {
+            tag::FLUSH | tag::COPY_DATA => {
                 self.swbuf.extend_from_slice(f.raw());
             }
             tag::TERMINATE => return Err(End::Client),
@@ -131,12 +167,31 @@ impl Session {
         }
     }
 
+    /// The reply that ends statement `index` of `class` comes next (after what is
+    /// expected already).
+    fn expect_statement(&mut self, class: &Arc<Class>, index: usize) {
+        let writes = self.unit_forced_write
+            || Expect::step(class, index).writes_data
+            || class.steps.is_empty() && class.writes_data;
+        let keys = if writes { self.unit_keys.clone() } else { Vec::new() };
+        self.expect.push_back(Expect::Statement { class: class.clone(), index, writes, keys });
+    }
+
+    /// A portal bound in the open transaction; a rebind replaces it. Portals end with
+    /// their transaction; the list is cleared when the session is idle and bounded.
+    fn bind_portal(&mut self, portal: String, class: Arc<Class>) {
+        self.portals.retain(|(p, _)| *p != portal);
+        if self.portals.len() >= MAX_PORTALS {
+            self.portals.remove(0);
+        }
+        self.portals.push((portal, class));
+    }
+
     /// A unit ends at Query, Sync or FunctionCall: each gets one ReadyForQuery.
     fn end_unit(&mut self, sync: bool) {
-        let changes = std::mem::take(&mut self.unit_changes);
-        let wrote = std::mem::take(&mut self.unit_wrote);
-        let keys = std::mem::take(&mut self.unit_keys);
-        self.expect.push_back(Expect::Ready { changes, sync, wrote, keys });
+        self.unit_forced_write = false;
+        self.unit_keys.clear();
+        self.expect.push_back(Expect::Ready { sync });
         self.in_flight += 1;
         self.unit_open = false;
         self.unit_classes.clear();

@@ -10,6 +10,7 @@
 //! transaction status is `T` or `E`.
 
 mod forward;
+mod ledger;
 mod reply;
 mod route;
 
@@ -26,7 +27,7 @@ use super::settings::Settings;
 use super::Shared;
 use crate::backend::Checked;
 use crate::cancel;
-use crate::classify::{Class, SettingChange};
+use crate::classify::{Class, Dialect, Step};
 use crate::metrics;
 use crate::protocol::{self, split_frame, sqlstate, Frame, PgError};
 
@@ -42,19 +43,31 @@ enum Expect {
     Close {
         forward: bool,
     },
-    /// ReadyForQuery closing a unit; the settings its statements change. `sync` tells a
-    /// Sync's from a Query's or FunctionCall's (a server in COPY IN ignores Syncs).
-    /// `wrote`: the unit was routed as a write (read-your-writes).
-    Ready {
-        changes: Vec<SettingChange>,
-        sync: bool,
-        wrote: bool,
-        /// Tagged keys of the unit's writes, recorded if it commits.
+    /// The end of one statement: CommandComplete, EmptyQueryResponse, PortalSuspended or
+    /// FunctionCallResponse, or the ErrorResponse that stops its unit. `class.steps[index]`
+    /// is what it does to the session (settled by the `ledger`); `writes`: it counts as a
+    /// data write for read-your-writes, under the tagged `keys`.
+    Statement {
+        class: Arc<Class>,
+        index: usize,
+        writes: bool,
         keys: Vec<String>,
+    },
+    /// ReadyForQuery closing a unit. `sync` tells a Sync's from a Query's or
+    /// FunctionCall's (a server in COPY IN ignores Syncs).
+    Ready {
+        sync: bool,
     },
 }
 
-/// Stop reading from a client that has this much buffered and unprocessed...
+impl Expect {
+    fn step(class: &Class, index: usize) -> &Step {
+        static NONE: Step = Step { tx: crate::classify::TxOp::None, settings: Vec::new(), writes_data: false };
+        class.steps.get(index).unwrap_or(&NONE)
+    }
+}
+
+/// Stop reading from a client that has this many bytes of complete messages queued...
 const CLIENT_BACKLOG: usize = 1 << 20;
 /// ... or this many complete messages waiting (pipelined behind a busy server).
 const MAX_QUEUED_FRAMES: usize = 4096;
@@ -73,7 +86,13 @@ pub struct Session {
     /// Bytes for the active server, written after each batch of client frames.
     swbuf: BytesMut,
     inq: VecDeque<Frame>,
+    /// Bytes of the frames in `inq`.
+    queued_bytes: usize,
     settings: Settings,
+    /// How the server reads this client's SQL text: `standard_conforming_strings` and
+    /// `client_encoding`, as the server last reported them.
+    dialect: Dialect,
+    encoding: super::encoding::Encoding,
     statements: HashMap<String, Arc<Prepared>>,
     unnamed: Option<Arc<Prepared>>,
     /// Server connections held, by node index (one at most in transaction mode, outside
@@ -92,24 +111,20 @@ pub struct Session {
     copy_in: bool,
     /// Classes computed while routing, consumed in order by `forward` for Q and P.
     unit_classes: VecDeque<Arc<Class>>,
-    /// Settings changed by the statements of the open unit.
-    unit_changes: Vec<SettingChange>,
-    /// Settings changed inside the open transaction block: kept only if it commits.
-    tx_changes: Vec<SettingChange>,
-    unit_error: bool,
-    saw_commit: bool,
-    saw_rollback: bool,
+    /// Portals bound in the open transaction, with their statement's class (an Execute
+    /// runs one statement of that class).
+    portals: Vec<(String, Arc<Class>)>,
+    /// What the statements sent did to the session, settled as their replies arrive.
+    ledger: ledger::Ledger,
     /// After a routing error inside an extended-protocol unit: drop messages until Sync.
     skip_to_sync: bool,
     /// Why the session is pinned to the primary, if it is.
     pinned: Option<String>,
-    /// The unit being forwarded was routed as a write.
-    unit_wrote: bool,
-    /// The open transaction block ran a write.
-    tx_wrote: bool,
-    /// Tagged keys of the unit being forwarded, and of the open transaction's writes.
+    /// The unit being forwarded became a write only when its functions were looked up:
+    /// each of its statements counts as a data write.
+    unit_forced_write: bool,
+    /// Tagged keys of the unit being forwarded.
     unit_keys: Vec<String>,
-    tx_keys: Vec<String>,
     /// Read-your-writes: when the session's last write committed, and the primary LSN
     /// known to be at or past it (from the first probe begun after the commit).
     dirty_since: Option<std::time::Instant>,
@@ -144,7 +159,10 @@ pub async fn run(stream: TcpStream, shared: Arc<Shared>, user: String, database:
         cwbuf: BytesMut::with_capacity(16 * 1024),
         swbuf: BytesMut::with_capacity(16 * 1024),
         inq: VecDeque::new(),
+        queued_bytes: 0,
         settings: Settings::from_startup(params),
+        dialect: Dialect::default(),
+        encoding: super::encoding::Encoding::default(),
         statements: HashMap::new(),
         unnamed: None,
         held: (0..nodes).map(|_| None).collect(),
@@ -155,24 +173,19 @@ pub async fn run(stream: TcpStream, shared: Arc<Shared>, user: String, database:
         unit_open: false,
         copy_in: false,
         unit_classes: VecDeque::new(),
-        unit_changes: Vec::new(),
-        tx_changes: Vec::new(),
-        unit_error: false,
-        saw_commit: false,
-        saw_rollback: false,
+        portals: Vec::new(),
+        ledger: ledger::Ledger::default(),
         skip_to_sync: false,
         pinned: None,
-        unit_wrote: false,
-        tx_wrote: false,
+        unit_forced_write: false,
         unit_keys: Vec::new(),
-        tx_keys: Vec::new(),
         dirty_since: None,
         commit_lsn: None,
         cancel,
         pid,
         shared,
     };
-    let end = match s.greet(secret, params).await {
+    let end = match s.greet(secret).await {
         Ok(()) => s.main_loop().await,
         Err(e) => End::Fatal(e),
     };
@@ -184,11 +197,14 @@ pub async fn run(stream: TcpStream, shared: Arc<Shared>, user: String, database:
 }
 
 impl Session {
-    /// Finishes the login: the server's parameters as this client's startup settings make
-    /// them, our own key data, ReadyForQuery. The parameters come from the first primary
-    /// connection of this (user, database), so a login does not wait for a pool.
-    async fn greet(&mut self, secret: i32, startup: &[(String, String)]) -> Result<(), PgError> {
-        let reported = match self.shared.pools.login_params(&self.user, &self.database) {
+    /// Finishes the login: the parameters a server reports for this client's startup
+    /// settings (the server's spelling: `UTF8` for `utf8`, `ISO, MDY` for `ISO`), our own
+    /// key data, ReadyForQuery. They are learned once per distinct startup packet by
+    /// bringing a primary connection to those settings, then remembered, so most logins
+    /// do not wait for a pool.
+    async fn greet(&mut self, secret: i32) -> Result<(), PgError> {
+        let hash = self.settings.hash();
+        let reported = match self.shared.pools.login_params(&self.user, &self.database, hash) {
             Some(p) => p,
             None => {
                 let snapshot = self.shared.topology.snapshot();
@@ -196,17 +212,18 @@ impl Session {
                     PgError::fatal(sqlstate::CONNECTION_FAILURE, "pgroute: no primary available")
                         .with_hint(format!("Node states: {}.", snapshot.describe()))
                 })?;
-                self.attach(node).await?;
+                // A startup value the server refuses ends the login, as it would there.
+                self.attach(node).await.map_err(|e| PgError { severity: "FATAL", ..e })?;
                 let conn = self.held[node].as_ref().ok_or_else(internal)?;
                 let p = conn.params.clone();
                 self.maybe_release();
-                p
+                self.shared.pools.store_login_params(&self.user, &self.database, hash, p.clone());
+                Arc::new(p)
             }
         };
-        for (name, value) in &reported {
-            let own = startup.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v);
-            let f = protocol::parameter_status(name, own.unwrap_or(value));
-            self.cwbuf.extend_from_slice(f.raw());
+        for (name, value) in reported.iter() {
+            self.note_parameter(name, value);
+            self.cwbuf.extend_from_slice(protocol::parameter_status(name, value).raw());
         }
         self.cwbuf.extend_from_slice(protocol::backend_key_data(self.pid, secret).raw());
         self.cwbuf.extend_from_slice(protocol::ready_for_query(b'I').raw());
@@ -215,7 +232,9 @@ impl Session {
 
     async fn main_loop(&mut self) -> End {
         loop {
-            let read_client = self.crbuf.len() < CLIENT_BACKLOG && self.inq.len() < MAX_QUEUED_FRAMES;
+            // `crbuf` only ever holds the start of one incomplete message (bounded by
+            // max_message_size): backpressure counts what is queued behind the server.
+            let read_client = self.queued_bytes < CLIENT_BACKLOG && self.inq.len() < MAX_QUEUED_FRAMES;
             let server = match self.active {
                 Some(n) => self.held[n].as_mut(),
                 None => None,
@@ -249,7 +268,10 @@ impl Session {
         let max = self.shared.config.listen.max_message_size;
         loop {
             match split_frame(&mut self.crbuf, max) {
-                Ok(Some(f)) => self.inq.push_back(f),
+                Ok(Some(f)) => {
+                    self.queued_bytes += f.raw().len();
+                    self.inq.push_back(f);
+                }
                 Ok(None) => break,
                 Err(e) => {
                     let code = match e {
@@ -323,10 +345,26 @@ impl Session {
         .with_hint("The transaction, if any, was not committed by pgroute's knowledge; reconnect and retry.")
     }
 
+    /// The next queued client frame, taken off the queue.
+    fn pop_frame(&mut self) -> Option<Frame> {
+        let f = self.inq.pop_front()?;
+        self.queued_bytes -= f.raw().len();
+        Some(f)
+    }
+
+    /// May a server connection of this session go back to a pool now? Only when nothing
+    /// is running or half-sent on it, no transaction is open, and it holds no state that
+    /// only this client may see (a pin). Settings are not checked here: a pooled
+    /// connection carries the fingerprint of the settings it has, and whoever takes it
+    /// next brings it to theirs (`attach`).
+    fn reusable(&self) -> bool {
+        self.in_flight == 0 && !self.unit_open && !self.copy_in && self.tx_status == b'I' && self.pinned.is_none()
+    }
+
     /// Returns held connections: clean ones to their pools, the rest closed.
     fn close(&mut self) {
         self.shared.cancels.unregister(self.pid);
-        let clean = self.in_flight == 0 && self.tx_status == b'I' && self.pinned.is_none() && !self.unit_open;
+        let clean = self.cancel.clear() && self.reusable();
         for slot in self.held.iter_mut() {
             if let Some(c) = slot.take() {
                 c.release(clean);

@@ -2,8 +2,10 @@
 //! pgroute must see (ReadyForQuery, ParseComplete/CloseComplete of injected messages,
 //! errors, command tags that change server state, parameter reports).
 
+use super::ledger::Committed;
 use super::{End, Expect, Session};
 use crate::backend::MAX_SERVER_MESSAGE;
+use crate::frontend::encoding::Encoding;
 use crate::protocol::{split_frame, tag, BodyReader};
 
 impl Session {
@@ -36,7 +38,7 @@ impl Session {
                     }
                 }
                 tag::ERROR_RESPONSE => {
-                    self.unit_error = true;
+                    self.ledger.failed();
                     // An error ends COPY IN on the server, whatever the client sends next.
                     self.copy_in = false;
                     conn.unnamed = None;
@@ -54,24 +56,23 @@ impl Session {
                 }
                 tag::COMMAND_COMPLETE => {
                     let t = BodyReader::new(frame.body()).cstr().unwrap_or("");
-                    match t {
-                        "COMMIT" => self.saw_commit = true,
-                        "ROLLBACK" => self.saw_rollback = true,
-                        "DISCARD ALL" | "DEALLOCATE ALL" => {
-                            conn.prepared.clear();
-                            conn.unnamed = None;
-                            if t == "DISCARD ALL" {
-                                conn.settings_hash = u64::MAX;
-                            }
+                    if matches!(t, "DISCARD ALL" | "DEALLOCATE ALL") {
+                        conn.prepared.clear();
+                        conn.unnamed = None;
+                        if t == "DISCARD ALL" {
+                            conn.settings_hash = u64::MAX;
                         }
-                        _ => {}
                     }
+                    self.statement_ended(node, t);
+                }
+                tag::EMPTY_QUERY_RESPONSE | tag::PORTAL_SUSPENDED | tag::FUNCTION_CALL_RESPONSE => {
+                    self.statement_ended(node, "");
                 }
                 tag::PARAMETER_STATUS => {
                     conn.note_parameter(frame.body());
                     let mut r = BodyReader::new(frame.body());
-                    if let (Ok("application_name"), Ok(v)) = (r.cstr(), r.cstr()) {
-                        self.application_name = v.to_string();
+                    if let (Ok(name), Ok(v)) = (r.cstr(), r.cstr()) {
+                        self.note_parameter(name, v);
                     }
                 }
                 tag::COPY_IN_RESPONSE => {
@@ -89,18 +90,25 @@ impl Session {
                 tag::READY_FOR_QUERY => {
                     self.copy_in = false;
                     let status = frame.body().first().copied().unwrap_or(b'I');
-                    // Drop anything still expected before this ReadyForQuery.
-                    let (mut changes, mut wrote, mut keys) = (Vec::new(), false, Vec::new());
+                    // Anything still expected before this ReadyForQuery never came.
+                    let mut unanswered = false;
                     while let Some(e) = self.expect.pop_front() {
-                        if let Expect::Ready { changes: c, wrote: w, keys: k, .. } = e {
-                            (changes, wrote, keys) = (c, w, k);
-                            break;
+                        match e {
+                            Expect::Ready { .. } => break,
+                            Expect::Statement { .. } => unanswered = true,
+                            _ => {}
                         }
+                    }
+                    if unanswered {
+                        self.lost_track(node, "statements the server did not answer");
                     }
                     self.in_flight = self.in_flight.saturating_sub(1);
                     self.tx_status = status;
-                    self.settle_writes(status, wrote, keys);
-                    self.settle_settings(node, status, changes);
+                    if status == b'I' {
+                        self.portals.clear();
+                    }
+                    let committed = self.ledger.ready(status);
+                    self.settle(node, committed);
                 }
                 _ => {}
             }
@@ -112,62 +120,56 @@ impl Session {
         Ok(())
     }
 
-    /// Applies the settings a finished unit changed, following transaction outcome: a SET
-    /// inside a transaction block counts only if the block commits; nothing from a unit
-    /// that failed counts.
-    /// Read-your-writes bookkeeping at ReadyForQuery: a write that committed (autocommit,
-    /// or a COMMIT of a block that wrote) makes the session's reads causal from now on;
-    /// a rolled back or failed one does not.
-    fn settle_writes(&mut self, status: u8, wrote: bool, keys: Vec<String>) {
-        match status {
-            b'T' | b'E' => {
-                self.tx_wrote |= wrote;
-                self.tx_keys.extend(keys);
+    /// The reply that ends a statement: the ledger learns what it did.
+    fn statement_ended(&mut self, node: usize, tag: &str) {
+        match self.expect.front() {
+            Some(Expect::Statement { class, index, writes, keys }) => {
+                self.ledger.done(Expect::step(class, *index), tag, *writes, keys);
+                self.expect.pop_front();
             }
-            _ => {
-                let unit_committed = wrote && !self.unit_error && !self.saw_rollback;
-                let tx_committed = std::mem::take(&mut self.tx_wrote) && self.saw_commit && !self.saw_rollback;
-                let tx_keys = std::mem::take(&mut self.tx_keys);
-                if unit_committed || tx_committed {
-                    let now = std::time::Instant::now();
-                    self.dirty_since = Some(now);
-                    self.commit_lsn = None;
-                    let mut committed_keys = if unit_committed { keys } else { Vec::new() };
-                    if tx_committed {
-                        committed_keys.extend(tx_keys);
-                    }
-                    if !committed_keys.is_empty() {
-                        self.shared.keys.record(&committed_keys, now);
-                    }
-                }
-            }
+            _ => self.lost_track(node, "a statement pgroute did not count"),
         }
     }
 
-    fn settle_settings(&mut self, node: usize, status: u8, changes: Vec<crate::classify::SettingChange>) {
-        let before = self.settings.hash();
-        match status {
-            b'T' if !self.unit_error => self.tx_changes.extend(changes),
-            b'I' => {
-                let tx = std::mem::take(&mut self.tx_changes);
-                if self.saw_commit && !self.saw_rollback {
-                    tx.iter().for_each(|c| self.settings.apply(c));
-                }
-                if !self.unit_error && !self.saw_rollback {
-                    changes.iter().for_each(|c| self.settings.apply(c));
-                }
-            }
+    /// pgroute split a unit into statements differently from the server: what the unit
+    /// did to the session is not certain. The connection gets settings no client has
+    /// (so whoever uses it next resets it first) and is closed instead of pooled.
+    fn lost_track(&mut self, node: usize, what: &str) {
+        tracing::warn!(what, "pgroute lost track of a unit's statements; the server connection will not be reused");
+        if let Some(conn) = self.held[node].as_mut() {
+            conn.settings_hash = u64::MAX;
+            conn.poisoned = true;
+        }
+    }
+
+    /// Parameters that change how the server reads this client's text.
+    pub(super) fn note_parameter(&mut self, name: &str, value: &str) {
+        match name {
+            "application_name" => self.application_name = value.to_string(),
+            "standard_conforming_strings" => self.dialect.standard_strings = value != "off",
+            "client_encoding" => self.encoding = Encoding::from_name(value),
             _ => {}
         }
-        if status == b'I' {
-            self.saw_commit = false;
-            self.saw_rollback = false;
-        }
-        self.unit_error = false;
+    }
+
+    /// What a unit committed, at its ReadyForQuery: settings join the client's record, a
+    /// committed data write makes the session's reads causal (read-your-writes) and
+    /// records its tagged keys.
+    fn settle(&mut self, node: usize, committed: Committed) {
+        let before = self.settings.hash();
+        committed.settings.iter().for_each(|c| self.settings.apply(c));
         // The connection ran these very statements: it now has the new settings.
         if let Some(conn) = self.held[node].as_mut() {
             if conn.settings_hash == before {
                 conn.settings_hash = self.settings.hash();
+            }
+        }
+        if committed.wrote {
+            let now = std::time::Instant::now();
+            self.dirty_since = Some(now);
+            self.commit_lsn = None;
+            if !committed.keys.is_empty() {
+                self.shared.keys.record(&committed.keys, now);
             }
         }
     }

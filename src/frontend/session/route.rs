@@ -8,11 +8,12 @@ use bytes::Bytes;
 use std::time::Instant;
 
 use super::{End, Session};
+use crate::backend::Purpose;
 use crate::catalog::FunctionCatalog;
-use crate::classify::Class;
-use crate::classify::{hint, QName};
+use crate::classify::{hint, Class, Classifier, Dialect, QName};
 use crate::config::ReadYourWrites;
 use crate::config::{PoolMode, Role};
+use crate::frontend::encoding::Encoding;
 use crate::frontend::prepared::{split_bind, split_parse};
 use crate::metrics;
 use crate::protocol::{self, sqlstate, tag, PgError};
@@ -37,7 +38,7 @@ impl Session {
         while let Some(front) = self.inq.front() {
             let t = front.tag();
             if self.skip_to_sync {
-                self.inq.pop_front();
+                self.pop_frame();
                 if t == tag::SYNC {
                     self.skip_to_sync = false;
                     self.cwbuf.extend_from_slice(protocol::ready_for_query(self.tx_status).raw());
@@ -49,7 +50,7 @@ impl Session {
                     tag::TERMINATE => return Err(End::Client),
                     // Follow-ups of what runs now (COPY data, Flush): no unit of their own.
                     tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL | tag::FLUSH => {
-                        let f = self.inq.pop_front().ok_or(End::Client)?;
+                        let f = self.pop_frame().ok_or(End::Client)?;
                         if self.active.is_some() {
                             self.forward(f)?;
                         }
@@ -57,7 +58,7 @@ impl Session {
                     }
                     // A lone Sync with nothing running: answer it ourselves.
                     tag::SYNC if self.active.is_none() => {
-                        self.inq.pop_front();
+                        self.pop_frame();
                         self.cwbuf.extend_from_slice(protocol::ready_for_query(self.tx_status).raw());
                         continue;
                     }
@@ -113,14 +114,12 @@ impl Session {
                     }
                 }
                 let node_name = &self.shared.topology.addr(decision.node).name;
-                let reason = decision.label(&class);
-                tracing::debug!(node = %node_name, reason, "route");
-                metrics::route(node_name, reason);
+                tracing::debug!(node = %node_name, reason = decision.label(&class), "route");
+                metrics::route(node_name, decision.metric_label(&class));
                 self.note_pin(&class);
-                self.unit_wrote = class.writes_data;
                 self.unit_open = true;
             }
-            let f = self.inq.pop_front().ok_or(End::Client)?;
+            let f = self.pop_frame().ok_or(End::Client)?;
             self.forward(f)?;
         }
         Ok(())
@@ -138,8 +137,8 @@ impl Session {
         for f in &self.inq {
             let found = match f.tag() {
                 tag::QUERY => {
-                    let sql = protocol::BodyReader::new(f.body()).cstr().unwrap_or("");
-                    let c = classifier.classify(sql);
+                    let sql = protocol::BodyReader::new(f.body()).cstr_bytes().unwrap_or_default();
+                    let c = classify_text(classifier, self.encoding, self.dialect, sql);
                     self.unit_classes.push_back(c.clone());
                     Some((c, f.raw().slice(5..5 + sql.len())))
                 }
@@ -147,7 +146,7 @@ impl Session {
                     let body = f.raw().slice(5..);
                     let (c, text) = match split_parse(&body) {
                         Ok((name, sql, tail)) => {
-                            let c = classifier.classify(sql);
+                            let c = classify_text(classifier, self.encoding, self.dialect, sql);
                             let text = tail.slice(..sql.len());
                             parsed_here.push((name, c.clone(), text.clone()));
                             (c, text)
@@ -159,9 +158,10 @@ impl Session {
                 }
                 tag::BIND => split_bind(f.body()).ok().and_then(|(_, stmt, _)| {
                     let local =
-                        parsed_here.iter().rev().find(|(n, _, _)| n == stmt).map(|(_, c, t)| (c.clone(), t.clone()));
+                        parsed_here.iter().rev().find(|(n, _, _)| *n == stmt).map(|(_, c, t)| (c.clone(), t.clone()));
                     local.or_else(|| {
-                        let p = if stmt.is_empty() { self.unnamed.as_ref() } else { self.statements.get(stmt) };
+                        let p =
+                            if stmt.is_empty() { self.unnamed.as_ref() } else { self.statements.get(stmt.as_ref()) };
                         p.map(|p| (p.class.clone(), p.sql()))
                     })
                 }),
@@ -202,6 +202,7 @@ impl Session {
     /// volatility first has them looked up; reads are placed by the rules.
     async fn route_unit(&mut self, scan: Scan) -> Result<(Decision, Arc<Class>), PgError> {
         let mut executes = scan.executes;
+        let scanned_writes = scan.class.as_ref().is_some_and(|c| c.writes_data);
         let class = match scan.class {
             Some(c) => c,
             None => {
@@ -216,13 +217,15 @@ impl Session {
             }
         };
         let class = if class.is_write() { class } else { self.check_volatility(class).await };
+        self.unit_forced_write = class.writes_data && !scanned_writes;
         let snapshot = self.shared.topology.snapshot();
-        let text = std::str::from_utf8(&scan.text).unwrap_or("");
+        let decoded = self.encoding.decode(&scan.text).unwrap_or_default();
+        let text = decoded.as_ref();
         let hint = hint(text);
         let now = Instant::now();
         // Tagged keys: a write records them when it commits; a read must see their commits.
         let keys_since = if class.writes_data { None } else { self.shared.keys.since(&hint.keys, now) };
-        self.unit_keys = if class.writes_data { hint.keys } else { Vec::new() };
+        self.unit_keys = if class.writes_data { hint.keys.clone() } else { Vec::new() };
         let view = SessionView {
             in_transaction_on: self.active.filter(|_| self.tx_status != b'I'),
             pinned: self.pinned.is_some(),
@@ -230,10 +233,7 @@ impl Session {
             causal: self.causal(&snapshot, now, keys_since),
         };
         let ctx = Context { application_name: &self.application_name, user: &self.user, database: &self.database };
-        let mut read = self.shared.rules().route_read(&class, text, hint.route, &ctx);
-        if hint.max_lag.is_some() {
-            read.max_lag = hint.max_lag;
-        }
+        let read = self.shared.rules().route_read(&class, text, &hint, &ctx);
         // Only reads that run something advance the round robin, so that a driver's
         // rhythm (prepare, execute, close; or read, write, read, write) cannot pin all of
         // its reads to one replica.
@@ -309,9 +309,7 @@ impl Session {
                 },
             };
             if may_write {
-                let mut w = Class::write(format!("write:function {} (volatile)", f.display()));
-                w.settings = class.settings.clone();
-                return Arc::new(w);
+                return Arc::new((*class).clone().into_volatile_write(f));
             }
         }
         class
@@ -319,7 +317,7 @@ impl Session {
 
     async fn lookup_volatility(&self, f: &QName) -> Result<bool, PgError> {
         let primary = self.shared.topology.snapshot().primary(Instant::now()).ok_or_else(super::internal)?;
-        let mut conn = self.shared.pools.checkout(primary, &self.user, &self.database).await?;
+        let mut conn = self.shared.pools.checkout_for(primary, &self.user, &self.database, Purpose::Catalog).await?;
         let answer = conn.query_text(&FunctionCatalog::lookup_sql(f)).await;
         conn.release(answer.is_ok());
         Ok(answer?.as_deref() != Some("false"))
@@ -397,7 +395,7 @@ impl Session {
         self.cwbuf.extend_from_slice(e.to_frame().raw());
         match self.inq.front().map(|f| f.tag()) {
             Some(tag::QUERY) | Some(tag::FUNCTION_CALL) => {
-                self.inq.pop_front();
+                self.pop_frame();
                 self.cwbuf.extend_from_slice(protocol::ready_for_query(self.tx_status).raw());
             }
             _ => self.skip_to_sync = true,
@@ -423,7 +421,7 @@ impl Session {
             conn.settings_hash = wanted;
             conn.unnamed = None;
         }
-        self.cancel.set(Some((node, conn.pid, conn.secret)));
+        self.cancel.set((node, conn.pid, conn.secret));
         self.active = Some(node);
         Ok(())
     }
@@ -435,25 +433,35 @@ impl Session {
             return;
         };
         tracing::trace!(node, in_flight = self.in_flight, copy_in = self.copy_in, "detach");
-        self.cancel.set(None);
+        let no_cancel_pending = self.cancel.clear();
         if self.shared.config.pool.mode == PoolMode::Transaction && self.pinned.is_none() {
             if let Some(c) = self.held[node].take() {
-                c.release(!self.copy_in && !self.unit_open && self.in_flight == 0);
+                c.release(self.reusable() && no_cancel_pending);
             }
         }
     }
 
     /// Detaches when the active server is idle between transactions.
     pub(super) fn maybe_release(&mut self) {
-        if self.active.is_some()
-            && self.in_flight == 0
-            && !self.unit_open
-            && !self.copy_in
-            && self.tx_status == b'I'
-            && self.pinned.is_none()
-        {
+        if self.active.is_some() && self.reusable() {
             self.detach();
         }
+    }
+}
+
+/// Classifies statement text the way the server will read it: in the client's encoding
+/// and with its `standard_conforming_strings`. Text that cannot be decoded exactly is a
+/// write (`encoding`): the primary, whose answer the client then gets.
+fn classify_text(classifier: &Classifier, encoding: Encoding, dialect: Dialect, sql: &[u8]) -> Arc<Class> {
+    match encoding.decode(sql) {
+        Some(text) => classifier.classify_in(&text, dialect),
+        None => Arc::new(Class::write("write:encoding")),
+    }
+}
+
+impl Session {
+    pub(super) fn classify_text(&self, sql: &[u8]) -> Arc<Class> {
+        classify_text(&self.shared.classifier, self.encoding, self.dialect, sql)
     }
 }
 

@@ -1,0 +1,193 @@
+//! Regressions found by comparing pgroute with a direct connection (issue 8): each test
+//! runs the same client bytes directly against the primary and through pgroute and
+//! compares what the client sees, or checks what another client inherits.
+
+mod common;
+
+use std::time::Duration;
+
+use common::wire::{self, render_all, Wire};
+use common::{cluster, proxy_with, table};
+
+const POOL_OF_ONE: &str = "[pool]\nsize = 1\ncheckout_timeout = \"2s\"\n";
+
+/// Direct to the primary and through the proxy, as user app.
+async fn both(proxy_port: u16, params: &[(&str, &str)]) -> [(Wire, Vec<wire::Msg>); 2] {
+    let c = cluster();
+    [Wire::connect(c.primary_port, "app", "app", params).await, Wire::connect(proxy_port, "app", "app", params).await]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_setting_committed_before_an_error_stays_with_its_client_and_leaks_to_no_other() {
+    let p = proxy_with(POOL_OF_ONE).await;
+    let [(mut direct, _), (mut routed, _)] = both(p.port, &[]).await;
+    let q = b"BEGIN; SET search_path TO other; COMMIT; SELECT 1/0";
+    let show = "/* pgroute: route=primary */ SELECT current_setting('search_path')";
+    for w in [&mut direct, &mut routed] {
+        w.query(q).await;
+    }
+    // The client keeps the setting it committed, as on one server...
+    assert_eq!(direct.column(show).await, vec![Some("other".to_string())]);
+    assert_eq!(routed.column(show).await, vec![Some("other".to_string())]);
+    // ... on whichever node its next statement runs.
+    assert_eq!(routed.column("SELECT current_setting('search_path')").await, vec![Some("other".to_string())]);
+    routed.terminate().await;
+    // The next client of the single pooled primary connection starts clean.
+    let (mut next, _) = Wire::connect(p.port, "app", "app", &[]).await;
+    assert_eq!(next.column(show).await, vec![Some("\"$user\", public".to_string())]);
+    // A SET rolled back with its implicit transaction does not count either.
+    next.query(b"SET search_path TO elsewhere; SELECT 1/0").await;
+    assert_eq!(next.column("SELECT current_setting('search_path')").await, vec![Some("\"$user\", public".into())]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_larger_than_the_read_backlog_is_answered() {
+    let p = proxy_with("").await;
+    let (mut w, _) = Wire::connect(p.port, "app", "app", &[]).await;
+    let big = format!("SELECT length('{}')", "x".repeat(3 << 20));
+    let replies = tokio::time::timeout(Duration::from_secs(30), w.query(big.as_bytes())).await.expect("no hang");
+    assert_eq!(wire::rows(&replies), vec![vec![Some((3 << 20).to_string())]]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_utf8_client_encodings_are_routed_and_forwarded_unchanged() {
+    let p = proxy_with("").await;
+    let t = table("latin");
+    let c = cluster();
+    c.direct(0).await.batch_execute(&format!("CREATE TABLE {t} (v text)")).await.unwrap();
+    c.wait_replicas_caught_up().await;
+    for (enc, text) in [("LATIN9", &b"caf\xe9 \xa4"[..]), ("EUC_JP", &b"\xc9\xbd"[..]), ("SJIS", &b"\x95\x5c"[..])] {
+        let [(mut direct, dl), (mut routed, rl)] = both(p.port, &[("client_encoding", enc)]).await;
+        assert_eq!(render_all(&dl).iter().filter(|l| l.starts_with("S client_encoding")).count(), 1);
+        let read = [&b"SELECT E'"[..], text, b"' AS v, length(E'", text, b"')"].concat();
+        let write = [format!("INSERT INTO {t} VALUES ('").as_bytes(), text, b"') RETURNING v"].concat();
+        for sql in [read, write] {
+            let (a, b) = (direct.query(&sql).await, routed.query(&sql).await);
+            assert_eq!(render_all(&a), render_all(&b), "{enc}");
+            assert!(wire::errors(&b).is_empty(), "{enc}: {:?}", render_all(&b));
+        }
+        let _ = rl;
+    }
+    let n: i64 = c.direct(0).await.query_one(&format!("SELECT count(*) FROM {t}"), &[]).await.unwrap().get(0);
+    assert_eq!(n, 6, "every INSERT reached the primary, directly and through pgroute");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_parameters_are_reported_as_the_server_spells_them() {
+    let p = proxy_with("").await;
+    for params in [
+        vec![("client_encoding", "utf8")],
+        vec![("client_encoding", "euc-jp")],
+        vec![("client_encoding", "UTF8"), ("DateStyle", "iso"), ("TimeZone", "utc")],
+        vec![("application_name", "it's me"), ("IntervalStyle", "iso_8601")],
+    ] {
+        let [(_, direct), (_, routed)] = both(p.port, &params).await;
+        let status = |m: &[wire::Msg]| {
+            let mut v: Vec<String> = render_all(m).into_iter().filter(|l| l.starts_with("S ")).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(status(&direct), status(&routed), "{params:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn literals_that_decide_the_route_are_not_cached_away() {
+    let p = proxy_with("").await;
+    let t = table("explain");
+    let c = cluster();
+    c.direct(0).await.batch_execute(&format!("CREATE TABLE {t} AS SELECT 1 AS id")).await.unwrap();
+    c.wait_replicas_caught_up().await;
+    let (mut w, _) = Wire::connect(p.port, "app", "app", &[]).await;
+    let explain =
+        |n: u8| format!("EXPLAIN (ANALYZE {n}, COSTS OFF, TIMING OFF, SUMMARY OFF) DELETE FROM {t} WHERE id = 1");
+    assert!(wire::errors(&w.query(explain(0).as_bytes()).await).is_empty());
+    let r = w.query(explain(1).as_bytes()).await;
+    assert!(wire::errors(&r).is_empty(), "EXPLAIN ANALYZE of a DELETE runs on the primary: {:?}", render_all(&r));
+    let n: i64 = c.direct(0).await.query_one(&format!("SELECT count(*) FROM {t}"), &[]).await.unwrap().get(0);
+    assert_eq!(n, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_parse_of_a_statement_name_fails_as_on_one_server() {
+    let p = proxy_with("").await;
+    let [(mut direct, _), (mut routed, _)] = both(p.port, &[]).await;
+    let unit = [
+        wire::parse("s1", b"SELECT 1"),
+        wire::sync(),
+        wire::parse("s1", b"SELECT 2"),
+        wire::bind("", "s1", &[]),
+        wire::execute("", 0),
+        wire::sync(),
+        wire::bind("", "s1", &[]),
+        wire::execute("", 0),
+        wire::sync(),
+    ]
+    .concat();
+    let mut seen = Vec::new();
+    for w in [&mut direct, &mut routed] {
+        w.send(&unit).await;
+        seen.push(render_all(&w.until_ready(3).await));
+    }
+    assert_eq!(seen[0], seen[1]);
+    assert!(seen[1].iter().any(|l| l.contains("C=42P05")), "{:?}", seen[1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backslash_escapes_cannot_smuggle_a_write_to_a_replica() {
+    let p = proxy_with("").await;
+    let c = cluster();
+    let t = table("scs");
+    c.direct(0).await.batch_execute(&format!("CREATE TABLE {t} AS SELECT 1 AS id")).await.unwrap();
+    c.wait_replicas_caught_up().await;
+    let (mut w, _) = Wire::connect(p.port, "app", "app", &[("standard_conforming_strings", "off")]).await;
+    let r = w.query(format!("SELECT '\\''; DELETE FROM {t}; --'").as_bytes()).await;
+    assert!(wire::errors(&r).is_empty(), "{:?}", render_all(&r));
+    let n: i64 = c.direct(0).await.query_one(&format!("SELECT count(*) FROM {t}"), &[]).await.unwrap().get(0);
+    assert_eq!(n, 0, "the DELETE ran, on the primary");
+    // Also when the setting changes during the session.
+    let (mut w, _) = Wire::connect(p.port, "app", "app", &[]).await;
+    w.query(b"SET standard_conforming_strings = off").await;
+    c.direct(0).await.batch_execute(&format!("INSERT INTO {t} VALUES (2)")).await.unwrap();
+    let r = w.query(format!("SELECT '\\''; DELETE FROM {t}; --'").as_bytes()).await;
+    assert!(wire::errors(&r).is_empty(), "{:?}", render_all(&r));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_volatility_lookup_does_not_wait_for_the_clients_own_full_pool() {
+    let p = proxy_with(POOL_OF_ONE).await;
+    let c = cluster();
+    let f = table("stable_fn");
+    c.direct(0)
+        .await
+        .batch_execute(&format!("CREATE FUNCTION {f}() RETURNS int LANGUAGE sql STABLE AS 'SELECT 7'"))
+        .await
+        .unwrap();
+    c.wait_replicas_caught_up().await;
+    // One client holds the only primary connection in a transaction...
+    let (mut holder, _) = Wire::connect(p.port, "app", "app", &[]).await;
+    holder.query(b"BEGIN; SELECT txid_current()").await;
+    // ... another calls a function pgroute has not seen: it is looked up, found stable,
+    // and read on a replica.
+    let (mut reader, _) = Wire::connect(p.port, "app", "app", &[]).await;
+    let r = reader.query(format!("SELECT {f}()").as_bytes()).await;
+    assert_eq!(wire::rows(&r), vec![vec![Some("7".to_string())]], "{:?}", render_all(&r));
+    holder.query(b"ROLLBACK").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn databases_that_do_not_exist_leave_no_pools_or_metrics() {
+    let p = proxy_with("[admin]\nmetrics_address = \"127.0.0.1:0\"\n").await;
+    for i in 0..3 {
+        let conninfo = format!("host=127.0.0.1 port={} user=app password=app dbname=nosuchdb_{i}", p.port);
+        assert!(common::try_connect(&conninfo).await.is_err());
+    }
+    let addr = p.proxy.metrics_addr.expect("metrics");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await.unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).await.unwrap();
+    assert!(body.contains("pgroute_"), "{body}");
+    assert!(!body.contains("nosuchdb"), "{body}");
+}
