@@ -51,9 +51,11 @@ impl ServerConn {
         user: &str,
         password: Option<&str>,
         database: &str,
+        startup: &[(String, String)],
         timeout: Duration,
     ) -> Result<ServerConn, PgError> {
-        match tokio::time::timeout(timeout, Self::connect_inner(addr, node, user, password, database)).await {
+        let login = Self::connect_inner(addr, node, user, password, database, startup);
+        match tokio::time::timeout(timeout, login).await {
             Ok(r) => r,
             Err(_) => Err(lost(addr, format!("timed out after {timeout:?}"))),
         }
@@ -65,6 +67,7 @@ impl ServerConn {
         user: &str,
         password: Option<&str>,
         database: &str,
+        startup: &[(String, String)],
     ) -> Result<ServerConn, PgError> {
         let stream = TcpStream::connect((addr.host.as_str(), addr.port)).await.map_err(|e| lost(addr, e))?;
         stream.set_nodelay(true).map_err(|e| lost(addr, e))?;
@@ -80,7 +83,9 @@ impl ServerConn {
             settings_hash: 0,
             poisoned: false,
         };
-        let startup = protocol::startup_message(&[("user", user), ("database", database)]);
+        let mut params = vec![("user", user), ("database", database)];
+        params.extend(startup.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let startup = protocol::startup_message(&params);
         conn.stream.write_all(&startup).await.map_err(|e| lost(addr, e))?;
         let mut scram_state: Option<scram::ClientExchange> = None;
         loop {

@@ -24,6 +24,8 @@ pub struct Pool {
     database: String,
     idle: Mutex<Vec<ServerConn>>,
     size: usize,
+    /// Startup parameters of every connection this pool opens.
+    startup: Vec<(String, String)>,
     permits: Arc<Semaphore>,
     /// A connection has been made: the pool is for a database that exists.
     established: std::sync::atomic::AtomicBool,
@@ -99,8 +101,11 @@ const MAX_LOGIN_PARAM_SETS: usize = 1024;
 /// What a pool's connections serve.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Purpose {
-    /// Clients' statements: `[pool] size` connections.
-    Clients,
+    /// Statements of clients whose startup settings have this fingerprint
+    /// (`Settings::startup_key`): `[pool] size` connections, opened with those settings in
+    /// their own startup packet, so that RESET and DISCARD ALL return a connection to
+    /// exactly what the client's own login set, as on one server.
+    Clients(u64),
     /// pgroute's own catalog lookups (function volatility) for that user and database:
     /// two connections of their own, so a client whose pool is full is not made to wait
     /// for itself.
@@ -124,14 +129,21 @@ impl Pools {
         Pools { map: DashMap::new(), login_params: DashMap::new(), config, topology }
     }
 
-    fn pool(&self, node: usize, user: &str, database: &str, purpose: Purpose) -> Arc<Pool> {
+    fn pool(
+        &self,
+        node: usize,
+        user: &str,
+        database: &str,
+        purpose: Purpose,
+        startup: &[(String, String)],
+    ) -> Arc<Pool> {
         let key = (node, user.to_string(), database.to_string(), purpose);
         self.map
             .entry(key)
             .or_insert_with(|| {
                 let name = &self.topology.addr(node).name;
                 let (label, size) = match purpose {
-                    Purpose::Clients => (format!("{name}/{user}/{database}"), self.config.pool.size),
+                    Purpose::Clients(_) => (format!("{name}/{user}/{database}"), self.config.pool.size),
                     Purpose::Catalog => (format!("{name}/{user}/{database}/catalog"), CATALOG_POOL_SIZE),
                 };
                 Arc::new(Pool {
@@ -142,6 +154,7 @@ impl Pools {
                     database: database.to_string(),
                     idle: Mutex::new(Vec::new()),
                     size,
+                    startup: startup.to_vec(),
                     permits: Arc::new(Semaphore::new(size)),
                     topology: self.topology.clone(),
                     role: Mutex::new(None),
@@ -165,9 +178,17 @@ impl Pools {
         self.login_params.insert((user.to_string(), database.to_string(), settings), Arc::new(params));
     }
 
-    /// Borrows a connection to `node` for `user`/`database`.
-    pub async fn checkout(&self, node: usize, user: &str, database: &str) -> Result<Checked, PgError> {
-        self.checkout_for(node, user, database, Purpose::Clients).await
+    /// Borrows a connection to `node` for a client of `user`/`database` whose startup
+    /// settings are `startup` (fingerprint `key`).
+    pub async fn checkout(
+        &self,
+        node: usize,
+        user: &str,
+        database: &str,
+        key: u64,
+        startup: &[(String, String)],
+    ) -> Result<Checked, PgError> {
+        self.checkout_for(node, user, database, Purpose::Clients(key), startup).await
     }
 
     /// Borrows a connection from the pool serving `purpose`. A pool whose first connection
@@ -179,8 +200,9 @@ impl Pools {
         user: &str,
         database: &str,
         purpose: Purpose,
+        startup: &[(String, String)],
     ) -> Result<Checked, PgError> {
-        let pool = self.pool(node, user, database, purpose);
+        let pool = self.pool(node, user, database, purpose, startup);
         let wait = self.config.pool.checkout_timeout;
         // Fast path without arming a timer; wait only when the pool is full.
         let permit = match pool.permits.clone().try_acquire_owned() {
@@ -226,6 +248,7 @@ impl Pools {
                     &pool.user,
                     password.as_deref(),
                     &pool.database,
+                    &pool.startup,
                     self.config.pool.connect_timeout,
                 )
                 .await;

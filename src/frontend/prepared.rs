@@ -15,6 +15,7 @@ use bytes::{BufMut, Bytes};
 use crate::classify::Class;
 use crate::protocol::{build, put_cstr, BodyReader, Frame, ReadError};
 
+#[derive(Debug)]
 pub struct Prepared {
     pub hash: u64,
     /// Name on the server: `pgr_<hash>`, or "" for the unnamed statement.

@@ -13,6 +13,10 @@ pub struct Settings {
     entries: Vec<(String, String)>,
     /// What the startup packet set: RESET returns to these, as on a single server.
     startup: Vec<(String, String)>,
+    /// The startup packet's settings as (name, value), for the server connections this
+    /// client uses (their own startup packets carry them), and their fingerprint.
+    startup_params: Vec<(String, String)>,
+    startup_key: u64,
     hash: u64,
 }
 
@@ -35,10 +39,22 @@ impl Settings {
             } else if !NOT_SETTINGS.contains(&name.as_str()) {
                 s.set_raw(name, value);
             }
+            if name != "user" && name != "database" && name != "replication" {
+                s.startup_params.push((name.clone(), value.clone()));
+            }
         }
         s.startup = s.entries.clone();
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        s.startup_params.hash(&mut h);
+        s.startup_key = h.finish();
         s.rehash();
         s
+    }
+
+    /// The fingerprint and the parameters of the startup packet's settings: server
+    /// connections for this client are opened with them.
+    pub fn startup(&self) -> (u64, &[(String, String)]) {
+        (self.startup_key, &self.startup_params)
     }
 
     /// A startup-style `name=value`: set_config takes the raw string exactly as the

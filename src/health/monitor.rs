@@ -122,7 +122,8 @@ impl Monitor {
         let node = &mut self.nodes[i];
         let result = tokio::time::timeout(limit, async {
             if node.conn.is_none() {
-                let c = ServerConn::connect(&addr, i, &user, self.password.as_deref(), &self.database, limit).await?;
+                let c =
+                    ServerConn::connect(&addr, i, &user, self.password.as_deref(), &self.database, &[], limit).await?;
                 node.conn = Some(c);
             }
             match node.conn.as_mut() {

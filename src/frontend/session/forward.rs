@@ -49,7 +49,7 @@ impl Session {
                 if name.is_empty() {
                     conn.unnamed = Some(stmt.hash);
                     self.swbuf.extend_from_slice(f.raw());
-                    self.expect.push_back(Expect::Parse { forward: true, hash: None });
+                    self.expect.push_back(Expect::Parse { forward: true, hash: None, name: None });
                     self.unnamed = Some(stmt);
                 } else if self.statements.contains_key(&name) {
                     // As on one server: the name is taken until Closed or DEALLOCATEd. The
@@ -59,9 +59,9 @@ impl Session {
                     let raw_name = body.split(|&b| b == 0).next().unwrap_or_default();
                     let taken = prepared::parse_frame(raw_name, b"SELECT 1");
                     self.swbuf.extend_from_slice(taken.raw());
-                    self.expect.push_back(Expect::Parse { forward: false, hash: None });
+                    self.expect.push_back(Expect::Parse { forward: false, hash: None, name: None });
                     self.swbuf.extend_from_slice(f.raw());
-                    self.expect.push_back(Expect::Parse { forward: true, hash: None });
+                    self.expect.push_back(Expect::Parse { forward: true, hash: None, name: None });
                     conn.poisoned = true;
                 } else {
                     // Drop any server copy first: our record of what a connection holds
@@ -69,10 +69,14 @@ impl Session {
                     // statement is not an error), and a stale copy would fail the Parse.
                     let close = prepared::target_frame(tag::CLOSE, b'S', &stmt.server_name);
                     self.swbuf.extend_from_slice(close.raw());
-                    self.expect.push_back(Expect::Close { forward: false });
+                    self.expect.push_back(Expect::Close { forward: false, closed: None });
                     conn.prepared.insert(stmt.hash);
                     self.swbuf.extend_from_slice(stmt.parse_frame().raw());
-                    self.expect.push_back(Expect::Parse { forward: true, hash: Some(stmt.hash) });
+                    self.expect.push_back(Expect::Parse {
+                        forward: true,
+                        hash: Some(stmt.hash),
+                        name: Some(name.clone()),
+                    });
                     self.statements.insert(name, stmt);
                 }
             }
@@ -119,16 +123,20 @@ impl Session {
             tag::CLOSE => {
                 let (kind, name) = prepared::split_target(f.body()).map_err(malformed)?;
                 let named = (kind == b'S' && !name.is_empty()).then(|| self.statements.remove(name.as_ref())).flatten();
-                match named {
+                let closed = match named {
                     Some(stmt) => {
                         let conn = self.held[node].as_mut().ok_or_else(|| End::Fatal(super::internal()))?;
                         conn.prepared.remove(&stmt.hash);
                         let c = prepared::target_frame(tag::CLOSE, b'S', &stmt.server_name);
                         self.swbuf.extend_from_slice(c.raw());
+                        Some((name.into_owned(), stmt))
                     }
-                    None => self.swbuf.extend_from_slice(f.raw()),
-                }
-                self.expect.push_back(Expect::Close { forward: true });
+                    None => {
+                        self.swbuf.extend_from_slice(f.raw());
+                        None
+                    }
+                };
+                self.expect.push_back(Expect::Close { forward: true, closed });
             }
             tag::SYNC if self.copy_in => self.swbuf.extend_from_slice(f.raw()),
             tag::SYNC => {
@@ -219,13 +227,13 @@ impl Session {
         }
         if stmt.server_name.is_empty() {
             conn.unnamed = Some(stmt.hash);
-            self.expect.push_back(Expect::Parse { forward: false, hash: None });
+            self.expect.push_back(Expect::Parse { forward: false, hash: None, name: None });
         } else {
             conn.prepared.insert(stmt.hash);
             let close = prepared::target_frame(tag::CLOSE, b'S', &stmt.server_name);
             self.swbuf.extend_from_slice(close.raw());
-            self.expect.push_back(Expect::Close { forward: false });
-            self.expect.push_back(Expect::Parse { forward: false, hash: Some(stmt.hash) });
+            self.expect.push_back(Expect::Close { forward: false, closed: None });
+            self.expect.push_back(Expect::Parse { forward: false, hash: Some(stmt.hash), name: None });
         }
         self.swbuf.extend_from_slice(stmt.parse_frame().raw());
         Ok(())

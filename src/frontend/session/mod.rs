@@ -39,25 +39,21 @@ enum Expect {
     Parse {
         forward: bool,
         hash: Option<u64>,
+        /// The client's statement name it creates: forgotten if the Parse fails or is
+        /// skipped after an error.
+        name: Option<String>,
     },
-    Close {
-        forward: bool,
-    },
+    /// CloseComplete; `closed`: the client's statement it closes, restored if the server
+    /// skips the Close after an error.
+    Close { forward: bool, closed: Option<(String, Arc<Prepared>)> },
     /// The end of one statement: CommandComplete, EmptyQueryResponse, PortalSuspended or
     /// FunctionCallResponse, or the ErrorResponse that stops its unit. `class.steps[index]`
     /// is what it does to the session (settled by the `ledger`); `writes`: it counts as a
     /// data write for read-your-writes, under the tagged `keys`.
-    Statement {
-        class: Arc<Class>,
-        index: usize,
-        writes: bool,
-        keys: Vec<String>,
-    },
+    Statement { class: Arc<Class>, index: usize, writes: bool, keys: Vec<String> },
     /// ReadyForQuery closing a unit. `sync` tells a Sync's from a Query's or
     /// FunctionCall's (a server in COPY IN ignores Syncs).
-    Ready {
-        sync: bool,
-    },
+    Ready { sync: bool },
 }
 
 impl Expect {

@@ -6,7 +6,11 @@ use super::ledger::Committed;
 use super::{End, Expect, Session};
 use crate::backend::MAX_SERVER_MESSAGE;
 use crate::frontend::encoding::Encoding;
-use crate::protocol::{split_frame, tag, BodyReader};
+use crate::protocol::{self, split_frame, tag, BodyReader, Frame};
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
 
 impl Session {
     pub(super) fn process_server_frames(&mut self) -> Result<(), End> {
@@ -32,7 +36,7 @@ impl Session {
                     }
                 }
                 tag::CLOSE_COMPLETE => {
-                    if let Some(Expect::Close { forward: fwd }) = self.expect.front() {
+                    if let Some(Expect::Close { forward: fwd, .. }) = self.expect.front() {
                         forward = *fwd;
                         self.expect.pop_front();
                     }
@@ -43,22 +47,37 @@ impl Session {
                     self.copy_in = false;
                     conn.unnamed = None;
                     // The server skips to the next Sync: what we expected before it never comes.
+                    // Undo what pgroute recorded for them when it forwarded them.
                     while let Some(e) = self.expect.front() {
-                        match e {
-                            Expect::Ready { .. } => break,
-                            Expect::Parse { hash: Some(h), .. } => {
-                                conn.prepared.remove(h);
+                        if matches!(e, Expect::Ready { .. }) {
+                            break;
+                        }
+                        match self.expect.pop_front() {
+                            Some(Expect::Parse { hash, name, .. }) => {
+                                if let Some(h) = hash {
+                                    conn.prepared.remove(&h);
+                                }
+                                let created = name.filter(|n| self.statements.get(n).map(|p| p.hash) == hash);
+                                if let Some(n) = created {
+                                    self.statements.remove(&n);
+                                }
+                            }
+                            Some(Expect::Close { closed: Some((n, stmt)), .. }) => {
+                                conn.prepared.insert(stmt.hash);
+                                self.statements.insert(n, stmt);
                             }
                             _ => {}
                         }
-                        self.expect.pop_front();
                     }
                 }
                 tag::COMMAND_COMPLETE => {
                     let t = BodyReader::new(frame.body()).cstr().unwrap_or("");
                     if matches!(t, "DISCARD ALL" | "DEALLOCATE ALL") {
+                        // Prepared statements are not transactional: gone at once, for the
+                        // client as on its server.
                         conn.prepared.clear();
                         conn.unnamed = None;
+                        self.statements.clear();
                         if t == "DISCARD ALL" {
                             conn.settings_hash = u64::MAX;
                         }
@@ -112,12 +131,35 @@ impl Session {
                 }
                 _ => {}
             }
-            if forward {
-                self.cwbuf.extend_from_slice(frame.raw());
+            if !forward {
+                continue;
+            }
+            match frame.tag() {
+                tag::ERROR_RESPONSE | tag::NOTICE_RESPONSE => {
+                    let shown = self.client_names(&frame);
+                    self.cwbuf.extend_from_slice(shown.as_ref().unwrap_or(&frame).raw());
+                }
+                _ => self.cwbuf.extend_from_slice(frame.raw()),
             }
         }
         self.maybe_release();
         Ok(())
+    }
+
+    /// A server message naming a statement by its server name (`pgr_<hash>`), rewritten
+    /// with the name the client gave it, as a direct connection would say it. `None`
+    /// when it names none.
+    fn client_names(&self, frame: &Frame) -> Option<Frame> {
+        let body = frame.body();
+        find(body, b"\"pgr_")?;
+        let mut text = body.to_vec();
+        for (name, stmt) in &self.statements {
+            let server = format!("\"{}\"", stmt.server_name);
+            while let Some(at) = find(&text, server.as_bytes()) {
+                text.splice(at..at + server.len(), format!("\"{name}\"").into_bytes());
+            }
+        }
+        Some(protocol::build(frame.tag(), |b| b.extend_from_slice(&text)))
     }
 
     /// The reply that ends a statement: the ledger learns what it did.

@@ -317,7 +317,8 @@ impl Session {
 
     async fn lookup_volatility(&self, f: &QName) -> Result<bool, PgError> {
         let primary = self.shared.topology.snapshot().primary(Instant::now()).ok_or_else(super::internal)?;
-        let mut conn = self.shared.pools.checkout_for(primary, &self.user, &self.database, Purpose::Catalog).await?;
+        let mut conn =
+            self.shared.pools.checkout_for(primary, &self.user, &self.database, Purpose::Catalog, &[]).await?;
         let answer = conn.query_text(&FunctionCatalog::lookup_sql(f)).await;
         conn.release(answer.is_ok());
         Ok(answer?.as_deref() != Some("false"))
@@ -406,7 +407,8 @@ impl Session {
     /// with the client's settings applied.
     pub(super) async fn attach(&mut self, node: usize) -> Result<(), PgError> {
         if self.held[node].is_none() {
-            let c = self.shared.pools.checkout(node, &self.user, &self.database).await?;
+            let (key, startup) = self.settings.startup();
+            let c = self.shared.pools.checkout(node, &self.user, &self.database, key, startup).await?;
             self.held[node] = Some(c);
         }
         let wanted = self.settings.hash();
