@@ -39,7 +39,8 @@ impl Settings {
             } else if !NOT_SETTINGS.contains(&name.as_str()) {
                 s.set_raw(name, value);
             }
-            if name != "user" && name != "database" && name != "replication" {
+            // application_name is replayed, not pooled on: clients choose it freely.
+            if !matches!(name.as_str(), "user" | "database" | "replication" | "application_name") {
                 s.startup_params.push((name.clone(), value.clone()));
             }
         }
