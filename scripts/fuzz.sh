@@ -55,17 +55,21 @@ for t in "${selected[@]}"; do
     log="$work/$t.log"
     echo "== $t: $runs runs" >&2
     status=0
+    start=$(date +%s.%N)
     (cd fuzz && cargo +nightly fuzz run "$t" "$work/$t" -- \
         -runs="$runs" -max_len="$(max_len "$t")" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1) \
         >"$log" 2>&1 || status=$?
+    elapsed=$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }')
     done_line=$(grep -E '^Done [0-9]+ runs' "$log" | tail -n 1 || true)
-    rate=$(grep -E '^stat::average_exec_per_sec' "$log" | awk '{print $2}' | tail -n 1 || true)
+    # libFuzzer's own average is in whole seconds (0 for short runs): use the wall clock.
+    executed=$(grep -E '^stat::number_of_executed_units' "$log" | awk '{print $2}' | tail -n 1 || true)
+    rate=$(awk -v n="${executed:-0}" -v t="$elapsed" 'BEGIN { printf "%d", (t > 0 ? n / t : 0) }')
     if [[ $status -ne 0 || -z $done_line ]]; then
         tail -n 60 "$log" >&2
         failed+=("$t")
         summary+=("$t: FAILED (exit $status)")
     else
-        summary+=("$t: $done_line (${rate:-?} exec/s)")
+        summary+=("$t: $done_line (${elapsed}s wall, about $rate exec/s)")
     fi
 done
 

@@ -16,7 +16,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "h" => 3600.0,
         other => return Err(format!("unknown duration unit {other:?} in {s:?} (use ms, s, m or h)")),
     };
-    Ok(Duration::from_secs_f64(value * scale))
+    // A client's hint reaches this too: out-of-range values are an error, not a panic.
+    Duration::try_from_secs_f64(value * scale).map_err(|_| format!("duration {s:?} is out of range"))
 }
 
 pub mod serde_str {
@@ -52,5 +53,13 @@ mod tests {
         assert!(parse_duration("5").is_err());
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("ms").is_err());
+    }
+
+    #[test]
+    fn out_of_range_durations_are_errors_not_panics() {
+        // Found by the `hint` and `config` fuzz targets.
+        assert!(parse_duration("99999999999999999999s").is_err());
+        assert!(parse_duration("6000000000000000h").is_err());
+        assert!(crate::classify::hint("/* pgroute: max_lag=99999999999999999999s */ select 1").max_lag.is_none());
     }
 }
