@@ -20,6 +20,11 @@ use crate::topology::{NodeState, Snapshot};
 pub struct SessionView {
     /// The node of the server connection the client is in a transaction on, if any.
     pub in_transaction_on: Option<usize>,
+    /// That transaction runs on a connection pgroute chose as a replica for reads (it
+    /// began `BEGIN READ ONLY` there): its writes go there too, and the server refuses
+    /// them with its own error, as on a direct connection. A node in recovery can write
+    /// nothing.
+    pub read_only_transaction: bool,
     /// The session is pinned to the primary (LISTEN, temp table, ...).
     pub pinned: bool,
     /// Only part of the unit has arrived (no Sync yet, e.g. Parse/Describe/Flush): what
@@ -119,7 +124,8 @@ pub fn decide<'a>(
     let pick = pick.into();
     if let Some(node) = session.in_transaction_on {
         let demoted = topo.split_brain || topo.nodes.get(node).is_none_or(|n| n.role != Role::Primary);
-        if class.is_write() && demoted {
+        let in_recovery = topo.nodes.get(node).is_some_and(|n| n.role == Role::Replica && n.usable(now));
+        if class.is_write() && demoted && !(session.read_only_transaction && in_recovery) {
             return Err(PgError::error(
                 sqlstate::CONNECTION_FAILURE,
                 "pgroute: the node this transaction runs on is not the confirmed primary; write refused",

@@ -131,6 +131,26 @@ async fn a_second_parse_of_a_statement_name_fails_as_on_one_server() {
     }
     assert_eq!(seen[0], seen[1]);
     assert!(seen[1].iter().any(|l| l.contains("C=42P05")), "{:?}", seen[1]);
+    // A Close skipped after the error leaves the name taken, also for the next unit of
+    // the same pipeline.
+    let unit = [
+        wire::parse("s1", b"SELECT 3"),
+        wire::bind("", "s1", &[]),
+        wire::execute("", 0),
+        wire::close(b'S', "s1"),
+        wire::sync(),
+        wire::parse("s1", b"SELECT 4"),
+        wire::bind("", "s1", &[]),
+        wire::execute("", 0),
+        wire::sync(),
+    ]
+    .concat();
+    let mut seen = Vec::new();
+    for w in [&mut direct, &mut routed] {
+        w.send(&unit).await;
+        seen.push(render_all(&w.until_ready(2).await));
+    }
+    assert_eq!(seen[0], seen[1]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -190,4 +210,52 @@ async fn databases_that_do_not_exist_leave_no_pools_or_metrics() {
     s.read_to_string(&mut body).await.unwrap();
     assert!(body.contains("pgroute_"), "{body}");
     assert!(!body.contains("nosuchdb"), "{body}");
+}
+
+/// Sends `bytes` on both connections and compares everything up to `readies`
+/// ReadyForQuery messages.
+async fn same(direct: &mut Wire, routed: &mut Wire, bytes: &[u8], readies: usize) -> Vec<String> {
+    direct.send(bytes).await;
+    routed.send(bytes).await;
+    let (a, b) = (render_all(&direct.until_ready(readies).await), render_all(&routed.until_ready(readies).await));
+    assert_eq!(a, b);
+    b
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn differential_regressions() {
+    let p = proxy_with(POOL_OF_ONE).await;
+    let c = cluster();
+    let t = table("diffreg");
+    c.direct(0).await.batch_execute(&format!("CREATE TABLE {t} (id int)")).await.unwrap();
+    c.wait_replicas_caught_up().await;
+    let params = [("client_encoding", "LATIN9"), ("application_name", "mine")];
+    let [(mut direct, _), (mut routed, _)] = both(p.port, &params).await;
+    // A write in a read-only transaction gets the server's own 25006.
+    let q = format!("BEGIN READ ONLY; SELECT 1; UPDATE {t} SET id = 2");
+    let r = same(&mut direct, &mut routed, &wire::query(q.as_bytes()), 1).await;
+    assert!(r.iter().any(|l| l.contains("C=25006")), "{r:?}");
+    same(&mut direct, &mut routed, &wire::query(b"ROLLBACK"), 1).await;
+    // RESET ALL returns to the login's values (encoding and application_name included).
+    let r = same(&mut direct, &mut routed, &wire::query(b"SET application_name = 'x'; RESET ALL; SELECT 'caf\xe9'"), 1)
+        .await;
+    assert!(r.iter().any(|l| l.contains("caf")), "{r:?}");
+    let show = wire::query(b"SELECT current_setting('client_encoding'), current_setting('application_name')");
+    same(&mut direct, &mut routed, &show, 1).await;
+    // Pipelined: a Parse skipped after an error in an earlier unit is not counted on.
+    let units = [
+        wire::parse("a", b"SELECT 1"),
+        wire::sync(),
+        wire::parse("a", b"SELECT 2"),
+        wire::parse("b", b"SELECT 3"),
+        wire::sync(),
+        wire::bind("", "a", &[]),
+        wire::execute("", 0),
+        wire::bind("", "b", &[]),
+        wire::execute("", 0),
+        wire::sync(),
+    ]
+    .concat();
+    let r = same(&mut direct, &mut routed, &units, 3).await;
+    assert!(r.iter().any(|l| l.contains("C=42P05")) && r.iter().any(|l| l.contains("C=26000")), "{r:?}");
 }

@@ -122,11 +122,18 @@ pub struct Pools {
     login_params: DashMap<(String, String, u64), Arc<Params>>,
     config: Arc<Config>,
     topology: Arc<Topology>,
+    /// How many client pools (one per node, user, database and startup set) exist.
+    client_pools: std::sync::atomic::AtomicUsize,
 }
+
+/// Client pools, beyond which clients with yet another startup packet share pools opened
+/// with no startup settings (theirs are then replayed with SET, and RESET returns to the
+/// server's defaults instead of their login's).
+const MAX_CLIENT_POOLS: usize = 256;
 
 impl Pools {
     pub fn new(config: Arc<Config>, topology: Arc<Topology>) -> Self {
-        Pools { map: DashMap::new(), login_params: DashMap::new(), config, topology }
+        Pools { map: DashMap::new(), login_params: DashMap::new(), config, topology, client_pools: Default::default() }
     }
 
     fn pool(
@@ -141,6 +148,9 @@ impl Pools {
         self.map
             .entry(key)
             .or_insert_with(|| {
+                if matches!(purpose, Purpose::Clients(_)) {
+                    self.client_pools.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 let name = &self.topology.addr(node).name;
                 let (label, size) = match purpose {
                     Purpose::Clients(_) => (format!("{name}/{user}/{database}"), self.config.pool.size),
@@ -188,6 +198,13 @@ impl Pools {
         key: u64,
         startup: &[(String, String)],
     ) -> Result<Checked, PgError> {
+        let full = (node, user.to_string(), database.to_string(), Purpose::Clients(key));
+        if !self.map.contains_key(&full)
+            && self.client_pools.load(std::sync::atomic::Ordering::Relaxed) >= MAX_CLIENT_POOLS
+        {
+            tracing::debug!(user, database, "too many startup parameter sets: pooled without them");
+            return self.checkout_for(node, user, database, Purpose::Clients(0), &[]).await;
+        }
         self.checkout_for(node, user, database, Purpose::Clients(key), startup).await
     }
 
@@ -259,9 +276,11 @@ impl Pools {
                     }
                     Err(e) => {
                         if !pool.established.load(std::sync::atomic::Ordering::Relaxed) {
-                            self.map.remove_if(&(node, user.to_string(), database.to_string(), purpose), |_, p| {
-                                Arc::ptr_eq(p, &pool)
-                            });
+                            let key = (node, user.to_string(), database.to_string(), purpose);
+                            let removed = self.map.remove_if(&key, |_, p| Arc::ptr_eq(p, &pool)).is_some();
+                            if removed && matches!(purpose, Purpose::Clients(_)) {
+                                self.client_pools.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                            }
                             metrics::forget_pool(&pool.label);
                         }
                         return Err(e);

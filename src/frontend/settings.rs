@@ -39,15 +39,15 @@ impl Settings {
             } else if !NOT_SETTINGS.contains(&name.as_str()) {
                 s.set_raw(name, value);
             }
-            // application_name is replayed, not pooled on: clients choose it freely.
-            if !matches!(name.as_str(), "user" | "database" | "replication" | "application_name") {
+            if !matches!(name.as_str(), "user" | "database" | "replication") {
                 s.startup_params.push((name.clone(), value.clone()));
             }
         }
         s.startup = s.entries.clone();
         let mut h = std::collections::hash_map::DefaultHasher::new();
         s.startup_params.hash(&mut h);
-        s.startup_key = h.finish();
+        // 0 is the key of pools opened with no startup settings.
+        s.startup_key = h.finish() | 1;
         s.rehash();
         s
     }

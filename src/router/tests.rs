@@ -201,6 +201,27 @@ fn split_brain_and_demotion_refuse_writes_everywhere() {
 }
 
 #[test]
+fn a_read_only_transactions_writes_reach_its_replica_to_be_refused_there() {
+    let now = Instant::now();
+    let write = Class::write("write:update");
+    let free = SessionView::default();
+    let ro = SessionView { in_transaction_on: Some(1), read_only_transaction: true, ..free };
+    let t = topo(now, &[(1, false)], true);
+    let d = decide(&write, &default_read(), ro, &t, now, 0).unwrap();
+    assert_eq!((d.node, d.label(&write)), (1, "in_transaction"));
+    // Not when the replica's verdict is unusable (stale, or out of recovery), nor for a
+    // transaction that did not begin there as a read.
+    let down = topo(now, &[(1, true)], true);
+    assert_eq!(decide(&write, &default_read(), ro, &down, now, 0).unwrap_err().code, "08006");
+    let rw = SessionView { read_only_transaction: false, ..ro };
+    assert_eq!(decide(&write, &default_read(), rw, &t, now, 0).unwrap_err().code, "08006");
+    let mut split = topo(now, &[(1, false)], true);
+    split.split_brain = true;
+    split.nodes[1].role = Role::Primary;
+    assert_eq!(decide(&write, &default_read(), ro, &split, now, 0).unwrap_err().code, "08006");
+}
+
+#[test]
 fn least_connections_prefers_the_idlest_replica_per_weight() {
     let now = Instant::now();
     let read = Class::read("read");

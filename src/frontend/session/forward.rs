@@ -216,11 +216,19 @@ impl Session {
     /// Injects a Parse when the active server lacks the statement; its ParseComplete is
     /// swallowed.
     fn ensure_prepared(&mut self, node: usize, stmt: &Prepared) -> Result<(), End> {
+        // A Parse of it in an earlier unit still in flight may yet be skipped by an error
+        // there: not to be counted on (preparing it again is harmless).
+        let earlier_units = self.expect.iter().rposition(|e| matches!(e, Expect::Ready { .. })).map_or(0, |i| i + 1);
+        let in_doubt = self
+            .expect
+            .iter()
+            .take(earlier_units)
+            .any(|e| matches!(e, Expect::Parse { hash: Some(h), .. } if *h == stmt.hash));
         let conn = self.held[node].as_mut().ok_or_else(|| End::Fatal(super::internal()))?;
         let present = if stmt.server_name.is_empty() {
             conn.unnamed == Some(stmt.hash)
         } else {
-            conn.prepared.contains(&stmt.hash)
+            conn.prepared.contains(&stmt.hash) && !in_doubt
         };
         if present {
             return Ok(());

@@ -96,6 +96,8 @@ pub struct Session {
     held: Vec<Option<Checked>>,
     /// The node whose connection receives the client's messages now.
     active: Option<usize>,
+    /// That node was a replica when attached: a transaction on it began there as a read.
+    active_for_reads: bool,
     expect: VecDeque<Expect>,
     /// Units sent whose ReadyForQuery has not come back.
     in_flight: usize,
@@ -163,6 +165,7 @@ pub async fn run(stream: TcpStream, shared: Arc<Shared>, user: String, database:
         unnamed: None,
         held: (0..nodes).map(|_| None).collect(),
         active: None,
+        active_for_reads: false,
         expect: VecDeque::new(),
         in_flight: 0,
         tx_status: b'I',

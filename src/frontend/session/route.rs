@@ -14,7 +14,7 @@ use crate::classify::{hint, Class, Classifier, Dialect, QName};
 use crate::config::ReadYourWrites;
 use crate::config::{PoolMode, Role};
 use crate::frontend::encoding::Encoding;
-use crate::frontend::prepared::{split_bind, split_parse};
+use crate::frontend::prepared::{split_bind, split_parse, split_target};
 use crate::metrics;
 use crate::protocol::{self, sqlstate, tag, PgError};
 use crate::router::{self, Causal, Decision, Pick, Reason, SessionView};
@@ -63,6 +63,11 @@ impl Session {
                         continue;
                     }
                     _ => {}
+                }
+                if self.in_flight > 0 && self.names_in_doubt() {
+                    // Whether a statement name is taken depends on how units in flight
+                    // end (an error skips their Parse or Close): decide once they have.
+                    return Ok(());
                 }
                 let scan = self.scan_unit();
                 let (decision, class) = match self.route_unit(scan).await {
@@ -123,6 +128,40 @@ impl Session {
             self.forward(f)?;
         }
         Ok(())
+    }
+
+    /// Does the unit at the front of the queue name a statement that a Parse or Close still
+    /// in flight creates or drops?
+    fn names_in_doubt(&self) -> bool {
+        let pending: Vec<&str> = self
+            .expect
+            .iter()
+            .filter_map(|e| match e {
+                super::Expect::Parse { name: Some(n), .. } => Some(n.as_str()),
+                super::Expect::Close { closed: Some((n, _)), .. } => Some(n.as_str()),
+                _ => None,
+            })
+            .collect();
+        if pending.is_empty() {
+            return false;
+        }
+        for f in &self.inq {
+            let named = match f.tag() {
+                tag::PARSE => split_parse(&f.raw().slice(5..)).ok().map(|(n, _, _)| n),
+                tag::BIND => split_bind(f.body()).ok().map(|(_, n, _)| n.into_owned()),
+                tag::DESCRIBE | tag::CLOSE => {
+                    split_target(f.body()).ok().filter(|(k, _)| *k == b'S').map(|(_, n)| n.into_owned())
+                }
+                _ => None,
+            };
+            if named.is_some_and(|n| pending.contains(&n.as_str())) {
+                return true;
+            }
+            if matches!(f.tag(), tag::SYNC | tag::QUERY | tag::FUNCTION_CALL) {
+                break;
+            }
+        }
+        false
     }
 
     /// Classifies the unit at the front of the queue (up to its Sync, or as far as it
@@ -228,6 +267,7 @@ impl Session {
         self.unit_keys = if class.writes_data { hint.keys.clone() } else { Vec::new() };
         let view = SessionView {
             in_transaction_on: self.active.filter(|_| self.tx_status != b'I'),
+            read_only_transaction: self.active_for_reads,
             pinned: self.pinned.is_some(),
             partial_unit: !scan.complete,
             causal: self.causal(&snapshot, now, keys_since),
@@ -425,6 +465,8 @@ impl Session {
         }
         self.cancel.set((node, conn.pid, conn.secret));
         self.active = Some(node);
+        self.active_for_reads =
+            self.shared.topology.snapshot().nodes.get(node).is_some_and(|n| n.role == Role::Replica);
         Ok(())
     }
 
