@@ -54,13 +54,58 @@ impl Rule {
     }
 }
 
+/// Does the statement read a view or call a function whose answer depends on the node?
+fn is_node_local(class: &Class) -> bool {
+    let system = |q: &QName| q.schema.as_deref().is_none_or(|s| s == "pg_catalog");
+    class.relations.iter().any(|r| system(r) && NODE_LOCAL_VIEWS.contains(&r.name.as_str()))
+        || class.functions.iter().any(|f| system(f) && NODE_LOCAL_FUNCTIONS.contains(&f.name.as_str()))
+}
+
 /// The first configured name (with its index) that one of `refs` denotes.
 fn any_match(refs: &[QName], configured: &[QName]) -> Option<usize> {
     configured.iter().position(|c| refs.iter().any(|r| r.matches(c)))
 }
 
+/// System views whose rows depend on the node that answers (its sessions, locks,
+/// replication state, settings).
+pub const NODE_LOCAL_VIEWS: &[&str] = &[
+    "pg_stat_activity",
+    "pg_locks",
+    "pg_prepared_xacts",
+    "pg_stat_replication",
+    "pg_stat_wal_receiver",
+    "pg_replication_slots",
+    "pg_stat_subscription",
+    "pg_cursors",
+    "pg_prepared_statements",
+    "pg_settings",
+    "pg_stat_ssl",
+    "pg_stat_gssapi",
+    "pg_backend_memory_contexts",
+    "pg_stat_progress_vacuum",
+    "pg_stat_progress_analyze",
+    "pg_stat_progress_create_index",
+    "pg_stat_progress_cluster",
+    "pg_stat_progress_basebackup",
+    "pg_stat_progress_copy",
+];
+
+/// Functions whose answer depends on the node: whether it is in recovery, and its WAL
+/// positions. (`inet_server_port()` and `pg_backend_pid()` are left alone: they name the
+/// server that answered, which is what a client asking them wants to know.)
+pub const NODE_LOCAL_FUNCTIONS: &[&str] = &[
+    "pg_is_in_recovery",
+    "pg_last_wal_receive_lsn",
+    "pg_last_wal_replay_lsn",
+    "pg_last_xact_replay_timestamp",
+    "pg_is_wal_replay_paused",
+    "pg_get_wal_replay_pause_state",
+];
+
 pub struct Rules {
     default_read: Target,
+    /// `node_local_to_primary`: the label for such reads, when on.
+    node_local: Option<Arc<str>>,
     default_label: Arc<str>,
     hint_label: Arc<str>,
     primary_tables: Vec<QName>,
@@ -82,6 +127,7 @@ impl Rules {
         Rules {
             default_read: r.default_read,
             default_label: Arc::from("default_read"),
+            node_local: r.node_local_to_primary.then(|| Arc::from("node_local")),
             hint_label: Arc::from("hint"),
             primary_tables: names(&r.primary_tables),
             primary_table_labels: labels("primary_tables", &r.primary_tables),
@@ -122,6 +168,9 @@ impl Rules {
         }
         if let Some(rule) = self.rules.iter().find(|r| r.matches(class, sql, ctx)) {
             return ReadRoute { target: rule.route, reason: rule.label.clone(), max_lag: rule.max_lag };
+        }
+        if let Some(label) = self.node_local.as_ref().filter(|_| is_node_local(class)) {
+            return ReadRoute { target: Target::Primary, reason: label.clone(), max_lag: None };
         }
         if let Some(i) = any_match(&class.relations, &self.primary_tables) {
             return ReadRoute { target: Target::Primary, reason: self.primary_table_labels[i].clone(), max_lag: None };

@@ -250,7 +250,8 @@ async fn run(port: u16, clients: &[Client], order: &[usize]) -> Vec<Vec<Vec<Stri
             let msgs = tokio::time::timeout(std::time::Duration::from_secs(60), conns[c].until_ready(step.readies))
                 .await
                 .expect("a block answered within a minute");
-            lines.extend(render_all(&msgs));
+            let pid = conns[c].pid;
+            lines.extend(msgs.iter().map(|m| wire::render_for(m, pid)));
         }
         out[c].push(lines);
     }

@@ -258,4 +258,13 @@ async fn differential_regressions() {
     .concat();
     let r = same(&mut direct, &mut routed, &units, 3).await;
     assert!(r.iter().any(|l| l.contains("C=42P05")) && r.iter().any(|l| l.contains("C=26000")), "{r:?}");
+    // A notification from the client's own NOTIFY carries its own (pgroute) pid.
+    let q = wire::query(b"LISTEN ch; NOTIFY ch, 'x'");
+    for w in [&mut direct, &mut routed] {
+        w.send(&q).await;
+        let msgs = w.until_ready(1).await;
+        let pid = w.pid;
+        let lines: Vec<String> = msgs.iter().map(|m| wire::render_for(m, pid)).collect();
+        assert!(lines.iter().any(|l| l == "A own ch|x|"), "{lines:?}");
+    }
 }

@@ -111,12 +111,21 @@ pub struct Routing {
     /// write before it goes to the primary (off when absent).
     #[serde(default, with = "duration::serde_opt")]
     pub causal_wait: Option<Duration>,
+    /// Reads of views and functions whose answer depends on the node (`pg_stat_activity`,
+    /// `pg_locks`, `pg_is_in_recovery()`, ...) go to the primary, as a direct connection to
+    /// it would answer them. `false` lets them go wherever reads go.
+    #[serde(default = "default_true")]
+    pub node_local_to_primary: bool,
     /// Tagged keys (`/* pgroute: key=... */`) remembered at most.
     #[serde(default = "default_key_map_size")]
     pub key_map_size: usize,
     /// How long a tagged key is remembered.
     #[serde(default = "default_key_ttl", with = "duration::serde_str")]
     pub key_ttl: Duration,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_key_map_size() -> usize {
@@ -426,6 +435,7 @@ impl Default for Routing {
             read_your_writes: default_ryw(),
             sticky_window: default_sticky_window(),
             causal_wait: None,
+            node_local_to_primary: true,
             key_map_size: default_key_map_size(),
             key_ttl: default_key_ttl(),
         }

@@ -48,6 +48,7 @@ pub mod tag {
     pub const EMPTY_QUERY_RESPONSE: u8 = b'I';
     pub const PORTAL_SUSPENDED: u8 = b's';
     pub const FUNCTION_CALL_RESPONSE: u8 = b'V';
+    pub const NOTIFICATION_RESPONSE: u8 = b'A';
     pub const COPY_OUT_RESPONSE: u8 = b'H';
     pub const COPY_BOTH_RESPONSE: u8 = b'W';
 }

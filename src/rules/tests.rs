@@ -141,7 +141,16 @@ const CASES: &[(&str, &str, &str, &str, &str)] = &[
     ("SELECT \"update\" FROM t", "", "app", R, D),
     ("SELECT e'it\\'s INSERT' FROM t", "", "app", R, D),
     ("sElEcT count(*) FROM public.accounts", "", "app", R, D),
-    ("SELECT pg_is_in_recovery()", "", "app", R, D),
+    ("SELECT pg_is_in_recovery()", "", "app", P, "node_local"),
+    ("SELECT pg_catalog.pg_last_wal_replay_lsn()", "", "app", P, "node_local"),
+    ("SELECT pid, state FROM pg_stat_activity", "", "app", P, "node_local"),
+    ("SELECT * FROM pg_catalog.pg_locks l JOIN t ON true", "", "app", P, "node_local"),
+    ("SELECT gid FROM pg_prepared_xacts", "", "app", P, "node_local"),
+    ("SELECT * FROM pg_stat_replication", "", "app", P, "node_local"),
+    ("SELECT name FROM pg_cursors", "", "app", P, "node_local"),
+    ("SELECT name FROM pg_prepared_statements", "", "app", P, "node_local"),
+    ("SELECT setting FROM pg_settings WHERE name = 'transaction_read_only'", "", "app", P, "node_local"),
+    ("SELECT * FROM myschema.pg_locks", "", "app", R, D),
     ("SELECT inet_server_port()", "", "app", R, D),
     ("SELECT now(), lower(name) FROM users", "", "app", R, D),
     ("SELECT * FROM a JOIN b USING (id) WHERE a.x IN (SELECT y FROM c)", "", "app", R, D),
@@ -351,4 +360,14 @@ fn every_statement_goes_where_it_must_with_its_reason() {
     }
     assert!(CASES.len() >= 150, "the table keeps at least 150 statements");
     assert!(failures.is_empty(), "{} of {} cases wrong:\n{}", failures.len(), CASES.len(), failures.join("\n"));
+}
+
+#[test]
+fn node_local_reads_can_be_let_go_to_replicas() {
+    let c = Classifier::new(0).classify("SELECT count(*) FROM pg_stat_activity");
+    let ctx = Context { application_name: "", user: "app", database: "app" };
+    let on = Rules::from_config(&crate::config::Routing::default());
+    assert_eq!(&*on.route_read(&c, "", &hint(""), &ctx).reason, "node_local");
+    let off = Rules::from_config(&crate::config::Routing { node_local_to_primary: false, ..Default::default() });
+    assert_eq!(&*off.route_read(&c, "", &hint(""), &ctx).reason, "default_read");
 }

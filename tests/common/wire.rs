@@ -262,6 +262,11 @@ fn field(body: &[u8], code: u8) -> Option<String> {
 /// the client could not tell the two apart: process ids, table OIDs, and where in the
 /// server's source an error was raised are left out.
 pub fn render(m: &Msg) -> String {
+    render_for(m, 0)
+}
+
+/// `render`, telling notifications from the client's own backend (`pid`) from others'.
+pub fn render_for(m: &Msg, pid: i32) -> String {
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     match m.tag {
         b'E' | b'N' => {
@@ -272,9 +277,10 @@ pub fn render(m: &Msg) -> String {
         }
         b'K' => "K".into(),
         b'A' => {
+            // Whose: this client's own backend (as BackendKeyData said), or another's.
             let mut b = m.body.clone();
-            b.advance(4);
-            format!("A <pid> {}", text(&b).replace('\0', "|"))
+            let own = if b.get_i32() == pid { "own" } else { "other" };
+            format!("A {own} {}", text(&b).replace('\0', "|"))
         }
         b'T' => {
             let mut b = m.body.clone();

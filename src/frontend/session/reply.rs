@@ -139,6 +139,10 @@ impl Session {
                     let shown = self.client_names(&frame);
                     self.cwbuf.extend_from_slice(shown.as_ref().unwrap_or(&frame).raw());
                 }
+                tag::NOTIFICATION_RESPONSE => {
+                    let shown = self.own_notification(&frame);
+                    self.cwbuf.extend_from_slice(shown.as_ref().unwrap_or(&frame).raw());
+                }
                 _ => self.cwbuf.extend_from_slice(frame.raw()),
             }
         }
@@ -160,6 +164,20 @@ impl Session {
             }
         }
         Some(protocol::build(frame.tag(), |b| b.extend_from_slice(&text)))
+    }
+
+    /// A notification sent by one of this client's own server connections carries the
+    /// client's pgroute pid (its BackendKeyData), as a direct connection's carries its own.
+    fn own_notification(&self, frame: &Frame) -> Option<Frame> {
+        let body = frame.body();
+        let pid = i32::from_be_bytes(body.get(..4)?.try_into().ok()?);
+        if !self.held.iter().flatten().any(|c| c.pid == pid) {
+            return None;
+        }
+        Some(protocol::build(frame.tag(), |b| {
+            b.extend_from_slice(&self.pid.to_be_bytes());
+            b.extend_from_slice(&body[4..]);
+        }))
     }
 
     /// The reply that ends a statement: the ledger learns what it did.
