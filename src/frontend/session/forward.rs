@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use super::state::Intake;
 use super::{End, Expect, Session};
 use crate::classify::Class;
 use crate::frontend::prepared::{self, Prepared};
@@ -201,7 +202,7 @@ impl Session {
         self.unit_keys.clear();
         self.expect.push_back(Expect::Ready { sync });
         self.in_flight += 1;
-        self.unit_open = false;
+        self.intake = Intake::Between;
         self.unit_classes.clear();
     }
 

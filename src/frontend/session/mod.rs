@@ -13,6 +13,7 @@ mod forward;
 mod ledger;
 mod reply;
 mod route;
+mod state;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -103,8 +104,8 @@ pub struct Session {
     in_flight: usize,
     /// Transaction status from the last ReadyForQuery.
     tx_status: u8,
-    /// A unit's first message was forwarded and its end (Sync) not yet.
-    unit_open: bool,
+    /// How the client's messages are being read (see `state`).
+    intake: state::Intake,
     /// The active server is in COPY IN: it ignores Sync until CopyDone/CopyFail.
     copy_in: bool,
     /// Classes computed while routing, consumed in order by `forward` for Q and P.
@@ -114,8 +115,6 @@ pub struct Session {
     portals: Vec<(String, Arc<Class>)>,
     /// What the statements sent did to the session, settled as their replies arrive.
     ledger: ledger::Ledger,
-    /// After a routing error inside an extended-protocol unit: drop messages until Sync.
-    skip_to_sync: bool,
     /// Why the session is pinned to the primary, if it is.
     pinned: Option<String>,
     /// The unit being forwarded became a write only when its functions were looked up:
@@ -169,12 +168,11 @@ pub async fn run(stream: TcpStream, shared: Arc<Shared>, user: String, database:
         expect: VecDeque::new(),
         in_flight: 0,
         tx_status: b'I',
-        unit_open: false,
+        intake: state::Intake::Between,
         copy_in: false,
         unit_classes: VecDeque::new(),
         portals: Vec::new(),
         ledger: ledger::Ledger::default(),
-        skip_to_sync: false,
         pinned: None,
         unit_forced_write: false,
         unit_keys: Vec::new(),
@@ -349,15 +347,6 @@ impl Session {
         let f = self.inq.pop_front()?;
         self.queued_bytes -= f.raw().len();
         Some(f)
-    }
-
-    /// May a server connection of this session go back to a pool now? Only when nothing
-    /// is running or half-sent on it, no transaction is open, and it holds no state that
-    /// only this client may see (a pin). Settings are not checked here: a pooled
-    /// connection carries the fingerprint of the settings it has, and whoever takes it
-    /// next brings it to theirs (`attach`).
-    fn reusable(&self) -> bool {
-        self.in_flight == 0 && !self.unit_open && !self.copy_in && self.tx_status == b'I' && self.pinned.is_none()
     }
 
     /// Returns held connections: clean ones to their pools, the rest closed.

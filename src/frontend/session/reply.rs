@@ -3,6 +3,7 @@
 //! errors, command tags that change server state, parameter reports).
 
 use super::ledger::Committed;
+use super::state::Intake;
 use super::{End, Expect, Session};
 use crate::backend::MAX_SERVER_MESSAGE;
 use crate::frontend::encoding::Encoding;
@@ -103,7 +104,9 @@ impl Session {
                     self.expect.retain(|e| !matches!(e, Expect::Ready { sync: true, .. }));
                     let dropped = before - self.expect.len();
                     self.in_flight = self.in_flight.saturating_sub(dropped);
-                    self.unit_open |= dropped > 0;
+                    if dropped > 0 {
+                        self.intake = Intake::Open;
+                    }
                     self.copy_in = true;
                 }
                 tag::READY_FOR_QUERY => {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use std::time::Instant;
 
+use super::state::Intake;
 use super::{End, Session};
 use crate::backend::Purpose;
 use crate::catalog::FunctionCatalog;
@@ -37,15 +38,15 @@ impl Session {
     pub(super) async fn process_queue(&mut self) -> Result<(), End> {
         while let Some(front) = self.inq.front() {
             let t = front.tag();
-            if self.skip_to_sync {
+            if self.intake == Intake::Skipping {
                 self.pop_frame();
                 if t == tag::SYNC {
-                    self.skip_to_sync = false;
+                    self.intake = Intake::Between;
                     self.cwbuf.extend_from_slice(protocol::ready_for_query(self.tx_status).raw());
                 }
                 continue;
             }
-            if !self.unit_open {
+            if self.intake == Intake::Between {
                 match t {
                     tag::TERMINATE => return Err(End::Client),
                     // Follow-ups of what runs now (COPY data, Flush): no unit of their own.
@@ -122,7 +123,7 @@ impl Session {
                 tracing::debug!(node = %node_name, reason = decision.label(&class), "route");
                 metrics::route(node_name, decision.metric_label(&class));
                 self.note_pin(&class);
-                self.unit_open = true;
+                self.intake = Intake::Open;
             }
             let f = self.pop_frame().ok_or(End::Client)?;
             self.forward(f)?;
@@ -439,7 +440,7 @@ impl Session {
                 self.pop_frame();
                 self.cwbuf.extend_from_slice(protocol::ready_for_query(self.tx_status).raw());
             }
-            _ => self.skip_to_sync = true,
+            _ => self.intake = Intake::Skipping,
         }
     }
 
