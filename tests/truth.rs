@@ -258,6 +258,18 @@ async fn differential_regressions() {
     .concat();
     let r = same(&mut direct, &mut routed, &units, 3).await;
     assert!(r.iter().any(|l| l.contains("C=42P05")) && r.iter().any(|l| l.contains("C=26000")), "{r:?}");
+    // Two names for one text share a server statement; an error names the one used.
+    let units = [
+        wire::parse("x1", b"SELECT $1::int"),
+        wire::parse("x2", b"SELECT $1::int"),
+        wire::sync(),
+        wire::bind("", "x2", &[]),
+        wire::execute("", 0),
+        wire::sync(),
+    ]
+    .concat();
+    let r = same(&mut direct, &mut routed, &units, 2).await;
+    assert!(r.iter().any(|l| l.contains("\"x2\" requires 1")), "{r:?}");
     // A notification from the client's own NOTIFY carries its own (pgroute) pid.
     let q = wire::query(b"LISTEN ch; NOTIFY ch, 'x'");
     for w in [&mut direct, &mut routed] {

@@ -93,6 +93,7 @@ impl Session {
                         } else {
                             let b = prepared::rewrite_bind(f.body(), portal, rest, &stmt.server_name);
                             self.swbuf.extend_from_slice(b.raw());
+                            self.unit_names.push(name.to_string());
                         }
                         self.bind_portal(portal_key, stmt.class.clone());
                     }
@@ -117,6 +118,7 @@ impl Session {
                         self.ensure_prepared(node, &stmt)?;
                         let d = prepared::target_frame(tag::DESCRIBE, b'S', &stmt.server_name);
                         self.swbuf.extend_from_slice(d.raw());
+                        self.unit_names.push(name.to_string());
                     }
                     None => self.swbuf.extend_from_slice(f.raw()),
                 }
@@ -200,7 +202,8 @@ impl Session {
     fn end_unit(&mut self, sync: bool) {
         self.unit_forced_write = false;
         self.unit_keys.clear();
-        self.expect.push_back(Expect::Ready { sync });
+        let names = std::mem::take(&mut self.unit_names);
+        self.expect.push_back(Expect::Ready { sync, names });
         self.in_flight += 1;
         self.intake = Intake::Between;
         self.unit_classes.clear();

@@ -54,7 +54,13 @@ enum Expect {
     Statement { class: Arc<Class>, index: usize, writes: bool, keys: Vec<String> },
     /// ReadyForQuery closing a unit. `sync` tells a Sync's from a Query's or
     /// FunctionCall's (a server in COPY IN ignores Syncs).
-    Ready { sync: bool },
+    Ready {
+        sync: bool,
+        /// Client statement names the unit's Bind and Describe messages used, in order:
+        /// an error naming a server statement that several client names share is shown
+        /// with the one the unit used.
+        names: Vec<String>,
+    },
 }
 
 impl Expect {
@@ -122,6 +128,8 @@ pub struct Session {
     unit_forced_write: bool,
     /// Tagged keys of the unit being forwarded.
     unit_keys: Vec<String>,
+    /// Client statement names its Bind and Describe messages used.
+    unit_names: Vec<String>,
     /// Read-your-writes: when the session's last write committed, and the primary LSN
     /// known to be at or past it (from the first probe begun after the commit).
     dirty_since: Option<std::time::Instant>,
@@ -176,6 +184,7 @@ pub async fn run(stream: TcpStream, shared: Arc<Shared>, user: String, database:
         pinned: None,
         unit_forced_write: false,
         unit_keys: Vec::new(),
+        unit_names: Vec::new(),
         dirty_since: None,
         commit_lsn: None,
         cancel,

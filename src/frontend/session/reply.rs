@@ -159,8 +159,14 @@ impl Session {
     fn client_names(&self, frame: &Frame) -> Option<Frame> {
         let body = frame.body();
         find(body, b"\"pgr_")?;
+        let used: &[String] = match self.expect.front() {
+            Some(Expect::Ready { names, .. }) => names,
+            _ => &[],
+        };
         let mut text = body.to_vec();
-        for (name, stmt) in &self.statements {
+        // Names the unit used first, then any other name of the same statement.
+        let candidates = used.iter().filter_map(|n| self.statements.get_key_value(n)).chain(self.statements.iter());
+        for (name, stmt) in candidates {
             let server = format!("\"{}\"", stmt.server_name);
             while let Some(at) = find(&text, server.as_bytes()) {
                 text.splice(at..at + server.len(), format!("\"{name}\"").into_bytes());
