@@ -258,6 +258,23 @@ async fn differential_regressions() {
     .concat();
     let r = same(&mut direct, &mut routed, &units, 3).await;
     assert!(r.iter().any(|l| l.contains("C=42P05")) && r.iter().any(|l| l.contains("C=26000")), "{r:?}");
+    // What the 42P05 left on the server under the raw name never answers for the client.
+    let units = [
+        wire::parse("y", b"SELECT 1"),
+        wire::sync(),
+        wire::parse("y", b"SELECT 2"),
+        wire::sync(),
+        wire::close(b'S', "y"),
+        wire::sync(),
+        wire::bind("", "y", &[]),
+        wire::execute("", 0),
+        wire::sync(),
+        wire::describe(b'S', "y"),
+        wire::sync(),
+    ]
+    .concat();
+    let r = same(&mut direct, &mut routed, &units, 5).await;
+    assert_eq!(r.iter().filter(|l| l.contains("C=26000")).count(), 2, "{r:?}");
     // Two names for one text share a server statement; an error names the one used.
     let units = [
         wire::parse("x1", b"SELECT $1::int"),

@@ -101,6 +101,26 @@ pub fn split_target(body: &[u8]) -> Result<(u8, Cow<'_, str>), ReadError> {
     Ok((kind, name_key(r.cstr_bytes()?)))
 }
 
+/// The server name pgroute uses for a statement name the client has not prepared: no
+/// such statement exists on any server (pgroute prepares only `pgr_<hash>` names), so the
+/// server answers "does not exist"; `client_name` reads the name back for the client.
+pub fn missing_name(name: &str) -> String {
+    name.bytes().fold(String::from(MISSING), |mut s, b| {
+        s.push_str(&format!("{b:02x}"));
+        s
+    })
+}
+
+const MISSING: &str = "pgr_missing_";
+
+/// The client's name inside a server name made by `missing_name`.
+pub fn client_name(server_name: &str) -> Option<String> {
+    let hex = server_name.strip_prefix(MISSING)?;
+    let bytes: Option<Vec<u8>> =
+        (0..hex.len()).step_by(2).map(|i| hex.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok())).collect();
+    Some(String::from_utf8_lossy(&bytes?).into_owned())
+}
+
 /// A Parse of `sql` (no parameter types) under the server statement name `name`.
 pub fn parse_frame(name: &[u8], sql: &[u8]) -> Frame {
     build(b'P', |b| {
@@ -146,5 +166,7 @@ mod tests {
         // Names in another encoding stay distinct, and never equal a UTF-8 name.
         assert_eq!(split_target(b"S\xe9\0").unwrap().1, "\u{0}e9");
         assert_ne!(name_key(b"\xe9"), name_key(b"\xe8"));
+        assert_eq!(client_name(&missing_name("s1")).as_deref(), Some("s1"));
+        assert_eq!(client_name("pgr_0123"), None);
     }
 }

@@ -97,6 +97,12 @@ impl Session {
                         }
                         self.bind_portal(portal_key, stmt.class.clone());
                     }
+                    // A name this client has not prepared: the server must say it does
+                    // not exist, whatever another client left under that raw name.
+                    None if !name.is_empty() => {
+                        let b = prepared::rewrite_bind(f.body(), portal, rest, &prepared::missing_name(&name));
+                        self.swbuf.extend_from_slice(b.raw());
+                    }
                     None => self.swbuf.extend_from_slice(f.raw()),
                 }
             }
@@ -120,6 +126,10 @@ impl Session {
                         self.swbuf.extend_from_slice(d.raw());
                         self.unit_names.push(name.to_string());
                     }
+                    None if kind == b'S' && !name.is_empty() => {
+                        let d = prepared::target_frame(tag::DESCRIBE, b'S', &prepared::missing_name(&name));
+                        self.swbuf.extend_from_slice(d.raw());
+                    }
                     None => self.swbuf.extend_from_slice(f.raw()),
                 }
             }
@@ -133,6 +143,12 @@ impl Session {
                         let c = prepared::target_frame(tag::CLOSE, b'S', &stmt.server_name);
                         self.swbuf.extend_from_slice(c.raw());
                         Some((name.into_owned(), stmt))
+                    }
+                    // Closing a statement that does not exist is not an error.
+                    None if kind == b'S' && !name.is_empty() => {
+                        let c = prepared::target_frame(tag::CLOSE, b'S', &prepared::missing_name(&name));
+                        self.swbuf.extend_from_slice(c.raw());
+                        None
                     }
                     None => {
                         self.swbuf.extend_from_slice(f.raw());

@@ -7,6 +7,7 @@ use super::state::Intake;
 use super::{End, Expect, Session};
 use crate::backend::MAX_SERVER_MESSAGE;
 use crate::frontend::encoding::Encoding;
+use crate::frontend::prepared;
 use crate::protocol::{self, split_frame, tag, BodyReader, Frame};
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -171,6 +172,15 @@ impl Session {
             while let Some(at) = find(&text, server.as_bytes()) {
                 text.splice(at..at + server.len(), format!("\"{name}\"").into_bytes());
             }
+        }
+        // Names the client never prepared, sent as `missing_name`.
+        let mut from = 0;
+        while let Some(at) = find(&text[from..], b"\"pgr_missing_").map(|i| from + i) {
+            let end = text[at + 1..].iter().position(|&b| b == b'"').map_or(text.len(), |e| at + 1 + e);
+            let server = String::from_utf8_lossy(&text[at + 1..end]).into_owned();
+            let Some(name) = prepared::client_name(&server) else { break };
+            from = at + 1 + name.len();
+            text.splice(at + 1..end, name.into_bytes());
         }
         Some(protocol::build(frame.tag(), |b| b.extend_from_slice(&text)))
     }
