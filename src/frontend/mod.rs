@@ -156,7 +156,23 @@ async fn handle(mut stream: TcpStream, shared: Arc<Shared>) {
             return refuse(&mut stream, &e).await;
         }
     }
-    metrics::clients(1);
+    let _counted = ClientCount::new();
     session::run(stream, shared, user, database, &params).await;
-    metrics::clients(-1);
+}
+
+/// One logged-in client in the `pgroute_clients` gauge, for as long as it lives (also
+/// when its task unwinds).
+struct ClientCount;
+
+impl ClientCount {
+    fn new() -> Self {
+        metrics::clients(1);
+        ClientCount
+    }
+}
+
+impl Drop for ClientCount {
+    fn drop(&mut self) {
+        metrics::clients(-1);
+    }
 }
