@@ -275,6 +275,12 @@ async fn differential_regressions() {
     .concat();
     let r = same(&mut direct, &mut routed, &units, 5).await;
     assert_eq!(r.iter().filter(|l| l.contains("C=26000")).count(), 2, "{r:?}");
+    // An error naming a statement whose Close is still in flight (pipelined) uses its name.
+    same(&mut direct, &mut routed, &[wire::parse("z", b"SELECT $1::int"), wire::sync()].concat(), 1).await;
+    let units =
+        [wire::bind("", "z", &[]), wire::execute("", 0), wire::sync(), wire::close(b'S', "z"), wire::sync()].concat();
+    let r = same(&mut direct, &mut routed, &units, 2).await;
+    assert!(r.iter().any(|l| l.contains("\"z\" requires 1")), "{r:?}");
     // Two names for one text share a server statement; an error names the one used.
     let units = [
         wire::parse("x1", b"SELECT $1::int"),

@@ -2,12 +2,14 @@
 //! pgroute must see (ReadyForQuery, ParseComplete/CloseComplete of injected messages,
 //! errors, command tags that change server state, parameter reports).
 
+use std::sync::Arc;
+
 use super::ledger::Committed;
 use super::state::Intake;
 use super::{End, Expect, Session};
 use crate::backend::MAX_SERVER_MESSAGE;
 use crate::frontend::encoding::Encoding;
-use crate::frontend::prepared;
+use crate::frontend::prepared::{self, Prepared};
 use crate::protocol::{self, split_frame, tag, BodyReader, Frame};
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -165,8 +167,14 @@ impl Session {
             _ => &[],
         };
         let mut text = body.to_vec();
-        // Names the unit used first, then any other name of the same statement.
-        let candidates = used.iter().filter_map(|n| self.statements.get_key_value(n)).chain(self.statements.iter());
+        // Names the unit used first, then any other name of the same statement (also one
+        // whose Close a later unit still has in flight).
+        let closing = self.expect.iter().filter_map(|e| match e {
+            Expect::Close { closed: Some((n, p)), .. } => Some((n, p)),
+            _ => None,
+        });
+        let known: Vec<(&String, &Arc<Prepared>)> = self.statements.iter().chain(closing).collect();
+        let candidates = used.iter().filter_map(|u| known.iter().find(|(n, _)| *n == u)).chain(known.iter());
         for (name, stmt) in candidates {
             let server = format!("\"{}\"", stmt.server_name);
             while let Some(at) = find(&text, server.as_bytes()) {
