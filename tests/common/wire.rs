@@ -166,6 +166,15 @@ impl Wire {
         self.stream.write_all(bytes).await.expect("send");
     }
 
+    /// Sends in pieces of `chunk` bytes with a pause between them, as a slow network
+    /// delivers a large message.
+    pub async fn send_slowly(&mut self, bytes: &[u8], chunk: usize) {
+        for piece in bytes.chunks(chunk) {
+            self.stream.write_all(piece).await.expect("send");
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    }
+
     /// The next message; panics when the connection closes.
     pub async fn read(&mut self) -> Msg {
         self.try_read().await.expect("server closed the connection")
