@@ -3,6 +3,10 @@
 # run, for -S (select-only) and TPC-B in all three protocol modes. Prints tps and ratios.
 #
 #   benches/pgbench.sh [seconds per run, default 10] [clients, default 8]
+#   PGROUTE_BASELINE=/path/to/older/pgroute benches/pgbench.sh   # also that build, same run
+#
+# For each proxy it prints tps, the ratio to direct, and its CPU time per transaction
+# (from /proc, user + system), which the shared cores' noise affects far less than tps.
 #
 # Starts its own cluster (scripts/cluster.sh) and a release build of pgroute; both are
 # stopped on exit. Note: "direct" runs everything on the primary, pgroute spreads -S over
@@ -17,16 +21,18 @@ eval "$(scripts/cluster.sh start --replicas 2 --owner-pid $$ 2>/dev/null)"
 work=$(mktemp -d)
 cleanup() {
     [[ -n ${proxy_pid:-} ]] && kill "$proxy_pid" 2>/dev/null || true
+    [[ -n ${base_pid:-} ]] && kill "$base_pid" 2>/dev/null || true
     scripts/cluster.sh stop "$PGROUTE_CLUSTER_DIR" 2>/dev/null || true
     rm -rf "$work"
 }
 trap cleanup EXIT
 
-proxy_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 IFS=, read -r r1 r2 <<<"$PGROUTE_REPLICA_PORTS"
-cat >"$work/proxy.toml" <<TOML
+config() { # port
+cat <<TOML
 [listen]
-address = "127.0.0.1:$proxy_port"
+address = "127.0.0.1:$1"
 [pool]
 size = 20
 [[nodes]]
@@ -48,31 +54,69 @@ role = "replica"
 name = "app"
 password = "app"
 TOML
-RUST_LOG=warn target/release/pgroute --config "$work/proxy.toml" &
-proxy_pid=$!
-for _ in $(seq 50); do
-    (echo >/dev/tcp/127.0.0.1/"$proxy_port") 2>/dev/null && break
-    sleep 0.1
-done
+}
+
+start_proxy() { # binary port -> pid
+    config "$2" >"$work/proxy-$2.toml"
+    RUST_LOG=warn "$1" --config "$work/proxy-$2.toml" >/dev/null 2>&1 &
+    local pid=$!
+    for _ in $(seq 50); do
+        (echo >/dev/tcp/127.0.0.1/"$2") 2>/dev/null && break
+        sleep 0.1
+    done
+    echo "$pid"
+}
+
+proxy_port=$(free_port)
+proxy_pid=$(start_proxy target/release/pgroute "$proxy_port")
+if [[ -n ${PGROUTE_BASELINE:-} ]]; then
+    base_port=$(free_port)
+    base_pid=$(start_proxy "$PGROUTE_BASELINE" "$base_port")
+fi
 
 export PGPASSWORD=app PGUSER=app PGDATABASE=app
 pgbench -h 127.0.0.1 -p "$PGROUTE_PRIMARY_PORT" -i -s 10 -q >/dev/null 2>&1
 sleep 1
 
-tps() { # port mode extra-args...
-    local port=$1 mode=$2
-    shift 2
-    pgbench -h 127.0.0.1 -p "$port" -M "$mode" -c "$clients" -j 2 -T "$secs" "$@" 2>&1 |
-        awk '/^tps = / {print $3; exit}'
+ticks() { # pid: CPU clock ticks used so far (user + system)
+    awk '{print $14 + $15}' "/proc/$1/stat"
 }
 
-printf '%-22s %12s %12s %7s\n' test direct pgroute ratio
+tps() { # port pid mode extra-args... -> "tps cpu_us_per_transaction"
+    local port=$1 pid=$2 mode=$3
+    shift 3
+    local before=0 after=0 out t
+    [[ -n $pid ]] && before=$(ticks "$pid")
+    out=$(pgbench -h 127.0.0.1 -p "$port" -M "$mode" -c "$clients" -j 2 -T "$secs" "$@" 2>&1)
+    [[ -n $pid ]] && after=$(ticks "$pid")
+    t=$(awk '/^tps = / {print $3; exit}' <<<"$out")
+    local tx
+    tx=$(awk '/^number of transactions actually processed:/ {print $NF; exit}' <<<"$out")
+    local cpu
+    cpu=$(awk -v a="$after" -v b="$before" -v hz="$(getconf CLK_TCK)" -v n="${tx:-0}" \
+        'BEGIN { printf "%.1f", (n > 0 ? (a - b) / hz * 1e6 / n : 0) }')
+    echo "$t $cpu"
+}
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
+
+if [[ -n ${PGROUTE_BASELINE:-} ]]; then
+    printf '%-22s %10s %10s %7s %8s %10s %7s %8s %9s\n' test direct pgroute ratio 'us/tx' baseline ratio 'us/tx' new/base
+else
+    printf '%-22s %10s %10s %7s %8s\n' test direct pgroute ratio 'us/tx'
+fi
 for workload in select-only tpc-b; do
     extra=()
     [[ $workload == select-only ]] && extra=(-S)
     for mode in simple extended prepared; do
-        d=$(tps "$PGROUTE_PRIMARY_PORT" "$mode" "${extra[@]}")
-        p=$(tps "$proxy_port" "$mode" "${extra[@]}")
-        printf '%-22s %12.0f %12.0f %7.2f\n' "$workload $mode" "$d" "$p" "$(awk -v a="$p" -v b="$d" 'BEGIN {print a / b}')"
+        read -r d _ < <(tps "$PGROUTE_PRIMARY_PORT" "" "$mode" "${extra[@]}")
+        read -r p pc < <(tps "$proxy_port" "$proxy_pid" "$mode" "${extra[@]}")
+        if [[ -n ${PGROUTE_BASELINE:-} ]]; then
+            read -r b bc < <(tps "$base_port" "$base_pid" "$mode" "${extra[@]}")
+            printf '%-22s %10.0f %10.0f %7s %8s %10.0f %7s %8s %9s\n' "$workload $mode" "$d" "$p" "$(ratio "$p" "$d")" \
+                "$pc" "$b" "$(ratio "$b" "$d")" "$bc" "$(ratio "$p" "$b")"
+        else
+            printf '%-22s %10.0f %10.0f %7s %8s\n' "$workload $mode" "$d" "$p" "$(ratio "$p" "$d")" "$pc"
+        fi
     done
 done

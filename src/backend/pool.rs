@@ -145,6 +145,16 @@ impl Pools {
         startup: &[(String, String)],
     ) -> Arc<Pool> {
         let key = (node, user.to_string(), database.to_string(), purpose);
+        if let Some(p) = self.map.get(&key) {
+            return p.clone();
+        }
+        // Past the bound, another startup set shares the pool opened without settings.
+        if matches!(purpose, Purpose::Clients(k) if k != 0)
+            && self.client_pools.load(std::sync::atomic::Ordering::Relaxed) >= MAX_CLIENT_POOLS
+        {
+            tracing::debug!(user, database, "too many startup parameter sets: pooled without them");
+            return self.pool(node, user, database, Purpose::Clients(0), &[]);
+        }
         self.map
             .entry(key)
             .or_insert_with(|| {
@@ -198,13 +208,6 @@ impl Pools {
         key: u64,
         startup: &[(String, String)],
     ) -> Result<Checked, PgError> {
-        let full = (node, user.to_string(), database.to_string(), Purpose::Clients(key));
-        if !self.map.contains_key(&full)
-            && self.client_pools.load(std::sync::atomic::Ordering::Relaxed) >= MAX_CLIENT_POOLS
-        {
-            tracing::debug!(user, database, "too many startup parameter sets: pooled without them");
-            return self.checkout_for(node, user, database, Purpose::Clients(0), &[]).await;
-        }
         self.checkout_for(node, user, database, Purpose::Clients(key), startup).await
     }
 
