@@ -238,6 +238,15 @@ async fn differential_regressions() {
     let r = same(&mut direct, &mut routed, &wire::query(q.as_bytes()), 1).await;
     assert!(r.iter().any(|l| l.contains("C=25006")), "{r:?}");
     same(&mut direct, &mut routed, &wire::query(b"ROLLBACK"), 1).await;
+    // Pipelined behind the unit that ends the read-only transaction, a write is a write.
+    let units = [
+        wire::query(b"BEGIN READ ONLY; SELECT 1/0"),
+        wire::query(b"COMMIT"),
+        wire::query(format!("INSERT INTO {t} VALUES (7)").as_bytes()),
+    ]
+    .concat();
+    let r = same(&mut direct, &mut routed, &units, 3).await;
+    assert!(r.iter().any(|l| l == "C INSERT 0 1|"), "{r:?}");
     // RESET ALL returns to the login's values (encoding and application_name included).
     let r = same(&mut direct, &mut routed, &wire::query(b"SET application_name = 'x'; RESET ALL; SELECT 'caf\xe9'"), 1)
         .await;

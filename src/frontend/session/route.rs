@@ -84,6 +84,16 @@ impl Session {
                         continue;
                     }
                 };
+                if self.in_flight > 0
+                    && self.active_for_reads
+                    && class.is_write()
+                    && decision.reason == Reason::InTransaction
+                {
+                    // A write kept on a replica by a transaction that units still in flight
+                    // may end: decide once they have answered.
+                    self.unit_classes.clear();
+                    return Ok(());
+                }
                 if let Some(active) = self.active {
                     if active != decision.node {
                         if self.in_flight > 0 {
