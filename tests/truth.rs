@@ -126,13 +126,8 @@ async fn a_second_parse_of_a_statement_name_fails_as_on_one_server() {
         wire::sync(),
     ]
     .concat();
-    let mut seen = Vec::new();
-    for w in [&mut direct, &mut routed] {
-        w.send(&unit).await;
-        seen.push(render_all(&w.until_ready(3).await));
-    }
-    assert_eq!(seen[0], seen[1]);
-    assert!(seen[1].iter().any(|l| l.contains("C=42P05")), "{:?}", seen[1]);
+    let r = same(&mut direct, &mut routed, &unit, 3).await;
+    assert!(r.iter().any(|l| l.contains("C=42P05")), "{r:?}");
     // A Close skipped after the error leaves the name taken, also for the next unit of
     // the same pipeline.
     let unit = [
@@ -147,12 +142,7 @@ async fn a_second_parse_of_a_statement_name_fails_as_on_one_server() {
         wire::sync(),
     ]
     .concat();
-    let mut seen = Vec::new();
-    for w in [&mut direct, &mut routed] {
-        w.send(&unit).await;
-        seen.push(render_all(&w.until_ready(2).await));
-    }
-    assert_eq!(seen[0], seen[1]);
+    same(&mut direct, &mut routed, &unit, 2).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
