@@ -40,12 +40,18 @@ impl Prepared {
         self.tail.slice(..end)
     }
 
+    /// A Parse of a client's statement body (`tail`: text, NUL, parameter types) under the
+    /// server name `server_name`.
+    pub fn renamed_parse(server_name: &str, tail: &[u8]) -> Frame {
+        build(b'P', |b| {
+            put_cstr(b, server_name.as_bytes());
+            b.put_slice(tail);
+        })
+    }
+
     /// The Parse that creates this statement on a server.
     pub fn parse_frame(&self) -> Frame {
-        build(b'P', |b| {
-            put_cstr(b, self.server_name.as_bytes());
-            b.put_slice(&self.tail);
-        })
+        Self::renamed_parse(&self.server_name, &self.tail)
     }
 }
 
@@ -119,15 +125,6 @@ pub fn client_name(server_name: &str) -> Option<String> {
     let bytes: Option<Vec<u8>> =
         (0..hex.len()).step_by(2).map(|i| hex.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok())).collect();
     Some(String::from_utf8_lossy(&bytes?).into_owned())
-}
-
-/// A Parse of `sql` (no parameter types) under the server statement name `name`.
-pub fn parse_frame(name: &[u8], sql: &[u8]) -> Frame {
-    build(b'P', |b| {
-        put_cstr(b, name);
-        put_cstr(b, sql);
-        b.put_i16(0);
-    })
 }
 
 pub fn target_frame(tag: u8, kind: u8, name: &str) -> Frame {

@@ -52,18 +52,25 @@ impl Session {
                     self.swbuf.extend_from_slice(f.raw());
                     self.expect.push_back(Expect::Parse { forward: true, hash: None, name: None });
                     self.unnamed = Some(stmt);
-                } else if self.statements.contains_key(&name) {
+                } else if let Some(taken) = self.statements.get(&name).cloned() {
                     // As on one server: the name is taken until Closed or DEALLOCATEd. The
-                    // server gives its own 42P05 (and aborts what it must): it receives the
-                    // client's name twice, the first time silently. The statement left
-                    // under that name makes the connection unfit for a pool.
-                    let raw_name = body.split(|&b| b == 0).next().unwrap_or_default();
-                    let taken = prepared::parse_frame(raw_name, b"SELECT 1");
-                    self.swbuf.extend_from_slice(taken.raw());
-                    self.expect.push_back(Expect::Parse { forward: false, hash: None, name: None });
-                    self.swbuf.extend_from_slice(f.raw());
+                    // Parse goes to the server under the taken statement's server name, so
+                    // the server itself answers 42P05 (before it would say the transaction
+                    // is aborted), and the error is shown with the client's name.
+                    // Where this connection lacks it, the name is taken first with the new
+                    // text (allowed exactly where the client's Parse is, as in an aborted
+                    // transaction), and forgotten: its next use prepares it afresh.
+                    let dup = Prepared::renamed_parse(&taken.server_name, &stmt.tail);
+                    if !self.holds(node, &taken)? {
+                        if let Some(conn) = self.held[node].as_mut() {
+                            conn.prepared.remove(&taken.hash);
+                        }
+                        self.swbuf.extend_from_slice(dup.raw());
+                        self.expect.push_back(Expect::Parse { forward: false, hash: None, name: None });
+                    }
+                    self.swbuf.extend_from_slice(dup.raw());
                     self.expect.push_back(Expect::Parse { forward: true, hash: None, name: None });
-                    conn.poisoned = true;
+                    self.unit_names.push(name);
                 } else {
                     // Drop any server copy first: our record of what a connection holds
                     // can be wrong after an error skipped messages (closing a missing
@@ -233,23 +240,29 @@ impl Session {
         }
     }
 
-    /// Injects a Parse when the active server lacks the statement; its ParseComplete is
-    /// swallowed.
-    fn ensure_prepared(&mut self, node: usize, stmt: &Prepared) -> Result<(), End> {
-        // A Parse of it in an earlier unit still in flight may yet be skipped by an error
-        // there: not to be counted on (preparing it again is harmless).
+    /// Does the server connection of `node` hold `stmt` for certain? A Parse of it in an
+    /// earlier unit still in flight may yet be skipped by an error there: not counted on
+    /// (preparing it again is harmless).
+    fn holds(&self, node: usize, stmt: &Prepared) -> Result<bool, End> {
         let earlier_units = self.expect.iter().rposition(|e| matches!(e, Expect::Ready { .. })).map_or(0, |i| i + 1);
         let in_doubt = self
             .expect
             .iter()
             .take(earlier_units)
             .any(|e| matches!(e, Expect::Parse { hash: Some(h), .. } if *h == stmt.hash));
-        let conn = self.held[node].as_mut().ok_or_else(|| End::Fatal(super::internal()))?;
-        let present = if stmt.server_name.is_empty() {
+        let conn = self.held[node].as_ref().ok_or_else(|| End::Fatal(super::internal()))?;
+        Ok(if stmt.server_name.is_empty() {
             conn.unnamed == Some(stmt.hash)
         } else {
             conn.prepared.contains(&stmt.hash) && !in_doubt
-        };
+        })
+    }
+
+    /// Injects a Parse when the active server lacks the statement; its ParseComplete is
+    /// swallowed.
+    fn ensure_prepared(&mut self, node: usize, stmt: &Prepared) -> Result<(), End> {
+        let present = self.holds(node, stmt)?;
+        let conn = self.held[node].as_mut().ok_or_else(|| End::Fatal(super::internal()))?;
         if present {
             return Ok(());
         }
