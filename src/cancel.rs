@@ -111,3 +111,22 @@ async fn deliver(host: &str, port: u16, pid: i32, secret: i32) -> bool {
     };
     matches!(tokio::time::timeout(std::time::Duration::from_secs(10), exchange).await, Ok(Ok(())))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_with_a_cancel_on_its_way_is_not_reusable() {
+        let registry = Registry::default();
+        let (_, _, handle) = registry.register();
+        handle.set((0, 42, 7));
+        // What `cancel` does between reading the target and the server's confirmation.
+        handle.state().pending += 1;
+        assert!(!handle.clear(), "the connection must be closed, not pooled");
+        handle.state().pending -= 1;
+        handle.set((0, 42, 7));
+        assert!(handle.clear());
+        assert_eq!(handle.state().target, None, "a cleared handle forwards nothing");
+    }
+}
