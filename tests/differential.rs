@@ -265,10 +265,12 @@ async fn run(port: u16, clients: &[Client], order: &[usize]) -> Vec<Vec<Vec<Stri
 async fn random_sessions_see_the_same_replies_as_on_a_direct_connection() {
     let cases: usize = std::env::var("PGROUTE_DIFF_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(12);
     let seed: u64 = std::env::var("PGROUTE_DIFF_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
+    // Replays from one case on (to reproduce a divergence quickly).
+    let first: usize = std::env::var("PGROUTE_DIFF_FIRST").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
     let p = proxy_with("[pool]\nsize = 1\n[routing]\nread_your_writes = \"lsn\"\n").await;
     let primary = cluster().primary_port;
     let mut sessions = 0;
-    for case in 0..cases {
+    for case in first..cases {
         let mut g = Gen { rng: StdRng::seed_from_u64(seed.wrapping_mul(1_000_003).wrapping_add(case as u64)), key: 0 };
         let n = g.rng.gen_range(2..5);
         let clients: Vec<Client> = (0..n).map(|c| g.client(case, c, c == n - 1)).collect();
@@ -284,18 +286,17 @@ async fn random_sessions_see_the_same_replies_as_on_a_direct_connection() {
         for c in 0..n {
             for (b, (d, r)) in direct[c].iter().zip(&routed[c]).enumerate() {
                 if d != r {
-                    let sent = if b == 0 {
-                        "login".to_string()
-                    } else {
-                        let steps = &clients[c].blocks[b - 1];
-                        steps
-                            .iter()
-                            .map(|s| String::from_utf8_lossy(&s.bytes).into_owned())
-                            .collect::<Vec<_>>()
-                            .join(" || ")
-                    };
+                    // Everything this client sent up to the diverging block.
+                    let sent: Vec<String> = clients[c].blocks[..b]
+                        .iter()
+                        .map(|steps| {
+                            let texts: Vec<String> =
+                                steps.iter().map(|s| String::from_utf8_lossy(&s.bytes).into_owned()).collect();
+                            texts.join(" || ")
+                        })
+                        .collect();
                     panic!(
-                        "seed {seed} case {case} client {c} ({} {:?}) block {b} diverges\nsent: {sent:?}\ndirect: {d:#?}\npgroute: {r:#?}",
+                        "seed {seed} case {case} client {c} ({} {:?}) block {b} diverges\nsent, block by block: {sent:#?}\ndirect: {d:#?}\npgroute: {r:#?}",
                         clients[c].user, clients[c].params
                     );
                 }
