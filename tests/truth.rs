@@ -272,6 +272,19 @@ async fn differential_regressions() {
     .concat();
     let r = same(&mut direct, &mut routed, &units, 4).await;
     assert!(r.iter().any(|l| l.contains("C=42P05")), "{r:?}");
+    // A Parse and a Close of one name, both skipped: the name stays free.
+    let units = [
+        wire::query(b"BEGIN; SELECT 1/0"),
+        wire::parse("q", b"SELECT 1"),
+        wire::close(b'S', "q"),
+        wire::sync(),
+        wire::query(b"ROLLBACK"),
+        wire::parse("q", b"SELECT 2"),
+        wire::sync(),
+    ]
+    .concat();
+    let r = same(&mut direct, &mut routed, &units, 4).await;
+    assert!(!r.iter().any(|l| l.contains("C=42P05")), "{r:?}");
     // A raw name on the server never answers for a name the client has not prepared.
     let units = [
         wire::parse("y", b"SELECT 1"),

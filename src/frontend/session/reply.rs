@@ -51,13 +51,18 @@ impl Session {
                     self.copy_in = false;
                     conn.unnamed = None;
                     // The server skips to the next Sync: what we expected before it never comes.
-                    // Undo what pgroute recorded for them when it forwarded them.
+                    // Undo what pgroute recorded for them when it forwarded them, latest
+                    // first (a Close after a Parse of the same name in one unit).
+                    let mut skipped = Vec::new();
                     while let Some(e) = self.expect.front() {
                         if matches!(e, Expect::Ready { .. }) {
                             break;
                         }
-                        match self.expect.pop_front() {
-                            Some(Expect::Parse { hash, name, .. }) => {
+                        skipped.extend(self.expect.pop_front());
+                    }
+                    for e in skipped.into_iter().rev() {
+                        match e {
+                            Expect::Parse { hash, name, .. } => {
                                 if let Some(h) = hash {
                                     conn.prepared.remove(&h);
                                 }
@@ -66,7 +71,7 @@ impl Session {
                                     self.statements.remove(&n);
                                 }
                             }
-                            Some(Expect::Close { closed: Some((n, stmt)), .. }) => {
+                            Expect::Close { closed: Some((n, stmt)), .. } => {
                                 conn.prepared.insert(stmt.hash);
                                 self.statements.insert(n, stmt);
                             }
