@@ -237,6 +237,17 @@ async fn differential_regressions() {
     .concat();
     let r = same(&mut direct, &mut routed, &units, 3).await;
     assert!(r.iter().any(|l| l == "C INSERT 0 1|"), "{r:?}");
+    // One Query that ends the read-only transaction and then writes: the write runs, on
+    // the primary, as on one server; if the first part fails, the rest does not run.
+    same(&mut direct, &mut routed, &wire::query(b"BEGIN READ ONLY; SELECT 1"), 1).await;
+    let q = format!("SELECT 2; ROLLBACK; INSERT INTO {t} VALUES (8); SELECT 3");
+    let r = same(&mut direct, &mut routed, &wire::query(q.as_bytes()), 1).await;
+    assert!(r.iter().any(|l| l == "C INSERT 0 1|"), "{r:?}");
+    same(&mut direct, &mut routed, &wire::query(b"BEGIN READ ONLY"), 1).await;
+    let q = format!("ROLLBACK TO SAVEPOINT nope; COMMIT; INSERT INTO {t} VALUES (8)");
+    let r = same(&mut direct, &mut routed, &wire::query(q.as_bytes()), 1).await;
+    assert!(r.iter().any(|l| l.contains("C=3B001")), "{r:?}");
+    same(&mut direct, &mut routed, &wire::query(b"ROLLBACK"), 1).await;
     // RESET ALL returns to the login's values (encoding and application_name included).
     let r = same(&mut direct, &mut routed, &wire::query(b"SET application_name = 'x'; RESET ALL; SELECT 'caf\xe9'"), 1)
         .await;

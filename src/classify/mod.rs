@@ -296,6 +296,25 @@ impl Classifier {
         self.classify_in(sql, Dialect::default())
     }
 
+    /// Byte offsets just past each statement of `sql` (past its semicolon, if it has one),
+    /// as `classify_in` splits them: `steps[i]` ends at `statement_ends(..)[i]`.
+    pub fn statement_ends(sql: &str, dialect: Dialect) -> Vec<usize> {
+        let tokens = lexer::tokenize_in(sql, dialect);
+        let statements = lexer::statements(sql, &tokens);
+        statements
+            .iter()
+            .map(|stmt| {
+                let last = stmt.last().map_or(0, |t| t.end);
+                // The semicolon that ends it, when there is one.
+                let next = tokens.iter().find(|t| t.start >= last);
+                match next {
+                    Some(t) if t.kind == lexer::Kind::Semicolon => t.end,
+                    _ => last,
+                }
+            })
+            .collect()
+    }
+
     /// Classifies text as a session with these lexical settings reads it.
     pub fn classify_in(&self, sql: &str, dialect: Dialect) -> Arc<Class> {
         let tokens = lexer::tokenize_in(sql, dialect);

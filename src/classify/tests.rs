@@ -164,3 +164,13 @@ fn metric_labels_come_from_a_fixed_set() {
     assert_eq!(reason_label("write:function credit_wallet (volatile)"), "write:function");
     assert_eq!(reason_label("write:update"), "write:update");
 }
+
+#[test]
+fn statement_ends_cut_after_each_statements_semicolon() {
+    let sql = "SELECT ';'; ROLLBACK ;INSERT INTO t VALUES (1) -- c\n";
+    let ends = Classifier::statement_ends(sql, Dialect::default());
+    assert_eq!(ends.len(), Classifier::new(0).classify(sql).steps.len());
+    assert_eq!(&sql[..ends[0]], "SELECT ';';");
+    assert_eq!(&sql[ends[0]..ends[1]], " ROLLBACK ;");
+    assert_eq!(&sql[ends[1]..ends[2]], "INSERT INTO t VALUES (1)");
+}

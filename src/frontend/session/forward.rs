@@ -226,7 +226,8 @@ impl Session {
         self.unit_forced_write = false;
         self.unit_keys.clear();
         let names = std::mem::take(&mut self.unit_names);
-        self.expect.push_back(Expect::Ready { sync, names });
+        let split = std::mem::take(&mut self.splitting);
+        self.expect.push_back(Expect::Ready { sync, names, split });
         self.in_flight += 1;
         self.intake = Intake::Between;
         self.unit_classes.clear();

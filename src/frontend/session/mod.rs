@@ -60,6 +60,9 @@ enum Expect {
         /// an error naming a server statement that several client names share is shown
         /// with the one the unit used.
         names: Vec<String>,
+        /// The first part of a split Query (see `route::split_transaction_end`): its
+        /// ReadyForQuery is not the client's, unless the part failed.
+        split: bool,
     },
 }
 
@@ -130,6 +133,12 @@ pub struct Session {
     unit_keys: Vec<String>,
     /// Client statement names its Bind and Describe messages used.
     unit_names: Vec<String>,
+    /// The Query being forwarded is the first part of a split one; the rest waits here
+    /// for the first part's answer.
+    split_rest: Option<Frame>,
+    splitting: bool,
+    /// An ErrorResponse came since the last ReadyForQuery.
+    failed_since_ready: bool,
     /// Read-your-writes: when the session's last write committed, and the primary LSN
     /// known to be at or past it (from the first probe begun after the commit).
     dirty_since: Option<std::time::Instant>,
@@ -185,6 +194,9 @@ pub async fn run(stream: TcpStream, shared: Arc<Shared>, user: String, database:
         unit_forced_write: false,
         unit_keys: Vec::new(),
         unit_names: Vec::new(),
+        split_rest: None,
+        splitting: false,
+        failed_since_ready: false,
         dirty_since: None,
         commit_lsn: None,
         cancel,

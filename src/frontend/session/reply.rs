@@ -47,6 +47,7 @@ impl Session {
                 }
                 tag::ERROR_RESPONSE => {
                     self.ledger.failed();
+                    self.failed_since_ready = true;
                     // An error ends COPY IN on the server, whatever the client sends next.
                     self.copy_in = false;
                     conn.unnamed = None;
@@ -122,11 +123,26 @@ impl Session {
                     let status = frame.body().first().copied().unwrap_or(b'I');
                     // Anything still expected before this ReadyForQuery never came.
                     let mut unanswered = false;
+                    let mut split = false;
                     while let Some(e) = self.expect.pop_front() {
                         match e {
-                            Expect::Ready { .. } => break,
+                            Expect::Ready { split: s, .. } => {
+                                split = s;
+                                break;
+                            }
                             Expect::Statement { .. } => unanswered = true,
                             _ => {}
+                        }
+                    }
+                    // The first part of a split Query: the rest runs next, as it would
+                    // have in the one Query, unless this part failed (then the server
+                    // would have skipped the rest, and this is the client's answer).
+                    let failed = std::mem::take(&mut self.failed_since_ready);
+                    if let Some(rest) = self.split_rest.take().filter(|_| split) {
+                        if !failed {
+                            forward = false;
+                            self.queued_bytes += rest.raw().len();
+                            self.inq.push_front(rest);
                         }
                     }
                     if unanswered {

@@ -11,7 +11,7 @@ use super::state::Intake;
 use super::{End, Session};
 use crate::backend::Purpose;
 use crate::catalog::FunctionCatalog;
-use crate::classify::{hint, Class, Classifier, Dialect, QName};
+use crate::classify::{hint, Class, Classifier, Dialect, QName, TxOp};
 use crate::config::ReadYourWrites;
 use crate::config::{PoolMode, Role};
 use crate::frontend::encoding::Encoding;
@@ -84,15 +84,17 @@ impl Session {
                         continue;
                     }
                 };
-                if self.in_flight > 0
-                    && self.active_for_reads
-                    && class.is_write()
-                    && decision.reason == Reason::InTransaction
-                {
-                    // A write kept on a replica by a transaction that units still in flight
-                    // may end: decide once they have answered.
-                    self.unit_classes.clear();
-                    return Ok(());
+                if self.active_for_reads && class.is_write() && decision.reason == Reason::InTransaction {
+                    if self.in_flight > 0 {
+                        // A write kept on a replica by a transaction that units still in
+                        // flight may end: decide once they have answered.
+                        self.unit_classes.clear();
+                        return Ok(());
+                    }
+                    if self.split_transaction_end() {
+                        self.unit_classes.clear();
+                        continue;
+                    }
                 }
                 if let Some(active) = self.active {
                     if active != decision.node {
@@ -139,6 +141,44 @@ impl Session {
             self.forward(f)?;
         }
         Ok(())
+    }
+
+    /// A simple Query that ends the client's read-only transaction on a replica and then
+    /// writes (`ROLLBACK; INSERT ...`) cannot run on one server as it would on a direct
+    /// connection: the part up to the transaction's end runs on the replica, then the rest
+    /// is routed on its own (as the server runs it: in a new implicit transaction), with
+    /// one ReadyForQuery for the client. Only text whose bytes are its characters (UTF-8,
+    /// or ASCII) is split. Returns whether the Query at the front was split.
+    fn split_transaction_end(&mut self) -> bool {
+        let Some(front) = self.inq.front().filter(|f| f.tag() == tag::QUERY) else { return false };
+        let Ok(sql) = protocol::BodyReader::new(front.body()).cstr() else { return false };
+        if self.encoding != Encoding::Utf8 && !sql.is_ascii() {
+            return false;
+        }
+        let class = self.shared.classifier.classify_in(sql, self.dialect);
+        let ends = Classifier::statement_ends(sql, self.dialect);
+        if ends.len() != class.steps.len() {
+            return false;
+        }
+        let ending = |s: &crate::classify::Step| {
+            matches!(s.tx, TxOp::Commit { chain: false } | TxOp::Rollback { chain: false } | TxOp::Prepare)
+        };
+        let Some(cut) = class.steps.iter().position(ending) else { return false };
+        let writes_before = class.steps[..=cut].iter().any(|s| s.writes_data);
+        if writes_before || cut + 1 == class.steps.len() {
+            return false;
+        }
+        let (first, rest) = sql.split_at(ends[cut]);
+        let (first, rest) = (protocol::query(first), protocol::query(rest));
+        tracing::debug!("query split at the end of a read-only transaction on a replica");
+        if let Some(f) = self.pop_frame() {
+            drop(f);
+        }
+        self.queued_bytes += first.raw().len();
+        self.inq.push_front(first);
+        self.split_rest = Some(rest);
+        self.splitting = true;
+        true
     }
 
     /// Does the unit at the front of the queue name a statement that a Parse or Close still
@@ -442,6 +482,9 @@ impl Session {
     /// Refuses the unit at the front of the queue with `e`.
     fn reject_unit(&mut self, e: PgError) {
         tracing::debug!(error = %e, "unit refused");
+        // The rest of a split Query goes with its first part, as the server would skip it.
+        self.splitting = false;
+        self.split_rest = None;
         metrics::client_error(&e.code);
         self.unit_classes.clear();
         self.cwbuf.extend_from_slice(e.to_frame().raw());
