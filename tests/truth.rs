@@ -296,6 +296,26 @@ async fn differential_regressions() {
     .concat();
     let r = same(&mut direct, &mut routed, &units, 4).await;
     assert!(!r.iter().any(|l| l.contains("C=42P05")), "{r:?}");
+    // Two names of one text: a skipped Close of one, and a Close of the other behind it in
+    // the pipeline, leave the first usable.
+    // (A write, so that every unit runs on the primary, pipelined on one connection.)
+    let text = b"SELECT txid_current() * 0 + 5";
+    same(&mut direct, &mut routed, &[wire::parse("m1", text), wire::sync()].concat(), 1).await;
+    let units = [
+        wire::bind("", "m1", &[Some(b"1")]),
+        wire::execute("", 0),
+        wire::close(b'S', "m1"),
+        wire::sync(),
+        wire::parse("m2", text),
+        wire::close(b'S', "m2"),
+        wire::sync(),
+        wire::bind("", "m1", &[]),
+        wire::execute("", 0),
+        wire::sync(),
+    ]
+    .concat();
+    let r = same(&mut direct, &mut routed, &units, 3).await;
+    assert!(r.iter().any(|l| l == "D [Some(\"5\")]"), "{r:?}");
     // A raw name on the server never answers for a name the client has not prepared.
     let units = [
         wire::parse("y", b"SELECT 1"),

@@ -72,8 +72,10 @@ impl Session {
                                     self.statements.remove(&n);
                                 }
                             }
+                            // The client's name is back; whether this connection still
+                            // holds the server statement is left unknown (another name's
+                            // Close of it may be on its way): the next use prepares it.
                             Expect::Close { closed: Some((n, stmt)), .. } => {
-                                conn.prepared.insert(stmt.hash);
                                 self.statements.insert(n, stmt);
                             }
                             _ => {}
