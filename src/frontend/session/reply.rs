@@ -72,10 +72,18 @@ impl Session {
                                     self.statements.remove(&n);
                                 }
                             }
-                            // The client's name is back; whether this connection still
-                            // holds the server statement is left unknown (another name's
-                            // Close of it may be on its way): the next use prepares it.
+                            // The client's name is back, and so is the server statement,
+                            // unless a later unit in flight closes or prepares it again
+                            // (under another name): then the next use prepares it.
                             Expect::Close { closed: Some((n, stmt)), .. } => {
+                                let later = self.expect.iter().any(|e| match e {
+                                    Expect::Parse { hash, .. } => *hash == Some(stmt.hash),
+                                    Expect::Close { closed: Some((_, p)), .. } => p.hash == stmt.hash,
+                                    _ => false,
+                                });
+                                if !later {
+                                    conn.prepared.insert(stmt.hash);
+                                }
                                 self.statements.insert(n, stmt);
                             }
                             _ => {}
