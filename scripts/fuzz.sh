@@ -8,6 +8,8 @@
 #   nice -n 19 env CARGO_BUILD_JOBS=1 scripts/fuzz.sh   # on a shared machine
 #
 # Targets: frame startup body classify hint config (fuzz/fuzz_targets/*.rs).
+# FUZZ_SANITIZER=none builds without AddressSanitizer (the default is address): pgroute
+# has no unsafe code, and the slow targets (classify, config) run several times faster.
 # Each run starts from fuzz/corpus/<target> copied to a temporary directory, so what
 # libFuzzer adds is thrown away and the committed corpus stays small (regenerate the seeds
 # with `python3 fuzz/seeds.py`). A crashing input is saved in fuzz/artifacts/<target>/;
@@ -45,7 +47,8 @@ max_len() {
 work=$(mktemp -d "${TMPDIR:-/tmp}/pgroute-fuzz.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 
-(cd fuzz && cargo +nightly fuzz build)
+sanitizer=${FUZZ_SANITIZER:-address}
+(cd fuzz && cargo +nightly fuzz build --sanitizer "$sanitizer")
 
 failed=()
 summary=()
@@ -56,7 +59,7 @@ for t in "${selected[@]}"; do
     echo "== $t: $runs runs" >&2
     status=0
     start=$(date +%s.%N)
-    (cd fuzz && cargo +nightly fuzz run "$t" "$work/$t" -- \
+    (cd fuzz && cargo +nightly fuzz run --sanitizer "$sanitizer" "$t" "$work/$t" -- \
         -runs="$runs" -max_len="$(max_len "$t")" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1) \
         >"$log" 2>&1 || status=$?
     elapsed=$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }')
