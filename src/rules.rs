@@ -142,7 +142,7 @@ impl Rules {
                     application_name: rule.application_name.clone(),
                     user: rule.user.clone(),
                     database: rule.database.clone(),
-                    pattern: rule.pattern.as_ref().and_then(|p| Regex::new(p.get_ref()).ok()),
+                    pattern: rule.pattern.as_ref().and_then(|p| crate::config::compile_pattern(p.get_ref()).ok()),
                     tables: names(&rule.tables),
                     functions: names(&rule.functions),
                     route: rule.route,

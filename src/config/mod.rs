@@ -442,6 +442,12 @@ impl Default for Routing {
     }
 }
 
+/// A rule's `pattern`, compiled with a bound on its size, so that a pathological pattern
+/// (`(a{1000}){1000}`) is refused quickly instead of taking seconds and megabytes.
+pub fn compile_pattern(p: &str) -> Result<regex::Regex, regex::Error> {
+    regex::RegexBuilder::new(p).size_limit(1 << 20).dfa_size_limit(1 << 20).build()
+}
+
 /// A configuration error, already formatted as `file:line:column: message`.
 #[derive(Debug)]
 pub struct ConfigError(pub String);
@@ -520,7 +526,7 @@ impl Config {
                 return Err((Some(r.name.span().start), format!("duplicate rule name {:?}", r.name.get_ref())));
             }
             if let Some(p) = &r.pattern {
-                if let Err(e) = regex::Regex::new(p.get_ref()) {
+                if let Err(e) = compile_pattern(p.get_ref()) {
                     return Err((Some(p.span().start), format!("invalid pattern: {e}")));
                 }
             }

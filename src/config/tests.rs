@@ -93,3 +93,10 @@ fn auto_roles_replace_a_static_primary() {
     let mixed = format!("{MINIMAL}\n[[nodes]]\nname = \"pg1\"\nhost = \"h\"\nport = 1\nrole = \"auto\"\n");
     assert!(err(&mixed).contains("cannot be mixed"));
 }
+
+#[test]
+fn a_pattern_too_large_to_compile_quickly_is_refused() {
+    assert!(compile_pattern("^SELECT .* FROM balances").is_ok());
+    let e = compile_pattern("(a{1000}){1000}").unwrap_err().to_string();
+    assert!(e.contains("size limit"), "{e}");
+}
