@@ -442,11 +442,17 @@ impl Default for Routing {
     }
 }
 
-/// A rule's `pattern`, compiled with a bound on its size, so that a pathological pattern
-/// (`(a{1000}){1000}`) is refused quickly instead of taking seconds and megabytes.
-pub fn compile_pattern(p: &str) -> Result<regex::Regex, regex::Error> {
-    regex::RegexBuilder::new(p).size_limit(1 << 20).dfa_size_limit(1 << 20).build()
+/// A rule's `pattern`, compiled with bounds on its length and compiled size, so that a
+/// pathological pattern (`(a{1000}){1000}`) is refused quickly instead of taking seconds
+/// and megabytes (a reload compiles every pattern).
+pub fn compile_pattern(p: &str) -> Result<regex::Regex, String> {
+    if p.len() > MAX_PATTERN_LEN {
+        return Err(format!("pattern longer than {MAX_PATTERN_LEN} bytes"));
+    }
+    regex::RegexBuilder::new(p).size_limit(256 << 10).dfa_size_limit(256 << 10).build().map_err(|e| e.to_string())
 }
+
+const MAX_PATTERN_LEN: usize = 1024;
 
 /// A configuration error, already formatted as `file:line:column: message`.
 #[derive(Debug)]
