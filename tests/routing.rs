@@ -15,13 +15,18 @@ async fn reads_answer_from_replicas_and_writes_land_on_the_primary() {
     let in_recovery = simple_value(&client, "SELECT pg_is_in_recovery()").await;
     assert_eq!(in_recovery, "f", "pg_is_in_recovery() is node-local: the primary answers");
 
+    // Reads are spread over both replicas (on a loaded machine a replica's health sample
+    // can briefly go stale and take it out of rotation, so allow a few more reads).
+    let replicas: HashSet<u16> = c.replica_ports.iter().copied().collect();
     let mut ports = HashSet::new();
-    for _ in 0..8 {
+    for _ in 0..40 {
         let port: i32 = client.query_one("SELECT inet_server_port()", &[]).await.unwrap().get(0);
         ports.insert(port as u16);
+        if ports == replicas {
+            break;
+        }
     }
-    let replicas: HashSet<u16> = c.replica_ports.iter().copied().collect();
-    assert_eq!(ports, replicas, "reads are spread over both replicas");
+    assert_eq!(ports, replicas, "reads are spread over both replicas, and only over them");
 
     let t = table("rw");
     client.batch_execute(&format!("CREATE TABLE {t} (id int primary key, v text)")).await.unwrap();
