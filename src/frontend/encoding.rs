@@ -95,6 +95,20 @@ impl Encoding {
     }
 }
 
+impl Encoding {
+    /// `text` in this encoding, or `None` when some character has no exact encoding.
+    pub fn encode(&self, text: &str) -> Option<Vec<u8>> {
+        match self {
+            Encoding::Utf8 => Some(text.as_bytes().to_vec()),
+            Encoding::Opaque => text.is_ascii().then(|| text.as_bytes().to_vec()),
+            Encoding::AsciiSafe(e) | Encoding::Decoded(e) => {
+                let (bytes, _, unmappable) = e.encode(text);
+                (!unmappable).then(|| bytes.into_owned())
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,6 +125,7 @@ mod tests {
         assert_eq!(sjis.decode("ぁ".as_bytes()).as_deref(), sjis.decode(b"\xe3\x81\x81").as_deref());
         assert_ne!(sjis.decode("ぁ".as_bytes()).as_deref(), Some("ぁ"));
         assert_eq!(Encoding::from_name("euc_jp").decode(b"SELECT '\xc9\xbd'").as_deref(), Some("SELECT '表'"));
+        assert_eq!(sjis.encode("SELECT E'表'").as_deref(), Some(&b"SELECT E'\x95\x5c'"[..]));
     }
 
     #[test]

@@ -136,7 +136,12 @@ pub fn authentication(code: i32, payload: &[u8]) -> Frame {
 }
 
 pub fn query(sql: &str) -> Frame {
-    build(b'Q', |b| put_cstr(b, sql.as_bytes()))
+    query_bytes(sql.as_bytes())
+}
+
+/// A Query of text already in the client's encoding.
+pub fn query_bytes(sql: &[u8]) -> Frame {
+    build(b'Q', |b| put_cstr(b, sql))
 }
 
 pub fn parse(name: &str, sql: &[u8], param_types: &[u8]) -> Frame {

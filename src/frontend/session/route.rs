@@ -147,16 +147,15 @@ impl Session {
     /// writes (`ROLLBACK; INSERT ...`) cannot run on one server as it would on a direct
     /// connection: the part up to the transaction's end runs on the replica, then the rest
     /// is routed on its own (as the server runs it: in a new implicit transaction), with
-    /// one ReadyForQuery for the client. Only text whose bytes are its characters (UTF-8,
-    /// or ASCII) is split. Returns whether the Query at the front was split.
+    /// one ReadyForQuery for the client. Text whose first part does not encode back to
+    /// the client's exact bytes is not split. Returns whether the Query at the front was
+    /// split.
     fn split_transaction_end(&mut self) -> bool {
         let Some(front) = self.inq.front().filter(|f| f.tag() == tag::QUERY) else { return false };
-        let Ok(sql) = protocol::BodyReader::new(front.body()).cstr() else { return false };
-        if self.encoding != Encoding::Utf8 && !sql.is_ascii() {
-            return false;
-        }
-        let class = self.shared.classifier.classify_in(sql, self.dialect);
-        let ends = Classifier::statement_ends(sql, self.dialect);
+        let Ok(raw) = protocol::BodyReader::new(front.body()).cstr_bytes() else { return false };
+        let Some(sql) = self.encoding.decode(raw) else { return false };
+        let class = self.shared.classifier.classify_in(&sql, self.dialect);
+        let ends = Classifier::statement_ends(&sql, self.dialect);
         if ends.len() != class.steps.len() {
             return false;
         }
@@ -168,8 +167,12 @@ impl Session {
         if writes_before || cut + 1 == class.steps.len() {
             return false;
         }
-        let (first, rest) = sql.split_at(ends[cut]);
-        let (first, rest) = (protocol::query(first), protocol::query(rest));
+        // The cut in the client's bytes: the first part, encoded back, must be exactly
+        // how the client's text begins (else the text is not split).
+        let Some(first) = self.encoding.encode(&sql[..ends[cut]]).filter(|f| raw.starts_with(f)) else {
+            return false;
+        };
+        let (first, rest) = (protocol::query_bytes(&first), protocol::query_bytes(&raw[first.len()..]));
         tracing::debug!("query split at the end of a read-only transaction on a replica");
         if let Some(f) = self.pop_frame() {
             drop(f);
