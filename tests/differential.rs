@@ -101,8 +101,12 @@ impl Gen {
         }
     }
 
-    /// Simple Queries of one to four statements, maybe pipelined.
+    /// Simple Queries of one to four statements, maybe pipelined; or one DEALLOCATE of
+    /// a statement the extended blocks prepare.
     fn simple_block(&mut self, t: &str, text: &[u8]) -> Vec<Step> {
+        if self.rng.gen_bool(0.1) {
+            return vec![q(self.pick(&["DEALLOCATE s1", "DEALLOCATE PREPARE \"s2\"", "deallocate S1"]).as_bytes())];
+        }
         let units: Vec<Vec<u8>> = (0..self.rng.gen_range(1..4))
             .map(|_| {
                 let stmts: Vec<Vec<u8>> = (0..self.rng.gen_range(1..5)).map(|_| self.statement(t, text)).collect();
@@ -216,7 +220,9 @@ impl Gen {
             blocks.push(block);
         }
         blocks.push(vec![
-            q(b"SELECT name, setting FROM pg_settings WHERE source IN ('client', 'session') ORDER BY 1"),
+            // Every setting's value, and where it came from when it differs from the
+            // built-in default (see ARCHITECTURE.md, known divergences, for why not always).
+            q(b"SELECT name, setting, CASE WHEN setting IS DISTINCT FROM boot_val THEN source END FROM pg_settings ORDER BY 1"),
             q(format!("DROP TABLE {t}").as_bytes()),
         ]);
         let mut params = vec![("client_encoding", enc.to_string())];
@@ -229,7 +235,7 @@ impl Gen {
 
 /// Runs a case's clients against `port`, blocks interleaved in `order`; returns each
 /// client's rendered replies, block by block.
-async fn run(port: u16, clients: &[Client], order: &[usize]) -> Vec<Vec<Vec<String>>> {
+async fn run(side: &str, port: u16, clients: &[Client], order: &[usize]) -> Vec<Vec<Vec<String>>> {
     let mut conns = Vec::new();
     let mut out: Vec<Vec<Vec<String>>> = Vec::new();
     for c in clients {
@@ -249,7 +255,7 @@ async fn run(port: u16, clients: &[Client], order: &[usize]) -> Vec<Vec<Vec<Stri
             conns[c].send(&step.bytes).await;
             let msgs = tokio::time::timeout(std::time::Duration::from_secs(60), conns[c].until_ready(step.readies))
                 .await
-                .expect("a block answered within a minute");
+                .unwrap_or_else(|_| panic!("{side}: client {c} block {} not answered within a minute", next[c] - 1));
             let pid = conns[c].pid;
             lines.extend(msgs.iter().map(|m| wire::render_for(m, pid)));
         }
@@ -280,8 +286,8 @@ async fn random_sessions_see_the_same_replies_as_on_a_direct_connection() {
             let j = g.rng.gen_range(0..=i);
             order.swap(i, j);
         }
-        let direct = run(primary, &clients, &order).await;
-        let routed = run(p.port, &clients, &order).await;
+        let direct = run(&format!("seed {seed} case {case}, direct"), primary, &clients, &order).await;
+        let routed = run(&format!("seed {seed} case {case}, pgroute"), p.port, &clients, &order).await;
         sessions += n;
         for c in 0..n {
             for (b, (d, r)) in direct[c].iter().zip(&routed[c]).enumerate() {
@@ -295,9 +301,14 @@ async fn random_sessions_see_the_same_replies_as_on_a_direct_connection() {
                             texts.join(" || ")
                         })
                         .collect();
+                    // The replies from the first line that differs on.
+                    let at = d.iter().zip(r).take_while(|(x, y)| x == y).count();
                     panic!(
-                        "seed {seed} case {case} client {c} ({} {:?}) block {b} diverges\nsent, block by block: {sent:#?}\ndirect: {d:#?}\npgroute: {r:#?}",
-                        clients[c].user, clients[c].params
+                        "seed {seed} case {case} client {c} ({} {:?}) block {b} diverges at reply line {at}\nsent, block by block: {sent:#?}\ndirect: {:#?}\npgroute: {:#?}",
+                        clients[c].user,
+                        clients[c].params,
+                        &d[at.min(d.len())..],
+                        &r[at.min(r.len())..]
                     );
                 }
             }

@@ -362,3 +362,57 @@ async fn differential_regressions() {
         assert!(lines.iter().any(|l| l == "A own ch|x|"), "{lines:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deallocate_setting_sources_and_reports_of_a_split_query_match_one_server() {
+    let p = proxy_with(POOL_OF_ONE).await;
+    let c = cluster();
+    let t = table("diffreg2");
+    c.direct(0).await.batch_execute(&format!("CREATE TABLE {t} (id int)")).await.unwrap();
+    c.wait_replicas_caught_up().await;
+    let [(mut direct, _), (mut routed, _)] = both(p.port, &[("client_encoding", "LATIN9")]).await;
+    // Login settings are the client's own (source `client`), also after DISCARD ALL.
+    let sources = wire::query(b"SELECT name, source FROM pg_settings WHERE source IN ('client', 'session') ORDER BY 1");
+    let r = same(&mut direct, &mut routed, &sources, 1).await;
+    assert!(r.iter().any(|l| l.contains("\"client_encoding\"), Some(\"client\")")), "{r:?}");
+    same(&mut direct, &mut routed, &wire::query(b"DISCARD ALL"), 1).await;
+    same(&mut direct, &mut routed, &sources, 1).await;
+    // `DEALLOCATE name` of a statement prepared with Parse (psycopg with libpq < 17 evicts
+    // its statements so), in any spelling; in an aborted transaction it changes nothing.
+    let parse = [wire::parse("s1", b"SELECT 1"), wire::parse("S2", b"SELECT 2"), wire::sync()].concat();
+    same(&mut direct, &mut routed, &parse, 1).await;
+    let r = same(&mut direct, &mut routed, &wire::query(b"DEALLOCATE s1"), 1).await;
+    assert_eq!(r, ["C DEALLOCATE|", "Z I"]);
+    let use_s1 = [wire::bind("", "s1", &[]), wire::execute("", 0), wire::sync()].concat();
+    let r = same(&mut direct, &mut routed, &use_s1, 1).await;
+    assert!(r.iter().any(|l| l.contains("C=26000")), "{r:?}");
+    same(&mut direct, &mut routed, &wire::query(b"BEGIN; SELECT 1/0"), 1).await;
+    let r = same(&mut direct, &mut routed, &wire::query(b"DEALLOCATE PREPARE \"S2\""), 1).await;
+    assert!(r.iter().any(|l| l.contains("C=25P02")), "{r:?}");
+    same(&mut direct, &mut routed, &wire::query(b"ROLLBACK"), 1).await;
+    same(&mut direct, &mut routed, &wire::query(b"DEALLOCATE PREPARE \"S2\""), 1).await;
+    let r = same(&mut direct, &mut routed, &wire::query(b"DEALLOCATE \"S2\""), 1).await;
+    assert!(r.iter().any(|l| l.contains("C=26000")), "{r:?}");
+    // Two names for one text: closing one keeps the other's server statement, which an
+    // aborted transaction could not prepare again (a Describe there still answers).
+    let text = format!("UPDATE {t} SET id = 1 WHERE false");
+    let parse = [wire::parse("u1", text.as_bytes()), wire::parse("u2", text.as_bytes()), wire::sync()].concat();
+    same(&mut direct, &mut routed, &parse, 1).await;
+    same(&mut direct, &mut routed, &wire::query(b"BEGIN"), 1).await;
+    same(&mut direct, &mut routed, &[wire::close(b'S', "u2"), wire::sync()].concat(), 1).await;
+    same(&mut direct, &mut routed, &wire::query(b"SELECT 1/0"), 1).await;
+    let r = same(&mut direct, &mut routed, &[wire::describe(b'S', "u1"), wire::sync()].concat(), 1).await;
+    assert!(r.iter().any(|l| l == "n "), "{r:?}");
+    same(&mut direct, &mut routed, &wire::query(b"ROLLBACK"), 1).await;
+    // A read-only transaction on a replica ended by a Query that then writes: the setting
+    // its end undoes is reported just before the client's ReadyForQuery, as one server does.
+    same(&mut direct, &mut routed, &wire::query(b"BEGIN READ ONLY; SET datestyle = 'German'"), 1).await;
+    let q = format!("ROLLBACK; INSERT INTO {t} VALUES (1)");
+    let r = same(&mut direct, &mut routed, &wire::query(q.as_bytes()), 1).await;
+    assert_eq!(r.iter().rev().nth(1).map(String::as_str), Some("S DateStyle|ISO, MDY|"), "{r:?}");
+    // A unit pipelined behind a split Query runs after the Query's rest.
+    same(&mut direct, &mut routed, &wire::query(b"BEGIN READ ONLY"), 1).await;
+    let units = [wire::query(format!("COMMIT; INSERT INTO {t} VALUES (2)").as_bytes()), wire::query(b"SELECT 3")];
+    let r = same(&mut direct, &mut routed, &units.concat(), 2).await;
+    assert_eq!(r.last().map(String::as_str), Some("Z I"), "{r:?}");
+}

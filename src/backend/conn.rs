@@ -30,8 +30,10 @@ pub struct ServerConn {
     pub prepared: HashSet<u64>,
     /// Hash of the unnamed statement last parsed here, if known.
     pub unnamed: Option<u64>,
-    /// Fingerprint of the client session settings applied here (0: server defaults).
+    /// Fingerprint of the client session settings applied here (0: as opened).
     pub settings_hash: u64,
+    /// The fingerprint of the startup settings it was opened with (0: none).
+    pub opened_with: u64,
     /// Holds state no other client may inherit: closed instead of pooled.
     pub poisoned: bool,
 }
@@ -81,6 +83,7 @@ impl ServerConn {
             prepared: HashSet::new(),
             unnamed: None,
             settings_hash: 0,
+            opened_with: 0,
             poisoned: false,
         };
         let mut params = vec![("user", user), ("database", database)];

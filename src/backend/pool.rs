@@ -24,8 +24,10 @@ pub struct Pool {
     database: String,
     idle: Mutex<Vec<ServerConn>>,
     size: usize,
-    /// Startup parameters of every connection this pool opens.
+    /// Startup parameters of every connection this pool opens, and their fingerprint
+    /// (`Settings::startup_key`; 0 for none).
     startup: Vec<(String, String)>,
+    startup_key: u64,
     permits: Arc<Semaphore>,
     /// A connection has been made: the pool is for a database that exists.
     established: std::sync::atomic::AtomicBool,
@@ -175,6 +177,10 @@ impl Pools {
                     idle: Mutex::new(Vec::new()),
                     size,
                     startup: startup.to_vec(),
+                    startup_key: match purpose {
+                        Purpose::Clients(k) => k,
+                        Purpose::Catalog => 0,
+                    },
                     permits: Arc::new(Semaphore::new(size)),
                     topology: self.topology.clone(),
                     role: Mutex::new(None),
@@ -273,8 +279,9 @@ impl Pools {
                 )
                 .await;
                 match made {
-                    Ok(c) => {
+                    Ok(mut c) => {
                         pool.established.store(true, std::sync::atomic::Ordering::Relaxed);
+                        c.opened_with = pool.startup_key;
                         c
                     }
                     Err(e) => {

@@ -315,6 +315,17 @@ impl Classifier {
             .collect()
     }
 
+    /// The prepared statement a text deallocates when it is exactly one
+    /// `DEALLOCATE [PREPARE] name` (the name folded as PostgreSQL folds it); `None` for
+    /// `DEALLOCATE ALL` and anything else.
+    pub fn deallocates(sql: &str, dialect: Dialect) -> Option<String> {
+        let tokens = lexer::tokenize_in(sql, dialect);
+        match lexer::statements(sql, &tokens).as_slice() {
+            [one] => statement::deallocates(sql, one),
+            _ => None,
+        }
+    }
+
     /// Classifies text as a session with these lexical settings reads it.
     pub fn classify_in(&self, sql: &str, dialect: Dialect) -> Arc<Class> {
         let tokens = lexer::tokenize_in(sql, dialect);

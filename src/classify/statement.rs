@@ -141,6 +141,27 @@ fn begin(sql: &str, toks: &[Token]) -> Class {
     c
 }
 
+/// The name `DEALLOCATE [PREPARE] name` deallocates, as PostgreSQL folds it.
+pub fn deallocates(sql: &str, toks: &[Token]) -> Option<String> {
+    let rest = match toks {
+        [d, p, rest @ ..] if d.is(sql, "deallocate") && p.is(sql, "prepare") => rest,
+        [d, rest @ ..] if d.is(sql, "deallocate") => rest,
+        _ => return None,
+    };
+    match rest {
+        [name] if name.kind == Kind::QuotedIdent => Some(unquote(name.text(sql))),
+        [name] if name.kind == Kind::Word && !name.is(sql, "all") => Some(name.text(sql).to_ascii_lowercase()),
+        _ => None,
+    }
+}
+
+/// A quoted identifier's name: the outer quotes gone, doubled quotes single.
+fn unquote(quoted: &str) -> String {
+    let inner = quoted.strip_prefix('"').unwrap_or(quoted);
+    let inner = inner.strip_suffix('"').unwrap_or(inner);
+    inner.replace("\"\"", "\"")
+}
+
 /// The transaction control a statement performs (`TxOp::None` for everything else).
 pub fn tx_op(sql: &str, toks: &[Token]) -> TxOp {
     let Some(first) = word(sql, toks.first()) else {
@@ -152,7 +173,7 @@ pub fn tx_op(sql: &str, toks: &[Token]) -> TxOp {
     let name = || {
         toks.last()
             .map(|t| match t.kind {
-                Kind::QuotedIdent => t.text(sql).trim_matches('"').replace("\"\"", "\""),
+                Kind::QuotedIdent => unquote(t.text(sql)),
                 _ => t.text(sql).to_ascii_lowercase(),
             })
             .unwrap_or_default()

@@ -174,3 +174,15 @@ fn statement_ends_cut_after_each_statements_semicolon() {
     assert_eq!(&sql[ends[0]..ends[1]], " ROLLBACK ;");
     assert_eq!(&sql[ends[1]..ends[2]], "INSERT INTO t VALUES (1)");
 }
+
+#[test]
+fn deallocate_of_one_name_is_recognised_with_the_name_folded() {
+    let d = |sql: &str| Classifier::deallocates(sql, Dialect::default());
+    assert_eq!(d("DEALLOCATE s1").as_deref(), Some("s1"));
+    assert_eq!(d("deallocate prepare S1 ;").as_deref(), Some("s1"));
+    assert_eq!(d("DEALLOCATE \"My\"\"Stmt\"").as_deref(), Some("My\"Stmt"));
+    assert_eq!(d("/* c */ DEALLOCATE _pg3_0").as_deref(), Some("_pg3_0"));
+    for other in ["DEALLOCATE ALL", "DEALLOCATE PREPARE ALL", "DEALLOCATE s1; SELECT 1", "DEALLOCATE", "SELECT 1"] {
+        assert_eq!(d(other), None, "{other}");
+    }
+}

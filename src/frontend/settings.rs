@@ -17,6 +17,9 @@ pub struct Settings {
     /// client uses (their own startup packets carry them), and their fingerprint.
     startup_params: Vec<(String, String)>,
     startup_key: u64,
+    /// The fingerprint of the startup settings alone: the state of a server connection
+    /// opened with this startup packet.
+    startup_hash: u64,
     hash: u64,
 }
 
@@ -49,6 +52,7 @@ impl Settings {
         // 0 is the key of pools opened with no startup settings.
         s.startup_key = h.finish() | 1;
         s.rehash();
+        s.startup_hash = s.hash;
         s
     }
 
@@ -56,6 +60,12 @@ impl Settings {
     /// connections for this client are opened with them.
     pub fn startup(&self) -> (u64, &[(String, String)]) {
         (self.startup_key, &self.startup_params)
+    }
+
+    /// The fingerprint of a server connection opened with this client's startup packet
+    /// and not changed since.
+    pub fn startup_hash(&self) -> u64 {
+        self.startup_hash
     }
 
     /// A startup-style `name=value`: set_config takes the raw string exactly as the
@@ -100,9 +110,13 @@ impl Settings {
     }
 
     /// The statement that brings a server connection from any state to these settings.
-    pub fn sync_sql(&self) -> String {
+    /// On a connection opened with this client's startup packet, RESET ALL already
+    /// returns to the startup values (as the login set them, reported by the server as
+    /// set by the client): only what changed since is replayed.
+    pub fn sync_sql(&self, opened_with_startup: bool) -> String {
         let mut sql = String::from("RESET ALL");
-        for (_, stmt) in &self.entries {
+        let changed = self.entries.iter().filter(|e| !(opened_with_startup && self.startup.contains(e)));
+        for (_, stmt) in changed {
             sql.push(';');
             sql.push_str(stmt);
         }
@@ -164,7 +178,7 @@ mod tests {
             p("options", "-c search_path=a,b --statement-timeout=5s -cwork_mem=1MB"),
         ]);
         assert_eq!(
-            s.sync_sql(),
+            s.sync_sql(false),
             "RESET ALL;SELECT pg_catalog.set_config('application_name', 'it''s', false);\
              SELECT pg_catalog.set_config('search_path', 'a,b', false);\
              SELECT pg_catalog.set_config('statement_timeout', '5s', false);\
@@ -176,9 +190,15 @@ mod tests {
         changed.apply(&SettingChange::Set { name: "search_path".into(), statement: "SET search_path = c".into() });
         assert_ne!(changed.hash(), startup_hash);
         changed.apply(&SettingChange::Reset { name: "search_path".into() });
-        assert!(changed.sync_sql().ends_with("set_config('search_path', 'a,b', false)"));
+        assert!(changed.sync_sql(false).ends_with("set_config('search_path', 'a,b', false)"));
         changed.apply(&SettingChange::ResetAll);
-        assert_eq!(changed.sync_sql(), s.sync_sql());
+        assert_eq!(changed.sync_sql(false), s.sync_sql(false));
+        assert_eq!(changed.hash(), s.startup_hash());
+        // On a connection opened with that startup packet, RESET ALL is enough ...
+        assert_eq!(changed.sync_sql(true), "RESET ALL");
+        // ... plus what the client changed since, startup settings included.
+        changed.apply(&SettingChange::Set { name: "work_mem".into(), statement: "SET work_mem = '2MB'".into() });
+        assert_eq!(changed.sync_sql(true), "RESET ALL;SET work_mem = '2MB'");
     }
 
     #[test]
@@ -190,11 +210,11 @@ mod tests {
         assert_ne!(one, 0);
         s.apply(&SettingChange::Set { name: "search_path".into(), statement: "SET search_path TO y".into() });
         assert_ne!(s.hash(), one);
-        assert_eq!(s.sync_sql(), "RESET ALL;SET search_path TO y");
+        assert_eq!(s.sync_sql(false), "RESET ALL;SET search_path TO y");
         s.apply(&SettingChange::Reset { name: "search_path".into() });
         assert_eq!(s.hash(), 0);
         s.apply(&SettingChange::Set { name: "a.b".into(), statement: "SET a.b = 1".into() });
         s.apply(&SettingChange::ResetAll);
-        assert_eq!((s.hash(), s.sync_sql().as_str()), (0, "RESET ALL"));
+        assert_eq!((s.hash(), s.sync_sql(false).as_str()), (0, "RESET ALL"));
     }
 }

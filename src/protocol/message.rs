@@ -15,6 +15,7 @@ pub mod sqlstate {
     pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
     pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
     pub const INTERNAL_ERROR: &str = "XX000";
+    pub const IN_FAILED_SQL_TRANSACTION: &str = "25P02";
 }
 
 /// Builds a tagged frame: writes the tag and a length placeholder, lets `body` append,

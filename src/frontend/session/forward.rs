@@ -145,9 +145,18 @@ impl Session {
                 let named = (kind == b'S' && !name.is_empty()).then(|| self.statements.remove(name.as_ref())).flatten();
                 let closed = match named {
                     Some(stmt) => {
+                        // Another of the client's names for the same text keeps the server
+                        // statement (it may be needed where it cannot be prepared again, as
+                        // in an aborted transaction): the Close then names none.
+                        let shared = self.statements.values().any(|p| p.hash == stmt.hash);
                         let conn = self.held[node].as_mut().ok_or_else(|| End::Fatal(super::internal()))?;
-                        conn.prepared.remove(&stmt.hash);
-                        let c = prepared::target_frame(tag::CLOSE, b'S', &stmt.server_name);
+                        let target = if shared {
+                            prepared::missing_name(&name)
+                        } else {
+                            conn.prepared.remove(&stmt.hash);
+                            stmt.server_name.clone()
+                        };
+                        let c = prepared::target_frame(tag::CLOSE, b'S', &target);
                         self.swbuf.extend_from_slice(c.raw());
                         Some((name.into_owned(), stmt))
                     }

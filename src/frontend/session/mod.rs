@@ -11,6 +11,7 @@
 
 mod forward;
 mod ledger;
+mod local;
 mod reply;
 mod route;
 mod state;
@@ -137,6 +138,9 @@ pub struct Session {
     /// for the first part's answer.
     split_rest: Option<Frame>,
     splitting: bool,
+    /// ParameterStatus reports of a split Query's first part, held for the client's
+    /// ReadyForQuery (where one server would have sent them).
+    held_reports: Vec<Frame>,
     /// An ErrorResponse came since the last ReadyForQuery.
     failed_since_ready: bool,
     /// Read-your-writes: when the session's last write committed, and the primary LSN
@@ -196,6 +200,7 @@ pub async fn run(stream: TcpStream, shared: Arc<Shared>, user: String, database:
         unit_names: Vec::new(),
         split_rest: None,
         splitting: false,
+        held_reports: Vec::new(),
         failed_since_ready: false,
         dirty_since: None,
         commit_lsn: None,
@@ -361,6 +366,14 @@ impl Session {
             format!("pgroute: connection to node {name} lost during the query"),
         )
         .with_hint("The transaction, if any, was not committed by pgroute's knowledge; reconnect and retry.")
+    }
+
+    /// A ReadyForQuery of pgroute's own for the client, after any reports held for it.
+    fn ready_for_client(&mut self) {
+        for f in self.held_reports.drain(..) {
+            self.cwbuf.extend_from_slice(f.raw());
+        }
+        self.cwbuf.extend_from_slice(protocol::ready_for_query(self.tx_status).raw());
     }
 
     /// The next queued client frame, taken off the queue.

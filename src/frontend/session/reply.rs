@@ -110,8 +110,22 @@ impl Session {
                 tag::PARAMETER_STATUS => {
                     conn.note_parameter(frame.body());
                     let mut r = BodyReader::new(frame.body());
-                    if let (Ok(name), Ok(v)) = (r.cstr(), r.cstr()) {
+                    let name = r.cstr().unwrap_or("");
+                    if let Ok(v) = r.cstr() {
                         self.note_parameter(name, v);
+                    }
+                    // The server reports changes just before ReadyForQuery: a split
+                    // Query's first part's reports wait for the client's ReadyForQuery,
+                    // unless the rest reports the same parameter again.
+                    let in_split = self.expect.iter().find_map(|e| match e {
+                        Expect::Ready { split, .. } => Some(*split),
+                        _ => None,
+                    });
+                    if in_split == Some(true) {
+                        forward = false;
+                        self.held_reports.push(frame.clone());
+                    } else {
+                        self.held_reports.retain(|f| BodyReader::new(f.body()).cstr().ok() != Some(name));
                     }
                 }
                 tag::COPY_IN_RESPONSE => {
@@ -153,6 +167,11 @@ impl Session {
                             forward = false;
                             self.queued_bytes += rest.raw().len();
                             self.inq.push_front(rest);
+                        }
+                    }
+                    if forward {
+                        for f in self.held_reports.drain(..) {
+                            self.cwbuf.extend_from_slice(f.raw());
                         }
                     }
                     if unanswered {

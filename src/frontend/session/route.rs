@@ -7,6 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use std::time::Instant;
 
+use super::local::Local;
 use super::state::Intake;
 use super::{End, Session};
 use crate::backend::Purpose;
@@ -42,11 +43,15 @@ impl Session {
                 self.pop_frame();
                 if t == tag::SYNC {
                     self.intake = Intake::Between;
-                    self.cwbuf.extend_from_slice(protocol::ready_for_query(self.tx_status).raw());
+                    self.ready_for_client();
                 }
                 continue;
             }
             if self.intake == Intake::Between {
+                if self.split_rest.is_some() && !self.splitting {
+                    // The rest of a split Query runs next, once its first part answers.
+                    return Ok(());
+                }
                 match t {
                     tag::TERMINATE => return Err(End::Client),
                     // Follow-ups of what runs now (COPY data, Flush): no unit of their own.
@@ -60,10 +65,15 @@ impl Session {
                     // A lone Sync with nothing running: answer it ourselves.
                     tag::SYNC if self.active.is_none() => {
                         self.pop_frame();
-                        self.cwbuf.extend_from_slice(protocol::ready_for_query(self.tx_status).raw());
+                        self.ready_for_client();
                         continue;
                     }
                     _ => {}
+                }
+                match self.deallocate_locally() {
+                    Local::Route => {}
+                    Local::Wait => return Ok(()),
+                    Local::Done => continue,
                 }
                 if self.in_flight > 0 && self.names_in_doubt() {
                     // Whether a statement name is taken depends on how units in flight
@@ -494,7 +504,7 @@ impl Session {
         match self.inq.front().map(|f| f.tag()) {
             Some(tag::QUERY) | Some(tag::FUNCTION_CALL) => {
                 self.pop_frame();
-                self.cwbuf.extend_from_slice(protocol::ready_for_query(self.tx_status).raw());
+                self.ready_for_client();
             }
             _ => self.intake = Intake::Skipping,
         }
@@ -512,8 +522,13 @@ impl Session {
         let Some(conn) = self.held[node].as_mut() else {
             return Err(super::internal());
         };
+        // Opened with this client's startup packet: its settings are the client's login's.
+        let own = conn.opened_with == self.settings.startup().0;
+        if own && conn.settings_hash == 0 {
+            conn.settings_hash = self.settings.startup_hash();
+        }
         if conn.settings_hash != wanted {
-            if let Err(e) = conn.run(&self.settings.sync_sql()).await {
+            if let Err(e) = conn.run(&self.settings.sync_sql(own)).await {
                 self.held[node] = None;
                 return Err(e);
             }
