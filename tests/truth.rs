@@ -404,6 +404,15 @@ async fn deallocate_setting_sources_and_reports_of_a_split_query_match_one_serve
     let r = same(&mut direct, &mut routed, &[wire::describe(b'S', "u1"), wire::sync()].concat(), 1).await;
     assert!(r.iter().any(|l| l == "n "), "{r:?}");
     same(&mut direct, &mut routed, &wire::query(b"ROLLBACK"), 1).await;
+    // A statement prepared on a replica, first used in a transaction on the primary after
+    // an error there: the server checks it as one server would (08P01, not 25P02).
+    same(&mut direct, &mut routed, &[wire::parse("r1", b"SELECT $1::int"), wire::sync()].concat(), 1).await;
+    same(&mut direct, &mut routed, &wire::query(b"BEGIN; SELECT 1/0"), 1).await;
+    let r =
+        same(&mut direct, &mut routed, &[wire::bind("", "r1", &[]), wire::execute("", 0), wire::sync()].concat(), 1)
+            .await;
+    assert!(r.iter().any(|l| l.contains("C=08P01")), "{r:?}");
+    same(&mut direct, &mut routed, &wire::query(b"ROLLBACK"), 1).await;
     // A read-only transaction on a replica ended by a Query that then writes: the setting
     // its end undoes is reported just before the client's ReadyForQuery, as one server does.
     same(&mut direct, &mut routed, &wire::query(b"BEGIN READ ONLY; SET datestyle = 'German'"), 1).await;

@@ -236,7 +236,7 @@ impl Session {
         self.unit_keys.clear();
         let names = std::mem::take(&mut self.unit_names);
         let split = std::mem::take(&mut self.splitting);
-        self.expect.push_back(Expect::Ready { sync, names, split });
+        self.expect.push_back(Expect::Ready { sync, names, split, own: false });
         self.in_flight += 1;
         self.intake = Intake::Between;
         self.unit_classes.clear();
@@ -266,6 +266,27 @@ impl Session {
         } else {
             conn.prepared.contains(&stmt.hash) && !in_doubt
         })
+    }
+
+    /// A transaction is about to begin on `node`, nothing in flight: the client's named
+    /// statements its connection lacks are prepared there first, in a unit of pgroute's
+    /// own. Inside the transaction they could not be after an error (an aborted
+    /// transaction refuses every Parse), where one server would still describe them.
+    pub(super) fn prepare_for_transaction(&mut self, node: usize) -> Result<(), End> {
+        let conn = self.held[node].as_ref().ok_or_else(|| End::Fatal(super::internal()))?;
+        let missing: Vec<Arc<Prepared>> =
+            self.statements.values().filter(|s| !conn.prepared.contains(&s.hash)).cloned().collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        tracing::debug!(statements = missing.len(), "statements prepared where a transaction begins");
+        for stmt in &missing {
+            self.ensure_prepared(node, stmt)?;
+        }
+        self.swbuf.extend_from_slice(crate::protocol::sync().raw());
+        self.expect.push_back(Expect::Ready { sync: true, names: Vec::new(), split: false, own: true });
+        self.in_flight += 1;
+        Ok(())
     }
 
     /// Injects a Parse when the active server lacks the statement; its ParseComplete is

@@ -64,6 +64,9 @@ enum Expect {
         /// The first part of a split Query (see `route::split_transaction_end`): its
         /// ReadyForQuery is not the client's, unless the part failed.
         split: bool,
+        /// A unit of pgroute's own (`forward::prepare_for_transaction`): nothing of it,
+        /// errors included, reaches the client or settles anything.
+        own: bool,
     },
 }
 

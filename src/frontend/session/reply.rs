@@ -46,8 +46,18 @@ impl Session {
                     }
                 }
                 tag::ERROR_RESPONSE => {
-                    self.ledger.failed();
-                    self.failed_since_ready = true;
+                    let own = self.expect.iter().find_map(|e| match e {
+                        Expect::Ready { own, .. } => Some(*own),
+                        _ => None,
+                    });
+                    if own == Some(true) {
+                        // The statement is prepared again where it is used, and fails there.
+                        tracing::debug!("a statement prepared ahead of a transaction failed to prepare");
+                        forward = false;
+                    } else {
+                        self.ledger.failed();
+                        self.failed_since_ready = true;
+                    }
                     // An error ends COPY IN on the server, whatever the client sends next.
                     self.copy_in = false;
                     conn.unnamed = None;
@@ -147,16 +157,21 @@ impl Session {
                     let status = frame.body().first().copied().unwrap_or(b'I');
                     // Anything still expected before this ReadyForQuery never came.
                     let mut unanswered = false;
-                    let mut split = false;
+                    let (mut split, mut own) = (false, false);
                     while let Some(e) = self.expect.pop_front() {
                         match e {
-                            Expect::Ready { split: s, .. } => {
-                                split = s;
+                            Expect::Ready { split: s, own: o, .. } => {
+                                (split, own) = (s, o);
                                 break;
                             }
                             Expect::Statement { .. } => unanswered = true,
                             _ => {}
                         }
+                    }
+                    if own {
+                        self.in_flight = self.in_flight.saturating_sub(1);
+                        self.tx_status = status;
+                        continue;
                     }
                     // The first part of a split Query: the rest runs next, as it would
                     // have in the one Query, unless this part failed (then the server

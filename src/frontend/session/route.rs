@@ -145,6 +145,13 @@ impl Session {
                 tracing::debug!(node = %node_name, reason = decision.label(&class), "route");
                 metrics::route(node_name, decision.metric_label(&class));
                 self.note_pin(&class);
+                let begins = |c: &Class| c.steps.iter().any(|s| s.tx == TxOp::Begin);
+                if self.in_flight == 0
+                    && self.tx_status == b'I'
+                    && (begins(&class) || self.unit_classes.iter().any(|c| begins(c)))
+                {
+                    self.prepare_for_transaction(decision.node)?;
+                }
                 self.intake = Intake::Open;
             }
             let f = self.pop_frame().ok_or(End::Client)?;
