@@ -404,6 +404,25 @@ async fn deallocate_setting_sources_and_reports_of_a_split_query_match_one_serve
     let r = same(&mut direct, &mut routed, &[wire::describe(b'S', "u1"), wire::sync()].concat(), 1).await;
     assert!(r.iter().any(|l| l == "n "), "{r:?}");
     same(&mut direct, &mut routed, &wire::query(b"ROLLBACK"), 1).await;
+    // Pipelined: a Parse of a taken name whose server statement another name's Parse in
+    // flight prepares waits for it, so the statement is still known to be there when an
+    // aborted transaction needs it.
+    let other = format!("UPDATE {t} SET id = 2 WHERE false");
+    same(&mut direct, &mut routed, &[wire::parse("v1", text.as_bytes()), wire::sync()].concat(), 1).await;
+    let units = [
+        wire::parse("v2", text.as_bytes()),
+        wire::sync(),
+        wire::parse("v1", other.as_bytes()),
+        wire::sync(),
+        wire::query(b"BEGIN"),
+        wire::query(b"SELECT 1/0"),
+        wire::bind("", "v2", &[Some(b"1")]),
+        wire::execute("", 0),
+        wire::sync(),
+        wire::query(b"ROLLBACK"),
+    ];
+    let r = same(&mut direct, &mut routed, &units.concat(), 6).await;
+    assert!(r.iter().any(|l| l.contains("C=08P01")), "{r:?}");
     // A statement prepared on a replica, first used in a transaction on the primary after
     // an error there: the server checks it as one server would (08P01, not 25P02).
     same(&mut direct, &mut routed, &[wire::parse("r1", b"SELECT $1::int"), wire::sync()].concat(), 1).await;

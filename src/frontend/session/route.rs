@@ -202,20 +202,30 @@ impl Session {
     }
 
     /// Does the unit at the front of the queue name a statement that a Parse or Close still
-    /// in flight creates or drops?
+    /// in flight creates or drops (under its name, or its server statement under another)?
     fn names_in_doubt(&self) -> bool {
-        let pending: Vec<&str> = self
-            .expect
-            .iter()
-            .filter_map(|e| match e {
-                super::Expect::Parse { name: Some(n), .. } => Some(n.as_str()),
-                super::Expect::Close { closed: Some((n, _)), .. } => Some(n.as_str()),
-                _ => None,
-            })
-            .collect();
-        if pending.is_empty() {
+        let mut pending: Vec<&str> = Vec::new();
+        // Server statements a pending Parse or Close creates or drops: whether the
+        // connection holds them decides what a unit naming them must send.
+        let mut hashes: Vec<u64> = Vec::new();
+        for e in &self.expect {
+            match e {
+                super::Expect::Parse { name, hash, .. } => {
+                    pending.extend(name.as_deref());
+                    hashes.extend(*hash);
+                }
+                super::Expect::Close { closed: Some((n, p)), .. } => {
+                    pending.push(n);
+                    hashes.push(p.hash);
+                }
+                _ => {}
+            }
+        }
+        if pending.is_empty() && hashes.is_empty() {
             return false;
         }
+        let in_doubt =
+            |n: &str| pending.contains(&n) || self.statements.get(n).is_some_and(|s| hashes.contains(&s.hash));
         for f in &self.inq {
             let named = match f.tag() {
                 tag::PARSE => split_parse(&f.raw().slice(5..)).ok().map(|(n, _, _)| n),
@@ -225,7 +235,7 @@ impl Session {
                 }
                 _ => None,
             };
-            if named.is_some_and(|n| pending.contains(&n.as_str())) {
+            if named.is_some_and(|n| in_doubt(&n)) {
                 return true;
             }
             if matches!(f.tag(), tag::SYNC | tag::QUERY | tag::FUNCTION_CALL) {
