@@ -25,6 +25,8 @@ struct Registry {
     /// per node: (up, usable, lag seconds, lag bytes, timeline, probe seconds, is primary),
     /// -1 unknown
     nodes: DashMap<String, [f64; 7]>,
+    /// per node: the reason of its verdict (`health::REASONS`)
+    reasons: DashMap<String, &'static str>,
     split_brain: AtomicI64,
     key_map_size: AtomicI64,
     key_evictions: AtomicU64,
@@ -68,6 +70,8 @@ pub fn node_state(node: &str, v: &crate::health::Verdict, down: bool, timeline: 
     e[2] = v.lag.map_or(-1.0, |l| l.as_secs_f64());
     e[3] = v.lag_bytes.map_or(-1.0, |b| b as f64);
     e[4] = timeline.map_or(-1.0, f64::from);
+    drop(e);
+    registry().reasons.insert(node.to_string(), v.why);
 }
 
 fn registry() -> &'static Registry {
@@ -188,6 +192,15 @@ pub fn render(classifier: &Classifier) -> String {
         let _ = writeln!(out, "# TYPE {metric} {kind}");
         for e in r.nodes.iter() {
             let _ = writeln!(out, "{metric}{{node=\"{}\"}} {}", escape(e.key()), e.value()[k]);
+        }
+    }
+    // One series per node and reason (a fixed set), 1 for the current one: alerts can
+    // say why a node left the rotation.
+    let _ = writeln!(out, "# TYPE pgroute_node_reason gauge");
+    for e in r.reasons.iter() {
+        for reason in crate::health::REASONS {
+            let on = u8::from(e.value() == reason);
+            let _ = writeln!(out, "pgroute_node_reason{{node=\"{}\",reason=\"{reason}\"}} {on}", escape(e.key()));
         }
     }
     labeled_counter(&mut out, "pgroute_writes_refused_total", "reason", &r.writes_refused);

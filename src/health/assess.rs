@@ -38,6 +38,28 @@ pub struct Verdict {
     pub lag: Option<Duration>,
 }
 
+/// Every reason a verdict can give, for metric labels (a fixed set): `ok`, then why not.
+pub const REASONS: &[&str] = &[
+    "ok",
+    "assumed",
+    "no_sample",
+    "probe_error",
+    "probe_timeout",
+    "monitor_privilege",
+    "stale_sample",
+    "down",
+    "in_recovery",
+    "not_in_recovery",
+    "primary_unknown",
+    "timeline",
+    "timeline_unknown",
+    "lsn_unknown",
+    "lag_unknown",
+    "lag",
+    "lag_bytes",
+    "fenced",
+];
+
 fn no(why: &'static str) -> Verdict {
     Verdict { usable: false, why, lag_bytes: None, lag: None }
 }

@@ -4,5 +4,5 @@
 mod assess;
 mod monitor;
 
-pub use assess::{assess_primary, assess_replica, Sample, Thresholds, Verdict};
+pub use assess::{assess_primary, assess_replica, Sample, Thresholds, Verdict, REASONS};
 pub use monitor::Monitor;

@@ -22,6 +22,10 @@ const PROBE: &str = "SELECT pg_is_in_recovery()::text, \
     CASE WHEN pg_is_in_recovery() THEN (SELECT received_tli FROM pg_stat_wal_receiver)::text \
          ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int::text END";
 
+/// Whether the monitor's user may read replication state (a replica's timeline comes from
+/// `pg_stat_wal_receiver`, whose columns only `pg_read_all_stats` may see).
+const PRIVILEGE: &str = "SELECT pg_has_role('pg_read_all_stats', 'USAGE')::text";
+
 #[derive(Default)]
 struct NodeProbe {
     conn: Option<ServerConn>,
@@ -30,6 +34,13 @@ struct NodeProbe {
     successes: u32,
     down: bool,
     alerting: bool,
+    /// Why the last probe failed (`probe_error` or `probe_timeout`) and in the server's or
+    /// the network's words; cleared by a good probe.
+    failed: Option<(&'static str, String)>,
+    /// The monitor's user holds `pg_read_all_stats` there (checked at each connect).
+    privileged: Option<bool>,
+    /// The verdict reason last published: a change is logged once.
+    published: &'static str,
 }
 
 pub struct Monitor {
@@ -122,8 +133,14 @@ impl Monitor {
         let node = &mut self.nodes[i];
         let result = tokio::time::timeout(limit, async {
             if node.conn.is_none() {
-                let c =
+                let mut c =
                     ServerConn::connect(&addr, i, &user, self.password.as_deref(), &self.database, &[], limit).await?;
+                let privileged = c.query_row(PRIVILEGE).await?.and_then(|r| r.into_iter().next().flatten());
+                node.privileged = Some(privileged.as_deref() == Some("true"));
+                if node.privileged == Some(false) {
+                    tracing::error!(node = %addr.name, user = %user, fix = %format!("GRANT pg_monitor TO {user};"),
+                        "the health monitor's user lacks pg_read_all_stats: replicas' timelines cannot be read, so no replica is usable");
+                }
                 node.conn = Some(c);
             }
             match node.conn.as_mut() {
@@ -132,13 +149,25 @@ impl Monitor {
             }
         })
         .await;
-        let sample = match result {
-            Ok(Ok(Some(row))) => parse_sample(&row, started, Instant::now()),
-            Ok(Err(e)) => {
-                tracing::debug!(node = %addr.name, error = %e, "probe failed");
+        let outcome = match result {
+            Ok(Ok(Some(row))) => parse_sample(&row, started, Instant::now())
+                .ok_or_else(|| ("probe_error", "the probe's answer could not be read".to_string())),
+            Ok(Ok(None)) => Err(("probe_error", "the probe returned no row".to_string())),
+            Ok(Err(e)) => Err(("probe_error", e.to_string())),
+            Err(_) => Err(("probe_timeout", format!("no answer within {limit:?}"))),
+        };
+        if let Err((_, why)) = &outcome {
+            tracing::debug!(node = %addr.name, error = %why, "probe failed");
+        }
+        let sample = match outcome {
+            Ok(s) => {
+                node.failed = None;
+                Some(s)
+            }
+            Err(f) => {
+                node.failed = Some(f);
                 None
             }
-            _ => None,
         };
         metrics::node_probe(&addr.name, started.elapsed());
         match sample {
@@ -227,6 +256,21 @@ impl Monitor {
             if self.fenced[i] {
                 v.usable = false;
                 v.why = "fenced";
+            }
+            // The verdict's reason in the monitor's own terms where it knows more.
+            match (v.why, &node.failed) {
+                ("no_sample", Some((why, _))) => v.why = why,
+                ("timeline_unknown", _) if node.privileged == Some(false) => v.why = "monitor_privilege",
+                _ => {}
+            }
+            if v.why != node.published {
+                let error = node.failed.as_ref().map(|(_, e)| e.as_str());
+                if !v.usable {
+                    tracing::warn!(node = %name, reason = v.why, error, "node unusable");
+                } else if !node.published.is_empty() {
+                    tracing::info!(node = %name, previously = node.published, "node usable again");
+                }
+                node.published = v.why;
             }
             if let Some(lag) = v.lag {
                 let over = lag > self.config.health.alert_lag;
