@@ -1,6 +1,6 @@
-//! The monitor: one connection per node, probed each interval (replicas first, then the
-//! primary, so the primary's LSN is never older than a replica's replay LSN and lag is
-//! never under-estimated). A failed probe drops the node's sample at once (unusable now);
+//! The monitor: one connection per node, probed each interval (replicas first, at once,
+//! then the primary, so the primary's LSN is never older than a replica's replay LSN and
+//! lag is never under-estimated). A failed probe drops the node's sample at once (unusable now);
 //! `failure_threshold` failures in a row mark it down, and it comes back only after
 //! `recovery_threshold` good probes in a row.
 
@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use super::{assess_primary, assess_replica, Sample, Thresholds, Verdict};
 use crate::backend::ServerConn;
-use crate::config::{Config, Role};
+use crate::config::{Config, Health, Role};
 use crate::metrics;
-use crate::topology::{Published, Topology, Wal};
+use crate::topology::{NodeAddr, Published, Topology, Wal};
 
 /// Works on primaries and replicas alike; LSNs as byte positions.
 const PROBE: &str = "SELECT pg_is_in_recovery()::text, \
@@ -25,6 +25,13 @@ const PROBE: &str = "SELECT pg_is_in_recovery()::text, \
 /// Whether the monitor's user may read replication state (a replica's timeline comes from
 /// `pg_stat_wal_receiver`, whose columns only `pg_read_all_stats` may see).
 const PRIVILEGE: &str = "SELECT pg_has_role('pg_read_all_stats', 'USAGE')::text";
+
+/// How the monitor logs in.
+struct Login {
+    user: String,
+    password: Option<String>,
+    database: String,
+}
 
 #[derive(Default)]
 struct NodeProbe {
@@ -75,66 +82,16 @@ fn parse_sample(row: &[Option<String>], started: Instant, taken: Instant) -> Opt
     })
 }
 
-impl Monitor {
-    pub fn new(config: Arc<Config>, topology: Arc<Topology>) -> Monitor {
-        let user = config
-            .health
-            .user
-            .clone()
-            .or_else(|| config.users.iter().find(|u| u.password().is_some()).map(|u| u.name.get_ref().clone()));
-        let password = user.as_deref().and_then(|u| config.user(u)).and_then(|u| u.password());
-        let database = config.health.database.clone().or_else(|| user.clone()).unwrap_or_else(|| "postgres".into());
-        let nodes = (0..topology.len()).map(|_| NodeProbe::default()).collect();
-        let roles = config.nodes.iter().map(|n| if n.role == Role::Auto { Role::Replica } else { n.role }).collect();
-        let fenced = vec![false; topology.len()];
-        Monitor {
-            config,
-            topology,
-            nodes,
-            roles,
-            max_timeline: 0,
-            fenced,
-            split_brain: false,
-            user,
-            password,
-            database,
-        }
-    }
-
-    fn thresholds(&self) -> Thresholds {
-        let h = &self.config.health;
-        Thresholds {
-            max_sample_age: h.max_sample_age(),
-            max_lag: h.max_replica_lag,
-            max_lag_bytes: h.max_replica_lag_bytes,
-        }
-    }
-
-    /// Probes every node once and publishes the verdicts.
-    pub async fn round(&mut self) {
-        let order: Vec<usize> = {
-            let roles = &self.roles;
-            let mut o: Vec<usize> = (0..roles.len()).filter(|&i| roles[i] != Role::Primary).collect();
-            o.extend((0..roles.len()).filter(|&i| roles[i] == Role::Primary));
-            o
-        };
-        for i in order {
-            self.probe(i).await;
-        }
-        self.publish();
-    }
-
-    async fn probe(&mut self, i: usize) {
-        let h = &self.config.health;
-        let limit = h.max_sample_age().max(Duration::from_millis(50));
-        let addr = self.topology.addr(i).clone();
-        let user = self.user.clone().unwrap_or_else(|| "postgres".into());
+impl NodeProbe {
+    /// Probes the node once within `limit`, then counts the outcome towards down/up.
+    async fn probe(&mut self, i: usize, addr: &NodeAddr, login: &Login, limit: Duration, h: &Health) {
+        let user = &login.user;
         let started = Instant::now();
-        let node = &mut self.nodes[i];
+        let node = self;
         let result = tokio::time::timeout(limit, async {
             if node.conn.is_none() {
                 let mut c =
-                    ServerConn::connect(&addr, i, &user, self.password.as_deref(), &self.database, &[], limit).await?;
+                    ServerConn::connect(addr, i, user, login.password.as_deref(), &login.database, &[], limit).await?;
                 let privileged = c.query_row(PRIVILEGE).await?.and_then(|r| r.into_iter().next().flatten());
                 node.privileged = Some(privileged.as_deref() == Some("true"));
                 if node.privileged == Some(false) {
@@ -190,6 +147,80 @@ impl Monitor {
                     tracing::warn!(node = %addr.name, failures = node.failures, "node is down");
                 }
             }
+        }
+    }
+}
+
+impl Monitor {
+    pub fn new(config: Arc<Config>, topology: Arc<Topology>) -> Monitor {
+        let user = config
+            .health
+            .user
+            .clone()
+            .or_else(|| config.users.iter().find(|u| u.password().is_some()).map(|u| u.name.get_ref().clone()));
+        let password = user.as_deref().and_then(|u| config.user(u)).and_then(|u| u.password());
+        let database = config.health.database.clone().or_else(|| user.clone()).unwrap_or_else(|| "postgres".into());
+        let nodes = (0..topology.len()).map(|_| NodeProbe::default()).collect();
+        let roles = config.nodes.iter().map(|n| if n.role == Role::Auto { Role::Replica } else { n.role }).collect();
+        let fenced = vec![false; topology.len()];
+        Monitor {
+            config,
+            topology,
+            nodes,
+            roles,
+            max_timeline: 0,
+            fenced,
+            split_brain: false,
+            user,
+            password,
+            database,
+        }
+    }
+
+    fn thresholds(&self) -> Thresholds {
+        let h = &self.config.health;
+        Thresholds {
+            max_sample_age: h.max_sample_age(),
+            max_lag: h.max_replica_lag,
+            max_lag_bytes: h.max_replica_lag_bytes,
+        }
+    }
+
+    /// Probes every node once and publishes the verdicts. Replicas (and undecided nodes)
+    /// are probed at once, each within half the probe limit; then the primary, so its WAL
+    /// position is read after every replica's replay position (lag is never
+    /// under-estimated) and at most half a limit late, whatever a replica does: a node
+    /// whose connects hang cannot make the primary's sample stale.
+    pub async fn round(&mut self) {
+        let limit = self.probe_limit();
+        let login = self.login();
+        let (health, topology, roles) = (&self.config.health, &self.topology, &self.roles);
+        let mut primaries = Vec::new();
+        let mut replicas = Vec::new();
+        for (i, node) in self.nodes.iter_mut().enumerate() {
+            if roles[i] == Role::Primary {
+                primaries.push((i, node));
+            } else {
+                replicas.push(node.probe(i, topology.addr(i), &login, limit / 2, health));
+            }
+        }
+        futures_util::future::join_all(replicas).await;
+        for (i, node) in primaries {
+            node.probe(i, topology.addr(i), &login, limit, health).await;
+        }
+        self.publish();
+    }
+
+    /// How long one probe may take: a sample older than `max_sample_age` is no use.
+    fn probe_limit(&self) -> Duration {
+        self.config.health.max_sample_age().max(Duration::from_millis(50))
+    }
+
+    fn login(&self) -> Login {
+        Login {
+            user: self.user.clone().unwrap_or_else(|| "postgres".into()),
+            password: self.password.clone(),
+            database: self.database.clone(),
         }
     }
 
