@@ -271,3 +271,27 @@ async fn a_unit_of_only_a_close_does_not_stick_to_a_replica() {
     let (tags, _) = read_until(&mut s, b'Z').await;
     assert!(!tags.contains(&b'E'), "the write ran on the primary: {:?}", String::from_utf8_lossy(&tags));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_past_max_client_conn_are_refused_and_the_others_keep_working() {
+    let p = proxy_with("[listen]\nmax_client_conn = 2\n").await;
+    let (a, b) = (p.client().await, p.client().await);
+    let Err(refused) = common::try_connect(&p.conninfo("app")).await else { panic!("a third client got in") };
+    assert_eq!(refused.code(), Some(&tokio_postgres::error::SqlState::TOO_MANY_CONNECTIONS), "{refused}");
+    let message = refused.as_db_error().map(|e| e.message().to_string()).unwrap_or_default();
+    assert!(message.contains("max_client_conn = 2"), "{message}");
+    for c in [&a, &b] {
+        c.simple_query("SELECT 1").await.expect("the clients already in keep working");
+    }
+    // A client that leaves frees its place.
+    drop(a);
+    let mut back = None;
+    for _ in 0..50 {
+        if let Ok(c) = common::try_connect(&p.conninfo("app")).await {
+            back = Some(c);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    back.expect("a place freed by a client that left").simple_query("SELECT 1").await.unwrap();
+}

@@ -46,6 +46,10 @@ pub struct Listen {
     /// How long a new connection may take to authenticate.
     #[serde(default = "default_login_timeout", with = "duration::serde_str")]
     pub login_timeout: Duration,
+    /// Clients at once (from their startup packet on, logins included): one more is
+    /// refused with 53300, the others are untouched.
+    #[serde(default = "default_max_client_conn")]
+    pub max_client_conn: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -370,6 +374,9 @@ fn default_max_startup_packet() -> usize {
 fn default_login_timeout() -> Duration {
     Duration::from_secs(15)
 }
+fn default_max_client_conn() -> usize {
+    10_000
+}
 fn default_pool_mode() -> PoolMode {
     PoolMode::Transaction
 }
@@ -405,6 +412,7 @@ impl Default for Listen {
             max_message_size: default_max_message_size(),
             max_startup_packet: default_max_startup_packet(),
             login_timeout: default_login_timeout(),
+            max_client_conn: default_max_client_conn(),
         }
     }
 }
@@ -545,6 +553,9 @@ impl Config {
         }
         if self.pool.size == 0 {
             return Err((None, "[pool] size must be at least 1".into()));
+        }
+        if self.listen.max_client_conn == 0 {
+            return Err((None, "[listen] max_client_conn must be at least 1".into()));
         }
         Ok(())
     }

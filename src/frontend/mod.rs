@@ -9,7 +9,7 @@ mod settings;
 pub mod startup;
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use tokio::io::AsyncWriteExt;
@@ -46,6 +46,8 @@ pub struct Shared {
     pub functions: FunctionCatalog,
     /// Tagged keys for read-your-writes across connections.
     pub keys: KeyMap,
+    /// Clients past their startup packet, against `[listen] max_client_conn`.
+    clients: AtomicUsize,
 }
 
 impl Shared {
@@ -70,6 +72,7 @@ impl Shared {
             rules: RwLock::new(Arc::new(rules)),
             functions,
             keys,
+            clients: AtomicUsize::new(0),
         }
     }
 }
@@ -134,6 +137,16 @@ async fn handle(mut stream: TcpStream, shared: Arc<Shared>) {
         }
         Ok(Ok(Startup::Connect { params })) => params,
     };
+    // As PostgreSQL does, the limit is checked once the startup packet has been read.
+    let Some(_slot) = ClientSlot::take(&shared) else {
+        let max = shared.config.listen.max_client_conn;
+        tracing::warn!(max, "client refused: max_client_conn reached");
+        let e = PgError::fatal(
+            sqlstate::TOO_MANY_CONNECTIONS,
+            format!("sorry, too many clients already (pgroute max_client_conn = {max})"),
+        );
+        return refuse(&mut stream, &e).await;
+    };
     let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     let Some(user) = get("user") else {
         let e = PgError::fatal(sqlstate::PROTOCOL_VIOLATION, "no PostgreSQL user name specified in startup packet");
@@ -158,6 +171,23 @@ async fn handle(mut stream: TcpStream, shared: Arc<Shared>) {
     }
     let _counted = ClientCount::new();
     session::run(stream, shared, user, database, &params).await;
+}
+
+/// A client's place under `[listen] max_client_conn`, given back when it goes.
+struct ClientSlot(Arc<Shared>);
+
+impl ClientSlot {
+    fn take(shared: &Arc<Shared>) -> Option<Self> {
+        let max = shared.config.listen.max_client_conn;
+        shared.clients.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)).ok()?;
+        Some(ClientSlot(shared.clone()))
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        self.0.clients.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// One logged-in client in the `pgroute_clients` gauge, for as long as it lives (also
