@@ -51,6 +51,20 @@ pub struct Proxy {
     pub shared: Arc<frontend::Shared>,
 }
 
+impl Proxy {
+    /// A smart shutdown (SIGTERM): stop accepting clients, end each session at its next
+    /// transaction boundary, and wait up to `[listen] shutdown_timeout` for all to go.
+    /// Returns how many clients were still connected when it stopped waiting.
+    pub async fn shutdown(&self) -> usize {
+        self.shared.shutdown.send_replace(true);
+        let deadline = tokio::time::Instant::now() + self.shared.config.listen.shutdown_timeout;
+        while self.shared.clients() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        self.shared.clients()
+    }
+}
+
 /// Binds the listeners and starts serving on the current tokio runtime.
 pub async fn start(config: config::Config) -> std::io::Result<Proxy> {
     let config = Arc::new(config);

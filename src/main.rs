@@ -60,8 +60,9 @@ fn parse_args() -> Result<Command, String> {
     }
 }
 
-/// Runs until Ctrl-C or SIGTERM; SIGHUP reloads the routing configuration from `path`
-/// (an invalid file is reported and the running configuration kept).
+/// Runs until Ctrl-C / SIGINT (fast: exit now) or SIGTERM (smart: running transactions
+/// finish, up to `[listen] shutdown_timeout`); SIGHUP reloads the routing configuration
+/// from `path` (an invalid file is reported and the running configuration kept).
 async fn wait_for_signals(path: &std::path::Path, proxy: &pgroute::Proxy) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut hup), Ok(mut term)) = (signal(SignalKind::hangup()), signal(SignalKind::terminate())) else {
@@ -71,7 +72,14 @@ async fn wait_for_signals(path: &std::path::Path, proxy: &pgroute::Proxy) {
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => return,
-            _ = term.recv() => return,
+            _ = term.recv() => {
+                tracing::info!("SIGTERM: finishing running transactions");
+                let left = proxy.shutdown().await;
+                if left > 0 {
+                    tracing::warn!(clients = left, "shutdown_timeout reached: closing the remaining clients");
+                }
+                return;
+            }
             _ = hup.recv() => match Config::load(path) {
                 Ok(cfg) => proxy.shared.reload(&cfg),
                 Err(e) => tracing::error!(error = %e, "reload refused: configuration invalid"),

@@ -295,3 +295,23 @@ async fn clients_past_max_client_conn_are_refused_and_the_others_keep_working() 
     }
     back.expect("a place freed by a client that left").simple_query("SELECT 1").await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_smart_shutdown_lets_a_running_transaction_commit_and_ends_idle_sessions() {
+    let p = proxy_with("[listen]\nshutdown_timeout = \"10s\"\n").await;
+    let t = common::table("drain");
+    let (idle, busy) = (p.client().await, p.client().await);
+    busy.batch_execute(&format!("CREATE TABLE {t} (id int)")).await.unwrap();
+    busy.batch_execute(&format!("BEGIN; INSERT INTO {t} VALUES (1)")).await.unwrap();
+    let during = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(common::try_connect(&p.conninfo("app")).await.is_err(), "a new client got in during shutdown");
+        assert!(idle.simple_query("SELECT 1").await.is_err(), "an idle session outlived the shutdown");
+        busy.batch_execute(&format!("INSERT INTO {t} VALUES (2); COMMIT")).await.expect("the transaction finishes");
+    };
+    let (left, ()) = tokio::join!(p.proxy.shutdown(), during);
+    assert_eq!(left, 0, "every session ended at its transaction boundary");
+    let direct = common::cluster().direct(0).await;
+    let n: i64 = direct.query_one(&format!("SELECT count(*) FROM {t}"), &[]).await.unwrap().get(0);
+    assert_eq!(n, 2, "what the transaction committed is there");
+}

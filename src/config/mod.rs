@@ -50,6 +50,9 @@ pub struct Listen {
     /// refused with 53300, the others are untouched.
     #[serde(default = "default_max_client_conn")]
     pub max_client_conn: usize,
+    /// SIGTERM: how long running transactions may take to finish before pgroute exits.
+    #[serde(default = "default_shutdown_timeout", with = "duration::serde_str")]
+    pub shutdown_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -377,6 +380,9 @@ fn default_login_timeout() -> Duration {
 fn default_max_client_conn() -> usize {
     10_000
 }
+fn default_shutdown_timeout() -> Duration {
+    Duration::from_secs(30)
+}
 fn default_pool_mode() -> PoolMode {
     PoolMode::Transaction
 }
@@ -413,6 +419,7 @@ impl Default for Listen {
             max_startup_packet: default_max_startup_packet(),
             login_timeout: default_login_timeout(),
             max_client_conn: default_max_client_conn(),
+            shutdown_timeout: default_shutdown_timeout(),
         }
     }
 }

@@ -48,9 +48,17 @@ pub struct Shared {
     pub keys: KeyMap,
     /// Clients past their startup packet, against `[listen] max_client_conn`.
     clients: AtomicUsize,
+    /// Set once on SIGTERM: stop accepting, and end each session at its next transaction
+    /// boundary.
+    pub shutdown: tokio::sync::watch::Sender<bool>,
 }
 
 impl Shared {
+    /// Clients connected now (past their startup packet).
+    pub fn clients(&self) -> usize {
+        self.clients.load(Ordering::Acquire)
+    }
+
     pub fn new(config: Arc<Config>, classifier: Arc<Classifier>) -> Self {
         let topology = Arc::new(Topology::from_config(&config, false));
         let verifiers = config
@@ -73,6 +81,7 @@ impl Shared {
             functions,
             keys,
             clients: AtomicUsize::new(0),
+            shutdown: tokio::sync::watch::Sender::new(false),
         }
     }
 }
@@ -93,10 +102,18 @@ impl Shared {
     }
 }
 
-/// Accepts clients forever; each gets its own task.
+/// Accepts clients until shutdown; each gets its own task.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    let mut shutdown = shared.shutdown.subscribe();
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.wait_for(|s| *s) => {
+                tracing::info!("shutting down: no new clients");
+                return;
+            }
+        };
+        let (stream, peer) = match accepted {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");

@@ -77,6 +77,9 @@ impl Expect {
     }
 }
 
+/// SQLSTATE 57P01, admin_shutdown: what PostgreSQL sends its sessions on a smart shutdown.
+const ADMIN_SHUTDOWN: &str = "57P01";
+
 /// Stop reading from a client that has this many bytes of complete messages queued...
 const CLIENT_BACKLOG: usize = 1 << 20;
 /// ... or this many complete messages waiting (pipelined behind a busy server).
@@ -152,6 +155,8 @@ pub struct Session {
     commit_lsn: Option<(u64, Option<u32>)>,
     cancel: Arc<cancel::Handle>,
     pid: i32,
+    /// pgroute is shutting down: the session ends at its next transaction boundary.
+    shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 /// How a session ends.
@@ -209,6 +214,7 @@ pub async fn run(stream: TcpStream, shared: Arc<Shared>, user: String, database:
         commit_lsn: None,
         cancel,
         pid,
+        shutdown: shared.shutdown.subscribe(),
         shared,
     };
     let end = match s.greet(secret).await {
@@ -258,6 +264,19 @@ impl Session {
 
     async fn main_loop(&mut self) -> End {
         loop {
+            let draining = *self.shutdown.borrow();
+            let boundary = self.in_flight == 0
+                && self.intake == state::Intake::Between
+                && !self.copy_in
+                && self.tx_status == b'I'
+                && self.inq.is_empty()
+                && self.crbuf.is_empty();
+            if draining && boundary {
+                return End::Fatal(
+                    PgError::fatal(ADMIN_SHUTDOWN, "terminating connection: pgroute is shutting down")
+                        .with_hint("Reconnect; nothing this session committed is lost."),
+                );
+            }
             // `crbuf` only ever holds the start of one incomplete message (bounded by
             // max_message_size): backpressure counts what is queued behind the server.
             let read_client = self.queued_bytes < CLIENT_BACKLOG && self.inq.len() < MAX_QUEUED_FRAMES;
@@ -275,6 +294,7 @@ impl Session {
                         return end;
                     }
                 }
+                _ = self.shutdown.changed(), if !draining => {}
                 r = read_server(server) => {
                     let node = self.active.unwrap_or_default();
                     match r {

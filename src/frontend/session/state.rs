@@ -19,6 +19,8 @@
 //! ReadyForQuery). A CopyInResponse of an extended unit whose Sync was already forwarded
 //! reopens that unit (`Open`): the server ignores that Sync, and the client's next one must
 //! reach the same server. A session is pinned for good once a pinning statement is routed.
+//! During a smart shutdown a session ends (FATAL 57P01) at its first transaction boundary:
+//! `Between`, nothing queued or in flight, not in COPY IN, status `I` (`main_loop`).
 
 use super::Session;
 
