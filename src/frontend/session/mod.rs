@@ -155,8 +155,10 @@ pub struct Session {
     commit_lsn: Option<(u64, Option<u32>)>,
     cancel: Arc<cancel::Handle>,
     pid: i32,
-    /// pgroute is shutting down: the session ends at its next transaction boundary.
+    /// Tells when pgroute starts shutting down; `draining` once it has: the session ends
+    /// at its next transaction boundary.
     shutdown: tokio::sync::watch::Receiver<bool>,
+    draining: bool,
 }
 
 /// How a session ends.
@@ -169,6 +171,7 @@ enum End {
 
 pub async fn run(stream: TcpStream, shared: Arc<Shared>, user: String, database: String, params: &[(String, String)]) {
     let (pid, secret, cancel) = shared.cancels.register();
+    let draining = *shared.shutdown.borrow();
     let (client_rd, client_wr) = stream.into_split();
     let nodes = shared.topology.snapshot().nodes.len();
     let mut s = Session {
@@ -215,6 +218,7 @@ pub async fn run(stream: TcpStream, shared: Arc<Shared>, user: String, database:
         cancel,
         pid,
         shutdown: shared.shutdown.subscribe(),
+        draining,
         shared,
     };
     let end = match s.greet(secret).await {
@@ -262,16 +266,20 @@ impl Session {
         self.flush_client().await.map_err(|_| PgError::fatal(sqlstate::CONNECTION_FAILURE, "client went away"))
     }
 
+    /// Between transactions with nothing queued, in flight or half-read.
+    fn at_boundary(&self) -> bool {
+        self.in_flight == 0
+            && self.intake == state::Intake::Between
+            && !self.copy_in
+            && self.tx_status == b'I'
+            && self.inq.is_empty()
+            && self.crbuf.is_empty()
+    }
+
     async fn main_loop(&mut self) -> End {
         loop {
-            let draining = *self.shutdown.borrow();
-            let boundary = self.in_flight == 0
-                && self.intake == state::Intake::Between
-                && !self.copy_in
-                && self.tx_status == b'I'
-                && self.inq.is_empty()
-                && self.crbuf.is_empty();
-            if draining && boundary {
+            let draining = self.draining;
+            if draining && self.at_boundary() {
                 return End::Fatal(
                     PgError::fatal(ADMIN_SHUTDOWN, "terminating connection: pgroute is shutting down")
                         .with_hint("Reconnect; nothing this session committed is lost."),
@@ -294,7 +302,7 @@ impl Session {
                         return end;
                     }
                 }
-                _ = self.shutdown.changed(), if !draining => {}
+                _ = self.shutdown.changed(), if !draining => self.draining = true,
                 r = read_server(server) => {
                     let node = self.active.unwrap_or_default();
                     match r {
