@@ -7,6 +7,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# PostgreSQL 15 from Debian if it is missing (as root; otherwise the cluster script says
+# what to install).
+if [[ ! -x /usr/lib/postgresql/15/bin/postgres && $(id -u) == 0 ]]; then
+    scripts/test-deps.sh --postgres
+fi
 cargo build --release
 env_lines=$(scripts/cluster.sh start --replicas 2 --base-port 15432 --owner-pid $$)
 eval "$env_lines"
