@@ -399,11 +399,16 @@ impl Session {
         .with_hint("The transaction, if any, was not committed by pgroute's knowledge; reconnect and retry.")
     }
 
-    /// A ReadyForQuery of pgroute's own for the client, after any reports held for it.
-    fn ready_for_client(&mut self) {
+    /// ParameterStatus reports held for the client's ReadyForQuery, sent just before it.
+    fn release_reports(&mut self) {
         for f in self.held_reports.drain(..) {
             self.cwbuf.extend_from_slice(f.raw());
         }
+    }
+
+    /// A ReadyForQuery of pgroute's own for the client, after any reports held for it.
+    fn ready_for_client(&mut self) {
+        self.release_reports();
         self.cwbuf.extend_from_slice(protocol::ready_for_query(self.tx_status).raw());
     }
 

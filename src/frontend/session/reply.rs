@@ -16,6 +16,15 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
+/// The unit the server is answering now: whether it is the first part of a split Query,
+/// and whether it is pgroute's own.
+fn unit_answering(expect: &std::collections::VecDeque<Expect>) -> Option<(bool, bool)> {
+    expect.iter().find_map(|e| match e {
+        Expect::Ready { split, own, .. } => Some((*split, *own)),
+        _ => None,
+    })
+}
+
 impl Session {
     pub(super) fn process_server_frames(&mut self) -> Result<(), End> {
         let Some(node) = self.active else {
@@ -46,11 +55,7 @@ impl Session {
                     }
                 }
                 tag::ERROR_RESPONSE => {
-                    let own = self.expect.iter().find_map(|e| match e {
-                        Expect::Ready { own, .. } => Some(*own),
-                        _ => None,
-                    });
-                    if own == Some(true) {
+                    if unit_answering(&self.expect).is_some_and(|(_, own)| own) {
                         // The statement is prepared again where it is used, and fails there.
                         tracing::debug!("a statement prepared ahead of a transaction failed to prepare");
                         forward = false;
@@ -127,11 +132,7 @@ impl Session {
                     // The server reports changes just before ReadyForQuery: a split
                     // Query's first part's reports wait for the client's ReadyForQuery,
                     // unless the rest reports the same parameter again.
-                    let in_split = self.expect.iter().find_map(|e| match e {
-                        Expect::Ready { split, .. } => Some(*split),
-                        _ => None,
-                    });
-                    if in_split == Some(true) {
+                    if unit_answering(&self.expect).is_some_and(|(split, _)| split) {
                         forward = false;
                         self.held_reports.push(frame.clone());
                     } else {
@@ -185,9 +186,7 @@ impl Session {
                         }
                     }
                     if forward {
-                        for f in self.held_reports.drain(..) {
-                            self.cwbuf.extend_from_slice(f.raw());
-                        }
+                        self.release_reports();
                     }
                     if unanswered {
                         self.lost_track(node, "statements the server did not answer");
