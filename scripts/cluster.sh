@@ -10,6 +10,7 @@
 #   scripts/cluster.sh psql DIR NODE [psql args...]
 #   scripts/cluster.sh node-stop DIR NODE        (stop one node, keep its data)
 #   scripts/cluster.sh node-start DIR NODE       (start a node stopped above)
+#   scripts/cluster.sh node-rejoin DIR NODE FROM (rebuild NODE as a standby of FROM)
 #
 # `start` prints exactly these lines on stdout (and writes them to
 # DIR/cluster.env); every progress message goes to stderr:
@@ -449,6 +450,29 @@ cmd_node_start() {
     }
 }
 
+# Rebuilds a node as a standby of another (a deliberate rejoin after a failover): stops
+# it, replaces its data with a base backup of SOURCE, keeps its port, starts it.
+cmd_node_rejoin() {
+    [[ $# -eq 3 ]] || usage
+    local dir port source_port
+    check_cluster_dir "$1" || die "$1: no such cluster"
+    dir=$DIR_ABS
+    cd /
+    port=$(node_port "$dir" "$2")
+    source_port=$(node_port "$dir" "$3")
+    as_pg "$PG_BIN/pg_ctl" stop -D "$dir/node$2" -m fast -w >&2 || true
+    rm -rf "${dir:?}/node$2"
+    as_pg "$PG_BIN/pg_basebackup" -h 127.0.0.1 -p "$source_port" -U postgres \
+        -D "$dir/node$2" -R -X stream -c fast --no-sync >&2 || die "pg_basebackup from node$3 failed"
+    # The copy carries FROM's own settings: no replication slot of FROM's upstream.
+    echo "primary_slot_name = ''" | as_pg tee -a "$dir/node$2/postgresql.auto.conf" >/dev/null
+    write_node_conf "$dir" "$2" "$port"
+    start_node "$dir" "$2" >&2 || {
+        print_logs "$dir"
+        die "node$2 failed to start"
+    }
+}
+
 [[ $# -ge 1 ]] || usage
 command=$1
 shift
@@ -458,6 +482,7 @@ stop) cmd_stop "$@" ;;
 psql) cmd_psql "$@" ;;
 node-stop) cmd_node_stop "$@" ;;
 node-start) cmd_node_start "$@" ;;
+node-rejoin) cmd_node_rejoin "$@" ;;
 -h | --help | help) usage ;;
 *) usage ;;
 esac

@@ -1,5 +1,7 @@
-//! Query cancellation. pgroute hands each client its own BackendKeyData; a CancelRequest
-//! carrying it is forwarded to the server process currently running that client's query.
+//! The registry of logged-in clients. pgroute hands each client its own BackendKeyData;
+//! a CancelRequest carrying it is forwarded to the server process currently running that
+//! client's query. The console lists the clients (`SHOW CLIENTS`, `SHOW SERVERS`) and ends
+//! one (`KILL`) through the same entries.
 
 use std::sync::{Arc, Mutex};
 
@@ -14,9 +16,24 @@ use crate::topology::Topology;
 /// Where a client's current query runs: (node, server pid, server secret).
 pub type Target = (usize, i32, i32);
 
+/// Who a client is, for the console.
+#[derive(Debug, Clone)]
+pub struct ClientInfo {
+    pub user: String,
+    pub database: String,
+    pub application_name: String,
+    pub addr: Option<std::net::SocketAddr>,
+    pub connected: std::time::SystemTime,
+    /// The client logged in to the admin console.
+    pub console: bool,
+}
+
 pub struct Handle {
     secret: i32,
     state: Mutex<State>,
+    pub info: ClientInfo,
+    /// `KILL`: the session ends at its next wake-up.
+    pub kill: tokio::sync::Notify,
 }
 
 #[derive(Default)]
@@ -38,6 +55,11 @@ impl Handle {
         self.state().target = Some(target);
     }
 
+    /// The server process running the client's queries now, if any.
+    pub fn target(&self) -> Option<Target> {
+        self.state().target
+    }
+
     /// The client stops using its server process. Returns false when a cancel request
     /// for it may still be on its way: that connection must then be closed, not pooled.
     pub fn clear(&self) -> bool {
@@ -54,12 +76,17 @@ pub struct Registry {
 
 impl Registry {
     /// Registers a new client; returns its (pid, secret) and handle.
-    pub fn register(&self) -> (i32, i32, Arc<Handle>) {
+    pub fn register(&self, info: ClientInfo) -> (i32, i32, Arc<Handle>) {
         let mut rng = rand::thread_rng();
         loop {
             let pid = rng.gen_range(1..i32::MAX);
             if let dashmap::mapref::entry::Entry::Vacant(v) = self.clients.entry(pid) {
-                let handle = Arc::new(Handle { secret: rng.gen(), state: Mutex::new(State::default()) });
+                let handle = Arc::new(Handle {
+                    secret: rng.gen(),
+                    state: Mutex::new(State::default()),
+                    info: info.clone(),
+                    kill: tokio::sync::Notify::new(),
+                });
                 v.insert(handle.clone());
                 return (pid, handle.secret, handle);
             }
@@ -68,6 +95,24 @@ impl Registry {
 
     pub fn unregister(&self, pid: i32) {
         self.clients.remove(&pid);
+    }
+
+    /// Every registered client, ordered by pid.
+    pub fn list(&self) -> Vec<(i32, Arc<Handle>)> {
+        let mut all: Vec<_> = self.clients.iter().map(|e| (*e.key(), e.value().clone())).collect();
+        all.sort_by_key(|(pid, _)| *pid);
+        all
+    }
+
+    /// Asks a client's session to end (`KILL`); false when there is no such client.
+    pub fn kill(&self, pid: i32) -> bool {
+        match self.clients.get(&pid) {
+            Some(h) => {
+                h.kill.notify_one();
+                true
+            }
+            None => false,
+        }
     }
 
     /// Forwards a cancel request if the key matches a client with a running query.
@@ -85,7 +130,7 @@ impl Registry {
             s.pending += 1;
             target
         };
-        let addr = topology.addr(node);
+        let Some(addr) = topology.addr(node) else { return };
         if deliver(&addr.host, addr.port, server_pid, server_secret).await {
             tracing::debug!(node = %addr.name, server_pid, "cancel request forwarded");
             handle.state().pending -= 1;
@@ -119,7 +164,15 @@ mod tests {
     #[test]
     fn a_connection_with_a_cancel_on_its_way_is_not_reusable() {
         let registry = Registry::default();
-        let (_, _, handle) = registry.register();
+        let info = ClientInfo {
+            user: "u".into(),
+            database: "d".into(),
+            application_name: String::new(),
+            addr: None,
+            connected: std::time::SystemTime::now(),
+            console: false,
+        };
+        let (_, _, handle) = registry.register(info);
         handle.set((0, 42, 7));
         // What `cancel` does between reading the target and the server's confirmation.
         handle.state().pending += 1;

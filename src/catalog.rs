@@ -4,6 +4,7 @@
 //! so a read that calls one goes to the primary unless the DBA lists it as read-only.
 //! A lookup that cannot be made counts as volatile: fail closed.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
@@ -11,7 +12,8 @@ use dashmap::DashMap;
 use crate::classify::QName;
 
 pub struct FunctionCatalog {
-    ttl: Duration,
+    /// The TTL in nanoseconds (a reload changes it).
+    ttl: AtomicU64,
     /// name -> (may write, when looked up)
     entries: DashMap<QName, (bool, Instant)>,
 }
@@ -22,12 +24,19 @@ fn literal(s: &str) -> String {
 
 impl FunctionCatalog {
     pub fn new(ttl: Duration) -> Self {
-        FunctionCatalog { ttl, entries: DashMap::new() }
+        let c = FunctionCatalog { ttl: AtomicU64::new(0), entries: DashMap::new() };
+        c.set_ttl(ttl);
+        c
+    }
+
+    pub fn set_ttl(&self, ttl: Duration) {
+        self.ttl.store(u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
     /// `Some(true)`: a volatile user function (treat as a write); `None`: not known now.
     pub fn cached(&self, f: &QName, now: Instant) -> Option<bool> {
-        self.entries.get(f).filter(|e| now.duration_since(e.1) < self.ttl).map(|e| e.0)
+        let ttl = Duration::from_nanos(self.ttl.load(Ordering::Relaxed));
+        self.entries.get(f).filter(|e| now.duration_since(e.1) < ttl).map(|e| e.0)
     }
 
     pub fn store(&self, f: &QName, may_write: bool, now: Instant) {

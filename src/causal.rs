@@ -7,6 +7,7 @@
 //! evicted entries is kept as a floor, and a tagged read whose key is not in the map must
 //! see everything up to that floor (it may be one of the evicted keys).
 
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -14,14 +15,28 @@ use dashmap::DashMap;
 
 pub struct KeyMap {
     entries: DashMap<String, Instant>,
-    capacity: usize,
-    ttl: Duration,
+    capacity: AtomicUsize,
+    /// The TTL in nanoseconds (both limits change on a reload).
+    ttl: AtomicU64,
     floor: Mutex<Option<Instant>>,
 }
 
 impl KeyMap {
     pub fn new(capacity: usize, ttl: Duration) -> Self {
-        KeyMap { entries: DashMap::new(), capacity: capacity.max(1), ttl, floor: Mutex::new(None) }
+        let map = KeyMap {
+            entries: DashMap::new(),
+            capacity: AtomicUsize::new(1),
+            ttl: AtomicU64::new(0),
+            floor: Mutex::new(None),
+        };
+        map.set_limits(capacity, ttl);
+        map
+    }
+
+    /// New limits from a reload; a smaller capacity takes effect at the next write.
+    pub fn set_limits(&self, capacity: usize, ttl: Duration) {
+        self.capacity.store(capacity.max(1), Ordering::Relaxed);
+        self.ttl.store(u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
     fn raise_floor(&self, to: Instant) {
@@ -35,7 +50,7 @@ impl KeyMap {
         for k in keys {
             self.entries.insert(k.clone(), at);
         }
-        while self.entries.len() > self.capacity {
+        while self.entries.len() > self.capacity.load(Ordering::Relaxed) {
             let oldest = self.entries.iter().min_by_key(|e| *e.value()).map(|e| (e.key().clone(), *e.value()));
             let Some((k, t)) = oldest else { break };
             self.entries.remove(&k);
@@ -46,11 +61,12 @@ impl KeyMap {
 
     /// The latest commit a read tagged with `keys` must see, if any.
     pub fn since(&self, keys: &[String], now: Instant) -> Option<Instant> {
+        let ttl = Duration::from_nanos(self.ttl.load(Ordering::Relaxed));
         let mut latest: Option<Instant> = None;
         for k in keys {
             let found = self.entries.get(k).map(|e| *e.value());
             let at = match found {
-                Some(t) if now.saturating_duration_since(t) > self.ttl => {
+                Some(t) if now.saturating_duration_since(t) > ttl => {
                     self.entries.remove(k);
                     self.raise_floor(t);
                     *self.floor.lock().unwrap_or_else(|p| p.into_inner())

@@ -1,5 +1,6 @@
 //! `pgroute explain`: where a statement would go and why, offline, for DBAs testing rules
-//! before they reload. Without a server, the volatility of user functions is unknown, so
+//! before they reload; and the console's `EXPLAIN`, the same report against the running
+//! proxy's rules and node health. The volatility of user functions is not looked up, so
 //! such a read is shown as it would be routed if the lookup failed: as a write.
 
 use std::fmt::Write;
@@ -9,11 +10,19 @@ use crate::classify::{hint, Classifier};
 use crate::config::{Config, Role};
 use crate::router::{self, SessionView};
 use crate::rules::{Context, Rules};
-use crate::topology::Topology;
+use crate::topology::{Snapshot, Topology};
 
+/// Offline: the configuration's rules, every node assumed healthy.
 pub fn explain(config: &Config, sql: &str, ctx: &Context) -> String {
     let classifier = Classifier::with_write_functions(0, &config.routing.write_functions);
     let rules = Rules::from_config(&config.routing);
+    let topology = Topology::from_config(config, true);
+    explain_with(&classifier, &rules, &topology.snapshot(), sql, ctx)
+}
+
+/// The report for given rules and topology: the console's `EXPLAIN` passes the running
+/// proxy's, so it answers with the nodes' health now.
+pub fn explain_with(classifier: &Classifier, rules: &Rules, snapshot: &Snapshot, sql: &str, ctx: &Context) -> String {
     let mut class = classifier.classify(sql);
     let mut out = String::new();
     if !class.is_write() {
@@ -27,9 +36,7 @@ pub fn explain(config: &Config, sql: &str, ctx: &Context) -> String {
         }
     }
     let read = rules.route_read(&class, sql, &hint(sql), ctx);
-    let topology = Topology::from_config(config, true);
-    let snapshot = topology.snapshot();
-    match router::decide(&class, &read, SessionView::default(), &snapshot, Instant::now(), 0) {
+    match router::decide(&class, &read, SessionView::default(), snapshot, Instant::now(), 0) {
         Ok(d) => {
             let node = &snapshot.nodes[d.node];
             let role = if node.role == Role::Primary { "primary" } else { "replica" };

@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //!
+//! - [`admin`]: the admin console (database `pgroute`), one file per command.
 //! - [`config`]: `proxy.toml`, parsed and validated (errors carry file:line:column).
 //! - [`protocol`]: the wire format: frame splitting with bounds checks, message builders.
 //! - [`auth`]: SCRAM-SHA-256 and md5, both as server (to clients) and client (to servers).
@@ -18,11 +19,14 @@
 //! - [`cancel`]: mapping the client's cancel key to the server running its query.
 //! - [`metrics`]: Prometheus counters and the `/metrics` endpoint.
 //! - [`explain`]: `pgroute explain`, the offline routing report for DBAs.
+//! - [`shared`]: what sessions share, and the live reload that changes it.
+//! - [`stats`]: per-node traffic counters for the console's `SHOW STATS`.
 //!
 //! One query's path: `frontend::session` reads a frame from the client, asks `classify`
 //! what it is and `router` where it goes, borrows a connection from `backend`, forwards the
 //! frame, and streams the server's reply frames back until ReadyForQuery.
 
+pub mod admin;
 pub mod auth;
 pub mod backend;
 pub mod cancel;
@@ -37,6 +41,8 @@ pub mod metrics;
 pub mod protocol;
 pub mod router;
 pub mod rules;
+pub mod shared;
+pub mod stats;
 pub mod topology;
 
 use std::net::SocketAddr;
@@ -57,7 +63,7 @@ impl Proxy {
     /// Returns how many clients were still connected when it stopped waiting.
     pub async fn shutdown(&self) -> usize {
         self.shared.shutdown.send_replace(true);
-        let deadline = tokio::time::Instant::now() + self.shared.config.listen.shutdown_timeout;
+        let deadline = tokio::time::Instant::now() + self.shared.config().listen.shutdown_timeout;
         while self.shared.clients() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
@@ -83,9 +89,9 @@ pub async fn start(config: config::Config) -> std::io::Result<Proxy> {
         }
         None => None,
     };
-    let shared = Arc::new(frontend::Shared::new(config.clone(), classifier));
+    let shared = Arc::new(frontend::Shared::new(Arc::new(arc_swap::ArcSwap::new(config)), classifier));
     // Serve only once the first probe round has said which nodes are usable.
-    let mut monitor = health::Monitor::new(config, shared.topology.clone());
+    let mut monitor = health::Monitor::new(shared.live_config(), shared.topology.clone());
     monitor.round().await;
     tokio::spawn(monitor.run());
     tokio::spawn(frontend::serve(listener, shared.clone()));

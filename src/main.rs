@@ -61,30 +61,37 @@ fn parse_args() -> Result<Command, String> {
 }
 
 /// Runs until Ctrl-C / SIGINT (fast: exit now) or SIGTERM (smart: running transactions
-/// finish, up to `[listen] shutdown_timeout`); SIGHUP reloads the routing configuration
-/// from `path` (an invalid file is reported and the running configuration kept).
-async fn wait_for_signals(path: &std::path::Path, proxy: &pgroute::Proxy) {
+/// finish, up to `[listen] shutdown_timeout`); SIGHUP reloads the configuration file (an
+/// invalid one is reported and the running configuration kept).
+async fn wait_for_signals(proxy: &pgroute::Proxy) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut hup), Ok(mut term)) = (signal(SignalKind::hangup()), signal(SignalKind::terminate())) else {
         let _ = tokio::signal::ctrl_c().await;
         return;
     };
+    let mut console_shutdown = proxy.shared.shutdown.subscribe();
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => return,
             _ = term.recv() => {
                 tracing::info!("SIGTERM: finishing running transactions");
-                let left = proxy.shutdown().await;
-                if left > 0 {
-                    tracing::warn!(clients = left, "shutdown_timeout reached: closing the remaining clients");
-                }
-                return;
+                return smart_shutdown(proxy).await;
             }
-            _ = hup.recv() => match Config::load(path) {
-                Ok(cfg) => proxy.shared.reload(&cfg),
-                Err(e) => tracing::error!(error = %e, "reload refused: configuration invalid"),
-            },
+            // `changed`, not `wait_for`: its guard would be held (a read lock on the
+            // flag) while `smart_shutdown` sets it again.
+            _ = console_shutdown.changed() => return smart_shutdown(proxy).await,
+            _ = hup.recv() => {
+                let _ = proxy.shared.reload_file();
+            }
         }
+    }
+}
+
+/// SIGTERM or the console's SHUTDOWN: running transactions finish, then pgroute exits.
+async fn smart_shutdown(proxy: &pgroute::Proxy) {
+    let left = proxy.shutdown().await;
+    if left > 0 {
+        tracing::warn!(clients = left, "shutdown_timeout reached: closing the remaining clients");
     }
 }
 
@@ -147,7 +154,8 @@ fn main() -> ExitCode {
                         if let Some(m) = proxy.metrics_addr {
                             tracing::info!(addr = %m, "metrics at http://{m}/metrics");
                         }
-                        wait_for_signals(&path, &proxy).await;
+                        proxy.shared.set_config_path(path.clone());
+                        wait_for_signals(&proxy).await;
                         tracing::info!("shutting down");
                         ExitCode::SUCCESS
                     }

@@ -94,6 +94,24 @@ pub fn route(node: &str, reason: &str) {
     bump(&r.routes.entry(node.to_string()).or_default(), reason.to_string());
 }
 
+/// Routing decisions so far: (node, reason, count), sorted.
+pub fn routes() -> Vec<(String, String, u64)> {
+    let mut all: Vec<(String, String, u64)> = registry()
+        .routes
+        .iter()
+        .flat_map(|by_node| {
+            let node = by_node.key().clone();
+            by_node
+                .value()
+                .iter()
+                .map(move |e| (node.clone(), e.key().clone(), e.value().load(Ordering::Relaxed)))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    all.sort();
+    all
+}
+
 pub fn client_error(sqlstate: &str) {
     bump(&registry().errors, sqlstate.to_string());
 }

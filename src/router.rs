@@ -194,7 +194,7 @@ fn pick_replica_where(topo: &Snapshot, now: Instant, pick: Pick, also: impl Fn(&
         topo.nodes
             .iter()
             .enumerate()
-            .filter(|(_, n)| n.role == Role::Replica && n.weight > 0 && n.usable(now) && also(n))
+            .filter(|(_, n)| n.role == Role::Replica && n.weight > 0 && !n.drained && n.usable(now) && also(n))
     };
     let ticket = pick.ticket;
     if let (true, Some(loads)) = (topo.least_connections, pick.loads) {

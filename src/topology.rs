@@ -16,6 +16,10 @@ use crate::config::{Config, Role};
 /// How long a replica that refused a connection stays out of the read rotation.
 pub const REPLICA_BACKOFF: Duration = Duration::from_secs(2);
 
+/// Node slots over the process's life: a node removed by a reload keeps its slot (sessions
+/// and pools refer to nodes by slot), so reloads can add at most this many nodes in all.
+pub const MAX_NODE_SLOTS: usize = 64;
+
 #[derive(Debug, Clone)]
 pub struct NodeState {
     pub name: String,
@@ -33,11 +37,35 @@ pub struct NodeState {
     pub wal: Wal,
     /// Replica lag (time) as of the latest verdict.
     pub lag: Option<std::time::Duration>,
+    /// Taken out of the read rotation by an operator (`DRAIN`); writes are unaffected.
+    pub drained: bool,
+    /// Removed from the configuration by a reload: never used again.
+    pub removed: bool,
 }
 
 impl NodeState {
     pub fn usable(&self, now: Instant) -> bool {
-        self.healthy && self.fresh_until.is_none_or(|t| now < t) && self.down_until.is_none_or(|t| now >= t)
+        self.healthy
+            && !self.removed
+            && self.fresh_until.is_none_or(|t| now < t)
+            && self.down_until.is_none_or(|t| now >= t)
+    }
+
+    fn from_config(n: &crate::config::Node, assume_healthy: bool) -> Self {
+        NodeState {
+            name: n.name.get_ref().clone(),
+            // `auto` nodes are replicas until the monitor finds one out of recovery.
+            role: if n.role == Role::Auto { Role::Replica } else { n.role },
+            weight: n.weight,
+            down_until: None,
+            healthy: assume_healthy,
+            why: if assume_healthy { "assumed" } else { "no_sample" },
+            fresh_until: None,
+            wal: Wal::default(),
+            lag: None,
+            drained: false,
+            removed: false,
+        }
     }
 }
 
@@ -95,50 +123,144 @@ impl Snapshot {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeAddr {
     pub name: String,
     pub host: String,
     pub port: u16,
 }
 
+impl NodeAddr {
+    fn from_config(n: &crate::config::Node) -> Self {
+        NodeAddr { name: n.name.get_ref().clone(), host: n.host.clone(), port: n.port }
+    }
+}
+
+/// What a reload changed in the node list.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct NodeChanges {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    /// Nodes whose address changed: their pooled connections must go.
+    pub moved: Vec<usize>,
+}
+
 pub struct Topology {
-    addrs: Vec<NodeAddr>,
+    addrs: RwLock<Arc<Vec<NodeAddr>>>,
     current: RwLock<Arc<Snapshot>>,
-    /// Server connections in use per node, for `least_connections`.
+    /// Server connections in use per node slot, for `least_connections`.
     loads: Vec<AtomicI64>,
+    /// Slots an operator asked to unfence (`UNFENCE`), for the monitor's next round.
+    unfence: std::sync::Mutex<Vec<usize>>,
 }
 
 impl Topology {
     /// Nodes start unhealthy (`why = "no_sample"`) until the monitor's first round, or
     /// healthy when `assume_healthy` (offline tools such as `pgroute explain`).
     pub fn from_config(cfg: &Config, assume_healthy: bool) -> Self {
-        let nodes = cfg
-            .nodes
-            .iter()
-            .map(|n| NodeState {
-                name: n.name.get_ref().clone(),
-                // `auto` nodes are replicas until the monitor finds one out of recovery.
-                role: if n.role == Role::Auto { Role::Replica } else { n.role },
-                weight: n.weight,
-                down_until: None,
-                healthy: assume_healthy,
-                why: if assume_healthy { "assumed" } else { "no_sample" },
-                fresh_until: None,
-                wal: Wal::default(),
-                lag: None,
-            })
-            .collect();
-        let addrs = cfg
-            .nodes
-            .iter()
-            .map(|n| NodeAddr { name: n.name.get_ref().clone(), host: n.host.clone(), port: n.port })
-            .collect();
+        let nodes = cfg.nodes.iter().map(|n| NodeState::from_config(n, assume_healthy)).collect();
+        let addrs = cfg.nodes.iter().map(NodeAddr::from_config).collect();
         let no_replica_error = cfg.health.when_no_replica == crate::config::WhenNoReplica::Error;
         let least_connections = cfg.routing.balance == crate::config::Balance::LeastConnections;
         let snapshot = Snapshot { nodes, no_replica_error, split_brain: false, least_connections };
-        let loads = cfg.nodes.iter().map(|_| AtomicI64::new(0)).collect();
-        Topology { addrs, current: RwLock::new(Arc::new(snapshot)), loads }
+        let loads = (0..MAX_NODE_SLOTS.max(cfg.nodes.len())).map(|_| AtomicI64::new(0)).collect();
+        Topology {
+            addrs: RwLock::new(Arc::new(addrs)),
+            current: RwLock::new(Arc::new(snapshot)),
+            loads,
+            unfence: Default::default(),
+        }
+    }
+
+    /// Applies a reloaded configuration: nodes are matched by name; a known node keeps its
+    /// slot and health (its role, weight and address follow the file), a new one takes a
+    /// fresh slot (unusable until probed), a node no longer listed is marked removed.
+    /// Refused, changing nothing, when the slots are used up.
+    pub fn reconfigure(&self, cfg: &Config) -> Result<NodeChanges, String> {
+        let old = self.addrs.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let snap = self.snapshot();
+        let mut changes = NodeChanges::default();
+        let mut addrs = (*old).clone();
+        for n in &cfg.nodes {
+            let addr = NodeAddr::from_config(n);
+            match addrs.iter().position(|a| a.name == addr.name) {
+                Some(i) if addrs[i] != addr => {
+                    changes.moved.push(i);
+                    addrs[i] = addr;
+                }
+                Some(i) if snap.nodes[i].removed => changes.added.push(addr.name),
+                Some(_) => {}
+                None => {
+                    changes.added.push(addr.name.clone());
+                    addrs.push(addr);
+                }
+            }
+        }
+        if addrs.len() > self.loads.len() {
+            return Err(format!(
+                "more than {} nodes over pgroute's life (removed nodes keep their slot): restart to add more",
+                self.loads.len()
+            ));
+        }
+        for (i, a) in addrs.iter().enumerate() {
+            let listed = cfg.nodes.iter().any(|n| *n.name.get_ref() == a.name);
+            if !listed && snap.nodes.get(i).is_some_and(|n| !n.removed) {
+                changes.removed.push(a.name.clone());
+            }
+        }
+        *self.addrs.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(addrs.clone());
+        self.update(|next| {
+            next.no_replica_error = cfg.health.when_no_replica == crate::config::WhenNoReplica::Error;
+            next.least_connections = cfg.routing.balance == crate::config::Balance::LeastConnections;
+            for (i, a) in addrs.iter().enumerate() {
+                let configured = cfg.nodes.iter().find(|n| *n.name.get_ref() == a.name);
+                match (configured, next.nodes.get_mut(i)) {
+                    (Some(c), Some(n)) => {
+                        n.removed = false;
+                        n.weight = c.weight;
+                        if c.role != Role::Auto {
+                            n.role = c.role;
+                        }
+                    }
+                    (Some(c), None) => next.nodes.push(NodeState::from_config(c, false)),
+                    (None, Some(n)) => {
+                        n.removed = true;
+                        n.healthy = false;
+                        n.role = Role::Replica;
+                        n.why = "removed";
+                    }
+                    (None, None) => {}
+                }
+            }
+        });
+        Ok(changes)
+    }
+
+    /// Takes a replica out of the read rotation (`true`) or puts it back. Unknown or
+    /// removed names: false.
+    pub fn set_drained(&self, name: &str, drained: bool) -> bool {
+        let mut found = false;
+        self.update(|next| {
+            if let Some(n) = next.nodes.iter_mut().find(|n| n.name == name && !n.removed) {
+                n.drained = drained;
+                found = true;
+            }
+        });
+        found
+    }
+
+    /// Asks the monitor to lift a node's timeline fencing (after a deliberate rejoin).
+    /// False when no such node is fenced now.
+    pub fn request_unfence(&self, name: &str) -> bool {
+        let snap = self.snapshot();
+        let Some(i) = snap.nodes.iter().position(|n| n.name == name && n.why == "fenced") else { return false };
+        self.unfence.lock().unwrap_or_else(|p| p.into_inner()).push(i);
+        true
+    }
+
+    /// The unfence requests made since the last call.
+    pub fn take_unfence_requests(&self) -> Vec<usize> {
+        std::mem::take(&mut *self.unfence.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
@@ -148,8 +270,9 @@ impl Topology {
         }
     }
 
-    pub fn addr(&self, node: usize) -> &NodeAddr {
-        &self.addrs[node]
+    /// Where a node slot's server listens (not for the per-statement path: it clones).
+    pub fn addr(&self, node: usize) -> Option<NodeAddr> {
+        self.addrs.read().unwrap_or_else(|p| p.into_inner()).get(node).cloned()
     }
 
     /// A server connection to `node` was borrowed (+1) or returned (-1).
@@ -164,19 +287,20 @@ impl Topology {
         self.loads.iter().map(|l| l.load(Ordering::Relaxed).max(0) as u32).collect()
     }
 
+    /// Node slots, removed nodes included.
     pub fn len(&self) -> usize {
-        self.addrs.len()
+        self.addrs.read().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.addrs.is_empty()
+        self.len() == 0
     }
 
     /// Publishes the monitor's verdicts, one per node in configuration order.
     pub fn publish_health(&self, verdicts: &[Published], split_brain: bool) {
         self.update(|next| {
             next.split_brain = split_brain;
-            for (n, v) in next.nodes.iter_mut().zip(verdicts) {
+            for (n, v) in next.nodes.iter_mut().zip(verdicts).filter(|(n, _)| !n.removed) {
                 n.role = v.role;
                 n.healthy = v.usable;
                 n.why = v.why;

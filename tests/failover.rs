@@ -1,6 +1,7 @@
 //! Failover with `role = "auto"`: the primary dies, a replica is promoted, writes wait and
 //! then land on the new primary; the old primary coming back is a split brain (writes
-//! refused, nothing lands on it) and is fenced by its older timeline. Own cluster.
+//! refused, nothing lands on it) and is fenced by its older timeline; rebuilt as a standby
+//! of the new primary, it is used again only after the console's UNFENCE. Own cluster.
 
 mod common;
 
@@ -76,4 +77,41 @@ async fn writes_follow_a_promotion_and_never_reach_a_second_primary() {
     assert!(metrics.contains("pgroute_split_brain 1"), "{metrics}");
     assert!(metrics.contains("pgroute_writes_refused_total{reason=\"split_brain\"}"), "{metrics}");
     assert!(metrics.contains("pgroute_node_is_primary{node=\"pg1\"} 0"), "no primary during a split brain");
+
+    // The old primary goes away (split brain over), then comes back still claiming to be
+    // primary on the old timeline: fenced.
+    let console = p.console().await;
+    let reason = |rows: Vec<Vec<String>>, node: &str| rows.into_iter().find(|r| r[0] == node).map(|r| r[5].clone());
+    common::node_ctl("node-stop", 0);
+    common::node_ctl("node-start", 0);
+    let mut fenced = false;
+    for _ in 0..50 {
+        fenced = reason(common::rows(&console, "SHOW NODES").await, "pg0").as_deref() == Some("fenced");
+        if fenced {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(fenced, "an old primary on a lower timeline is fenced");
+    // A deliberate rejoin: rebuilt as a standby of the new primary. Still fenced until an
+    // operator says otherwise.
+    let out = std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/cluster.sh"))
+        .args(["node-rejoin", &c.dir, "0", "1"])
+        .output()
+        .expect("cluster.sh");
+    assert!(out.status.success(), "rejoin: {}", String::from_utf8_lossy(&out.stderr));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(reason(common::rows(&console, "SHOW NODES").await, "pg0").as_deref(), Some("fenced"));
+    common::rows(&console, "UNFENCE pg0").await;
+    let mut usable = false;
+    for _ in 0..50 {
+        let nodes = common::rows(&console, "SHOW NODES").await;
+        usable = nodes.iter().any(|r| r[0] == "pg0" && r[3] == "replica" && r[4] == "true");
+        if usable {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let nodes = common::rows(&console, "SHOW NODES").await;
+    assert!(usable, "after UNFENCE the rejoined node serves reads as a replica: {nodes:?}");
 }

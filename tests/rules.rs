@@ -95,7 +95,7 @@ async fn a_reload_applies_new_rules_and_clears_the_cache() {
     assert!(!p.proxy.shared.classifier.cache().is_empty());
     let text = c.config("[routing]\ndefault_read = \"primary\"\n");
     let reloaded = pgroute::config::Config::parse(&text, "reload.toml").unwrap();
-    p.proxy.shared.reload(&reloaded);
+    p.proxy.shared.reload(reloaded).expect("reload");
     assert!(p.proxy.shared.classifier.cache().is_empty(), "reload clears the classification cache");
     assert_eq!(server_port(&app).await, c.primary_port, "default_read = primary after reload");
 }

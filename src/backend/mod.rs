@@ -5,4 +5,4 @@ mod conn;
 mod pool;
 
 pub use conn::{ServerConn, MAX_SERVER_MESSAGE};
-pub use pool::{Checked, Pools, Purpose};
+pub use pool::{Checked, PoolInfo, Pools, Purpose};

@@ -11,7 +11,7 @@ use dashmap::DashMap;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::ServerConn;
-use crate::config::{Config, Role};
+use crate::config::{Live, Role};
 use crate::metrics;
 use crate::protocol::{sqlstate, PgError};
 use crate::topology::Topology;
@@ -23,7 +23,8 @@ pub struct Pool {
     user: String,
     database: String,
     idle: Mutex<Vec<ServerConn>>,
-    size: usize,
+    /// The size now (a reload may change it; `permits` follows).
+    size: std::sync::atomic::AtomicUsize,
     /// Startup parameters of every connection this pool opens, and their fingerprint
     /// (`Settings::startup_key`; 0 for none).
     startup: Vec<(String, String)>,
@@ -94,6 +95,23 @@ impl Checked {
     }
 }
 
+/// A pool as the console shows it.
+#[derive(Debug, Clone)]
+pub struct PoolInfo {
+    pub node: usize,
+    pub user: String,
+    pub database: String,
+    /// pgroute's own catalog-lookup pool rather than clients'.
+    pub catalog: bool,
+    /// Fingerprint of the startup settings its connections are opened with (0: none).
+    pub startup_key: u64,
+    pub size: usize,
+    /// Connections on loan (permits taken; a shrinking pool counts its held-back permits).
+    pub in_use: usize,
+    /// Server process ids of the idle connections.
+    pub idle: Vec<i32>,
+}
+
 /// ParameterStatus (name, value) pairs.
 type Params = Vec<(String, String)>;
 
@@ -122,7 +140,7 @@ pub struct Pools {
     /// startup settings, per (user, database, settings fingerprint): what the next client
     /// with the same startup packet is told at login without borrowing a connection.
     login_params: DashMap<(String, String, u64), Arc<Params>>,
-    config: Arc<Config>,
+    config: Live,
     topology: Arc<Topology>,
     /// How many client pools (one per node, user, database and startup set) exist.
     client_pools: std::sync::atomic::AtomicUsize,
@@ -134,7 +152,7 @@ pub struct Pools {
 const MAX_CLIENT_POOLS: usize = 256;
 
 impl Pools {
-    pub fn new(config: Arc<Config>, topology: Arc<Topology>) -> Self {
+    pub fn new(config: Live, topology: Arc<Topology>) -> Self {
         Pools { map: DashMap::new(), login_params: DashMap::new(), config, topology, client_pools: Default::default() }
     }
 
@@ -163,9 +181,9 @@ impl Pools {
                 if matches!(purpose, Purpose::Clients(_)) {
                     self.client_pools.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
-                let name = &self.topology.addr(node).name;
+                let name = self.topology.addr(node).map(|a| a.name).unwrap_or_default();
                 let (label, size) = match purpose {
-                    Purpose::Clients(_) => (format!("{name}/{user}/{database}"), self.config.pool.size),
+                    Purpose::Clients(_) => (format!("{name}/{user}/{database}"), self.config.load().pool.size),
                     Purpose::Catalog => (format!("{name}/{user}/{database}/catalog"), CATALOG_POOL_SIZE),
                 };
                 Arc::new(Pool {
@@ -175,7 +193,7 @@ impl Pools {
                     user: user.to_string(),
                     database: database.to_string(),
                     idle: Mutex::new(Vec::new()),
-                    size,
+                    size: size.into(),
                     startup: startup.to_vec(),
                     startup_key: match purpose {
                         Purpose::Clients(k) => k,
@@ -188,6 +206,69 @@ impl Pools {
                 })
             })
             .clone()
+    }
+
+    /// Every pool, for the console (`SHOW POOLS`, `SHOW SERVERS`), ordered by label.
+    pub fn list(&self) -> Vec<PoolInfo> {
+        let mut all: Vec<PoolInfo> = self
+            .map
+            .iter()
+            .map(|e| {
+                let p = e.value();
+                let size = p.size.load(std::sync::atomic::Ordering::Relaxed);
+                let idle: Vec<i32> = p.idle.lock().unwrap_or_else(|x| x.into_inner()).iter().map(|c| c.pid).collect();
+                PoolInfo {
+                    node: p.node,
+                    user: p.user.clone(),
+                    database: p.database.clone(),
+                    catalog: e.key().3 == Purpose::Catalog,
+                    startup_key: p.startup_key,
+                    size,
+                    in_use: size.saturating_sub(p.permits.available_permits()),
+                    idle,
+                }
+            })
+            .collect();
+        all.sort_by(|a, b| {
+            (a.node, &a.user, &a.database, a.startup_key).cmp(&(b.node, &b.user, &b.database, b.startup_key))
+        });
+        all
+    }
+
+    /// A reload changed `[pool] size`: client pools grow at once; they shrink as their
+    /// connections come back (the permits above the new size are taken and forgotten).
+    pub fn resize(&self, size: usize) {
+        use std::sync::atomic::Ordering;
+        for entry in self.map.iter().filter(|e| matches!(e.key().3, Purpose::Clients(_))) {
+            let pool = entry.value().clone();
+            let old = pool.size.swap(size, Ordering::Relaxed);
+            if size > old {
+                pool.permits.add_permits(size - old);
+            } else if size < old {
+                let excess = u32::try_from(old - size).unwrap_or(u32::MAX);
+                tokio::spawn(async move {
+                    if let Ok(p) = pool.permits.clone().acquire_many_owned(excess).await {
+                        p.forget();
+                    }
+                });
+            }
+        }
+    }
+
+    /// A node's address changed (reload): its pools are forgotten, idle connections
+    /// closed; connections on loan are closed when they come back.
+    pub fn forget_node(&self, node: usize) {
+        self.map.retain(|k, p| {
+            if k.0 != node {
+                return true;
+            }
+            if matches!(k.3, Purpose::Clients(_)) {
+                self.client_pools.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            p.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
+            metrics::forget_pool(&p.label);
+            false
+        });
     }
 
     /// What a primary connection reported with these startup settings, if known.
@@ -229,7 +310,7 @@ impl Pools {
         startup: &[(String, String)],
     ) -> Result<Checked, PgError> {
         let pool = self.pool(node, user, database, purpose, startup);
-        let wait = self.config.pool.checkout_timeout;
+        let wait = self.config.load().pool.checkout_timeout;
         // Fast path without arming a timer; wait only when the pool is full.
         let permit = match pool.permits.clone().try_acquire_owned() {
             Ok(p) => Ok(p),
@@ -245,7 +326,8 @@ impl Pools {
                     sqlstate::TOO_MANY_CONNECTIONS,
                     format!(
                         "pgroute: pool {} is exhausted: all {} server connections stayed busy for {wait:?}",
-                        pool.label, pool.size
+                        pool.label,
+                        pool.size.load(std::sync::atomic::Ordering::Relaxed)
                     ),
                 )
                 .with_hint("Raise [pool] size or checkout_timeout, or use fewer concurrent clients."))
@@ -267,15 +349,19 @@ impl Pools {
         let conn = match reused {
             Some(c) => c,
             None => {
-                let password = self.config.user(user).and_then(|u| u.password());
+                let config = self.config.load_full();
+                let password = config.user(user).and_then(|u| u.password());
+                let Some(addr) = self.topology.addr(node) else {
+                    return Err(PgError::error(sqlstate::CONNECTION_FAILURE, "pgroute: no such node"));
+                };
                 let made = ServerConn::connect(
-                    self.topology.addr(node),
+                    &addr,
                     pool.node,
                     &pool.user,
                     password.as_deref(),
                     &pool.database,
                     &pool.startup,
-                    self.config.pool.connect_timeout,
+                    config.pool.connect_timeout,
                 )
                 .await;
                 match made {

@@ -14,6 +14,9 @@ use toml::Spanned;
 
 pub use duration::parse_duration;
 
+/// The configuration in force, swapped whole by a reload.
+pub type Live = std::sync::Arc<arc_swap::ArcSwap<Config>>;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -298,6 +301,15 @@ fn default_when_no_replica() -> WhenNoReplica {
 pub struct Admin {
     /// Where Prometheus metrics are served (`GET /metrics`); off when absent.
     pub metrics_address: Option<String>,
+    /// `[[users]]` entries that may open the admin console (database `pgroute`).
+    #[serde(default)]
+    pub users: Vec<Spanned<String>>,
+}
+
+impl Admin {
+    pub fn is_admin(&self, user: &str) -> bool {
+        self.users.iter().any(|u| u.get_ref() == user)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -554,6 +566,12 @@ impl Config {
         }
         if self.health.interval.is_zero() || self.health.failure_threshold == 0 || self.health.recovery_threshold == 0 {
             return Err((None, "[health] interval and thresholds must be above zero".into()));
+        }
+        if let Some(u) = self.admin.users.iter().find(|u| self.user(u.get_ref()).is_none()) {
+            return Err((
+                Some(u.span().start),
+                format!("[admin] user {:?} is not a configured [[users]] entry", u.get_ref()),
+            ));
         }
         if let Some(u) = self.health.user.as_ref().filter(|u| self.user(u).is_none()) {
             return Err((None, format!("[health] user {u:?} is not a configured [[users]] entry")));

@@ -31,8 +31,9 @@ async fn password_message(stream: &mut TcpStream, max: usize) -> Result<Frame, P
 }
 
 pub async fn authenticate(stream: &mut TcpStream, shared: &Shared, user: &str) -> Result<(), PgError> {
-    let max = shared.config.listen.max_startup_packet;
-    let configured = shared.config.user(user);
+    let config = shared.config();
+    let max = config.listen.max_startup_packet;
+    let configured = config.user(user);
     let method = configured.map_or(AuthMethod::ScramSha256, |u| u.auth);
     match method {
         AuthMethod::Trust => {}
@@ -48,7 +49,7 @@ pub async fn authenticate(stream: &mut TcpStream, shared: &Shared, user: &str) -
             }
         }
         AuthMethod::ScramSha256 => {
-            let verifier = shared.verifiers.get(user).cloned().unwrap_or_else(scram::Verifier::impossible);
+            let verifier = shared.verifier(user).unwrap_or_else(scram::Verifier::impossible);
             let mut mechs = BytesMut::new();
             mechs.put_slice(scram::MECHANISM.as_bytes());
             mechs.put_slice(b"\0\0");

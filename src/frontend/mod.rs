@@ -8,99 +8,17 @@ mod session;
 mod settings;
 pub mod startup;
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::auth::scram;
-use crate::backend::Pools;
-use crate::cancel;
-use crate::catalog::FunctionCatalog;
-use crate::causal::KeyMap;
-use crate::classify::Classifier;
-use crate::config::Config;
 use crate::metrics;
 use crate::protocol::{sqlstate, PgError};
-use crate::rules::Rules;
-use crate::topology::Topology;
+pub use crate::shared::Shared;
 
 use startup::{Startup, StartupError};
-
-/// Everything sessions share: built once at start.
-pub struct Shared {
-    pub config: Arc<Config>,
-    pub classifier: Arc<Classifier>,
-    pub topology: Arc<Topology>,
-    pub pools: Pools,
-    pub cancels: cancel::Registry,
-    /// SCRAM verifiers per user, computed once (PBKDF2 is deliberately slow).
-    pub verifiers: HashMap<String, scram::Verifier>,
-    /// Round-robin counter for replica choice.
-    pub tickets: AtomicU64,
-    /// Where reads go: hints, rules, money-critical tables and functions. Swapped whole on
-    /// a configuration reload.
-    rules: RwLock<Arc<Rules>>,
-    pub functions: FunctionCatalog,
-    /// Tagged keys for read-your-writes across connections.
-    pub keys: KeyMap,
-    /// Clients past their startup packet, against `[listen] max_client_conn`.
-    clients: AtomicUsize,
-    /// Set once on SIGTERM: stop accepting, and end each session at its next transaction
-    /// boundary.
-    pub shutdown: tokio::sync::watch::Sender<bool>,
-}
-
-impl Shared {
-    /// Clients connected now (past their startup packet).
-    pub fn clients(&self) -> usize {
-        self.clients.load(Ordering::Acquire)
-    }
-
-    pub fn new(config: Arc<Config>, classifier: Arc<Classifier>) -> Self {
-        let topology = Arc::new(Topology::from_config(&config, false));
-        let verifiers = config
-            .users
-            .iter()
-            .filter_map(|u| u.password().map(|p| (u.name.get_ref().clone(), scram::Verifier::new(&p))))
-            .collect();
-        let rules = Rules::from_config(&config.routing);
-        let functions = FunctionCatalog::new(config.routing.function_cache_ttl);
-        let keys = KeyMap::new(config.routing.key_map_size, config.routing.key_ttl);
-        Shared {
-            pools: Pools::new(config.clone(), topology.clone()),
-            config,
-            classifier,
-            topology,
-            cancels: cancel::Registry::default(),
-            verifiers,
-            tickets: AtomicU64::new(0),
-            rules: RwLock::new(Arc::new(rules)),
-            functions,
-            keys,
-            clients: AtomicUsize::new(0),
-            shutdown: tokio::sync::watch::Sender::new(false),
-        }
-    }
-}
-
-impl Shared {
-    pub fn rules(&self) -> Arc<Rules> {
-        self.rules.read().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    /// Applies a reloaded configuration's `[routing]` section: new rules, the
-    /// classification cache and the function volatility cache cleared. Listeners, pools,
-    /// nodes and users keep their start-up values (they need a restart).
-    pub fn reload(&self, config: &Config) {
-        *self.rules.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Rules::from_config(&config.routing));
-        self.classifier.reconfigure(&config.routing.write_functions);
-        self.functions.clear();
-        tracing::info!("routing configuration reloaded; caches cleared");
-    }
-}
 
 /// Accepts clients until shutdown; each gets its own task.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
@@ -136,10 +54,10 @@ async fn refuse(stream: &mut TcpStream, err: &PgError) {
 }
 
 async fn handle(mut stream: TcpStream, shared: Arc<Shared>) {
-    let login_timeout = shared.config.listen.login_timeout;
+    let login_timeout = shared.config().listen.login_timeout;
     let startup = tokio::time::timeout(
         login_timeout,
-        startup::read_startup(&mut stream, shared.config.listen.max_startup_packet),
+        startup::read_startup(&mut stream, shared.config().listen.max_startup_packet),
     )
     .await;
     let params = match startup {
@@ -156,7 +74,7 @@ async fn handle(mut stream: TcpStream, shared: Arc<Shared>) {
     };
     // As PostgreSQL does, the limit is checked once the startup packet has been read.
     let Some(_slot) = ClientSlot::take(&shared) else {
-        let max = shared.config.listen.max_client_conn;
+        let max = shared.config().listen.max_client_conn;
         tracing::warn!(max, "client refused: max_client_conn reached");
         let e = PgError::fatal(
             sqlstate::TOO_MANY_CONNECTIONS,
@@ -186,6 +104,18 @@ async fn handle(mut stream: TcpStream, shared: Arc<Shared>) {
             return refuse(&mut stream, &e).await;
         }
     }
+    if database == crate::admin::DATABASE {
+        if !shared.config().admin.is_admin(&user) {
+            tracing::warn!(user = %user, "console refused: not in [admin] users");
+            let e = PgError::fatal(
+                sqlstate::INSUFFICIENT_PRIVILEGE,
+                format!("user \"{user}\" may not use the pgroute admin console"),
+            )
+            .with_hint("Admin users are listed in [admin] users of pgroute's configuration.");
+            return refuse(&mut stream, &e).await;
+        }
+        return crate::admin::run(stream, shared, user, &params).await;
+    }
     let _counted = ClientCount::new();
     session::run(stream, shared, user, database, &params).await;
 }
@@ -195,15 +125,18 @@ struct ClientSlot(Arc<Shared>);
 
 impl ClientSlot {
     fn take(shared: &Arc<Shared>) -> Option<Self> {
-        let max = shared.config.listen.max_client_conn;
-        shared.clients.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)).ok()?;
+        let max = shared.config().listen.max_client_conn;
+        shared
+            .clients_counter()
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .ok()?;
         Some(ClientSlot(shared.clone()))
     }
 }
 
 impl Drop for ClientSlot {
     fn drop(&mut self) {
-        self.0.clients.fetch_sub(1, Ordering::AcqRel);
+        self.0.clients_counter().fetch_sub(1, Ordering::AcqRel);
     }
 }
 

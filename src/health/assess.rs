@@ -58,6 +58,7 @@ pub const REASONS: &[&str] = &[
     "lag",
     "lag_bytes",
     "fenced",
+    "removed",
 ];
 
 fn no(why: &'static str) -> Verdict {

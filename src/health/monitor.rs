@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::{assess_primary, assess_replica, Sample, Thresholds, Verdict};
 use crate::backend::ServerConn;
-use crate::config::{Config, Health, Role};
+use crate::config::{Config, Health, Live, Role};
 use crate::metrics;
 use crate::topology::{NodeAddr, Published, Topology, Wal};
 
@@ -27,6 +27,7 @@ const PROBE: &str = "SELECT pg_is_in_recovery()::text, \
 const PRIVILEGE: &str = "SELECT pg_has_role('pg_read_all_stats', 'USAGE')::text";
 
 /// How the monitor logs in.
+#[derive(Clone, PartialEq, Eq)]
 struct Login {
     user: String,
     password: Option<String>,
@@ -51,9 +52,14 @@ struct NodeProbe {
 }
 
 pub struct Monitor {
-    config: Arc<Config>,
+    config: Live,
+    /// The configuration of the current round.
+    cfg: Arc<Config>,
     topology: Arc<Topology>,
+    /// Per node slot (see `Topology`): removed nodes keep theirs, unprobed.
     nodes: Vec<NodeProbe>,
+    /// Per slot: the node's name and its configured role (`None`: removed by a reload).
+    slots: Vec<(String, Option<Role>)>,
     /// Effective roles from the last round (`auto` nodes resolved).
     roles: Vec<Role>,
     /// The highest timeline seen on an accepted primary: a node claiming to be primary on
@@ -62,9 +68,9 @@ pub struct Monitor {
     /// Stale old primaries: never accepted as primary again until restart.
     fenced: Vec<bool>,
     split_brain: bool,
-    user: Option<String>,
-    password: Option<String>,
-    database: String,
+    /// How the monitor logs in, from the current configuration: connections made with
+    /// another login are closed.
+    login: Login,
 }
 
 fn parse_sample(row: &[Option<String>], started: Instant, taken: Instant) -> Option<Sample> {
@@ -80,6 +86,20 @@ fn parse_sample(row: &[Option<String>], started: Instant, taken: Instant) -> Opt
         replay_age: col(4).and_then(|v| v.parse::<f64>().ok()).map(|s| Duration::from_secs_f64(s.max(0.0))),
         timeline: col(5).and_then(|v| v.parse().ok()),
     })
+}
+
+impl Login {
+    /// `[health] user` (default: the first user with a password) and `database`.
+    fn from_config(config: &Config) -> Login {
+        let user = config
+            .health
+            .user
+            .clone()
+            .or_else(|| config.users.iter().find(|u| u.password().is_some()).map(|u| u.name.get_ref().clone()));
+        let password = user.as_deref().and_then(|u| config.user(u)).and_then(|u| u.password());
+        let database = config.health.database.clone().or_else(|| user.clone()).unwrap_or_else(|| "postgres".into());
+        Login { user: user.unwrap_or_else(|| "postgres".into()), password, database }
+    }
 }
 
 impl NodeProbe {
@@ -152,33 +172,68 @@ impl NodeProbe {
 }
 
 impl Monitor {
-    pub fn new(config: Arc<Config>, topology: Arc<Topology>) -> Monitor {
-        let user = config
-            .health
-            .user
-            .clone()
-            .or_else(|| config.users.iter().find(|u| u.password().is_some()).map(|u| u.name.get_ref().clone()));
-        let password = user.as_deref().and_then(|u| config.user(u)).and_then(|u| u.password());
-        let database = config.health.database.clone().or_else(|| user.clone()).unwrap_or_else(|| "postgres".into());
-        let nodes = (0..topology.len()).map(|_| NodeProbe::default()).collect();
-        let roles = config.nodes.iter().map(|n| if n.role == Role::Auto { Role::Replica } else { n.role }).collect();
-        let fenced = vec![false; topology.len()];
-        Monitor {
+    pub fn new(config: Live, topology: Arc<Topology>) -> Monitor {
+        let cfg = config.load_full();
+        let mut m = Monitor {
+            login: Login::from_config(&cfg),
+            cfg,
             config,
             topology,
-            nodes,
-            roles,
+            nodes: Vec::new(),
+            slots: Vec::new(),
+            roles: Vec::new(),
             max_timeline: 0,
-            fenced,
+            fenced: Vec::new(),
             split_brain: false,
-            user,
-            password,
-            database,
+        };
+        m.follow_config();
+        m
+    }
+
+    /// Takes up the configuration in force: node slots added or removed by a reload, a new
+    /// login (connections made with the old one are closed).
+    fn follow_config(&mut self) {
+        self.cfg = self.config.load_full();
+        for i in self.topology.take_unfence_requests() {
+            if self.fenced.get(i).copied() == Some(true) {
+                self.fenced[i] = false;
+                self.nodes[i].published = "";
+            }
+        }
+        let login = Login::from_config(&self.cfg);
+        if login != self.login {
+            self.login = login;
+            for n in &mut self.nodes {
+                n.conn = None;
+            }
+        }
+        let snap = self.topology.snapshot();
+        self.slots = snap
+            .nodes
+            .iter()
+            .map(|n| {
+                let configured = self.cfg.nodes.iter().find(|c| *c.name.get_ref() == n.name).map(|c| c.role);
+                (n.name.clone(), configured.filter(|_| !n.removed))
+            })
+            .collect();
+        while self.nodes.len() < self.slots.len() {
+            let role = self.slots[self.nodes.len()].1;
+            self.nodes.push(NodeProbe::default());
+            self.roles.push(if role == Some(Role::Primary) { Role::Primary } else { Role::Replica });
+            self.fenced.push(false);
+        }
+        for (i, (_, role)) in self.slots.iter().enumerate() {
+            match role {
+                None => self.nodes[i] = NodeProbe::default(),
+                Some(Role::Primary) => self.roles[i] = Role::Primary,
+                Some(Role::Replica) if self.roles[i] == Role::Primary => self.roles[i] = Role::Replica,
+                Some(_) => {}
+            }
         }
     }
 
     fn thresholds(&self) -> Thresholds {
-        let h = &self.config.health;
+        let h = &self.cfg.health;
         Thresholds {
             max_sample_age: h.max_sample_age(),
             max_lag: h.max_replica_lag,
@@ -192,62 +247,55 @@ impl Monitor {
     /// under-estimated) and at most half a limit late, whatever a replica does: a node
     /// whose connects hang cannot make the primary's sample stale.
     pub async fn round(&mut self) {
+        self.follow_config();
         let limit = self.probe_limit();
-        let login = self.login();
-        let (health, topology, roles) = (&self.config.health, &self.topology, &self.roles);
+        let (health, login, roles) = (&self.cfg.health, &self.login, &self.roles);
         let mut primaries = Vec::new();
         let mut replicas = Vec::new();
         for (i, node) in self.nodes.iter_mut().enumerate() {
+            let Some(addr) = self.topology.addr(i).filter(|_| self.slots[i].1.is_some()) else { continue };
             if roles[i] == Role::Primary {
-                primaries.push((i, node));
+                primaries.push((i, node, addr));
             } else {
-                replicas.push(node.probe(i, topology.addr(i), &login, limit / 2, health));
+                replicas.push(async move { node.probe(i, &addr, login, limit / 2, health).await });
             }
         }
         futures_util::future::join_all(replicas).await;
-        for (i, node) in primaries {
-            node.probe(i, topology.addr(i), &login, limit, health).await;
+        for (i, node, addr) in primaries {
+            node.probe(i, &addr, login, limit, health).await;
         }
         self.publish();
     }
 
     /// How long one probe may take: a sample older than `max_sample_age` is no use.
     fn probe_limit(&self) -> Duration {
-        self.config.health.max_sample_age().max(Duration::from_millis(50))
-    }
-
-    fn login(&self) -> Login {
-        Login {
-            user: self.user.clone().unwrap_or_else(|| "postgres".into()),
-            password: self.password.clone(),
-            database: self.database.clone(),
-        }
+        self.cfg.health.max_sample_age().max(Duration::from_millis(50))
     }
 
     /// Which node is the primary: the configured one, or among `auto` nodes the one whose
     /// fresh sample says it is not in recovery. Two such nodes are a split brain (no
     /// primary); one on a timeline lower than a primary already seen is fenced for good.
     fn elect(&mut self, t: &Thresholds, now: Instant) -> Option<usize> {
-        if let Some(p) = self.config.nodes.iter().position(|n| n.role == Role::Primary) {
+        if let Some(p) = self.slots.iter().position(|(_, r)| *r == Some(Role::Primary)) {
             return Some(p);
         }
         let mut claims = Vec::new();
         for (i, node) in self.nodes.iter().enumerate() {
             let fresh = node.sample.as_ref().filter(|s| now.saturating_duration_since(s.taken) <= t.max_sample_age);
-            let Some(s) = fresh.filter(|s| !s.in_recovery && self.config.nodes[i].role == Role::Auto) else { continue };
+            let Some(s) = fresh.filter(|s| !s.in_recovery && self.slots[i].1 == Some(Role::Auto)) else { continue };
             claims.push(i);
             let stale = s.timeline.is_some_and(|tl| tl < self.max_timeline);
             if stale && !self.fenced[i] {
                 self.fenced[i] = true;
-                tracing::error!(node = %self.config.nodes[i].name.get_ref(), timeline = s.timeline, seen = self.max_timeline,
-                    "stale old primary (lower timeline): fenced, never used as primary until restart");
+                tracing::error!(node = %self.slots[i].0, timeline = s.timeline, seen = self.max_timeline,
+                    "stale old primary (lower timeline): fenced, never used until restart or UNFENCE");
             }
         }
         let split = claims.len() > 1;
         if split != self.split_brain {
             self.split_brain = split;
             if split {
-                let names: Vec<&str> = claims.iter().map(|&i| self.config.nodes[i].name.get_ref().as_str()).collect();
+                let names: Vec<&str> = claims.iter().map(|&i| self.slots[i].0.as_str()).collect();
                 tracing::error!(nodes = ?names, "split brain: several nodes are out of recovery; writes refused");
             } else {
                 tracing::warn!("split brain over");
@@ -273,7 +321,19 @@ impl Monitor {
         let primary_sample = primary.and_then(|p| self.nodes[p].sample.clone());
         let mut published = Vec::with_capacity(self.nodes.len());
         for i in 0..self.nodes.len() {
-            let name = self.config.nodes[i].name.get_ref().clone();
+            if self.slots[i].1.is_none() {
+                let wal = Wal::default();
+                published.push(Published {
+                    role: Role::Replica,
+                    usable: false,
+                    why: "removed",
+                    fresh_until: None,
+                    wal,
+                    lag: None,
+                });
+                continue;
+            }
+            let name = self.slots[i].0.clone();
             let role = if Some(i) == primary { Role::Primary } else { Role::Replica };
             if role != self.roles[i] {
                 tracing::warn!(node = %name, ?role, "role change");
@@ -304,7 +364,7 @@ impl Monitor {
                 node.published = v.why;
             }
             if let Some(lag) = v.lag {
-                let over = lag > self.config.health.alert_lag;
+                let over = lag > self.cfg.health.alert_lag;
                 if over && !node.alerting {
                     tracing::warn!(node = %name, lag_ms = lag.as_millis() as u64, "replica lag above alert_lag");
                 } else if !over && node.alerting {
@@ -328,11 +388,11 @@ impl Monitor {
 
     /// Probes forever, once per interval.
     pub async fn run(mut self) {
-        let mut tick = tokio::time::interval(self.config.health.interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
+            let started = tokio::time::Instant::now();
             self.round().await;
+            // The interval of the configuration in force (a reload may change it).
+            tokio::time::sleep_until(started + self.cfg.health.interval).await;
         }
     }
 }

@@ -16,6 +16,11 @@ pub mod sqlstate {
     pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
     pub const INTERNAL_ERROR: &str = "XX000";
     pub const IN_FAILED_SQL_TRANSACTION: &str = "25P02";
+    pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
+    pub const SYNTAX_ERROR: &str = "42601";
+    pub const UNDEFINED_OBJECT: &str = "42704";
+    pub const CONFIG_FILE_ERROR: &str = "F0000";
+    pub const ADMIN_SHUTDOWN: &str = "57P01";
 }
 
 /// Builds a tagged frame: writes the tag and a length placeholder, lets `body` append,

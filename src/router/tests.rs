@@ -15,6 +15,8 @@ fn node(name: &str, role: Role, weight: u32, down: bool, now: Instant) -> NodeSt
         fresh_until: Some(now + Duration::from_secs(3600)),
         wal: Default::default(),
         lag: Some(Duration::ZERO),
+        drained: false,
+        removed: false,
     }
 }
 
@@ -57,6 +59,12 @@ fn decision_table() {
     let no_replicas = topo(now, &[], true);
     let primaryless = topo(now, &[(1, false)], false);
     let nothing_usable = topo(now, &[(1, true)], false);
+    let mut first_drained = topo(now, &[(1, false), (1, false)], true);
+    first_drained.nodes[1].drained = true;
+    let mut first_removed = topo(now, &[(1, false), (1, false)], true);
+    first_removed.nodes[1].removed = true;
+    let mut primary_drained = topo(now, &[], true);
+    primary_drained.nodes[0].drained = true;
     let pins = pinned_class();
     // (name, class, session, topology, ticket, expected node or None for error, reason)
     type Case<'a> = (&'a str, &'a Class, SessionView, &'a Snapshot, u64, Option<usize>, &'a str);
@@ -68,6 +76,11 @@ fn decision_table() {
         ("read round robins", &read, free, &healthy, 1, Some(2), "default_read"),
         ("read wraps around", &read, free, &healthy, 2, Some(1), "default_read"),
         ("write goes to primary", &write, free, &healthy, 0, Some(0), "write:update"),
+        ("a drained replica takes no reads", &read, free, &first_drained, 0, Some(2), "default_read"),
+        ("a drained replica takes no reads (other ticket)", &read, free, &first_drained, 1, Some(2), "default_read"),
+        ("a removed replica takes no reads", &read, free, &first_removed, 0, Some(2), "default_read"),
+        ("draining the primary does not stop writes", &write, free, &primary_drained, 0, Some(0), "write:update"),
+        ("a drained transaction's replica keeps it", &read, in_tx_on_1, &first_drained, 0, Some(1), "in_transaction"),
         ("write ignores ticket", &write, free, &healthy, 7, Some(0), "write:update"),
         ("pinning statement goes to primary", &pins, free, &healthy, 1, Some(0), "pin:listen"),
         ("pinned session reads on primary", &read, pinned, &healthy, 1, Some(0), "pinned"),

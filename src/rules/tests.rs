@@ -111,6 +111,8 @@ impl World {
             fresh_until: None,
             wal: Default::default(),
             lag: None,
+            drained: false,
+            removed: false,
         };
         let topo = Snapshot {
             nodes: vec![node("p", Role::Primary), node("r", Role::Replica)],

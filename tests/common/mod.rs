@@ -75,10 +75,18 @@ impl Cluster {
                 i + 1
             ));
         }
+        // An admin console user, unless the test configures [admin] users itself.
+        if !c.contains("[admin]\n") {
+            c.push_str("\n[admin]\n");
+        }
+        if !c.contains("\nusers = [") {
+            c = c.replacen("[admin]\n", "[admin]\nusers = [\"admin\"]\n", 1);
+        }
         c.push_str(
             "\n[[users]]\nname = \"app\"\npassword = \"app\"\n\
              \n[[users]]\nname = \"app_md5\"\npassword = \"app_md5\"\nauth = \"md5\"\n\
-             \n[[users]]\nname = \"postgres\"\nauth = \"trust\"\n",
+             \n[[users]]\nname = \"postgres\"\nauth = \"trust\"\n\
+             \n[[users]]\nname = \"admin\"\npassword = \"admin\"\n",
         );
         c
     }
@@ -144,6 +152,38 @@ pub async fn proxy_with(extra: &str) -> TestProxy {
     let config = pgroute::config::Config::parse(&text, "test.toml").expect("test config");
     let proxy = pgroute::start(config).await.expect("start proxy");
     TestProxy { port: proxy.addr.port(), proxy }
+}
+
+/// A proxy started from a configuration file (so that `RELOAD` and SIGHUP have one to
+/// read); returns the file's path too.
+pub async fn proxy_from_file(extra: &str, name: &str) -> (TestProxy, PathBuf) {
+    let text = cluster().config(extra);
+    let path = std::env::temp_dir().join(format!("pgroute-{name}-{}.toml", std::process::id()));
+    std::fs::write(&path, text).expect("write config");
+    let config = pgroute::config::Config::load(&path).expect("test config");
+    let proxy = pgroute::start(config).await.expect("start proxy");
+    proxy.shared.set_config_path(path.clone());
+    (TestProxy { port: proxy.addr.port(), proxy }, path)
+}
+
+impl TestProxy {
+    /// The admin console, as the `admin` user.
+    pub async fn console(&self) -> Client {
+        connect(&format!("host=127.0.0.1 port={} user=admin password=admin dbname=pgroute", self.port)).await
+    }
+}
+
+/// Every row of a simple-protocol query (the console's answers), as text.
+pub async fn rows(client: &Client, sql: &str) -> Vec<Vec<String>> {
+    let msgs = client.simple_query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    msgs.iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => {
+                Some((0..r.len()).map(|i| r.get(i).unwrap_or("NULL").to_string()).collect())
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 pub async fn proxy() -> TestProxy {

@@ -2,6 +2,7 @@
 //! server names (and re-prepared where missing), units closed at Sync/Query.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::state::Intake;
 use super::{End, Expect, Session};
@@ -236,7 +237,7 @@ impl Session {
         self.unit_keys.clear();
         let names = std::mem::take(&mut self.unit_names);
         let split = std::mem::take(&mut self.splitting);
-        self.expect.push_back(Expect::Ready { sync, names, split, own: false });
+        self.expect.push_back(Expect::Ready { sync, names, split, own: false, sent: Instant::now() });
         self.in_flight += 1;
         self.intake = Intake::Between;
         self.unit_classes.clear();
@@ -284,7 +285,8 @@ impl Session {
             self.ensure_prepared(node, stmt)?;
         }
         self.swbuf.extend_from_slice(crate::protocol::sync().raw());
-        self.expect.push_back(Expect::Ready { sync: true, names: Vec::new(), split: false, own: true });
+        let sent = Instant::now();
+        self.expect.push_back(Expect::Ready { sync: true, names: Vec::new(), split: false, own: true, sent });
         self.in_flight += 1;
         Ok(())
     }

@@ -67,6 +67,8 @@ enum Expect {
         /// A unit of pgroute's own (`forward::prepare_for_transaction`): nothing of it,
         /// errors included, reaches the client or settles anything.
         own: bool,
+        /// When it was forwarded (`SHOW STATS` time per node).
+        sent: std::time::Instant,
     },
 }
 
@@ -170,7 +172,19 @@ enum End {
 }
 
 pub async fn run(stream: TcpStream, shared: Arc<Shared>, user: String, database: String, params: &[(String, String)]) {
-    let (pid, secret, cancel) = shared.cancels.register();
+    let info = crate::cancel::ClientInfo {
+        user: user.clone(),
+        database: database.clone(),
+        application_name: params
+            .iter()
+            .find(|(k, _)| k == "application_name")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default(),
+        addr: stream.peer_addr().ok(),
+        connected: std::time::SystemTime::now(),
+        console: false,
+    };
+    let (pid, secret, cancel) = shared.cancels.register(info);
     let draining = *shared.shutdown.borrow();
     let (client_rd, client_wr) = stream.into_split();
     let nodes = shared.topology.snapshot().nodes.len();
@@ -303,11 +317,15 @@ impl Session {
                     }
                 }
                 _ = self.shutdown.changed(), if !draining => self.draining = true,
+                _ = self.cancel.kill.notified() => {
+                    tracing::warn!(pid = self.pid, "client killed from the console");
+                    return End::Fatal(PgError::fatal(ADMIN_SHUTDOWN, "terminating connection: killed by a pgroute administrator"));
+                }
                 r = read_server(server) => {
                     let node = self.active.unwrap_or_default();
                     match r {
                         Ok(0) | Err(_) => return End::Fatal(self.server_lost(node)),
-                        Ok(_) => {}
+                        Ok(n) => self.shared.stats.received(node, n),
                     }
                     if let Err(end) = self.on_server_bytes().await {
                         return end;
@@ -319,7 +337,7 @@ impl Session {
 
     /// Splits complete client frames off the buffer, then routes and forwards them.
     async fn on_client_bytes(&mut self) -> Result<(), End> {
-        let max = self.shared.config.listen.max_message_size;
+        let max = self.shared.config().listen.max_message_size;
         loop {
             match split_frame(&mut self.crbuf, max) {
                 Ok(Some(f)) => {
@@ -376,6 +394,7 @@ impl Session {
         let Some(conn) = self.held[node].as_mut() else {
             return Err(End::Fatal(internal()));
         };
+        self.shared.stats.sent(node, self.swbuf.len());
         if conn.stream.write_all(&self.swbuf).await.is_err() {
             return Err(End::Fatal(self.server_lost(node)));
         }
@@ -390,13 +409,16 @@ impl Session {
     fn server_lost(&mut self, node: usize) -> PgError {
         self.held[node] = None;
         self.active = None;
-        let name = &self.shared.topology.addr(node).name;
+        let name = self.shared.topology.addr(node).map(|a| a.name).unwrap_or_default();
         tracing::warn!(node = %name, "server connection lost during a query");
         PgError::fatal(
             sqlstate::CONNECTION_FAILURE,
             format!("pgroute: connection to node {name} lost during the query"),
         )
-        .with_hint("The transaction, if any, was not committed by pgroute's knowledge; reconnect and retry.")
+        .with_hint(
+            "pgroute does not know whether a COMMIT sent before the loss took effect: \
+             check the data before retrying anything that moves money.",
+        )
     }
 
     /// ParameterStatus reports held for the client's ReadyForQuery, sent just before it.

@@ -158,11 +158,11 @@ impl Session {
                     let status = frame.body().first().copied().unwrap_or(b'I');
                     // Anything still expected before this ReadyForQuery never came.
                     let mut unanswered = false;
-                    let (mut split, mut own) = (false, false);
+                    let (mut split, mut own, mut sent) = (false, false, None);
                     while let Some(e) = self.expect.pop_front() {
                         match e {
-                            Expect::Ready { split: s, own: o, .. } => {
-                                (split, own) = (s, o);
+                            Expect::Ready { split: s, own: o, sent: t, .. } => {
+                                (split, own, sent) = (s, o, Some(t));
                                 break;
                             }
                             Expect::Statement { .. } => unanswered = true,
@@ -173,6 +173,9 @@ impl Session {
                         self.in_flight = self.in_flight.saturating_sub(1);
                         self.tx_status = status;
                         continue;
+                    }
+                    if let Some(t) = sent {
+                        self.shared.stats.unit_done(node, t.elapsed(), status == b'I');
                     }
                     // The first part of a split Query: the rest runs next, as it would
                     // have in the one Query, unless this part failed (then the server

@@ -80,6 +80,9 @@ impl Session {
                     // end (an error skips their Parse or Close): decide once they have.
                     return Ok(());
                 }
+                if self.in_flight == 0 && self.tx_status == b'I' {
+                    self.wait_while_paused().await;
+                }
                 let scan = self.scan_unit();
                 let (decision, class) = match self.route_unit(scan).await {
                     Ok(d) => d,
@@ -141,7 +144,8 @@ impl Session {
                         continue;
                     }
                 }
-                let node_name = &self.shared.topology.addr(decision.node).name;
+                let snapshot = self.shared.topology.snapshot();
+                let node_name = snapshot.nodes.get(decision.node).map_or("", |n| n.name.as_str());
                 tracing::debug!(node = %node_name, reason = decision.label(&class), "route");
                 metrics::route(node_name, decision.metric_label(&class));
                 self.note_pin(&class);
@@ -367,14 +371,15 @@ impl Session {
         };
         // Failover: with no primary, wait up to primary_wait for one to appear, never send
         // the unit elsewhere meanwhile.
-        let (primary_wait, interval) = (self.shared.config.health.primary_wait, self.shared.config.health.interval);
+        let config = self.shared.config();
+        let (primary_wait, interval) = (config.health.primary_wait, config.health.interval);
         let deadline = Instant::now() + primary_wait;
         let mut snapshot = snapshot;
         let loads = if snapshot.least_connections { self.shared.topology.loads() } else { Vec::new() };
         let pick = Pick { ticket, loads: snapshot.least_connections.then_some(loads.as_slice()) };
         // causal_wait: a read that would go to the primary only because no replica has the
         // session's write yet may wait that long for one to catch up.
-        let causal_deadline = self.shared.config.routing.causal_wait.map(|w| Instant::now() + w);
+        let causal_deadline = config.routing.causal_wait.map(|w| Instant::now() + w);
         let mut view = view;
         let mut waited = false;
         loop {
@@ -450,7 +455,8 @@ impl Session {
     fn causal(&mut self, snap: &Snapshot, now: Instant, keys_since: Option<Instant>) -> Causal {
         let own = self.own_causal(snap, now);
         let Some(since) = keys_since else { return own };
-        let routing = &self.shared.config.routing;
+        let config = self.shared.config();
+        let routing = &config.routing;
         let keyed = match routing.read_your_writes {
             ReadYourWrites::Off => Causal::None,
             ReadYourWrites::Window if now < since + routing.sticky_window => Causal::Primary,
@@ -473,7 +479,8 @@ impl Session {
     /// What this session's reads need after its own last committed write.
     fn own_causal(&mut self, snap: &Snapshot, now: Instant) -> Causal {
         let Some(since) = self.dirty_since else { return Causal::None };
-        let routing = &self.shared.config.routing;
+        let config = self.shared.config();
+        let routing = &config.routing;
         match routing.read_your_writes {
             ReadYourWrites::Off => Causal::None,
             ReadYourWrites::Window if now < since + routing.sticky_window => Causal::Primary,
@@ -529,7 +536,22 @@ impl Session {
 
     /// Makes `node` the active server: its held connection or a new one from the pool,
     /// with the client's settings applied.
+    /// `PAUSE`: a unit that would begin a new transaction waits for `RESUME`.
+    async fn wait_while_paused(&self) {
+        let holds = |p: &Option<crate::shared::Paused>| p.as_ref().is_some_and(|p| p.holds(&self.database));
+        if !holds(&self.shared.pause.borrow()) {
+            return;
+        }
+        tracing::debug!(pid = self.pid, "paused: the next transaction waits for RESUME");
+        let mut rx = self.shared.pause.subscribe();
+        let _ = rx.wait_for(|p| !holds(p)).await;
+    }
+
     pub(super) async fn attach(&mut self, node: usize) -> Result<(), PgError> {
+        if self.held.len() <= node {
+            // A node added by a reload since the session began.
+            self.held.resize_with(node + 1, || None);
+        }
         if self.held[node].is_none() {
             let (key, startup) = self.settings.startup();
             let c = self.shared.pools.checkout(node, &self.user, &self.database, key, startup).await?;
@@ -567,7 +589,7 @@ impl Session {
         };
         tracing::trace!(node, in_flight = self.in_flight, copy_in = self.copy_in, "detach");
         let no_cancel_pending = self.cancel.clear();
-        if self.shared.config.pool.mode == PoolMode::Transaction && self.pinned.is_none() {
+        if self.shared.config().pool.mode == PoolMode::Transaction && self.pinned.is_none() {
             if let Some(c) = self.held[node].take() {
                 c.release(self.reusable() && no_cancel_pending);
             }

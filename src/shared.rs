@@ -1,0 +1,196 @@
+//! What every session shares, built once at start, and the live reload that changes it
+//! without dropping sessions.
+//!
+//! The configuration is held in an [`ArcSwap`]: a session reads the current one for each
+//! unit it routes (`Shared::config`), so a reload reaches running sessions at their next
+//! statement. What cannot change while running (the listen and metrics addresses, the
+//! classification cache's size) is reported as needing a restart.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+
+use arc_swap::{ArcSwap, Guard};
+
+use crate::auth::scram;
+use crate::backend::Pools;
+use crate::cancel;
+use crate::catalog::FunctionCatalog;
+use crate::causal::KeyMap;
+use crate::classify::Classifier;
+use crate::config::{Config, Live};
+use crate::rules::Rules;
+use crate::topology::Topology;
+
+/// Everything sessions share.
+pub struct Shared {
+    config: Live,
+    pub classifier: Arc<Classifier>,
+    pub topology: Arc<Topology>,
+    pub pools: Pools,
+    pub cancels: cancel::Registry,
+    /// SCRAM verifiers per user (PBKDF2 is deliberately slow: computed at start and at
+    /// each reload, not per login).
+    verifiers: ArcSwap<HashMap<String, scram::Verifier>>,
+    /// Round-robin counter for replica choice.
+    pub tickets: AtomicU64,
+    /// Where reads go: hints, rules, money-critical tables and functions. Swapped whole on
+    /// a reload.
+    rules: RwLock<Arc<Rules>>,
+    pub functions: FunctionCatalog,
+    /// Tagged keys for read-your-writes across connections.
+    pub keys: KeyMap,
+    pub stats: crate::stats::Stats,
+    /// `PAUSE`: databases whose new transactions wait (`None`: every database).
+    pub pause: tokio::sync::watch::Sender<Option<Paused>>,
+    /// Clients past their startup packet, against `[listen] max_client_conn`.
+    clients: AtomicUsize,
+    /// Set once on SIGTERM: stop accepting, and end each session at its next transaction
+    /// boundary.
+    pub shutdown: tokio::sync::watch::Sender<bool>,
+    /// The file the configuration came from, for SIGHUP and the console's `RELOAD`.
+    config_path: std::sync::OnceLock<std::path::PathBuf>,
+}
+
+/// What `PAUSE` holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Paused {
+    All,
+    Databases(Vec<String>),
+}
+
+impl Paused {
+    pub fn holds(&self, database: &str) -> bool {
+        match self {
+            Paused::All => true,
+            Paused::Databases(d) => d.iter().any(|x| x == database),
+        }
+    }
+}
+
+fn verifiers(config: &Config) -> HashMap<String, scram::Verifier> {
+    config
+        .users
+        .iter()
+        .filter_map(|u| u.password().map(|p| (u.name.get_ref().clone(), scram::Verifier::new(&p))))
+        .collect()
+}
+
+impl Shared {
+    pub fn new(config: Live, classifier: Arc<Classifier>) -> Self {
+        let cfg = config.load_full();
+        let topology = Arc::new(Topology::from_config(&cfg, false));
+        Shared {
+            pools: Pools::new(config.clone(), topology.clone()),
+            classifier,
+            topology,
+            cancels: cancel::Registry::default(),
+            verifiers: ArcSwap::from_pointee(verifiers(&cfg)),
+            tickets: AtomicU64::new(0),
+            rules: RwLock::new(Arc::new(Rules::from_config(&cfg.routing))),
+            functions: FunctionCatalog::new(cfg.routing.function_cache_ttl),
+            keys: KeyMap::new(cfg.routing.key_map_size, cfg.routing.key_ttl),
+            stats: Default::default(),
+            pause: tokio::sync::watch::Sender::new(None),
+            clients: AtomicUsize::new(0),
+            shutdown: tokio::sync::watch::Sender::new(false),
+            config_path: Default::default(),
+            config,
+        }
+    }
+
+    /// The configuration in force now.
+    pub fn config(&self) -> Guard<Arc<Config>> {
+        self.config.load()
+    }
+
+    /// The live configuration handle, for the parts that follow reloads themselves (the
+    /// health monitor).
+    pub fn live_config(&self) -> Live {
+        self.config.clone()
+    }
+
+    /// Clients connected now (past their startup packet).
+    pub fn clients(&self) -> usize {
+        self.clients.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn clients_counter(&self) -> &AtomicUsize {
+        &self.clients
+    }
+
+    pub fn rules(&self) -> Arc<Rules> {
+        self.rules.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The SCRAM verifier for a configured user with a password.
+    pub fn verifier(&self, user: &str) -> Option<scram::Verifier> {
+        self.verifiers.load().get(user).cloned()
+    }
+
+    /// Where `reload_file` reads from.
+    pub fn set_config_path(&self, path: std::path::PathBuf) {
+        let _ = self.config_path.set(path);
+    }
+
+    /// Reads the configuration file again and applies it (SIGHUP, `RELOAD`). A file that
+    /// fails validation changes nothing: the error (file:line:column) is logged and returned.
+    pub fn reload_file(&self) -> Result<Vec<String>, String> {
+        let Some(path) = self.config_path.get() else {
+            return Err("pgroute was started without a configuration file to reload".into());
+        };
+        let loaded = Config::load(path).map_err(|e| e.to_string()).and_then(|c| self.reload(c));
+        if let Err(e) = &loaded {
+            tracing::error!(error = %e, "reload refused: nothing changed");
+        }
+        loaded
+    }
+
+    /// Applies a new configuration to the running proxy, without dropping sessions:
+    /// routing (rules, caches cleared, `read_your_writes`, `causal_wait`, `balance`),
+    /// health thresholds (the monitor reads them each round), users and passwords, nodes
+    /// added, removed, moved or re-weighted, pool sizes and timeouts. Returns what was done,
+    /// one line each, including the settings that only a restart applies; an error changes
+    /// nothing.
+    pub fn reload(&self, new: Config) -> Result<Vec<String>, String> {
+        let old = self.config.load_full();
+        let nodes = self.topology.reconfigure(&new)?;
+        let mut done = Vec::new();
+        for (what, changed) in [
+            ("[listen] address", old.listen.address != new.listen.address),
+            ("[admin] metrics_address", old.admin.metrics_address != new.admin.metrics_address),
+            ("[routing] cache_size", old.routing.cache_size != new.routing.cache_size),
+        ] {
+            if changed {
+                tracing::warn!(setting = what, "changed in the file, applied only at restart");
+                done.push(format!("{what} changed: applied at the next restart"));
+            }
+        }
+        let removed = self.topology.snapshot().nodes.iter().map(|n| n.removed).collect::<Vec<_>>();
+        for (i, _) in removed.iter().enumerate().filter(|(i, r)| **r || nodes.moved.contains(i)) {
+            self.pools.forget_node(i);
+        }
+        for name in &nodes.added {
+            tracing::info!(node = %name, "node added by reload");
+            done.push(format!("node {name} added"));
+        }
+        for name in &nodes.removed {
+            tracing::warn!(node = %name, "node removed by reload: no new work goes to it");
+            done.push(format!("node {name} removed"));
+        }
+        if !nodes.moved.is_empty() {
+            done.push(format!("{} node(s) moved: their pooled connections closed", nodes.moved.len()));
+        }
+        self.pools.resize(new.pool.size);
+        self.verifiers.store(Arc::new(verifiers(&new)));
+        *self.rules.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Rules::from_config(&new.routing));
+        self.classifier.reconfigure(&new.routing.write_functions);
+        self.functions.clear();
+        self.functions.set_ttl(new.routing.function_cache_ttl);
+        self.keys.set_limits(new.routing.key_map_size, new.routing.key_ttl);
+        self.config.store(Arc::new(new));
+        done.push("configuration reloaded: routing, health, users, nodes and pools; caches cleared".into());
+        tracing::info!("configuration reloaded");
+        Ok(done)
+    }
+}
