@@ -12,6 +12,7 @@
 //! - [`router`]: the routing decision, a pure function of class, read rules, session and
 //!   topology.
 //! - [`catalog`]: function volatility looked up in the primary's catalog, cached.
+//! - [`tls`]: TLS for clients (with SCRAM channel binding) and to servers.
 //! - [`topology`]: which node is primary and which replicas may take reads now.
 //! - [`health`]: the monitor probing every node, and the pure usability verdict.
 //! - [`backend`]: server connections and the per-(node, user, database) pools.
@@ -43,6 +44,7 @@ pub mod router;
 pub mod rules;
 pub mod shared;
 pub mod stats;
+pub mod tls;
 pub mod topology;
 
 use std::net::SocketAddr;
@@ -89,7 +91,9 @@ pub async fn start(config: config::Config) -> std::io::Result<Proxy> {
         }
         None => None,
     };
-    let shared = Arc::new(frontend::Shared::new(Arc::new(arc_swap::ArcSwap::new(config)), classifier));
+    let shared = frontend::Shared::new(Arc::new(arc_swap::ArcSwap::new(config)), classifier)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let shared = Arc::new(shared);
     // Serve only once the first probe round has said which nodes are usable.
     let mut monitor = health::Monitor::new(shared.live_config(), shared.topology.clone());
     monitor.round().await;

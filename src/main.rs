@@ -122,7 +122,10 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Check(path) => match Config::load(&path) {
+        Command::Check(path) => match Config::load(&path).map_err(|e| e.to_string()).and_then(|c| {
+            // The TLS files must load too.
+            pgroute::tls::Acceptor::from_config(&c.tls).map(|_| c)
+        }) {
             Ok(_) => {
                 println!("{}: ok", path.display());
                 ExitCode::SUCCESS

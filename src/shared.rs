@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
-use arc_swap::{ArcSwap, Guard};
+use arc_swap::{ArcSwap, ArcSwapOption, Guard};
 
 use crate::auth::scram;
 use crate::backend::Pools;
@@ -45,6 +45,9 @@ pub struct Shared {
     pub pause: tokio::sync::watch::Sender<Option<Paused>>,
     /// Clients past their startup packet, against `[listen] max_client_conn`.
     clients: AtomicUsize,
+    /// `[tls]`: how clients' SSLRequests are answered (`None`: TLS off). Rebuilt from the
+    /// files at each reload.
+    tls: ArcSwapOption<crate::tls::Acceptor>,
     /// Set once on SIGTERM: stop accepting, and end each session at its next transaction
     /// boundary.
     pub shutdown: tokio::sync::watch::Sender<bool>,
@@ -77,10 +80,13 @@ fn verifiers(config: &Config) -> HashMap<String, scram::Verifier> {
 }
 
 impl Shared {
-    pub fn new(config: Live, classifier: Arc<Classifier>) -> Self {
+    /// Fails when the TLS files cannot be loaded.
+    pub fn new(config: Live, classifier: Arc<Classifier>) -> Result<Self, String> {
         let cfg = config.load_full();
         let topology = Arc::new(Topology::from_config(&cfg, false));
-        Shared {
+        let tls = crate::tls::Acceptor::from_config(&cfg.tls)?;
+        Ok(Shared {
+            tls: ArcSwapOption::new(tls),
             pools: Pools::new(config.clone(), topology.clone()),
             classifier,
             topology,
@@ -96,7 +102,12 @@ impl Shared {
             shutdown: tokio::sync::watch::Sender::new(false),
             config_path: Default::default(),
             config,
-        }
+        })
+    }
+
+    /// How clients' SSLRequests are answered now.
+    pub fn tls(&self) -> Option<Arc<crate::tls::Acceptor>> {
+        self.tls.load_full()
     }
 
     /// The configuration in force now.
@@ -149,11 +160,13 @@ impl Shared {
     /// Applies a new configuration to the running proxy, without dropping sessions:
     /// routing (rules, caches cleared, `read_your_writes`, `causal_wait`, `balance`),
     /// health thresholds (the monitor reads them each round), users and passwords, nodes
-    /// added, removed, moved or re-weighted, pool sizes and timeouts. Returns what was done,
+    /// added, removed, moved or re-weighted, pool sizes and timeouts, TLS certificates. Returns what was done,
     /// one line each, including the settings that only a restart applies; an error changes
     /// nothing.
     pub fn reload(&self, new: Config) -> Result<Vec<String>, String> {
         let old = self.config.load_full();
+        // Certificates are read again even when the paths did not change (renewed files).
+        let tls = crate::tls::Acceptor::from_config(&new.tls)?;
         let nodes = self.topology.reconfigure(&new)?;
         let mut done = Vec::new();
         for (what, changed) in [
@@ -181,6 +194,7 @@ impl Shared {
         if !nodes.moved.is_empty() {
             done.push(format!("{} node(s) moved: their pooled connections closed", nodes.moved.len()));
         }
+        self.tls.store(tls);
         self.pools.resize(new.pool.size);
         self.verifiers.store(Arc::new(verifiers(&new)));
         *self.rules.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Rules::from_config(&new.routing));
@@ -189,7 +203,9 @@ impl Shared {
         self.functions.set_ttl(new.routing.function_cache_ttl);
         self.keys.set_limits(new.routing.key_map_size, new.routing.key_ttl);
         self.config.store(Arc::new(new));
-        done.push("configuration reloaded: routing, health, users, nodes and pools; caches cleared".into());
+        done.push(
+            "configuration reloaded: routing, health, users, nodes, pools and TLS certificates; caches cleared".into(),
+        );
         tracing::info!("configuration reloaded");
         Ok(done)
     }

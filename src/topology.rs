@@ -128,11 +128,19 @@ pub struct NodeAddr {
     pub name: String,
     pub host: String,
     pub port: u16,
+    pub tls: crate::config::ServerTlsMode,
+    pub tls_ca_file: Option<String>,
 }
 
 impl NodeAddr {
     fn from_config(n: &crate::config::Node) -> Self {
-        NodeAddr { name: n.name.get_ref().clone(), host: n.host.clone(), port: n.port }
+        NodeAddr {
+            name: n.name.get_ref().clone(),
+            host: n.host.clone(),
+            port: n.port,
+            tls: n.tls,
+            tls_ca_file: n.tls_ca_file.clone(),
+        }
     }
 }
 

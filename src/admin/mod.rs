@@ -45,11 +45,11 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 use crate::cancel::ClientInfo;
 use crate::frontend::Shared;
 use crate::protocol::{self, sqlstate, tag, BodyReader, PgError};
+use crate::tls::ClientStream;
 
 pub use command::{parse, Command, Show};
 use rows::Reply;
@@ -93,13 +93,13 @@ impl Console {
 }
 
 /// Serves one console client until it leaves (or is killed, or pgroute shuts down).
-pub async fn run(mut stream: TcpStream, shared: Arc<Shared>, user: String, params: &[(String, String)]) {
+pub async fn run(mut stream: ClientStream, shared: Arc<Shared>, user: String, params: &[(String, String)]) {
     let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     let info = ClientInfo {
         user: user.clone(),
         database: DATABASE.into(),
         application_name: get("application_name").unwrap_or_default(),
-        addr: stream.peer_addr().ok(),
+        addr: stream.peer_addr(),
         connected: std::time::SystemTime::now(),
         console: true,
     };
@@ -114,7 +114,7 @@ pub async fn run(mut stream: TcpStream, shared: Arc<Shared>, user: String, param
 }
 
 async fn serve(
-    stream: &mut TcpStream,
+    stream: &mut ClientStream,
     console: &Console,
     secret: i32,
     handle: &crate::cancel::Handle,

@@ -9,6 +9,31 @@ use sha2::{Digest, Sha256};
 type HmacSha256 = Hmac<Sha256>;
 
 pub const MECHANISM: &str = "SCRAM-SHA-256";
+/// The same with channel binding (`tls-server-end-point`), offered over TLS.
+pub const MECHANISM_PLUS: &str = "SCRAM-SHA-256-PLUS";
+const END_POINT: &str = "tls-server-end-point";
+
+/// Channel binding on the server side of one connection (RFC 5802 section 6).
+#[derive(Debug, Clone, Copy)]
+pub enum Binding<'a> {
+    /// Clear text: only SCRAM-SHA-256 was offered.
+    Unavailable,
+    /// TLS: SCRAM-SHA-256-PLUS was offered with this `tls-server-end-point` data, and
+    /// `plus` says whether the client chose it.
+    Offered { data: &'a [u8], plus: bool },
+}
+
+/// Channel binding on the client side (pgroute logging in to a server).
+#[derive(Debug, Clone)]
+pub enum ClientBinding {
+    /// No TLS: gs2 flag `n`.
+    Unsupported,
+    /// TLS, but the server offered no PLUS mechanism: flag `y`, so a server that does
+    /// support binding sees the downgrade.
+    NotOffered,
+    /// SCRAM-SHA-256-PLUS with the server certificate's `tls-server-end-point` data.
+    Plus(Vec<u8>),
+}
 const ITERATIONS: u32 = 4096;
 
 fn hmac(key: &[u8], msg: &[u8]) -> [u8; 32] {
@@ -77,19 +102,32 @@ pub struct ServerExchange {
     verifier: Verifier,
     client_first_bare: String,
     server_first: String,
-    gs2_header: String,
+    /// What the client-final `c=` attribute must decode to: the gs2 header, then the
+    /// channel binding data when bound.
+    cbind_input: Vec<u8>,
     nonce: String,
 }
 
 impl ServerExchange {
     /// Takes the client-first message, returns the exchange and the server-first message.
-    pub fn start(verifier: Verifier, client_first: &[u8]) -> Result<(Self, String), ScramError> {
+    /// A client that chose PLUS must bind to `tls-server-end-point`; one that did not may
+    /// not claim (`y`) that the server offered no binding when it did (a downgrade).
+    pub fn start(verifier: Verifier, client_first: &[u8], binding: Binding) -> Result<(Self, String), ScramError> {
         let msg = std::str::from_utf8(client_first).map_err(|_| ScramError("not UTF-8"))?;
         let mut parts = msg.splitn(3, ',');
         let cbind = parts.next().ok_or(ScramError("empty message"))?;
-        if !(cbind == "n" || cbind == "y") {
-            return Err(ScramError("channel binding is not supported"));
-        }
+        let bound = match (cbind, binding) {
+            ("n", Binding::Unavailable | Binding::Offered { plus: false, .. }) => None,
+            ("y", Binding::Unavailable) => None,
+            ("y", Binding::Offered { plus: false, .. }) => {
+                return Err(ScramError("channel binding was offered: the client's \"y\" flag is a downgrade"))
+            }
+            (flag, Binding::Offered { data, plus: true }) if flag.strip_prefix("p=") == Some(END_POINT) => Some(data),
+            (_, Binding::Offered { plus: true, .. }) => {
+                return Err(ScramError("SCRAM-SHA-256-PLUS needs tls-server-end-point binding"))
+            }
+            _ => return Err(ScramError("unexpected channel binding flag")),
+        };
         let authzid = parts.next().ok_or(ScramError("missing authzid"))?;
         let bare = parts.next().ok_or(ScramError("missing client-first-bare"))?;
         let client_nonce = bare
@@ -102,7 +140,7 @@ impl ServerExchange {
         let exchange = ServerExchange {
             verifier,
             client_first_bare: bare.to_string(),
-            gs2_header: format!("{cbind},{authzid},"),
+            cbind_input: [format!("{cbind},{authzid},").as_bytes(), bound.unwrap_or_default()].concat(),
             server_first: server_first.clone(),
             nonce,
         };
@@ -115,7 +153,7 @@ impl ServerExchange {
         let (without_proof, proof) = msg.rsplit_once(",p=").ok_or(ScramError("missing proof"))?;
         let mut parts = without_proof.split(',');
         let cbind = attr(parts.next().unwrap_or(""), 'c')?;
-        if B64.decode(cbind).ok().as_deref() != Some(self.gs2_header.as_bytes()) {
+        if B64.decode(cbind).ok().as_deref() != Some(self.cbind_input.as_slice()) {
             return Err(ScramError("channel binding mismatch"));
         }
         if attr(parts.next().unwrap_or(""), 'r')? != self.nonce {
@@ -140,6 +178,8 @@ impl ServerExchange {
 /// Client side of one exchange, used when pgroute logs in to a server.
 pub struct ClientExchange {
     password: String,
+    /// The `c=` attribute of the client-final message (gs2 header and binding data).
+    cbind: String,
     client_first_bare: String,
     nonce: String,
     expected_server_sig: Option<[u8; 32]>,
@@ -147,12 +187,18 @@ pub struct ClientExchange {
 
 impl ClientExchange {
     /// Returns the exchange and the client-first message.
-    pub fn start(password: &str) -> (Self, String) {
+    pub fn start(password: &str, binding: ClientBinding) -> (Self, String) {
         let nonce = self::nonce();
         let bare = format!("n=,r={nonce}");
-        let first = format!("n,,{bare}");
+        let (header, data) = match binding {
+            ClientBinding::Unsupported => ("n,,".to_string(), Vec::new()),
+            ClientBinding::NotOffered => ("y,,".to_string(), Vec::new()),
+            ClientBinding::Plus(data) => (format!("p={END_POINT},,"), data),
+        };
+        let first = format!("{header}{bare}");
         let ex = ClientExchange {
             password: password.to_string(),
+            cbind: B64.encode([header.as_bytes(), &data].concat()),
             client_first_bare: bare,
             nonce,
             expected_server_sig: None,
@@ -178,7 +224,7 @@ impl ClientExchange {
         let salted = salted_password(&self.password, &salt, iterations);
         let client_key = hmac(&salted, b"Client Key");
         let stored_key: [u8; 32] = Sha256::digest(client_key).into();
-        let without_proof = format!("c=biws,r={nonce}");
+        let without_proof = format!("c={},r={nonce}", self.cbind);
         let auth_message = format!("{},{},{}", self.client_first_bare, msg, without_proof);
         let signature = hmac(&stored_key, auth_message.as_bytes());
         let proof: Vec<u8> = client_key.iter().zip(signature).map(|(k, s)| k ^ s).collect();
@@ -203,8 +249,12 @@ mod tests {
     use super::*;
 
     fn run(server_pw: &str, client_pw: &str) -> Result<(), ScramError> {
-        let (mut client, first) = ClientExchange::start(client_pw);
-        let (server, server_first) = ServerExchange::start(Verifier::new(server_pw), first.as_bytes())?;
+        bound(server_pw, client_pw, ClientBinding::Unsupported, Binding::Unavailable)
+    }
+
+    fn bound(server_pw: &str, client_pw: &str, client: ClientBinding, server: Binding) -> Result<(), ScramError> {
+        let (mut client, first) = ClientExchange::start(client_pw, client);
+        let (server, server_first) = ServerExchange::start(Verifier::new(server_pw), first.as_bytes(), server)?;
         let client_final = client.respond(server_first.as_bytes())?;
         let server_final = server.finish(client_final.as_bytes())?;
         client.verify_server(server_final.as_bytes())
@@ -217,9 +267,28 @@ mod tests {
     }
 
     #[test]
+    fn channel_binding_must_match_the_certificate_and_cannot_be_downgraded() {
+        let ours = b"hash of pgroute's certificate";
+        let offered = |plus| Binding::Offered { data: ours, plus };
+        let plus = |d: &[u8]| ClientBinding::Plus(d.to_vec());
+        assert_eq!(bound("pw", "pw", plus(ours), offered(true)), Ok(()));
+        assert_eq!(
+            bound("pw", "pw", plus(b"a relaying attacker's certificate"), offered(true)),
+            Err(ScramError("channel binding mismatch"))
+        );
+        assert_eq!(bound("pw", "pw", ClientBinding::Unsupported, offered(false)), Ok(()), "binding is optional");
+        assert!(bound("pw", "pw", ClientBinding::NotOffered, offered(false)).is_err(), "a downgrade");
+        assert_eq!(bound("pw", "pw", ClientBinding::NotOffered, Binding::Unavailable), Ok(()));
+        assert!(bound("pw", "pw", ClientBinding::Unsupported, offered(true)).is_err(), "PLUS without binding");
+        assert!(bound("pw", "pw", plus(ours), Binding::Unavailable).is_err(), "binding without TLS");
+        assert_eq!(bound("pw", "bad", plus(ours), offered(true)), Err(ScramError("wrong password")));
+    }
+
+    #[test]
     fn impossible_verifier_rejects_any_proof() {
-        let (mut client, first) = ClientExchange::start("");
-        let (server, sf) = ServerExchange::start(Verifier::impossible(), first.as_bytes()).unwrap();
+        let (mut client, first) = ClientExchange::start("", ClientBinding::Unsupported);
+        let (server, sf) =
+            ServerExchange::start(Verifier::impossible(), first.as_bytes(), Binding::Unavailable).unwrap();
         let cf = client.respond(sf.as_bytes()).unwrap();
         assert!(server.finish(cf.as_bytes()).is_err());
     }
@@ -227,9 +296,9 @@ mod tests {
     #[test]
     fn malformed_messages_are_errors_not_panics() {
         for bad in [&b""[..], b"p=tls-server-end-point,,n=,r=x", b"n,,n=", b"\xff\xfe", b"n"] {
-            assert!(ServerExchange::start(Verifier::new("x"), bad).is_err());
+            assert!(ServerExchange::start(Verifier::new("x"), bad, Binding::Unavailable).is_err());
         }
-        let (server, _) = ServerExchange::start(Verifier::new("x"), b"n,,n=,r=abc").unwrap();
+        let (server, _) = ServerExchange::start(Verifier::new("x"), b"n,,n=,r=abc", Binding::Unavailable).unwrap();
         assert!(server.finish(b"c=biws,r=abc,p=!!!").is_err());
     }
 }

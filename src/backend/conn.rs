@@ -11,6 +11,7 @@ use tokio::net::TcpStream;
 
 use crate::auth::{md5, scram};
 use crate::protocol::{self, error_fields, read_frame, sqlstate, tag, BodyReader, Frame, PgError};
+use crate::tls::ServerStream;
 use crate::topology::NodeAddr;
 
 /// Servers are trusted to send sane sizes; this bound only stops a corrupt stream from
@@ -18,7 +19,7 @@ use crate::topology::NodeAddr;
 pub const MAX_SERVER_MESSAGE: usize = 1 << 30;
 
 pub struct ServerConn {
-    pub stream: TcpStream,
+    pub stream: ServerStream,
     pub rbuf: BytesMut,
     pub node: usize,
     /// The server's own BackendKeyData, for forwarding cancel requests.
@@ -71,8 +72,11 @@ impl ServerConn {
         database: &str,
         startup: &[(String, String)],
     ) -> Result<ServerConn, PgError> {
-        let stream = TcpStream::connect((addr.host.as_str(), addr.port)).await.map_err(|e| lost(addr, e))?;
-        stream.set_nodelay(true).map_err(|e| lost(addr, e))?;
+        let tcp = TcpStream::connect((addr.host.as_str(), addr.port)).await.map_err(|e| lost(addr, e))?;
+        tcp.set_nodelay(true).map_err(|e| lost(addr, e))?;
+        let stream = crate::tls::connect(tcp, addr.tls, addr.tls_ca_file.as_deref(), &addr.host)
+            .await
+            .map_err(|e| lost(addr, e))?;
         let mut conn = ServerConn {
             stream,
             rbuf: BytesMut::with_capacity(16 * 1024),
@@ -120,10 +124,17 @@ impl ServerConn {
                             p
                         }
                         10 => {
-                            let (ex, first) = scram::ClientExchange::start(need_pw()?);
+                            // Over TLS, bind to the server's certificate when it offers PLUS.
+                            let offered = r.rest().split(|b| *b == 0).any(|m| m == scram::MECHANISM_PLUS.as_bytes());
+                            let (mechanism, binding) = match (conn.stream.end_point(), offered) {
+                                (Some(hash), true) => (scram::MECHANISM_PLUS, scram::ClientBinding::Plus(hash)),
+                                (Some(_), false) => (scram::MECHANISM, scram::ClientBinding::NotOffered),
+                                (None, _) => (scram::MECHANISM, scram::ClientBinding::Unsupported),
+                            };
+                            let (ex, first) = scram::ClientExchange::start(need_pw()?, binding);
                             scram_state = Some(ex);
                             let mut p = Vec::new();
-                            p.extend_from_slice(scram::MECHANISM.as_bytes());
+                            p.extend_from_slice(mechanism.as_bytes());
                             p.push(0);
                             p.extend_from_slice(&(first.len() as i32).to_be_bytes());
                             p.extend_from_slice(first.as_bytes());
@@ -220,7 +231,9 @@ impl ServerConn {
             return false;
         }
         let mut probe = [0u8; 1];
-        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        // On the TCP socket under any TLS: a byte there means the server spoke (or closed),
+        // and the connection is dropped anyway.
+        matches!(self.stream.tcp().try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
     }
 }
 

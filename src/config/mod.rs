@@ -5,6 +5,7 @@
 //! names, every user has a password source where its auth method needs one.
 
 mod duration;
+mod tls;
 
 use std::path::Path;
 use std::time::Duration;
@@ -13,6 +14,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 pub use duration::parse_duration;
+pub use tls::{ClientCert, ClientTlsMode, ServerTlsMode, Tls};
 
 /// The configuration in force, swapped whole by a reload.
 pub type Live = std::sync::Arc<arc_swap::ArcSwap<Config>>;
@@ -30,6 +32,8 @@ pub struct Config {
     pub admin: Admin,
     #[serde(default)]
     pub health: Health,
+    #[serde(default)]
+    pub tls: Tls,
     pub nodes: Vec<Node>,
     #[serde(default)]
     pub users: Vec<User>,
@@ -330,6 +334,12 @@ pub struct Node {
     pub role: Role,
     #[serde(default = "default_weight")]
     pub weight: u32,
+    /// TLS to this server (libpq's sslmode values); the health monitor uses it too.
+    #[serde(default)]
+    pub tls: ServerTlsMode,
+    /// CA certificates (PEM) the server's certificate must chain to (`verify-ca`,
+    /// `verify-full`).
+    pub tls_ca_file: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -566,6 +576,13 @@ impl Config {
         }
         if self.health.interval.is_zero() || self.health.failure_threshold == 0 || self.health.recovery_threshold == 0 {
             return Err((None, "[health] interval and thresholds must be above zero".into()));
+        }
+        self.tls.check()?;
+        if let Some(n) = self.nodes.iter().find(|n| n.tls.verifies() && n.tls_ca_file.is_none()) {
+            return Err((
+                Some(n.name.span().start),
+                format!("node {:?}: tls = verify-ca/verify-full needs tls_ca_file", n.name.get_ref()),
+            ));
         }
         if let Some(u) = self.admin.users.iter().find(|u| self.user(u.get_ref()).is_none()) {
             return Err((

@@ -5,11 +5,11 @@
 use bytes::{BufMut, BytesMut};
 use rand::RngCore;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 use crate::auth::{md5, scram};
 use crate::config::AuthMethod;
 use crate::protocol::{authentication, read_frame, sqlstate, tag, BodyReader, Frame, PgError};
+use crate::tls::ClientStream;
 
 use super::Shared;
 
@@ -17,11 +17,11 @@ fn failed(user: &str) -> PgError {
     PgError::fatal(sqlstate::INVALID_PASSWORD, format!("password authentication failed for user \"{user}\""))
 }
 
-async fn send(stream: &mut TcpStream, f: Frame) -> Result<(), PgError> {
+async fn send(stream: &mut ClientStream, f: Frame) -> Result<(), PgError> {
     stream.write_all(f.raw()).await.map_err(|_| PgError::fatal(sqlstate::CONNECTION_FAILURE, "client went away"))
 }
 
-async fn password_message(stream: &mut TcpStream, max: usize) -> Result<Frame, PgError> {
+async fn password_message(stream: &mut ClientStream, max: usize) -> Result<Frame, PgError> {
     let mut buf = BytesMut::new();
     match read_frame(stream, &mut buf, max).await {
         Ok(Some(f)) if f.tag() == tag::PASSWORD => Ok(f),
@@ -30,7 +30,14 @@ async fn password_message(stream: &mut TcpStream, max: usize) -> Result<Frame, P
     }
 }
 
-pub async fn authenticate(stream: &mut TcpStream, shared: &Shared, user: &str) -> Result<(), PgError> {
+/// `end_point`: over TLS, the `tls-server-end-point` data of the certificate the client
+/// was shown; SCRAM-SHA-256-PLUS is then offered first.
+pub async fn authenticate(
+    stream: &mut ClientStream,
+    shared: &Shared,
+    user: &str,
+    end_point: Option<&[u8]>,
+) -> Result<(), PgError> {
     let config = shared.config();
     let max = config.listen.max_startup_packet;
     let configured = config.user(user);
@@ -51,21 +58,31 @@ pub async fn authenticate(stream: &mut TcpStream, shared: &Shared, user: &str) -
         AuthMethod::ScramSha256 => {
             let verifier = shared.verifier(user).unwrap_or_else(scram::Verifier::impossible);
             let mut mechs = BytesMut::new();
+            if end_point.is_some() {
+                mechs.put_slice(scram::MECHANISM_PLUS.as_bytes());
+                mechs.put_u8(0);
+            }
             mechs.put_slice(scram::MECHANISM.as_bytes());
             mechs.put_slice(b"\0\0");
             send(stream, authentication(10, &mechs)).await?;
             let first = password_message(stream, max).await?;
             let mut r = BodyReader::new(first.body());
             let mechanism = r.cstr().map_err(|_| failed(user))?;
-            if mechanism != scram::MECHANISM {
-                return Err(PgError::fatal(
-                    sqlstate::PROTOCOL_VIOLATION,
-                    format!("unsupported SASL mechanism {mechanism:?}"),
-                ));
-            }
+            let binding = match (mechanism, end_point) {
+                (scram::MECHANISM, None) => scram::Binding::Unavailable,
+                (scram::MECHANISM, Some(data)) => scram::Binding::Offered { data, plus: false },
+                (scram::MECHANISM_PLUS, Some(data)) => scram::Binding::Offered { data, plus: true },
+                _ => {
+                    return Err(PgError::fatal(
+                        sqlstate::PROTOCOL_VIOLATION,
+                        format!("unsupported SASL mechanism {mechanism:?}"),
+                    ))
+                }
+            };
             let len = r.i32().map_err(|_| failed(user))?;
             let data = r.bytes(len.max(0) as usize).map_err(|_| failed(user))?;
-            let (exchange, server_first) = scram::ServerExchange::start(verifier, data).map_err(|_| failed(user))?;
+            let (exchange, server_first) =
+                scram::ServerExchange::start(verifier, data, binding).map_err(|_| failed(user))?;
             send(stream, authentication(11, server_first.as_bytes())).await?;
             let fin = password_message(stream, max).await?;
             let server_final = exchange.finish(fin.body()).map_err(|_| failed(user))?;

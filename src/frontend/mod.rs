@@ -14,6 +14,8 @@ use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::tls::ClientStream;
+
 use crate::metrics;
 use crate::protocol::{sqlstate, PgError};
 pub use crate::shared::Shared;
@@ -48,18 +50,51 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-async fn refuse(stream: &mut TcpStream, err: &PgError) {
+async fn refuse(stream: &mut ClientStream, err: &PgError) {
     metrics::client_error(&err.code);
     let _ = stream.write_all(err.to_frame().raw()).await;
 }
 
-async fn handle(mut stream: TcpStream, shared: Arc<Shared>) {
+/// The startup phase, TLS included: after an SSLRequest pgroute accepts, `stream` becomes
+/// the TLS stream (`end_point`: its channel binding data) and the startup packet is read
+/// from it.
+async fn open(
+    stream: &mut ClientStream,
+    end_point: &mut Option<Arc<Vec<u8>>>,
+    shared: &Shared,
+) -> Result<Startup, StartupError> {
+    let max = shared.config().listen.max_startup_packet;
+    let acceptor = shared.tls();
+    loop {
+        match startup::read_startup(stream, max).await? {
+            Startup::Tls => match (&acceptor, stream.take_plain()) {
+                (Some(a), Some(mut tcp)) => {
+                    tcp.write_all(b"S").await.map_err(|_| StartupError::Closed)?;
+                    let (tls, binding) = a.accept(tcp).await.map_err(|e| {
+                        tracing::info!(error = %e, "client TLS handshake failed");
+                        StartupError::Closed
+                    })?;
+                    *stream = tls;
+                    *end_point = Some(binding);
+                }
+                (_, tcp) => {
+                    // No TLS configured, or an SSLRequest inside TLS.
+                    if let Some(tcp) = tcp {
+                        *stream = ClientStream::Plain(tcp);
+                    }
+                    stream.write_all(b"N").await.map_err(|_| StartupError::Closed)?;
+                }
+            },
+            other => return Ok(other),
+        }
+    }
+}
+
+async fn handle(tcp: TcpStream, shared: Arc<Shared>) {
+    let mut stream = ClientStream::Plain(tcp);
+    let mut end_point = None;
     let login_timeout = shared.config().listen.login_timeout;
-    let startup = tokio::time::timeout(
-        login_timeout,
-        startup::read_startup(&mut stream, shared.config().listen.max_startup_packet),
-    )
-    .await;
+    let startup = tokio::time::timeout(login_timeout, open(&mut stream, &mut end_point, &shared)).await;
     let params = match startup {
         Err(_) => {
             let e = PgError::fatal(sqlstate::PROTOCOL_VIOLATION, "pgroute: no startup packet in time");
@@ -70,8 +105,14 @@ async fn handle(mut stream: TcpStream, shared: Arc<Shared>) {
         Ok(Ok(Startup::Cancel { pid, secret })) => {
             return shared.cancels.cancel(&shared.topology, pid, secret).await;
         }
+        Ok(Ok(Startup::Tls)) => return,
         Ok(Ok(Startup::Connect { params })) => params,
     };
+    if !stream.is_tls() && shared.tls().is_some_and(|a| a.mode == crate::config::ClientTlsMode::Require) {
+        let e = PgError::fatal(sqlstate::INVALID_AUTHORIZATION, "pgroute accepts TLS connections only")
+            .with_hint("Connect with sslmode=require (or verify-full).");
+        return refuse(&mut stream, &e).await;
+    }
     // As PostgreSQL does, the limit is checked once the startup packet has been read.
     let Some(_slot) = ClientSlot::take(&shared) else {
         let max = shared.config().listen.max_client_conn;
@@ -92,7 +133,11 @@ async fn handle(mut stream: TcpStream, shared: Arc<Shared>) {
         let e = PgError::fatal(sqlstate::FEATURE_NOT_SUPPORTED, "pgroute does not proxy replication connections");
         return refuse(&mut stream, &e).await;
     }
-    let auth = tokio::time::timeout(login_timeout, login::authenticate(&mut stream, &shared, &user)).await;
+    let auth = tokio::time::timeout(
+        login_timeout,
+        login::authenticate(&mut stream, &shared, &user, end_point.as_ref().map(|e| e.as_slice())),
+    )
+    .await;
     match auth {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {

@@ -1,15 +1,21 @@
-//! The startup phase of a client connection: SSL/GSS negotiation (declined), cancel
-//! requests, and the StartupMessage with its parameters.
+//! The startup phase of a client connection: SSL/GSS negotiation, cancel requests, and
+//! the StartupMessage with its parameters.
 
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::protocol::{read_startup_packet, sqlstate, startup_code, BodyReader, PgError};
 
 /// How the startup phase ended when it did not fail: a cancel request or a session to start.
 pub enum Startup {
-    Cancel { pid: i32, secret: i32 },
-    Connect { params: Vec<(String, String)> },
+    /// SSLRequest: the caller answers it (`S` and a handshake, or `N`) and reads on.
+    Tls,
+    Cancel {
+        pid: i32,
+        secret: i32,
+    },
+    Connect {
+        params: Vec<(String, String)>,
+    },
 }
 
 /// Why the startup phase ended without a session.
@@ -23,7 +29,7 @@ pub enum StartupError {
 /// One startup-phase packet, decoded by [`parse_startup`].
 #[derive(Debug, PartialEq, Eq)]
 pub enum Parsed {
-    /// SSLRequest: the client asks for TLS (pgroute answers `N`).
+    /// SSLRequest: the client asks for TLS.
     SslRequest,
     /// GSSENCRequest: the client asks for GSSAPI encryption (pgroute answers `N`).
     GssRequest,
@@ -72,9 +78,12 @@ pub fn parse_startup(body: &[u8]) -> Result<Parsed, PgError> {
     }
 }
 
-/// Reads startup packets until a cancel request or a StartupMessage, declining SSL and
-/// GSS encryption requests with `N` on the way.
-pub async fn read_startup(stream: &mut TcpStream, max: usize) -> Result<Startup, StartupError> {
+/// Reads startup packets until an SSLRequest, a cancel request or a StartupMessage,
+/// declining GSS encryption requests with `N` on the way.
+pub async fn read_startup<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    max: usize,
+) -> Result<Startup, StartupError> {
     loop {
         let body = match read_startup_packet(stream, max).await {
             Err(_) => return Err(StartupError::Closed),
@@ -82,7 +91,8 @@ pub async fn read_startup(stream: &mut TcpStream, max: usize) -> Result<Startup,
             Ok(Ok(b)) => b,
         };
         match parse_startup(&body).map_err(StartupError::Refused)? {
-            Parsed::SslRequest | Parsed::GssRequest => {
+            Parsed::SslRequest => return Ok(Startup::Tls),
+            Parsed::GssRequest => {
                 stream.write_all(b"N").await.map_err(|_| StartupError::Closed)?;
             }
             Parsed::Cancel { pid, secret } => return Ok(Startup::Cancel { pid, secret }),

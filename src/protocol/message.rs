@@ -17,6 +17,7 @@ pub mod sqlstate {
     pub const INTERNAL_ERROR: &str = "XX000";
     pub const IN_FAILED_SQL_TRANSACTION: &str = "25P02";
     pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
+    pub const INVALID_AUTHORIZATION: &str = "28000";
     pub const SYNTAX_ERROR: &str = "42601";
     pub const UNDEFINED_OBJECT: &str = "42704";
     pub const CONFIG_FILE_ERROR: &str = "F0000";

@@ -129,7 +129,7 @@ impl Wire {
                             w.send(&frame(b'p', &[r.as_bytes(), b"\0"].concat())).await;
                         }
                         10 => {
-                            let (ex, first) = scram::ClientExchange::start(password);
+                            let (ex, first) = scram::ClientExchange::start(password, scram::ClientBinding::Unsupported);
                             scram = Some(ex);
                             let mut b = Vec::new();
                             cstr(&mut b, b"SCRAM-SHA-256");

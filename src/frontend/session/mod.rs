@@ -19,10 +19,9 @@ mod state;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
+use crate::tls::{ClientRead, ClientStream, ClientWrite};
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
 
 use super::prepared::Prepared;
 use super::settings::Settings;
@@ -89,8 +88,8 @@ const MAX_QUEUED_FRAMES: usize = 4096;
 
 pub struct Session {
     shared: Arc<Shared>,
-    client_rd: OwnedReadHalf,
-    client_wr: OwnedWriteHalf,
+    client_rd: ClientRead,
+    client_wr: ClientWrite,
     user: String,
     database: String,
     /// As last reported by a server (it follows SET application_name), for rules.
@@ -171,7 +170,13 @@ enum End {
     Fatal(PgError),
 }
 
-pub async fn run(stream: TcpStream, shared: Arc<Shared>, user: String, database: String, params: &[(String, String)]) {
+pub async fn run(
+    stream: ClientStream,
+    shared: Arc<Shared>,
+    user: String,
+    database: String,
+    params: &[(String, String)],
+) {
     let info = crate::cancel::ClientInfo {
         user: user.clone(),
         database: database.clone(),
@@ -180,7 +185,7 @@ pub async fn run(stream: TcpStream, shared: Arc<Shared>, user: String, database:
             .find(|(k, _)| k == "application_name")
             .map(|(_, v)| v.clone())
             .unwrap_or_default(),
-        addr: stream.peer_addr().ok(),
+        addr: stream.peer_addr(),
         connected: std::time::SystemTime::now(),
         console: false,
     };

@@ -1,0 +1,154 @@
+//! Byte streams that are TCP or TLS over TCP, on both sides of the proxy. Plain TCP keeps
+//! tokio's lock-free `into_split` halves for the client; only TLS pays for a shared lock.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+
+type ClientTls = tokio_rustls::server::TlsStream<TcpStream>;
+type ServerTls = tokio_rustls::client::TlsStream<TcpStream>;
+
+/// `AsyncRead` by whichever variant holds the stream.
+macro_rules! delegate_read {
+    ($ty:ident { $($variant:ident),+ }) => {
+        impl AsyncRead for $ty {
+            fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+                #[allow(unreachable_patterns)]
+                match self.get_mut() {
+                    $($ty::$variant(s) => Pin::new(s).poll_read(cx, buf),)+
+                    _ => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
+                }
+            }
+        }
+    };
+}
+
+/// `AsyncWrite` by whichever variant holds the stream.
+macro_rules! delegate_write {
+    ($ty:ident { $($variant:ident),+ }) => {
+        impl AsyncWrite for $ty {
+            fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+                #[allow(unreachable_patterns)]
+                match self.get_mut() {
+                    $($ty::$variant(s) => Pin::new(s).poll_write(cx, buf),)+
+                    _ => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
+                }
+            }
+
+            fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                #[allow(unreachable_patterns)]
+                match self.get_mut() {
+                    $($ty::$variant(s) => Pin::new(s).poll_flush(cx),)+
+                    _ => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
+                }
+            }
+
+            fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                #[allow(unreachable_patterns)]
+                match self.get_mut() {
+                    $($ty::$variant(s) => Pin::new(s).poll_shutdown(cx),)+
+                    _ => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
+                }
+            }
+        }
+    };
+}
+
+/// A client's connection to pgroute.
+pub enum ClientStream {
+    Plain(TcpStream),
+    Tls(Box<ClientTls>),
+    /// Between giving the TCP stream to a TLS handshake and getting it back (gone if the
+    /// handshake failed): reads and writes fail.
+    Closed,
+}
+
+delegate_read!(ClientStream { Plain, Tls });
+delegate_write!(ClientStream { Plain, Tls });
+
+impl ClientStream {
+    pub fn peer_addr(&self) -> Option<std::net::SocketAddr> {
+        match self {
+            ClientStream::Plain(s) => s.peer_addr().ok(),
+            ClientStream::Tls(s) => s.get_ref().0.peer_addr().ok(),
+            ClientStream::Closed => None,
+        }
+    }
+
+    pub fn is_tls(&self) -> bool {
+        matches!(self, ClientStream::Tls(_))
+    }
+
+    /// The TCP stream of a plain connection, for a TLS handshake (`Closed` is left).
+    pub fn take_plain(&mut self) -> Option<TcpStream> {
+        match std::mem::replace(self, ClientStream::Closed) {
+            ClientStream::Plain(s) => Some(s),
+            other => {
+                *self = other;
+                None
+            }
+        }
+    }
+
+    /// Read and write halves for the session loop.
+    pub fn into_split(self) -> (ClientRead, ClientWrite) {
+        match self {
+            ClientStream::Plain(s) => {
+                let (r, w) = s.into_split();
+                (ClientRead::Plain(r), ClientWrite::Plain(w))
+            }
+            ClientStream::Tls(s) => {
+                let (r, w) = tokio::io::split(*s);
+                (ClientRead::Tls(r), ClientWrite::Tls(w))
+            }
+            ClientStream::Closed => (ClientRead::Closed, ClientWrite::Closed),
+        }
+    }
+}
+
+pub enum ClientRead {
+    Plain(OwnedReadHalf),
+    Tls(tokio::io::ReadHalf<ClientTls>),
+    Closed,
+}
+
+delegate_read!(ClientRead { Plain, Tls });
+
+pub enum ClientWrite {
+    Plain(OwnedWriteHalf),
+    Tls(tokio::io::WriteHalf<ClientTls>),
+    Closed,
+}
+
+delegate_write!(ClientWrite { Plain, Tls });
+
+/// pgroute's connection to a PostgreSQL server.
+pub enum ServerStream {
+    Plain(TcpStream),
+    Tls(Box<ServerTls>),
+}
+
+delegate_read!(ServerStream { Plain, Tls });
+delegate_write!(ServerStream { Plain, Tls });
+
+impl ServerStream {
+    /// The `tls-server-end-point` data of the server's certificate, over TLS.
+    pub fn end_point(&self) -> Option<Vec<u8>> {
+        match self {
+            ServerStream::Plain(_) => None,
+            ServerStream::Tls(s) => s.get_ref().1.peer_certificates()?.first().map(|c| super::end_point_hash(c)),
+        }
+    }
+
+    /// The TCP socket underneath (to see whether an idle connection was closed).
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            ServerStream::Plain(s) => s,
+            ServerStream::Tls(s) => s.get_ref().0,
+        }
+    }
+}
