@@ -160,6 +160,8 @@ pub struct Topology {
     loads: Vec<AtomicI64>,
     /// Slots an operator asked to unfence (`UNFENCE`), for the monitor's next round.
     unfence: std::sync::Mutex<Vec<usize>>,
+    /// Wakes the monitor for a round now (a server reported a role change).
+    probe_now: tokio::sync::Notify,
 }
 
 impl Topology {
@@ -177,6 +179,7 @@ impl Topology {
             current: RwLock::new(Arc::new(snapshot)),
             loads,
             unfence: Default::default(),
+            probe_now: tokio::sync::Notify::new(),
         }
     }
 
@@ -255,6 +258,27 @@ impl Topology {
             }
         });
         found
+    }
+
+    /// A server connection reported `in_hot_standby` (PostgreSQL 14+ sends it when it
+    /// changes, e.g. on promotion): if that contradicts the node's role, the monitor probes
+    /// at once instead of at its next interval.
+    pub fn report_standby(&self, node: usize, standby: bool) {
+        let role = self.snapshot().nodes.get(node).map(|n| n.role);
+        let contradicts = match role {
+            Some(Role::Primary) => standby,
+            Some(_) => !standby,
+            None => false,
+        };
+        if contradicts {
+            tracing::info!(node, standby, "a server reports in_hot_standby against its role: probing now");
+            self.probe_now.notify_one();
+        }
+    }
+
+    /// Resolves when a round should start before the interval is up.
+    pub async fn probe_requested(&self) {
+        self.probe_now.notified().await
     }
 
     /// Asks the monitor to lift a node's timeline fencing (after a deliberate rejoin).

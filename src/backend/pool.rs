@@ -367,6 +367,9 @@ impl Pools {
                 match made {
                     Ok(mut c) => {
                         pool.established.store(true, std::sync::atomic::Ordering::Relaxed);
+                        if let Some((_, v)) = c.params.iter().find(|(k, _)| k == "in_hot_standby") {
+                            self.topology.report_standby(node, v == "on");
+                        }
                         c.opened_with = pool.startup_key;
                         c
                     }

@@ -391,8 +391,12 @@ impl Monitor {
         loop {
             let started = tokio::time::Instant::now();
             self.round().await;
-            // The interval of the configuration in force (a reload may change it).
-            tokio::time::sleep_until(started + self.cfg.health.interval).await;
+            // The interval of the configuration in force (a reload may change it), or at
+            // once when a server reports a role change.
+            tokio::select! {
+                _ = tokio::time::sleep_until(started + self.cfg.health.interval) => {}
+                _ = self.topology.probe_requested() => {}
+            }
         }
     }
 }

@@ -128,6 +128,9 @@ impl Session {
                     let name = r.cstr().unwrap_or("");
                     if let Ok(v) = r.cstr() {
                         self.note_parameter(name, v);
+                        if name == "in_hot_standby" {
+                            self.shared.topology.report_standby(node, v == "on");
+                        }
                     }
                     // The server reports changes just before ReadyForQuery: a split
                     // Query's first part's reports wait for the client's ReadyForQuery,
