@@ -153,6 +153,20 @@ CONFIG = {
 }
 
 
+SCRAM = {
+    "plain": b"\x00n,,n=,r=abc\x00c=biws,r=abcdef,p=AAAA",
+    "plus": b"\x02p=tls-server-end-point,,n=,r=abc\x00c=cD10bHMtc2VydmVyLWVuZC1wb2ludCwsZW5kIHBvaW50,r=abcdef,p=AAAA",
+    "downgrade": b"\x01y,,n=,r=abc\x00c=eSws,r=abc,p=AAAA",
+}
+
+CONSOLE = {
+    "show": "SHOW NODES;",
+    "explain": "EXPLAIN SELECT * FROM t WHERE x = ';'",
+    "pause": 'PAUSE "My Db"',
+    "kill": "KILL 2147483648",
+}
+
+
 def write(target, seeds):
     d = CORPUS / target
     d.mkdir(parents=True, exist_ok=True)
@@ -166,6 +180,8 @@ def main():
     write("body", BODY)
     write("classify", CLASSIFY)
     write("hint", HINT)
+    write("scram", SCRAM)
+    write("console", CONSOLE)
     config = dict(CONFIG)
     config["proxy_toml"] = (FUZZ.parent / "proxy.toml").read_text()
     write("config", config)

@@ -7,7 +7,7 @@
 #   scripts/fuzz.sh all 100000       # every target, 100000 runs each
 #   nice -n 19 env CARGO_BUILD_JOBS=1 scripts/fuzz.sh   # on a shared machine
 #
-# Targets: frame startup body classify hint config (fuzz/fuzz_targets/*.rs).
+# Targets: frame startup body classify hint config scram console (fuzz/fuzz_targets/*.rs).
 # FUZZ_SANITIZER=none builds without AddressSanitizer (the default is address): pgroute
 # has no unsafe code, and the slow targets (classify, config) run several times faster.
 # Each run starts from fuzz/corpus/<target> copied to a temporary directory, so what
@@ -18,15 +18,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-TARGETS=(frame startup body classify hint config)
+TARGETS=(frame startup body classify hint config scram console)
 target=${1:-all}
 runs=${2:-10000000}
 
 case $target in
     all) selected=("${TARGETS[@]}") ;;
-    frame | startup | body | classify | hint | config) selected=("$target") ;;
+    frame | startup | body | classify | hint | config | scram | console) selected=("$target") ;;
     *)
-        echo "usage: $0 [all|frame|startup|body|classify|hint|config] [runs]" >&2
+        echo "usage: $0 [all|frame|startup|body|classify|hint|config|scram|console] [runs]" >&2
         exit 2
         ;;
 esac
