@@ -102,7 +102,13 @@ async fn writes_follow_a_promotion_and_never_reach_a_second_primary() {
     assert!(out.status.success(), "rejoin: {}", String::from_utf8_lossy(&out.stderr));
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(reason(common::rows(&console, "SHOW NODES").await, "pg0").as_deref(), Some("fenced"));
-    common::rows(&console, "UNFENCE pg0").await;
+    // Through psql, as an operator would.
+    let unfence = std::process::Command::new("psql")
+        .args(["-X", "-h", "127.0.0.1", "-p", &p.port.to_string(), "-U", "admin", "-d", "pgroute", "-c", "UNFENCE pg0"])
+        .env("PGPASSWORD", "admin")
+        .output()
+        .expect("psql");
+    assert!(unfence.status.success(), "{}", String::from_utf8_lossy(&unfence.stderr));
     let mut usable = false;
     for _ in 0..50 {
         let nodes = common::rows(&console, "SHOW NODES").await;
