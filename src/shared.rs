@@ -45,6 +45,9 @@ pub struct Shared {
     pub pause: tokio::sync::watch::Sender<Option<Paused>>,
     /// Clients past their startup packet, against `[listen] max_client_conn`.
     clients: AtomicUsize,
+    /// Clients per user and per database, against the optional per-name limits.
+    pub(crate) clients_per_user: crate::frontend::limits::Counts,
+    pub(crate) clients_per_db: crate::frontend::limits::Counts,
     /// `[tls]`: how clients' SSLRequests are answered (`None`: TLS off). Rebuilt from the
     /// files at each reload.
     tls: ArcSwapOption<crate::tls::Acceptor>,
@@ -99,6 +102,8 @@ impl Shared {
             stats: Default::default(),
             pause: tokio::sync::watch::Sender::new(None),
             clients: AtomicUsize::new(0),
+            clients_per_user: Default::default(),
+            clients_per_db: Default::default(),
             shutdown: tokio::sync::watch::Sender::new(false),
             config_path: Default::default(),
             config,

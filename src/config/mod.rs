@@ -57,6 +57,10 @@ pub struct Listen {
     /// refused with 53300, the others are untouched.
     #[serde(default = "default_max_client_conn")]
     pub max_client_conn: usize,
+    /// Clients at once per user (unlimited when absent).
+    pub max_user_client_conn: Option<usize>,
+    /// Clients at once per database (unlimited when absent).
+    pub max_db_client_conn: Option<usize>,
     /// SIGTERM: how long running transactions may take to finish before pgroute exits.
     #[serde(default = "default_shutdown_timeout", with = "duration::serde_str")]
     pub shutdown_timeout: Duration,
@@ -441,6 +445,8 @@ impl Default for Listen {
             max_startup_packet: default_max_startup_packet(),
             login_timeout: default_login_timeout(),
             max_client_conn: default_max_client_conn(),
+            max_user_client_conn: None,
+            max_db_client_conn: None,
             shutdown_timeout: default_shutdown_timeout(),
         }
     }

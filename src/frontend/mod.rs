@@ -2,13 +2,13 @@
 //! per-client session that routes and forwards messages.
 
 mod encoding;
+pub(crate) mod limits;
 mod login;
 mod prepared;
 mod session;
 mod settings;
 pub mod startup;
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use tokio::io::AsyncWriteExt;
@@ -20,6 +20,7 @@ use crate::metrics;
 use crate::protocol::{sqlstate, PgError};
 pub use crate::shared::Shared;
 
+use limits::{ClientSlot, NamedSlots};
 use startup::{Startup, StartupError};
 
 /// Accepts clients until shutdown; each gets its own task.
@@ -129,6 +130,17 @@ async fn handle(tcp: TcpStream, shared: Arc<Shared>) {
         return refuse(&mut stream, &e).await;
     };
     let database = get("database").unwrap_or_else(|| user.clone());
+    let _named = match NamedSlots::take(&shared, &user, &database) {
+        Ok(s) => s,
+        Err((what, max)) => {
+            tracing::warn!(user = %user, database = %database, limit = what, max, "client refused: per-{what} limit reached");
+            let e = PgError::fatal(
+                sqlstate::TOO_MANY_CONNECTIONS,
+                format!("too many clients for this {what} already (pgroute max_{what}_client_conn = {max})"),
+            );
+            return refuse(&mut stream, &e).await;
+        }
+    };
     if get("replication").is_some_and(|v| v != "false" && v != "0" && v != "off") {
         let e = PgError::fatal(sqlstate::FEATURE_NOT_SUPPORTED, "pgroute does not proxy replication connections");
         return refuse(&mut stream, &e).await;
@@ -163,26 +175,6 @@ async fn handle(tcp: TcpStream, shared: Arc<Shared>) {
     }
     let _counted = ClientCount::new();
     session::run(stream, shared, user, database, &params).await;
-}
-
-/// A client's place under `[listen] max_client_conn`, given back when it goes.
-struct ClientSlot(Arc<Shared>);
-
-impl ClientSlot {
-    fn take(shared: &Arc<Shared>) -> Option<Self> {
-        let max = shared.config().listen.max_client_conn;
-        shared
-            .clients_counter()
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
-            .ok()?;
-        Some(ClientSlot(shared.clone()))
-    }
-}
-
-impl Drop for ClientSlot {
-    fn drop(&mut self) {
-        self.0.clients_counter().fetch_sub(1, Ordering::AcqRel);
-    }
 }
 
 /// One logged-in client in the `pgroute_clients` gauge, for as long as it lives (also

@@ -1,0 +1,113 @@
+//! Client limits: `[listen] max_client_conn` for all clients, and the optional
+//! `max_user_client_conn` / `max_db_client_conn` per user and per database. A client over a
+//! limit is refused with 53300 at login; the others are untouched. Each place is given back
+//! when its holder is dropped (also when a session's task unwinds).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use dashmap::DashMap;
+
+use super::Shared;
+
+/// A client's place under `[listen] max_client_conn`, counted from its startup packet (as
+/// PostgreSQL does).
+pub struct ClientSlot(Arc<Shared>);
+
+impl ClientSlot {
+    pub fn take(shared: &Arc<Shared>) -> Option<Self> {
+        let max = shared.config().listen.max_client_conn;
+        shared
+            .clients_counter()
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .ok()?;
+        Some(ClientSlot(shared.clone()))
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        self.0.clients_counter().fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Clients per name (user or database). Entries go when their count does, so the map
+/// holds at most one entry per connected client.
+#[derive(Default)]
+pub struct Counts(DashMap<String, usize>);
+
+impl Counts {
+    /// Counts one more client under `name` unless `max` are there already.
+    fn take(&self, name: &str, max: Option<usize>) -> bool {
+        let mut n = self.0.entry(name.to_string()).or_insert(0);
+        if max.is_some_and(|m| *n >= m) {
+            let empty = *n == 0;
+            drop(n);
+            if empty {
+                self.0.remove_if(name, |_, v| *v == 0);
+            }
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    fn give_back(&self, name: &str) {
+        if let Some(mut n) = self.0.get_mut(name) {
+            *n = n.saturating_sub(1);
+        }
+        self.0.remove_if(name, |_, v| *v == 0);
+    }
+}
+
+/// A client's places under the per-user and per-database limits.
+pub struct NamedSlots {
+    shared: Arc<Shared>,
+    user: String,
+    database: String,
+}
+
+impl NamedSlots {
+    /// Err: which limit (`user` or `db`) is full, and its value.
+    pub fn take(shared: &Arc<Shared>, user: &str, database: &str) -> Result<Self, (&'static str, usize)> {
+        let listen = &shared.config().listen;
+        let (per_user, per_db) = (listen.max_user_client_conn, listen.max_db_client_conn);
+        if !shared.clients_per_user.take(user, per_user) {
+            return Err(("user", per_user.unwrap_or_default()));
+        }
+        if !shared.clients_per_db.take(database, per_db) {
+            shared.clients_per_user.give_back(user);
+            return Err(("db", per_db.unwrap_or_default()));
+        }
+        Ok(NamedSlots { shared: shared.clone(), user: user.to_string(), database: database.to_string() })
+    }
+}
+
+impl Drop for NamedSlots {
+    fn drop(&mut self) {
+        self.shared.clients_per_user.give_back(&self.user);
+        self.shared.clients_per_db.give_back(&self.database);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_hold_their_limit_and_forget_empty_names() {
+        let c = Counts::default();
+        assert!(c.take("a", Some(2)));
+        assert!(c.take("a", Some(2)));
+        assert!(!c.take("a", Some(2)), "the third is over the limit");
+        assert!(!c.take("b", Some(0)), "a limit of zero refuses all");
+        assert!(c.0.get("b").is_none(), "a refused name leaves nothing behind");
+        c.give_back("a");
+        assert!(c.take("a", Some(2)), "a place given back is free again");
+        assert!(c.take("x", None), "no limit");
+        c.give_back("a");
+        c.give_back("a");
+        c.give_back("x");
+        assert!(c.0.is_empty());
+    }
+}
