@@ -354,7 +354,9 @@ impl Pools {
                 let Some(addr) = self.topology.addr(node) else {
                     return Err(PgError::error(sqlstate::CONNECTION_FAILURE, "pgroute: no such node"));
                 };
-                let made = ServerConn::connect(
+                // Boxed: a connect (TLS handshake and login included) is a large future and
+                // rare; inline, it would size every session's task for it.
+                let made = Box::pin(ServerConn::connect(
                     &addr,
                     pool.node,
                     &pool.user,
@@ -362,7 +364,7 @@ impl Pools {
                     &pool.database,
                     &pool.startup,
                     config.pool.connect_timeout,
-                )
+                ))
                 .await;
                 match made {
                     Ok(mut c) => {

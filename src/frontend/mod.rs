@@ -71,7 +71,8 @@ async fn open(
             Startup::Tls => match (&acceptor, stream.take_plain()) {
                 (Some(a), Some(mut tcp)) => {
                     tcp.write_all(b"S").await.map_err(|_| StartupError::Closed)?;
-                    let (tls, binding) = a.accept(tcp).await.map_err(|e| {
+                    // Boxed: a handshake in progress is large, and only the login waits on it.
+                    let (tls, binding) = Box::pin(a.accept(tcp)).await.map_err(|e| {
                         tracing::info!(error = %e, "client TLS handshake failed");
                         StartupError::Closed
                     })?;
@@ -191,5 +192,22 @@ impl ClientCount {
 impl Drop for ClientCount {
     fn drop(&mut self) {
         metrics::clients(-1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The size of the future an async fn returns.
+    fn future_size<A, B, F>(_: fn(A, B) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// Every client's task holds the whole future of `handle`: its size is most of what an
+    /// idle client costs (`benches/idle.sh`). Rare, large futures (a server connect, a TLS
+    /// handshake) are boxed where they are awaited so that they do not set it.
+    #[test]
+    fn a_clients_task_stays_small() {
+        let size = future_size(super::handle);
+        assert!(size <= 4096, "the client task's future grew to {size} bytes");
     }
 }

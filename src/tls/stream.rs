@@ -118,6 +118,18 @@ pub enum ClientRead {
 
 delegate_read!(ClientRead { Plain, Tls });
 
+impl ClientRead {
+    /// Waits until a read would find bytes (or the end). TLS cannot tell without reading:
+    /// it returns at once.
+    pub async fn readable(&self) -> io::Result<()> {
+        match self {
+            ClientRead::Plain(r) => r.readable().await,
+            ClientRead::Tls(_) => Ok(()),
+            ClientRead::Closed => Err(io::ErrorKind::NotConnected.into()),
+        }
+    }
+}
+
 pub enum ClientWrite {
     Plain(OwnedWriteHalf),
     Tls(tokio::io::WriteHalf<ClientTls>),

@@ -203,9 +203,10 @@ pub async fn run(
             .find(|(k, _)| k == "application_name")
             .map(|(_, v)| v.clone())
             .unwrap_or_default(),
-        crbuf: BytesMut::with_capacity(16 * 1024),
-        cwbuf: BytesMut::with_capacity(16 * 1024),
-        swbuf: BytesMut::with_capacity(16 * 1024),
+        // Empty until used: an idle client costs no buffer memory (see `read_client`).
+        crbuf: BytesMut::new(),
+        cwbuf: BytesMut::new(),
+        swbuf: BytesMut::new(),
         inq: VecDeque::new(),
         queued_bytes: 0,
         settings: Settings::from_startup(params),
@@ -306,13 +307,13 @@ impl Session {
             }
             // `crbuf` only ever holds the start of one incomplete message (bounded by
             // max_message_size): backpressure counts what is queued behind the server.
-            let read_client = self.queued_bytes < CLIENT_BACKLOG && self.inq.len() < MAX_QUEUED_FRAMES;
+            let client_has_room = self.queued_bytes < CLIENT_BACKLOG && self.inq.len() < MAX_QUEUED_FRAMES;
             let server = match self.active {
                 Some(n) => self.held[n].as_mut(),
                 None => None,
             };
             tokio::select! {
-                r = self.client_rd.read_buf(&mut self.crbuf), if read_client => {
+                r = read_client(&mut self.client_rd, &mut self.crbuf), if client_has_room => {
                     match r {
                         Ok(0) | Err(_) => return End::Client,
                         Ok(_) => {}
@@ -456,6 +457,19 @@ impl Session {
             }
         }
     }
+}
+
+/// Room the client's read buffer is given when it has none.
+const CLIENT_READ_CHUNK: usize = 16 * 1024;
+
+/// Reads client bytes into `buf`. A buffer with no room gets it only once the client has
+/// sent something, so a client that sits idle holds no buffer memory.
+async fn read_client(rd: &mut crate::tls::ClientRead, buf: &mut BytesMut) -> std::io::Result<usize> {
+    if buf.capacity() == buf.len() {
+        rd.readable().await?;
+        buf.reserve(CLIENT_READ_CHUNK);
+    }
+    rd.read_buf(buf).await
 }
 
 async fn read_server(conn: Option<&mut Checked>) -> std::io::Result<usize> {
