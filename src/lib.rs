@@ -96,7 +96,7 @@ pub async fn start(config: config::Config) -> std::io::Result<Proxy> {
     let shared = Arc::new(shared);
     // Serve only once the first probe round has said which nodes are usable.
     let mut monitor = health::Monitor::new(shared.live_config(), shared.topology.clone());
-    monitor.round().await;
+    monitor.first_round().await;
     tokio::spawn(monitor.run());
     tokio::spawn(frontend::serve(listener, shared.clone()));
     Ok(Proxy { addr, metrics_addr, shared })

@@ -40,6 +40,17 @@ async fn in_hot_standby_reports_make_the_monitor_probe_at_once() {
         }
     }
     assert!(seen, "a read reached the promoted node");
+    // The monitor probes at once: pg1 is the primary long before the interval is up.
+    let mut promoted = false;
+    for _ in 0..100 {
+        let snap = p.proxy.shared.topology.snapshot();
+        promoted = snap.primary(Instant::now()) == Some(1);
+        if promoted {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(promoted, "the monitor did not see the promotion");
     tokio::time::timeout(Duration::from_secs(10), app.batch_execute(&format!("INSERT INTO {t} VALUES (1)")))
         .await
         .expect("the write does not wait for the next interval")

@@ -247,8 +247,19 @@ impl Monitor {
     /// under-estimated) and at most half a limit late, whatever a replica does: a node
     /// whose connects hang cannot make the primary's sample stale.
     pub async fn round(&mut self) {
+        self.round_within(self.probe_limit()).await
+    }
+
+    /// The round before pgroute serves: each probe may take up to `[pool] connect_timeout`
+    /// (a first connect on a busy machine can outlast `max_sample_age`), so clients are not
+    /// turned away for a primary that is merely slow to answer its first probe.
+    pub async fn first_round(&mut self) {
+        let limit = self.probe_limit().max(self.cfg.pool.connect_timeout);
+        self.round_within(limit).await
+    }
+
+    async fn round_within(&mut self, limit: Duration) {
         self.follow_config();
-        let limit = self.probe_limit();
         let (health, login, roles) = (&self.cfg.health, &self.login, &self.roles);
         let mut primaries = Vec::new();
         let mut replicas = Vec::new();

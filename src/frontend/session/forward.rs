@@ -30,7 +30,7 @@ impl Session {
                     None => self.classify_text(sql),
                 };
                 self.note_pin(&class);
-                if let Some(conn) = self.held[node].as_mut() {
+                if let Some(conn) = self.held.get_mut(node) {
                     conn.unnamed = None;
                 }
                 self.swbuf.extend_from_slice(f.raw());
@@ -47,7 +47,7 @@ impl Session {
                     None => self.classify_text(sql),
                 };
                 let stmt = Arc::new(Prepared::new(!name.is_empty(), tail, class));
-                let conn = self.held[node].as_mut().ok_or_else(|| End::Fatal(super::internal()))?;
+                let conn = self.held.get_mut(node).ok_or_else(|| End::Fatal(super::internal()))?;
                 if name.is_empty() {
                     conn.unnamed = Some(stmt.hash);
                     self.swbuf.extend_from_slice(f.raw());
@@ -63,7 +63,7 @@ impl Session {
                     // transaction), and forgotten: its next use prepares it afresh.
                     let dup = Prepared::renamed_parse(&taken.server_name, &stmt.tail);
                     if !self.holds(node, &taken)? {
-                        if let Some(conn) = self.held[node].as_mut() {
+                        if let Some(conn) = self.held.get_mut(node) {
                             conn.prepared.remove(&taken.hash);
                         }
                         self.swbuf.extend_from_slice(dup.raw());
@@ -150,7 +150,7 @@ impl Session {
                         // statement (it may be needed where it cannot be prepared again, as
                         // in an aborted transaction): the Close then names none.
                         let shared = self.statements.values().any(|p| p.hash == stmt.hash);
-                        let conn = self.held[node].as_mut().ok_or_else(|| End::Fatal(super::internal()))?;
+                        let conn = self.held.get_mut(node).ok_or_else(|| End::Fatal(super::internal()))?;
                         let target = if shared {
                             prepared::missing_name(&name)
                         } else {
@@ -261,7 +261,7 @@ impl Session {
             .iter()
             .take(earlier_units)
             .any(|e| matches!(e, Expect::Parse { hash: Some(h), .. } if *h == stmt.hash));
-        let conn = self.held[node].as_ref().ok_or_else(|| End::Fatal(super::internal()))?;
+        let conn = self.held.get(node).ok_or_else(|| End::Fatal(super::internal()))?;
         Ok(if stmt.server_name.is_empty() {
             conn.unnamed == Some(stmt.hash)
         } else {
@@ -274,7 +274,7 @@ impl Session {
     /// own. Inside the transaction they could not be after an error (an aborted
     /// transaction refuses every Parse), where one server would still describe them.
     pub(super) fn prepare_for_transaction(&mut self, node: usize) -> Result<(), End> {
-        let conn = self.held[node].as_ref().ok_or_else(|| End::Fatal(super::internal()))?;
+        let conn = self.held.get(node).ok_or_else(|| End::Fatal(super::internal()))?;
         let missing: Vec<Arc<Prepared>> =
             self.statements.values().filter(|s| !conn.prepared.contains(&s.hash)).cloned().collect();
         if missing.is_empty() {
@@ -295,7 +295,7 @@ impl Session {
     /// swallowed.
     fn ensure_prepared(&mut self, node: usize, stmt: &Prepared) -> Result<(), End> {
         let present = self.holds(node, stmt)?;
-        let conn = self.held[node].as_mut().ok_or_else(|| End::Fatal(super::internal()))?;
+        let conn = self.held.get_mut(node).ok_or_else(|| End::Fatal(super::internal()))?;
         if present {
             return Ok(());
         }

@@ -10,6 +10,7 @@
 //! transaction status is `T` or `E`.
 
 mod forward;
+mod held;
 mod ledger;
 mod local;
 mod reply;
@@ -111,7 +112,7 @@ pub struct Session {
     unnamed: Option<Arc<Prepared>>,
     /// Server connections held, by node index (one at most in transaction mode, outside
     /// a pin).
-    held: Vec<Option<Checked>>,
+    held: held::Held,
     /// The node whose connection receives the client's messages now.
     active: Option<usize>,
     /// That node was a replica when attached: a transaction on it began there as a read.
@@ -192,7 +193,6 @@ pub async fn run(
     let (pid, secret, cancel) = shared.cancels.register(info);
     let draining = *shared.shutdown.borrow();
     let (client_rd, client_wr) = stream.into_split();
-    let nodes = shared.topology.snapshot().nodes.len();
     let mut s = Session {
         client_rd,
         client_wr,
@@ -214,7 +214,7 @@ pub async fn run(
         encoding: super::encoding::Encoding::default(),
         statements: HashMap::new(),
         unnamed: None,
-        held: (0..nodes).map(|_| None).collect(),
+        held: held::Held::default(),
         active: None,
         active_for_reads: false,
         expect: VecDeque::new(),
@@ -270,7 +270,7 @@ impl Session {
                 })?;
                 // A startup value the server refuses ends the login, as it would there.
                 self.attach(node).await.map_err(|e| PgError { severity: "FATAL", ..e })?;
-                let conn = self.held[node].as_ref().ok_or_else(internal)?;
+                let conn = self.held.get(node).ok_or_else(internal)?;
                 let p = conn.params.clone();
                 self.maybe_release();
                 self.shared.pools.store_login_params(&self.user, &self.database, hash, p.clone());
@@ -283,7 +283,10 @@ impl Session {
         }
         self.cwbuf.extend_from_slice(protocol::backend_key_data(self.pid, secret).raw());
         self.cwbuf.extend_from_slice(protocol::ready_for_query(b'I').raw());
-        self.flush_client().await.map_err(|_| PgError::fatal(sqlstate::CONNECTION_FAILURE, "client went away"))
+        self.flush_client().await.map_err(|_| PgError::fatal(sqlstate::CONNECTION_FAILURE, "client went away"))?;
+        // A client that now sits idle keeps no write buffer.
+        self.cwbuf = BytesMut::new();
+        Ok(())
     }
 
     /// Between transactions with nothing queued, in flight or half-read.
@@ -309,7 +312,7 @@ impl Session {
             // max_message_size): backpressure counts what is queued behind the server.
             let client_has_room = self.queued_bytes < CLIENT_BACKLOG && self.inq.len() < MAX_QUEUED_FRAMES;
             let server = match self.active {
-                Some(n) => self.held[n].as_mut(),
+                Some(n) => self.held.get_mut(n),
                 None => None,
             };
             tokio::select! {
@@ -397,7 +400,7 @@ impl Session {
             self.swbuf.clear();
             return Ok(());
         };
-        let Some(conn) = self.held[node].as_mut() else {
+        let Some(conn) = self.held.get_mut(node) else {
             return Err(End::Fatal(internal()));
         };
         self.shared.stats.sent(node, self.swbuf.len());
@@ -413,7 +416,7 @@ impl Session {
     /// progress there is lost, and continuing the session could let a later COMMIT look
     /// successful, so the session ends.
     fn server_lost(&mut self, node: usize) -> PgError {
-        self.held[node] = None;
+        self.held.drop_conn(node);
         self.active = None;
         let name = self.shared.topology.addr(node).map(|a| a.name).unwrap_or_default();
         tracing::warn!(node = %name, "server connection lost during a query");
@@ -451,10 +454,8 @@ impl Session {
     fn close(&mut self) {
         self.shared.cancels.unregister(self.pid);
         let clean = self.cancel.clear() && self.reusable();
-        for slot in self.held.iter_mut() {
-            if let Some(c) = slot.take() {
-                c.release(clean);
-            }
+        for c in self.held.drain() {
+            c.release(clean);
         }
     }
 }

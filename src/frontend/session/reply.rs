@@ -31,7 +31,7 @@ impl Session {
             return Ok(());
         };
         loop {
-            let Some(conn) = self.held[node].as_mut() else {
+            let Some(conn) = self.held.get_mut(node) else {
                 return Err(End::Fatal(super::internal()));
             };
             let frame = match split_frame(&mut conn.rbuf, MAX_SERVER_MESSAGE) {
@@ -268,7 +268,7 @@ impl Session {
     fn own_notification(&self, frame: &Frame) -> Option<Frame> {
         let body = frame.body();
         let pid = i32::from_be_bytes(body.get(..4)?.try_into().ok()?);
-        if !self.held.iter().flatten().any(|c| c.pid == pid) {
+        if !self.held.iter().any(|c| c.pid == pid) {
             return None;
         }
         Some(protocol::build(frame.tag(), |b| {
@@ -293,7 +293,7 @@ impl Session {
     /// (so whoever uses it next resets it first) and is closed instead of pooled.
     fn lost_track(&mut self, node: usize, what: &str) {
         tracing::warn!(what, "pgroute lost track of a unit's statements; the server connection will not be reused");
-        if let Some(conn) = self.held[node].as_mut() {
+        if let Some(conn) = self.held.get_mut(node) {
             conn.settings_hash = u64::MAX;
             conn.poisoned = true;
         }
@@ -316,7 +316,7 @@ impl Session {
         let before = self.settings.hash();
         committed.settings.iter().for_each(|c| self.settings.apply(c));
         // The connection ran these very statements: it now has the new settings.
-        if let Some(conn) = self.held[node].as_mut() {
+        if let Some(conn) = self.held.get_mut(node) {
             if conn.settings_hash == before {
                 conn.settings_hash = self.settings.hash();
             }

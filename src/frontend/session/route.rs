@@ -548,17 +548,13 @@ impl Session {
     }
 
     pub(super) async fn attach(&mut self, node: usize) -> Result<(), PgError> {
-        if self.held.len() <= node {
-            // A node added by a reload since the session began.
-            self.held.resize_with(node + 1, || None);
-        }
-        if self.held[node].is_none() {
+        if self.held.get(node).is_none() {
             let (key, startup) = self.settings.startup();
             let c = self.shared.pools.checkout(node, &self.user, &self.database, key, startup).await?;
-            self.held[node] = Some(c);
+            self.held.put(node, c);
         }
         let wanted = self.settings.hash();
-        let Some(conn) = self.held[node].as_mut() else {
+        let Some(conn) = self.held.get_mut(node) else {
             return Err(super::internal());
         };
         // Opened with this client's startup packet: its settings are the client's login's.
@@ -568,7 +564,7 @@ impl Session {
         }
         if conn.settings_hash != wanted {
             if let Err(e) = conn.run(&self.settings.sync_sql(own)).await {
-                self.held[node] = None;
+                self.held.drop_conn(node);
                 return Err(e);
             }
             conn.settings_hash = wanted;
@@ -590,7 +586,7 @@ impl Session {
         tracing::trace!(node, in_flight = self.in_flight, copy_in = self.copy_in, "detach");
         let no_cancel_pending = self.cancel.clear();
         if self.shared.config().pool.mode == PoolMode::Transaction && self.pinned.is_none() {
-            if let Some(c) = self.held[node].take() {
+            if let Some(c) = self.held.take(node) {
                 c.release(self.reusable() && no_cancel_pending);
             }
         }
