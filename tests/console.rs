@@ -10,19 +10,7 @@ use common::{cluster, proxy_from_file, rows, server_port, simple_value, table, T
 
 /// `psql -c SQL` against the console; (stdout, stderr, success).
 fn psql(p: &TestProxy, user: &str, password: &str, sql: &str) -> (String, String, bool) {
-    let out = Command::new("psql")
-        .args(["-X", "-A", "-F", "|", "-h", "127.0.0.1", "-p", &p.port.to_string(), "-U", user, "-d", "pgroute"])
-        .args(["-c", sql])
-        .env("PGPASSWORD", password)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .expect("psql");
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-        out.status.success(),
-    )
+    common::console_psql(p.port, user, password, sql)
 }
 
 fn console_ok(p: &TestProxy, sql: &str) -> String {
@@ -92,8 +80,8 @@ async fn every_console_command_answers_through_psql() {
     let (_, err, ok) = psql(&p, "app", "app", "SHOW NODES");
     assert!(!ok && err.contains("may not use the pgroute admin console"), "{err}");
     let console_as_app = format!("host=127.0.0.1 port={} user=app password=app dbname=pgroute", p.port);
-    let Err(refused) = common::try_connect(&console_as_app).await else { panic!("app got a console") };
-    assert_eq!(refused.code().map(|s| s.code()), Some("42501"), "{refused}");
+    let (code, message) = common::refusal(&console_as_app).await;
+    assert_eq!(code, "42501", "{message}");
     let (_, err, ok) = psql(&p, "admin", "wrong", "SHOW NODES");
     assert!(!ok && err.contains("password authentication failed"), "{err}");
 
@@ -348,12 +336,8 @@ async fn sighup_reloads_and_console_shutdown_exits_the_process() {
 
     // Through psql, as an operator would; the reply may or may not beat the console's own
     // end: either way the console ends.
-    let shutdown = Command::new("psql")
-        .args(["-X", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", "admin", "-d", "pgroute", "-c", "SHUTDOWN"])
-        .env("PGPASSWORD", "admin")
-        .output()
-        .expect("psql");
-    let said = String::from_utf8_lossy(&shutdown.stdout).into_owned() + &String::from_utf8_lossy(&shutdown.stderr);
+    let (out, err, _) = common::console_psql(port, "admin", "admin", "SHUTDOWN");
+    let said = out + &err;
     assert!(said.contains("SHUTDOWN") || said.contains("shutting down"), "{said}");
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(console.simple_query("SHOW VERSION").await.is_err(), "the console closes on shutdown");

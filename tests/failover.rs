@@ -13,13 +13,7 @@ use common::{cluster, simple_value, table};
 async fn writes_follow_a_promotion_and_never_reach_a_second_primary() {
     let c = cluster();
     let (old_primary, new_primary) = (c.primary_port, c.replica_ports[0]);
-    let text = c
-        .config("[health]\ninterval = \"100ms\"\nprimary_wait = \"8s\"\n")
-        .replace("role = \"primary\"", "role = \"auto\"")
-        .replace("role = \"replica\"", "role = \"auto\"");
-    let config = pgroute::config::Config::parse(&text, "failover.toml").unwrap();
-    let proxy = pgroute::start(config).await.unwrap();
-    let p = common::TestProxy { port: proxy.addr.port(), proxy };
+    let p = common::proxy_auto("[health]\ninterval = \"100ms\"\nprimary_wait = \"8s\"\n").await;
     let client = p.client().await;
     let t = table("fo");
     client.batch_execute(&format!("CREATE TABLE {t} (id int, port int)")).await.unwrap();
@@ -103,12 +97,8 @@ async fn writes_follow_a_promotion_and_never_reach_a_second_primary() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(reason(common::rows(&console, "SHOW NODES").await, "pg0").as_deref(), Some("fenced"));
     // Through psql, as an operator would.
-    let unfence = std::process::Command::new("psql")
-        .args(["-X", "-h", "127.0.0.1", "-p", &p.port.to_string(), "-U", "admin", "-d", "pgroute", "-c", "UNFENCE pg0"])
-        .env("PGPASSWORD", "admin")
-        .output()
-        .expect("psql");
-    assert!(unfence.status.success(), "{}", String::from_utf8_lossy(&unfence.stderr));
+    let (_, err, ok) = common::console_psql(p.port, "admin", "admin", "UNFENCE pg0");
+    assert!(ok, "{err}");
     let mut usable = false;
     for _ in 0..50 {
         let nodes = common::rows(&console, "SHOW NODES").await;

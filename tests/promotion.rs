@@ -13,13 +13,8 @@ use common::{cluster, server_port, table};
 async fn in_hot_standby_reports_make_the_monitor_probe_at_once() {
     let c = cluster();
     let interval = Duration::from_secs(20);
-    let text = c
-        .config("[health]\ninterval = \"20s\"\nmax_sample_age = \"60s\"\nprimary_wait = \"30s\"\n")
-        .replace("role = \"primary\"", "role = \"auto\"")
-        .replace("role = \"replica\"", "role = \"auto\"");
-    let config = pgroute::config::Config::parse(&text, "promotion.toml").unwrap();
-    let proxy = pgroute::start(config).await.unwrap();
-    let p = common::TestProxy { port: proxy.addr.port(), proxy };
+    let p =
+        common::proxy_auto("[health]\ninterval = \"20s\"\nmax_sample_age = \"60s\"\nprimary_wait = \"30s\"\n").await;
     let app = p.client().await;
     let t = table("promo");
     app.batch_execute(&format!("CREATE TABLE {t} (id int)")).await.unwrap();

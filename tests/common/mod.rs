@@ -187,6 +187,54 @@ pub async fn rows(client: &Client, sql: &str) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// A proxy whose nodes all have `role = "auto"` (the one out of recovery is the primary).
+pub async fn proxy_auto(extra: &str) -> TestProxy {
+    let text = cluster()
+        .config(extra)
+        .replace("role = \"primary\"", "role = \"auto\"")
+        .replace("role = \"replica\"", "role = \"auto\"");
+    let config = pgroute::config::Config::parse(&text, "auto.toml").expect("test config");
+    let proxy = pgroute::start(config).await.expect("start proxy");
+    TestProxy { port: proxy.addr.port(), proxy }
+}
+
+/// Connects, retrying for up to a second while the proxy still refuses (a place another
+/// client is giving back).
+pub async fn connect_when_free(conninfo: &str) -> Client {
+    for _ in 0..50 {
+        if let Ok(c) = try_connect(conninfo).await {
+            return c;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    connect(conninfo).await
+}
+
+/// The message of the error a refused connection got.
+pub async fn refusal(conninfo: &str) -> (String, String) {
+    let Err(e) = try_connect(conninfo).await else { panic!("{conninfo}: connected, expected a refusal") };
+    let db = e.as_db_error();
+    (
+        db.map(|d| d.code().code().to_string()).unwrap_or_default(),
+        db.map(|d| d.message().to_string()).unwrap_or_else(|| e.to_string()),
+    )
+}
+
+/// `psql -c SQL` against the admin console on `port`: (stdout, stderr, success).
+pub fn console_psql(port: u16, user: &str, password: &str, sql: &str) -> (String, String, bool) {
+    let out = Command::new("psql")
+        .args(["-X", "-A", "-F", "|", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", user, "-d", "pgroute"])
+        .args(["-c", sql])
+        .env("PGPASSWORD", password)
+        .output()
+        .expect("psql");
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        out.status.success(),
+    )
+}
+
 pub async fn proxy() -> TestProxy {
     proxy_with("").await
 }

@@ -84,7 +84,7 @@ impl Session {
                     self.wait_while_paused().await;
                 }
                 let scan = self.scan_unit();
-                let (decision, class) = match self.route_unit(scan).await {
+                let (decision, class, snapshot) = match self.route_unit(scan).await {
                     Ok(d) => d,
                     Err(_) if self.in_flight > 0 => {
                         // Replies to earlier units must reach the client first: decide
@@ -133,8 +133,8 @@ impl Session {
                 }
                 if self.active.is_none() {
                     if let Err(e) = self.attach(decision.node).await {
-                        let role = self.shared.topology.snapshot().nodes[decision.node].role;
-                        if role == Role::Replica && e.code == sqlstate::CANNOT_CONNECT {
+                        let replica = snapshot.nodes.get(decision.node).is_some_and(|n| n.role == Role::Replica);
+                        if replica && e.code == sqlstate::CANNOT_CONNECT {
                             tracing::warn!(error = %e, "replica unreachable: taken out of rotation");
                             self.shared.topology.mark_unreachable(decision.node);
                             self.unit_classes.clear();
@@ -144,7 +144,6 @@ impl Session {
                         continue;
                     }
                 }
-                let snapshot = self.shared.topology.snapshot();
                 let node_name = snapshot.nodes.get(decision.node).map_or("", |n| n.name.as_str());
                 tracing::debug!(node = %node_name, reason = decision.label(&class), "route");
                 metrics::route(node_name, decision.metric_label(&class));
@@ -324,7 +323,8 @@ impl Session {
 
     /// Decides where a scanned unit runs: a read calling user functions of unknown
     /// volatility first has them looked up; reads are placed by the rules.
-    async fn route_unit(&mut self, scan: Scan) -> Result<(Decision, Arc<Class>), PgError> {
+    /// Also returns the topology snapshot the decision was made on.
+    async fn route_unit(&mut self, scan: Scan) -> Result<(Decision, Arc<Class>, Arc<Snapshot>), PgError> {
         let mut executes = scan.executes;
         let scanned_writes = scan.class.as_ref().is_some_and(|c| c.writes_data);
         let class = match scan.class {
@@ -334,7 +334,8 @@ impl Session {
                 // whatever runs now, or anywhere a read may go.
                 if let Some(node) = self.active.filter(|_| scan.complete) {
                     let reason = Reason::FollowsActive;
-                    return Ok((Decision { node, reason }, Arc::new(Class::read("protocol"))));
+                    let decision = Decision { node, reason };
+                    return Ok((decision, Arc::new(Class::read("protocol")), self.shared.topology.snapshot()));
                 }
                 executes = false;
                 Arc::new(Class::read("protocol"))
@@ -398,7 +399,7 @@ impl Session {
                         let caught_up = decision.reason != Reason::ReadYourWrites;
                         metrics::causal_wait(if caught_up { "replica" } else { "primary" });
                     }
-                    return Ok((decision, class));
+                    return Ok((decision, class, snapshot));
                 }
                 Err(e) if now < deadline && snapshot.primary(now).is_none() => {
                     tracing::debug!(error = %e, "no primary yet: waiting");
