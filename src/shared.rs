@@ -176,6 +176,7 @@ impl Shared {
         let mut done = Vec::new();
         for (what, changed) in [
             ("[listen] address", old.listen.address != new.listen.address),
+            ("[listen] workers", old.listen.workers != new.listen.workers),
             ("[admin] metrics_address", old.admin.metrics_address != new.admin.metrics_address),
             ("[routing] cache_size", old.routing.cache_size != new.routing.cache_size),
         ] {

@@ -49,6 +49,32 @@ fn salted_password(password: &str, salt: &[u8], iterations: u32) -> [u8; 32] {
     out
 }
 
+/// Salted passwords pgroute computed logging in to servers, by (password digest, salt,
+/// iterations): a role's salt is fixed, so each pool connection after the first skips the
+/// PBKDF2 (milliseconds of CPU on the thread that runs sessions). Holding one is no worse
+/// than holding the password, which pgroute already does.
+static SALTED: std::sync::Mutex<Option<std::collections::HashMap<SaltedKey, [u8; 32]>>> = std::sync::Mutex::new(None);
+/// (SHA-256 of the password, salt, iterations).
+type SaltedKey = ([u8; 32], Vec<u8>, u32);
+/// Entries the cache holds before it starts over.
+const SALTED_CACHE_SIZE: usize = 256;
+
+fn cached_salted_password(password: &str, salt: &[u8], iterations: u32) -> [u8; 32] {
+    let key: SaltedKey = (Sha256::digest(password.as_bytes()).into(), salt.to_vec(), iterations);
+    let lock = || SALTED.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(hit) = lock().as_ref().and_then(|m| m.get(&key)) {
+        return *hit;
+    }
+    let salted = salted_password(password, salt, iterations);
+    let mut guard = lock();
+    let map = guard.get_or_insert_with(Default::default);
+    if map.len() >= SALTED_CACHE_SIZE {
+        map.clear();
+    }
+    map.insert(key, salted);
+    salted
+}
+
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
@@ -221,7 +247,7 @@ impl ClientExchange {
         if iterations == 0 || iterations > 10_000_000 {
             return Err(ScramError("unreasonable iteration count"));
         }
-        let salted = salted_password(&self.password, &salt, iterations);
+        let salted = cached_salted_password(&self.password, &salt, iterations);
         let client_key = hmac(&salted, b"Client Key");
         let stored_key: [u8; 32] = Sha256::digest(client_key).into();
         let without_proof = format!("c={},r={nonce}", self.cbind);
@@ -247,6 +273,19 @@ impl ClientExchange {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_salted_password_cache_answers_what_pbkdf2_would() {
+        for (pw, salt) in [("secret", &b"salt-one"[..]), ("secret", b"salt-two"), ("other", b"salt-one")] {
+            let first = cached_salted_password(pw, salt, 64);
+            assert_eq!(first, salted_password(pw, salt, 64));
+            assert_eq!(cached_salted_password(pw, salt, 64), first);
+        }
+        assert_ne!(
+            cached_salted_password("secret", b"salt-one", 64),
+            cached_salted_password("secret", b"salt-one", 65)
+        );
+    }
 
     fn run(server_pw: &str, client_pw: &str) -> Result<(), ScramError> {
         bound(server_pw, client_pw, ClientBinding::Unsupported, Binding::Unavailable)

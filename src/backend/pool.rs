@@ -134,8 +134,11 @@ pub enum Purpose {
 
 const CATALOG_POOL_SIZE: usize = 2;
 
+/// (node, user, database, purpose).
+type PoolKey = (usize, Arc<str>, Arc<str>, Purpose);
+
 pub struct Pools {
-    map: DashMap<(usize, String, String, Purpose), Arc<Pool>>,
+    map: DashMap<PoolKey, Arc<Pool>>,
     /// ParameterStatus values a primary connection reported once brought to a client's
     /// startup settings, per (user, database, settings fingerprint): what the next client
     /// with the same startup packet is told at login without borrowing a connection.
@@ -159,12 +162,13 @@ impl Pools {
     fn pool(
         &self,
         node: usize,
-        user: &str,
-        database: &str,
+        user: &Arc<str>,
+        database: &Arc<str>,
         purpose: Purpose,
         startup: &[(String, String)],
     ) -> Arc<Pool> {
-        let key = (node, user.to_string(), database.to_string(), purpose);
+        // Shared names: building the key allocates nothing.
+        let key = (node, user.clone(), database.clone(), purpose);
         if let Some(p) = self.map.get(&key) {
             return p.clone();
         }
@@ -172,7 +176,7 @@ impl Pools {
         if matches!(purpose, Purpose::Clients(k) if k != 0)
             && self.client_pools.load(std::sync::atomic::Ordering::Relaxed) >= MAX_CLIENT_POOLS
         {
-            tracing::debug!(user, database, "too many startup parameter sets: pooled without them");
+            tracing::debug!(%user, %database, "too many startup parameter sets: pooled without them");
             return self.pool(node, user, database, Purpose::Clients(0), &[]);
         }
         self.map
@@ -290,8 +294,8 @@ impl Pools {
     pub async fn checkout(
         &self,
         node: usize,
-        user: &str,
-        database: &str,
+        user: &Arc<str>,
+        database: &Arc<str>,
         key: u64,
         startup: &[(String, String)],
     ) -> Result<Checked, PgError> {
@@ -304,8 +308,8 @@ impl Pools {
     pub async fn checkout_for(
         &self,
         node: usize,
-        user: &str,
-        database: &str,
+        user: &Arc<str>,
+        database: &Arc<str>,
         purpose: Purpose,
         startup: &[(String, String)],
     ) -> Result<Checked, PgError> {
@@ -377,7 +381,7 @@ impl Pools {
                     }
                     Err(e) => {
                         if !pool.established.load(std::sync::atomic::Ordering::Relaxed) {
-                            let key = (node, user.to_string(), database.to_string(), purpose);
+                            let key = (node, user.clone(), database.clone(), purpose);
                             let removed = self.map.remove_if(&key, |_, p| Arc::ptr_eq(p, &pool)).is_some();
                             if removed && matches!(purpose, Purpose::Clients(_)) {
                                 self.client_pools.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);

@@ -73,8 +73,15 @@ pub fn tokenize(sql: &str) -> Vec<Token> {
 
 /// Tokenises `sql`. Comments and whitespace produce no tokens.
 pub fn tokenize_in(sql: &str, dialect: Dialect) -> Vec<Token> {
-    let b = sql.as_bytes();
     let mut out = Vec::with_capacity(32);
+    tokenize_into(sql, dialect, &mut out);
+    out
+}
+
+/// Tokenises `sql` into `out` (cleared first), reusing its allocation.
+pub fn tokenize_into(sql: &str, dialect: Dialect, out: &mut Vec<Token>) {
+    out.clear();
+    let b = sql.as_bytes();
     let mut i = 0;
     while i < b.len() {
         let c = b[i];
@@ -163,7 +170,6 @@ pub fn tokenize_in(sql: &str, dialect: Dialect) -> Vec<Token> {
         };
         out.push(Token { kind, start, end: i });
     }
-    out
 }
 
 fn memchr(b: &[u8], from: usize, needle: u8) -> usize {

@@ -328,17 +328,40 @@ impl Classifier {
 
     /// Classifies text as a session with these lexical settings reads it.
     pub fn classify_in(&self, sql: &str, dialect: Dialect) -> Arc<Class> {
-        let tokens = lexer::tokenize_in(sql, dialect);
-        if session::has_session_statement(sql, &tokens) {
-            return Arc::new(self.classify_uncached(sql, &tokens));
+        // A cache hit allocates nothing: the tokens and the normalised key are built in
+        // this thread's scratch buffers (fresh ones if a classification is already using
+        // them further up the stack).
+        SCRATCH.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut scratch) => {
+                let (tokens, key) = &mut *scratch;
+                let class = self.classify_with(sql, dialect, tokens, key);
+                if key.capacity() > MAX_SCRATCH {
+                    *tokens = Vec::new();
+                    *key = String::new();
+                }
+                class
+            }
+            Err(_) => self.classify_with(sql, dialect, &mut Vec::new(), &mut String::new()),
+        })
+    }
+
+    fn classify_with(
+        &self,
+        sql: &str,
+        dialect: Dialect,
+        tokens: &mut Vec<lexer::Token>,
+        key: &mut String,
+    ) -> Arc<Class> {
+        lexer::tokenize_into(sql, dialect, tokens);
+        if session::has_session_statement(sql, tokens) {
+            return Arc::new(self.classify_uncached(sql, tokens));
         }
-        let mut key = String::with_capacity(sql.len() + 1);
-        lexer::normalise(sql, &tokens, dialect, &mut key);
-        if let Some(hit) = self.cache.get(&key) {
+        lexer::normalise(sql, tokens, dialect, key);
+        if let Some(hit) = self.cache.get(key) {
             return hit;
         }
-        let class = Arc::new(self.classify_uncached(sql, &tokens));
-        self.cache.insert(key, class.clone());
+        let class = Arc::new(self.classify_uncached(sql, tokens));
+        self.cache.insert(key.clone(), class.clone());
         class
     }
 
@@ -356,6 +379,17 @@ impl Classifier {
         class.functions = functions;
         class
     }
+}
+
+/// Scratch buffers beyond this size (bytes of statement text) are not kept between
+/// statements.
+const MAX_SCRATCH: usize = 64 * 1024;
+
+thread_local! {
+    /// Token and normalised-key buffers reused by `classify_in`.
+    static SCRATCH: std::cell::RefCell<(Vec<lexer::Token>, String)> = const {
+        std::cell::RefCell::new((Vec::new(), String::new()))
+    };
 }
 
 fn classify_statements(sql: &str, tokens: &[lexer::Token]) -> Class {

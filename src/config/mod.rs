@@ -64,6 +64,11 @@ pub struct Listen {
     /// SIGTERM: how long running transactions may take to finish before pgroute exits.
     #[serde(default = "default_shutdown_timeout", with = "duration::serde_str")]
     pub shutdown_timeout: Duration,
+    /// Threads that run client sessions, pools and the monitor. 1: one event loop on one
+    /// thread (PgBouncer's shape; no wake-ups between threads, measured fastest where the
+    /// servers share the proxy's cores); more: a work-stealing runtime of that many.
+    #[serde(default = "default_workers")]
+    pub workers: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -394,6 +399,9 @@ impl User {
 fn default_listen_address() -> String {
     "127.0.0.1:6432".into()
 }
+fn default_workers() -> usize {
+    1
+}
 fn default_max_message_size() -> usize {
     64 * 1024 * 1024
 }
@@ -448,6 +456,7 @@ impl Default for Listen {
             max_user_client_conn: None,
             max_db_client_conn: None,
             shutdown_timeout: default_shutdown_timeout(),
+            workers: default_workers(),
         }
     }
 }
@@ -605,6 +614,9 @@ impl Config {
         if self.listen.max_client_conn == 0 {
             return Err((None, "[listen] max_client_conn must be at least 1".into()));
         }
+        if !(1..=MAX_WORKERS).contains(&self.listen.workers) {
+            return Err((None, format!("[listen] workers must be between 1 and {MAX_WORKERS}")));
+        }
         Ok(())
     }
 
@@ -612,6 +624,9 @@ impl Config {
         self.users.iter().find(|u| u.name.get_ref() == name)
     }
 }
+
+/// Most worker threads `[listen] workers` may ask for.
+pub const MAX_WORKERS: usize = 1024;
 
 /// 1-based line and column of a byte offset.
 fn line_col(text: &str, offset: usize) -> (usize, usize) {

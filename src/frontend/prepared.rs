@@ -10,10 +10,10 @@ use std::borrow::Cow;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use bytes::{BufMut, Bytes};
+use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::classify::Class;
-use crate::protocol::{build, put_cstr, BodyReader, Frame, ReadError};
+use crate::protocol::{build_into, put_cstr, BodyReader, ReadError};
 
 #[derive(Debug)]
 pub struct Prepared {
@@ -42,16 +42,16 @@ impl Prepared {
 
     /// A Parse of a client's statement body (`tail`: text, NUL, parameter types) under the
     /// server name `server_name`.
-    pub fn renamed_parse(server_name: &str, tail: &[u8]) -> Frame {
-        build(b'P', |b| {
+    pub fn put_renamed_parse(buf: &mut BytesMut, server_name: &str, tail: &[u8]) {
+        build_into(buf, b'P', |b| {
             put_cstr(b, server_name.as_bytes());
             b.put_slice(tail);
         })
     }
 
-    /// The Parse that creates this statement on a server.
-    pub fn parse_frame(&self) -> Frame {
-        Self::renamed_parse(&self.server_name, &self.tail)
+    /// Appends the Parse that creates this statement on a server.
+    pub fn put_parse(&self, buf: &mut BytesMut) {
+        Self::put_renamed_parse(buf, &self.server_name, &self.tail)
     }
 }
 
@@ -89,8 +89,8 @@ pub fn split_bind(body: &[u8]) -> Result<(&[u8], Cow<'_, str>, usize), ReadError
 }
 
 /// The Bind frame with its statement name replaced.
-pub fn rewrite_bind(body: &[u8], portal: &[u8], rest: usize, stmt: &str) -> Frame {
-    build(b'B', |b| {
+pub fn put_rewritten_bind(buf: &mut BytesMut, body: &[u8], portal: &[u8], rest: usize, stmt: &str) {
+    build_into(buf, b'B', |b| {
         put_cstr(b, portal);
         put_cstr(b, stmt.as_bytes());
         b.put_slice(&body[rest..]);
@@ -127,8 +127,8 @@ pub fn client_name(server_name: &str) -> Option<String> {
     Some(String::from_utf8_lossy(&bytes?).into_owned())
 }
 
-pub fn target_frame(tag: u8, kind: u8, name: &str) -> Frame {
-    build(tag, |b| {
+pub fn put_target(buf: &mut BytesMut, tag: u8, kind: u8, name: &str) {
+    build_into(buf, tag, |b| {
         b.put_u8(kind);
         put_cstr(b, name.as_bytes());
     })
@@ -144,7 +144,10 @@ mod tests {
         let (name, sql, tail) = split_parse(&body).unwrap();
         assert_eq!((name.as_str(), sql), ("s1", &b"select $1"[..]));
         let p = Prepared::new(true, tail, Arc::new(Class::read("read")));
-        let f = p.parse_frame();
+        let mut buf = BytesMut::new();
+        p.put_parse(&mut buf);
+        let f = crate::protocol::split_frame(&mut buf, 1 << 20).unwrap().unwrap();
+        assert!(buf.is_empty());
         assert_eq!(split_parse(&Bytes::copy_from_slice(f.body())).unwrap().0, p.server_name);
         assert!(p.server_name.starts_with("pgr_"));
         assert!(split_parse(&Bytes::from_static(b"s1\0select\0\x00\x02\0\0\0\x17")).is_err());
@@ -156,7 +159,10 @@ mod tests {
         let body = b"portal\0s1\0\x00\x00\x00\x00\x00\x00";
         let (portal, stmt, rest) = split_bind(body).unwrap();
         assert_eq!((portal, stmt.as_ref()), (&b"portal"[..], "s1"));
-        let f = rewrite_bind(body, portal, rest, "pgr_x");
+        let mut buf = BytesMut::from(&b"leading"[..]);
+        put_rewritten_bind(&mut buf, body, portal, rest, "pgr_x");
+        let _ = buf.split_to(7);
+        let f = crate::protocol::split_frame(&mut buf, 1 << 20).unwrap().unwrap();
         assert_eq!(f.body(), b"portal\0pgr_x\0\x00\x00\x00\x00\x00\x00");
         assert!(split_bind(b"portal-without-end").is_err());
         assert!(split_target(b"Xname\0").is_err());

@@ -36,6 +36,17 @@ pub fn build(tag: u8, body: impl FnOnce(&mut BytesMut)) -> Frame {
     Frame::from_raw(b.freeze())
 }
 
+/// Appends one message to `buf` (tag, length, what `body` writes): no allocation of its
+/// own when `buf` has room.
+pub fn build_into(buf: &mut BytesMut, tag: u8, body: impl FnOnce(&mut BytesMut)) {
+    let start = buf.len();
+    buf.put_u8(tag);
+    buf.put_i32(0);
+    body(buf);
+    let len = (buf.len() - start - 1) as i32;
+    buf[start + 1..start + 5].copy_from_slice(&len.to_be_bytes());
+}
+
 pub fn put_cstr(b: &mut BytesMut, s: &[u8]) {
     b.put_slice(s);
     b.put_u8(0);

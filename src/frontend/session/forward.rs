@@ -61,26 +61,24 @@ impl Session {
                     // Where this connection lacks it, the name is taken first with the new
                     // text (allowed exactly where the client's Parse is, as in an aborted
                     // transaction), and forgotten: its next use prepares it afresh.
-                    let dup = Prepared::renamed_parse(&taken.server_name, &stmt.tail);
                     if !self.holds(node, &taken)? {
                         if let Some(conn) = self.held.get_mut(node) {
                             conn.prepared.remove(&taken.hash);
                         }
-                        self.swbuf.extend_from_slice(dup.raw());
+                        Prepared::put_renamed_parse(&mut self.swbuf, &taken.server_name, &stmt.tail);
                         self.expect.push_back(Expect::Parse { forward: false, hash: None, name: None });
                     }
-                    self.swbuf.extend_from_slice(dup.raw());
+                    Prepared::put_renamed_parse(&mut self.swbuf, &taken.server_name, &stmt.tail);
                     self.expect.push_back(Expect::Parse { forward: true, hash: None, name: None });
                     self.unit_names.push(name);
                 } else {
                     // Drop any server copy first: our record of what a connection holds
                     // can be wrong after an error skipped messages (closing a missing
                     // statement is not an error), and a stale copy would fail the Parse.
-                    let close = prepared::target_frame(tag::CLOSE, b'S', &stmt.server_name);
-                    self.swbuf.extend_from_slice(close.raw());
+                    prepared::put_target(&mut self.swbuf, tag::CLOSE, b'S', &stmt.server_name);
                     self.expect.push_back(Expect::Close { forward: false, closed: None });
                     conn.prepared.insert(stmt.hash);
-                    self.swbuf.extend_from_slice(stmt.parse_frame().raw());
+                    stmt.put_parse(&mut self.swbuf);
                     self.expect.push_back(Expect::Parse {
                         forward: true,
                         hash: Some(stmt.hash),
@@ -99,8 +97,7 @@ impl Session {
                         if name.is_empty() {
                             self.swbuf.extend_from_slice(f.raw());
                         } else {
-                            let b = prepared::rewrite_bind(f.body(), portal, rest, &stmt.server_name);
-                            self.swbuf.extend_from_slice(b.raw());
+                            prepared::put_rewritten_bind(&mut self.swbuf, f.body(), portal, rest, &stmt.server_name);
                             self.unit_names.push(name.to_string());
                         }
                         self.bind_portal(portal_key, stmt.class.clone());
@@ -108,8 +105,8 @@ impl Session {
                     // A name this client has not prepared: the server must say it does
                     // not exist, whatever another client left under that raw name.
                     None if !name.is_empty() => {
-                        let b = prepared::rewrite_bind(f.body(), portal, rest, &prepared::missing_name(&name));
-                        self.swbuf.extend_from_slice(b.raw());
+                        let missing = prepared::missing_name(&name);
+                        prepared::put_rewritten_bind(&mut self.swbuf, f.body(), portal, rest, &missing);
                     }
                     None => self.swbuf.extend_from_slice(f.raw()),
                 }
@@ -130,13 +127,11 @@ impl Session {
                 match self.resolve(&name).filter(|_| kind == b'S') {
                     Some(stmt) => {
                         self.ensure_prepared(node, &stmt)?;
-                        let d = prepared::target_frame(tag::DESCRIBE, b'S', &stmt.server_name);
-                        self.swbuf.extend_from_slice(d.raw());
+                        prepared::put_target(&mut self.swbuf, tag::DESCRIBE, b'S', &stmt.server_name);
                         self.unit_names.push(name.to_string());
                     }
                     None if kind == b'S' && !name.is_empty() => {
-                        let d = prepared::target_frame(tag::DESCRIBE, b'S', &prepared::missing_name(&name));
-                        self.swbuf.extend_from_slice(d.raw());
+                        prepared::put_target(&mut self.swbuf, tag::DESCRIBE, b'S', &prepared::missing_name(&name));
                     }
                     None => self.swbuf.extend_from_slice(f.raw()),
                 }
@@ -157,14 +152,12 @@ impl Session {
                             conn.prepared.remove(&stmt.hash);
                             stmt.server_name.clone()
                         };
-                        let c = prepared::target_frame(tag::CLOSE, b'S', &target);
-                        self.swbuf.extend_from_slice(c.raw());
+                        prepared::put_target(&mut self.swbuf, tag::CLOSE, b'S', &target);
                         Some((name.into_owned(), stmt))
                     }
                     // Closing a statement that does not exist is not an error.
                     None if kind == b'S' && !name.is_empty() => {
-                        let c = prepared::target_frame(tag::CLOSE, b'S', &prepared::missing_name(&name));
-                        self.swbuf.extend_from_slice(c.raw());
+                        prepared::put_target(&mut self.swbuf, tag::CLOSE, b'S', &prepared::missing_name(&name));
                         None
                     }
                     None => {
@@ -304,12 +297,11 @@ impl Session {
             self.expect.push_back(Expect::Parse { forward: false, hash: None, name: None });
         } else {
             conn.prepared.insert(stmt.hash);
-            let close = prepared::target_frame(tag::CLOSE, b'S', &stmt.server_name);
-            self.swbuf.extend_from_slice(close.raw());
+            prepared::put_target(&mut self.swbuf, tag::CLOSE, b'S', &stmt.server_name);
             self.expect.push_back(Expect::Close { forward: false, closed: None });
             self.expect.push_back(Expect::Parse { forward: false, hash: Some(stmt.hash), name: None });
         }
-        self.swbuf.extend_from_slice(stmt.parse_frame().raw());
+        stmt.put_parse(&mut self.swbuf);
         Ok(())
     }
 }

@@ -21,7 +21,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use crate::tls::{ClientRead, ClientStream, ClientWrite};
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::prepared::Prepared;
@@ -87,12 +87,15 @@ const CLIENT_BACKLOG: usize = 1 << 20;
 /// ... or this many complete messages waiting (pipelined behind a busy server).
 const MAX_QUEUED_FRAMES: usize = 4096;
 
+/// A statement Parsed earlier in the unit being scanned: (name, class, text).
+type ParsedHere = (String, Arc<Class>, Bytes);
+
 pub struct Session {
     shared: Arc<Shared>,
     client_rd: ClientRead,
     client_wr: ClientWrite,
-    user: String,
-    database: String,
+    user: Arc<str>,
+    database: Arc<str>,
     /// As last reported by a server (it follows SET application_name), for rules.
     application_name: String,
     crbuf: BytesMut,
@@ -142,6 +145,8 @@ pub struct Session {
     unit_keys: Vec<String>,
     /// Client statement names its Bind and Describe messages used.
     unit_names: Vec<String>,
+    /// `scan_unit`'s buffers: statements parsed in the unit, distinct classes seen.
+    scan_scratch: (Vec<ParsedHere>, Vec<Arc<Class>>),
     /// The Query being forwarded is the first part of a split one; the rest waits here
     /// for the first part's answer.
     split_rest: Option<Frame>,
@@ -196,8 +201,8 @@ pub async fn run(
     let mut s = Session {
         client_rd,
         client_wr,
-        user,
-        database,
+        user: user.into(),
+        database: database.into(),
         application_name: params
             .iter()
             .find(|(k, _)| k == "application_name")
@@ -229,6 +234,7 @@ pub async fn run(
         unit_forced_write: false,
         unit_keys: Vec::new(),
         unit_names: Vec::new(),
+        scan_scratch: Default::default(),
         split_rest: None,
         splitting: false,
         held_reports: Vec::new(),

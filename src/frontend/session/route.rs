@@ -254,8 +254,8 @@ impl Session {
     fn scan_unit(&mut self) -> Scan {
         self.unit_classes.clear();
         let mut scan = Scan { class: None, text: Bytes::new(), executes: false, complete: false };
-        let mut parsed_here: Vec<(String, Arc<Class>, Bytes)> = Vec::new();
-        let mut others: Vec<Arc<Class>> = Vec::new();
+        // Buffers kept in the session between units, so a unit allocates none.
+        let (mut parsed_here, mut others) = std::mem::take(&mut self.scan_scratch);
         let classifier = &self.shared.classifier;
         for f in &self.inq {
             let found = match f.tag() {
@@ -318,6 +318,9 @@ impl Session {
             }
             scan.class = Some(Arc::new(merged));
         }
+        parsed_here.clear();
+        others.clear();
+        self.scan_scratch = (parsed_here, others);
         scan
     }
 
