@@ -58,8 +58,11 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-const WARMUP: usize = 500;
-const QUERIES: u64 = 5000;
+/// `cargo bench` passes `--bench`; `cargo test --all-targets` runs this binary without it,
+/// as a quick check that it still works.
+fn full_run() -> bool {
+    std::env::args().any(|a| a == "--bench")
+}
 
 /// Starts pgroute on a thread of its own whose allocations are counted; returns its port.
 fn start_proxy() -> u16 {
@@ -112,7 +115,7 @@ async fn main() {
     let port = start_proxy();
     let client = common::connect(&format!("host=127.0.0.1 port={port} user=app password=app dbname=app")).await;
 
-    println!("pgroute heap allocations per call ({QUERIES} calls each, pgroute's thread only)");
+    println!("pgroute heap allocations per call (pgroute's thread only)");
     measure("select-only simple", |id| {
         let c = &client;
         async move {

@@ -16,7 +16,7 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 IFS=, read -r r1 r2 <<<"$PGROUTE_REPLICA_PORTS"
-config() { # port
+config() { # port [primary-only]
 cat <<TOML
 [listen]
 address = "127.0.0.1:$1"
@@ -27,6 +27,8 @@ name = "pg0"
 host = "127.0.0.1"
 port = $PGROUTE_PRIMARY_PORT
 role = "primary"
+TOML
+[[ ${2:-} == primary-only ]] || cat <<TOML
 [[nodes]]
 name = "pg1"
 host = "127.0.0.1"
@@ -37,14 +39,16 @@ name = "pg2"
 host = "127.0.0.1"
 port = $r2
 role = "replica"
+TOML
+cat <<TOML
 [[users]]
 name = "app"
 password = "app"
 TOML
 }
 
-start_proxy() { # binary port -> pid
-    config "$2" >"$work/proxy-$2.toml"
+start_proxy() { # binary port [primary-only] -> pid
+    config "$2" "${3:-}" >"$work/proxy-$2.toml"
     RUST_LOG=warn "$1" --config "$work/proxy-$2.toml" >/dev/null 2>&1 &
     local pid=$!
     for _ in $(seq 50); do

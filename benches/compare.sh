@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# pgroute against PgBouncer, side by side in one run: pgbench straight to the primary,
-# through pgroute (routing on: -S spreads over the replicas) and through PgBouncer
-# (transaction pooling, the same pool size, everything to the primary), alternating, for
-# -S and TPC-B in the simple, extended and prepared modes, at several client counts.
+# pgroute against PgBouncer, side by side in one run: pgbench straight to the primary
+# (direct), through pgroute (pgr: routing on, -S spreads over the two replicas), through
+# pgroute configured with the primary alone (pgr1: routing on, every statement classified,
+# the topology PgBouncer sees) and through PgBouncer (transaction pooling, the same pool
+# size), alternating, for -S and TPC-B in the simple, extended and prepared modes, at
+# several client counts.
 #
 #   benches/compare.sh [seconds per run, default 10] [client counts, default "8 64 256"]
 #
-# Prints, per test: tps of each, pgroute/direct, PgBouncer/direct, pgroute/PgBouncer, p50
-# and p99 latency (ms, from pgbench's per-transaction log) and CPU microseconds per
-# transaction of pgroute, PgBouncer and all PostgreSQL processes together (from /proc).
+# Prints, per test: tps of each, ratios to direct and to PgBouncer, p50 and p99 latency
+# (ms, from pgbench's per-transaction log) and CPU microseconds per transaction of each
+# proxy and of all PostgreSQL processes together (from /proc). The replicas run on the
+# same two cores as the primary here, so spreading reads buys no capacity: pgr against
+# pgr1 shows what three servers sharing the cores cost PostgreSQL.
 # Writes the same as CSV to benches/compare-<date>.csv. PgBouncer 1.18 (Debian) is
 # installed if missing (as root); it cannot do -M prepared in transaction mode, which
 # shows as "fails". Direct runs above the servers' max_connections (200) are skipped.
@@ -64,7 +68,11 @@ for _ in $(seq 50); do
     sleep 0.1
 done
 bpid=$(cat "$bdir/pgbouncer.pid")
-trap 'kill "$bpid" 2>/dev/null || true; rm -rf "$bdir"; cleanup' EXIT
+# pgroute with only the primary configured: routing on (every statement classified, the
+# rules applied), the same topology PgBouncer sees.
+one_port=$(free_port)
+one_pid=$(start_proxy target/release/pgroute "$one_port" primary-only)
+trap 'kill "$bpid" "$one_pid" 2>/dev/null || true; rm -rf "$bdir"; cleanup' EXIT
 
 pg_ticks() { # CPU ticks of every PostgreSQL process now, and of those that exited (a
     # backend's time joins its postmaster's children's time when it is reaped)
@@ -111,9 +119,11 @@ ratio() { if num "$1" && num "$2"; then awk -v a="$1" -v b="$2" 'BEGIN { printf 
 tps_text() { if num "$1"; then printf '%.0f' "$1"; else printf '%s' "${1:--}"; fi; }
 
 csv=benches/compare-$(date -u +%Y%m%dT%H%M%SZ).csv
-echo "test,clients,direct_tps,pgroute_tps,pgbouncer_tps,pgroute_vs_direct,pgbouncer_vs_direct,pgroute_vs_pgbouncer,direct_p50_ms,direct_p99_ms,pgroute_p50_ms,pgroute_p99_ms,pgbouncer_p50_ms,pgbouncer_p99_ms,pgroute_us_per_tx,pgbouncer_us_per_tx,pg_us_direct,pg_us_pgroute,pg_us_pgbouncer" >"$csv"
-printf '%-18s %4s %8s %8s %8s %6s %6s %6s %13s %13s %13s %7s %7s %21s\n' test c direct pgroute bouncer r/d b/d r/b \
-    'direct p50/99' 'pgroute p50/99' 'bouncer p50/99' 'r us/tx' 'b us/tx' 'PG us/tx d/r/b'
+echo "test,clients,direct_tps,pgroute_tps,pgroute1_tps,pgbouncer_tps,pgroute_vs_direct,pgroute1_vs_direct,pgbouncer_vs_direct,pgroute_vs_pgbouncer,pgroute1_vs_pgbouncer,direct_p50_ms,direct_p99_ms,pgroute_p50_ms,pgroute_p99_ms,pgroute1_p50_ms,pgroute1_p99_ms,pgbouncer_p50_ms,pgbouncer_p99_ms,pgroute_us_per_tx,pgroute1_us_per_tx,pgbouncer_us_per_tx,pg_us_direct,pg_us_pgroute,pg_us_pgroute1,pg_us_pgbouncer" >"$csv"
+fmt='%-20s %3s %6s %6s %6s %6s %5s %5s %5s %5s %5s %12s %12s %12s %12s %5s %5s %5s %19s\n'
+# shellcheck disable=SC2059
+printf "$fmt" test c direct pgr pgr1 bouncer r/d r1/d b/d r/b r1/b 'direct 50/99' 'pgr 50/99' 'pgr1 50/99' \
+    'bouncer 50/99' 'r us' 'r1 us' 'b us' 'PG us d/r/r1/b'
 for n in $counts; do
     for workload in select-only tpc-b; do
         extra=()
@@ -125,16 +135,19 @@ for n in $counts; do
                 d=skipped
             fi
             r=$(run "$proxy_port" "$proxy_pid" "$mode" "$n" "${extra[@]}")
+            r1=$(run "$one_port" "$one_pid" "$mode" "$n" "${extra[@]}")
             b=$(run "$bport" "$bpid" "$mode" "$n" "${extra[@]}")
             read -r dt dp50 dp99 _ dpg <<<"$d"
             read -r rt rp50 rp99 rus rpg <<<"$r"
+            read -r ot op50 op99 ous opg <<<"$r1"
             read -r bt bp50 bp99 bus bpg <<<"$b"
-            printf '%-18s %4s %8s %8s %8s %6s %6s %6s %13s %13s %13s %7s %7s %21s\n' "$workload $mode" "$n" \
-                "$(tps_text "$dt")" "$(tps_text "$rt")" "$(tps_text "$bt")" \
-                "$(ratio "$rt" "$dt")" "$(ratio "$bt" "$dt")" "$(ratio "$rt" "$bt")" \
-                "${dp50:--}/${dp99:--}" "${rp50:--}/${rp99:--}" "${bp50:--}/${bp99:--}" "${rus:--}" "${bus:--}" \
-                "${dpg:--}/${rpg:--}/${bpg:--}"
-            echo "$workload $mode,$n,$dt,$rt,$bt,$(ratio "$rt" "$dt"),$(ratio "$bt" "$dt"),$(ratio "$rt" "$bt"),$dp50,$dp99,$rp50,$rp99,$bp50,$bp99,$rus,$bus,$dpg,$rpg,$bpg" >>"$csv"
+            # shellcheck disable=SC2059
+            printf "$fmt" "$workload $mode" "$n" \
+                "$(tps_text "$dt")" "$(tps_text "$rt")" "$(tps_text "$ot")" "$(tps_text "$bt")" \
+                "$(ratio "$rt" "$dt")" "$(ratio "$ot" "$dt")" "$(ratio "$bt" "$dt")" "$(ratio "$rt" "$bt")" "$(ratio "$ot" "$bt")" \
+                "${dp50:--}/${dp99:--}" "${rp50:--}/${rp99:--}" "${op50:--}/${op99:--}" "${bp50:--}/${bp99:--}" \
+                "${rus:--}" "${ous:--}" "${bus:--}" "${dpg:--}/${rpg:--}/${opg:--}/${bpg:--}"
+            echo "$workload $mode,$n,$dt,$rt,$ot,$bt,$(ratio "$rt" "$dt"),$(ratio "$ot" "$dt"),$(ratio "$bt" "$dt"),$(ratio "$rt" "$bt"),$(ratio "$ot" "$bt"),$dp50,$dp99,$rp50,$rp99,$op50,$op99,$bp50,$bp99,$rus,$ous,$bus,$dpg,$rpg,$opg,$bpg" >>"$csv"
         done
     done
 done
