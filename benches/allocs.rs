@@ -9,14 +9,15 @@
 //! simple, extended (unnamed statement) and prepared modes, and a TPC-B-like write
 //! transaction. Prints allocations and bytes allocated per query, after a warm-up that
 //! fills the classification cache and the pools. The health monitor probes every 10 s
-//! here, so its allocations stay out of the per-query figures.
+//! here, so its allocations stay out of the per-query figures. Last, it opens idle
+//! clients and prints the heap pgroute holds for each (the session task included).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use tokio_postgres::types::Type;
 
@@ -27,11 +28,24 @@ thread_local! {
 }
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
 static BYTES: AtomicU64 = AtomicU64::new(0);
+/// Bytes allocated and not yet freed on pgroute's thread.
+static LIVE: AtomicI64 = AtomicI64::new(0);
+
+fn counted() -> bool {
+    COUNTED.try_with(Cell::get).unwrap_or(false)
+}
 
 fn count(size: usize) {
-    if COUNTED.try_with(Cell::get).unwrap_or(false) {
+    if counted() {
         ALLOCS.fetch_add(1, Ordering::Relaxed);
         BYTES.fetch_add(size as u64, Ordering::Relaxed);
+        LIVE.fetch_add(size as i64, Ordering::Relaxed);
+    }
+}
+
+fn uncount(size: usize) {
+    if counted() {
+        LIVE.fetch_sub(size as i64, Ordering::Relaxed);
     }
 }
 
@@ -48,9 +62,11 @@ unsafe impl GlobalAlloc for Counting {
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         count(new_size);
+        uncount(layout.size());
         System.realloc(ptr, layout, new_size)
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        uncount(layout.size());
         System.dealloc(ptr, layout)
     }
 }
@@ -82,21 +98,35 @@ fn start_proxy() -> u16 {
     rx.recv().expect("pgroute started")
 }
 
-/// Runs `one` QUERIES times after a warm-up; prints what pgroute allocated per call.
+/// Runs `one` after a warm-up; prints what pgroute allocated per call.
 async fn measure<F, Fut>(name: &str, mut one: F)
 where
     F: FnMut(i32) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    for i in 0..WARMUP {
-        one(i as i32 % 1000 + 1).await;
+    let (warmup, calls) = if full_run() { (500, 5000) } else { (20, 100) };
+    for i in 0..warmup {
+        one(i % 1000 + 1).await;
     }
     let (a0, b0) = (ALLOCS.load(Ordering::Relaxed), BYTES.load(Ordering::Relaxed));
-    for i in 0..QUERIES {
-        one(i as i32 % 1000 + 1).await;
+    for i in 0..calls {
+        one(i % 1000 + 1).await;
     }
     let (a, b) = (ALLOCS.load(Ordering::Relaxed) - a0, BYTES.load(Ordering::Relaxed) - b0);
-    println!("{name:<30} {:>6.2} allocations {:>7.0} bytes", a as f64 / QUERIES as f64, b as f64 / QUERIES as f64);
+    println!("{name:<30} {:>6.2} allocations {:>7.0} bytes", a as f64 / calls as f64, b as f64 / calls as f64);
+}
+
+/// Heap pgroute holds per idle client: logged in, nothing sent since.
+async fn idle_clients(port: u16) {
+    let n = if full_run() { 1000 } else { 20 };
+    let before = LIVE.load(Ordering::Relaxed);
+    let mut clients = Vec::with_capacity(n);
+    for _ in 0..n {
+        clients.push(common::connect(&format!("host=127.0.0.1 port={port} user=postgres dbname=app")).await);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let held = LIVE.load(Ordering::Relaxed) - before;
+    println!("{:<30} {:>6.0} bytes of heap per idle client ({n} clients)", "idle clients", held as f64 / n as f64);
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -153,4 +183,5 @@ async fn main() {
         }
     })
     .await;
+    idle_clients(port).await;
 }

@@ -4,7 +4,7 @@
 //! The configuration is held in an [`ArcSwap`]: a session reads the current one for each
 //! unit it routes (`Shared::config`), so a reload reaches running sessions at their next
 //! statement. What cannot change while running (the listen and metrics addresses, the
-//! classification cache's size) is reported as needing a restart.
+//! worker threads, the classification cache's size) is reported as needing a restart.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

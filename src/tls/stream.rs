@@ -5,7 +5,8 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
@@ -119,12 +120,30 @@ pub enum ClientRead {
 delegate_read!(ClientRead { Plain, Tls });
 
 impl ClientRead {
-    /// Waits until a read would find bytes (or the end). TLS cannot tell without reading:
-    /// it returns at once.
-    pub async fn readable(&self) -> io::Result<()> {
+    /// Reads into `buf`, which has no room, giving it `chunk` bytes of room only once the
+    /// client has sent something: an idle client holds no buffer. Readiness alone is no
+    /// proof (tokio keeps it set until a read finds nothing, and the login's reads never
+    /// do), so plain TCP reads the first bytes into a small stack buffer. TLS cannot tell
+    /// without reading: it gets the room at once.
+    pub async fn read_into_empty(&mut self, buf: &mut BytesMut, chunk: usize) -> io::Result<usize> {
         match self {
-            ClientRead::Plain(r) => r.readable().await,
-            ClientRead::Tls(_) => Ok(()),
+            ClientRead::Plain(r) => loop {
+                r.readable().await?;
+                let mut first = [0u8; 512];
+                match r.try_read(&mut first) {
+                    Ok(n) => {
+                        buf.reserve(chunk.max(n));
+                        buf.extend_from_slice(&first[..n]);
+                        return Ok(n);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(e) => return Err(e),
+                }
+            },
+            ClientRead::Tls(_) => {
+                buf.reserve(chunk);
+                self.read_buf(buf).await
+            }
             ClientRead::Closed => Err(io::ErrorKind::NotConnected.into()),
         }
     }

@@ -473,8 +473,7 @@ const CLIENT_READ_CHUNK: usize = 16 * 1024;
 /// sent something, so a client that sits idle holds no buffer memory.
 async fn read_client(rd: &mut crate::tls::ClientRead, buf: &mut BytesMut) -> std::io::Result<usize> {
     if buf.capacity() == buf.len() {
-        rd.readable().await?;
-        buf.reserve(CLIENT_READ_CHUNK);
+        return rd.read_into_empty(buf, CLIENT_READ_CHUNK).await;
     }
     rd.read_buf(buf).await
 }
