@@ -306,6 +306,13 @@ impl Session {
     }
 
     async fn main_loop(&mut self) -> End {
+        // Made once, not per wake-up: a KILL from the console and the start of a shutdown.
+        let handle = self.cancel.clone();
+        let killed = handle.kill.notified();
+        tokio::pin!(killed);
+        let mut shutdown = self.shutdown.clone();
+        let stopping = shutdown.changed();
+        tokio::pin!(stopping);
         loop {
             let draining = self.draining;
             if draining && self.at_boundary() {
@@ -331,8 +338,8 @@ impl Session {
                         return end;
                     }
                 }
-                _ = self.shutdown.changed(), if !draining => self.draining = true,
-                _ = self.cancel.kill.notified() => {
+                _ = &mut stopping, if !draining => self.draining = true,
+                _ = &mut killed => {
                     tracing::warn!(pid = self.pid, "client killed from the console");
                     return End::Fatal(PgError::fatal(ADMIN_SHUTDOWN, "terminating connection: killed by a pgroute administrator"));
                 }

@@ -377,25 +377,26 @@ impl Session {
         // the unit elsewhere meanwhile.
         let config = self.shared.config();
         let (primary_wait, interval) = (config.health.primary_wait, config.health.interval);
-        let deadline = Instant::now() + primary_wait;
+        let deadline = now + primary_wait;
         let mut snapshot = snapshot;
         let loads = if snapshot.least_connections { self.shared.topology.loads() } else { Vec::new() };
         let pick = Pick { ticket, loads: snapshot.least_connections.then_some(loads.as_slice()) };
         // causal_wait: a read that would go to the primary only because no replica has the
         // session's write yet may wait that long for one to catch up.
-        let causal_deadline = config.routing.causal_wait.map(|w| Instant::now() + w);
+        let causal_deadline = config.routing.causal_wait.map(|w| now + w);
         let mut view = view;
         let mut waited = false;
+        let mut now = now;
         loop {
-            let now = Instant::now();
             match router::decide(&class, &read, view, &snapshot, now, pick) {
                 Ok(decision)
                     if decision.reason == Reason::ReadYourWrites && causal_deadline.is_some_and(|d| now < d) =>
                 {
                     waited = true;
                     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                    now = Instant::now();
                     snapshot = self.shared.topology.snapshot();
-                    view.causal = self.causal(&snapshot, Instant::now(), keys_since);
+                    view.causal = self.causal(&snapshot, now, keys_since);
                 }
                 Ok(decision) => {
                     if waited {
@@ -407,6 +408,7 @@ impl Session {
                 Err(e) if now < deadline && snapshot.primary(now).is_none() => {
                     tracing::debug!(error = %e, "no primary yet: waiting");
                     tokio::time::sleep(interval).await;
+                    now = Instant::now();
                     snapshot = self.shared.topology.snapshot();
                 }
                 Err(e) => {
