@@ -1,12 +1,17 @@
 //! Real drivers through the proxy: psycopg 3 (including pipeline mode), asyncpg,
 //! node-postgres and pgjdbc run their compatibility scripts (`tests/drivers/`) against an
 //! in-process pgroute in front of the test cluster. `scripts/test-deps.sh` installs them.
+//! pgroute runs with read-your-writes in `lsn` mode, its default: the drivers see its
+//! `pgroute.commit_lsn` reports after their writes.
 
 mod common;
 
 use std::process::Command;
 
-use common::{proxy, TestProxy};
+use common::{proxy_with, TestProxy};
+
+/// The shipped default (the tests' own default is `off`).
+const LSN: &str = "[routing]\nread_your_writes = \"lsn\"\n";
 
 fn run(p: &TestProxy, program: &str, args: &[&str], dir: &str) {
     let root = env!("CARGO_MANIFEST_DIR");
@@ -24,25 +29,25 @@ fn run(p: &TestProxy, program: &str, args: &[&str], dir: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psycopg3_including_pipeline_mode() {
-    let p = proxy().await;
+    let p = proxy_with(LSN).await;
     tokio::task::spawn_blocking(move || run(&p, "python3", &["tests/drivers/psycopg_check.py"], "")).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn asyncpg() {
-    let p = proxy().await;
+    let p = proxy_with(LSN).await;
     tokio::task::spawn_blocking(move || run(&p, "python3", &["tests/drivers/asyncpg_check.py"], "")).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_postgres() {
-    let p = proxy().await;
+    let p = proxy_with(LSN).await;
     tokio::task::spawn_blocking(move || run(&p, "node", &["node_pg_check.js"], "tests/drivers/node")).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgjdbc() {
-    let p = proxy().await;
+    let p = proxy_with(LSN).await;
     let classes = std::env::temp_dir().join(format!("pgroute-jdbc-{}", std::process::id()));
     let classes = classes.to_string_lossy().into_owned();
     let jar = "/usr/share/java/postgresql.jar";

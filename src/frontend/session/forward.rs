@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use super::state::Intake;
 use super::{End, Expect, Session};
-use crate::classify::Class;
+use crate::classify::{Class, TxOp};
 use crate::frontend::prepared::{self, Prepared};
 
 /// Portals remembered per session (named portals beyond this are forgotten oldest first;
@@ -25,6 +25,7 @@ impl Session {
         match f.tag() {
             tag::QUERY => {
                 let sql = BodyReader::new(f.body()).cstr_bytes().map_err(malformed)?;
+                self.unit_commits.may_copy |= super::commit_lsn::mentions_copy(sql);
                 let class = match self.unit_classes.pop_front() {
                     Some(c) => c,
                     None => self.classify_text(sql),
@@ -211,6 +212,9 @@ impl Session {
             || Expect::step(class, index).writes_data
             || class.steps.is_empty() && class.writes_data;
         let keys = if writes { self.unit_keys.clone() } else { Vec::new() };
+        let ends_commit = matches!(Expect::step(class, index).tx, TxOp::Commit { .. } | TxOp::Prepare);
+        self.unit_commits.may_commit |= writes || ends_commit;
+        self.unit_commits.may_copy |= class.reason.contains("copy");
         self.expect.push_back(Expect::Statement { class: class.clone(), index, writes, keys });
     }
 
@@ -230,8 +234,9 @@ impl Session {
         self.unit_keys.clear();
         let names = std::mem::take(&mut self.unit_names);
         let split = std::mem::take(&mut self.splitting);
-        self.expect.push_back(Expect::Ready { sync, names, split, own: false, sent: Instant::now() });
+        self.expect.push_back(Expect::Ready { sync, names, split, own: false, lsn: false, sent: Instant::now() });
         self.in_flight += 1;
+        self.ask_commit_lsn(split);
         self.intake = Intake::Between;
         self.unit_classes.clear();
     }
@@ -279,7 +284,14 @@ impl Session {
         }
         self.swbuf.extend_from_slice(crate::protocol::sync().raw());
         let sent = Instant::now();
-        self.expect.push_back(Expect::Ready { sync: true, names: Vec::new(), split: false, own: true, sent });
+        self.expect.push_back(Expect::Ready {
+            sync: true,
+            names: Vec::new(),
+            split: false,
+            own: true,
+            lsn: false,
+            sent,
+        });
         self.in_flight += 1;
         Ok(())
     }

@@ -9,6 +9,7 @@
 //! ReadyForQuery says idle (`I`) and nothing is in flight; it is never switched while the
 //! transaction status is `T` or `E`.
 
+mod commit_lsn;
 mod forward;
 mod held;
 mod ledger;
@@ -64,9 +65,11 @@ enum Expect {
         /// The first part of a split Query (see `route::split_transaction_end`): its
         /// ReadyForQuery is not the client's, unless the part failed.
         split: bool,
-        /// A unit of pgroute's own (`forward::prepare_for_transaction`): nothing of it,
-        /// errors included, reaches the client or settles anything.
+        /// A unit of pgroute's own (`forward::prepare_for_transaction`, `commit_lsn`):
+        /// nothing of it, errors included, reaches the client or settles anything.
         own: bool,
+        /// pgroute's commit-position query (`commit_lsn`): its rows are read, not sent.
+        lsn: bool,
         /// When it was forwarded (`SHOW STATS` time per node).
         sent: std::time::Instant,
     },
@@ -145,6 +148,16 @@ pub struct Session {
     unit_keys: Vec<String>,
     /// Client statement names its Bind and Describe messages used.
     unit_names: Vec<String>,
+    /// What the unit being forwarded may commit (`commit_lsn`).
+    unit_commits: commit_lsn::UnitCommits,
+    /// A commit-position query is in flight: reads wait for its answer.
+    lsn_pending: bool,
+    /// Its answer: (LSN, timeline).
+    lsn_answer: Option<(u64, u32)>,
+    /// The unit before it committed a data write: the answer is this session's position.
+    lsn_for_commit: bool,
+    /// The client's ReadyForQuery, held until the position query behind its unit answers.
+    held_ready: Option<Frame>,
     /// `scan_unit`'s buffers: statements parsed in the unit, distinct classes seen.
     scan_scratch: (Vec<ParsedHere>, Vec<Arc<Class>>),
     /// The Query being forwarded is the first part of a split one; the rest waits here
@@ -235,6 +248,11 @@ pub async fn run(
         unit_keys: Vec::new(),
         unit_names: Vec::new(),
         scan_scratch: Default::default(),
+        unit_commits: Default::default(),
+        lsn_pending: false,
+        lsn_answer: None,
+        lsn_for_commit: false,
+        held_ready: None,
         split_rest: None,
         splitting: false,
         held_reports: Vec::new(),

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use super::commit_lsn;
 use super::ledger::Committed;
 use super::state::Intake;
 use super::{End, Expect, Session};
@@ -41,6 +42,14 @@ impl Session {
             };
             let mut forward = true;
             tracing::trace!(tag = %(frame.tag() as char), "server frame");
+            if matches!(self.expect.front(), Some(Expect::Ready { lsn: true, .. }))
+                && matches!(frame.tag(), tag::ROW_DESCRIPTION | tag::DATA_ROW | tag::COMMAND_COMPLETE)
+            {
+                if frame.tag() == tag::DATA_ROW {
+                    self.lsn_answer = commit_lsn::parse_row(frame.body());
+                }
+                continue;
+            }
             match frame.tag() {
                 tag::PARSE_COMPLETE => {
                     if let Some(Expect::Parse { forward: fwd, .. }) = self.expect.front() {
@@ -161,11 +170,11 @@ impl Session {
                     let status = frame.body().first().copied().unwrap_or(b'I');
                     // Anything still expected before this ReadyForQuery never came.
                     let mut unanswered = false;
-                    let (mut split, mut own, mut sent) = (false, false, None);
+                    let (mut split, mut own, mut lsn, mut sent) = (false, false, false, None);
                     while let Some(e) = self.expect.pop_front() {
                         match e {
-                            Expect::Ready { split: s, own: o, sent: t, .. } => {
-                                (split, own, sent) = (s, o, Some(t));
+                            Expect::Ready { split: s, own: o, lsn: l, sent: t, .. } => {
+                                (split, own, lsn, sent) = (s, o, l, Some(t));
                                 break;
                             }
                             Expect::Statement { .. } => unanswered = true,
@@ -175,6 +184,9 @@ impl Session {
                     if own {
                         self.in_flight = self.in_flight.saturating_sub(1);
                         self.tx_status = status;
+                        if lsn {
+                            self.commit_lsn_answered();
+                        }
                         continue;
                     }
                     if let Some(t) = sent {
@@ -191,6 +203,13 @@ impl Session {
                             self.inq.push_front(rest);
                         }
                     }
+                    // The position query behind this unit answers next: the client's
+                    // ReadyForQuery waits for it, so the report comes before it.
+                    let position_next = matches!(self.expect.front(), Some(Expect::Ready { lsn: true, .. }));
+                    if forward && position_next {
+                        forward = false;
+                        self.held_ready = Some(frame.clone());
+                    }
                     if forward {
                         self.release_reports();
                     }
@@ -203,6 +222,7 @@ impl Session {
                         self.portals.clear();
                     }
                     let committed = self.ledger.ready(status);
+                    self.lsn_for_commit = position_next && committed.wrote && status == b'I';
                     self.settle(node, committed);
                 }
                 _ => {}

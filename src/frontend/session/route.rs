@@ -84,6 +84,12 @@ impl Session {
                     self.wait_while_paused().await;
                 }
                 let scan = self.scan_unit();
+                if self.lsn_pending && scan.class.as_ref().is_none_or(|c| !c.is_write()) {
+                    // The position of this session's last commit is microseconds away: a
+                    // read waits for it rather than settle for the primary.
+                    self.unit_classes.clear();
+                    return Ok(());
+                }
                 let (decision, class, snapshot) = match self.route_unit(scan).await {
                     Ok(d) => d,
                     Err(_) if self.in_flight > 0 => {

@@ -1,0 +1,143 @@
+//! The exact commit position of a session's write (read-your-writes in `lsn` mode).
+//!
+//! Behind a unit that may commit a data write on the primary, pgroute sends its own
+//! `SELECT` of the primary's WAL insert position and timeline, on the same connection,
+//! in the same flight: the server runs it right after the client's unit, so its answer is
+//! at or past the unit's commit record, and it costs the client no round trip. The
+//! client's ReadyForQuery is held until that answer is in (microseconds later); then the
+//! client gets `ParameterStatus pgroute.commit_lsn = <timeline>/<lsn>` (its causal token)
+//! and its ReadyForQuery. The session's next reads need a replica at that position; reads
+//! that arrive before the answer wait for it.
+//!
+//! Never behind a unit that may start COPY FROM STDIN (the server would take the query
+//! for COPY data), nor behind the first part of a split Query.
+
+use super::{Expect, Session};
+use crate::config::{ReadYourWrites, Role};
+use crate::protocol::{self, BodyReader};
+
+/// The insert position is at or past every record already inserted, the commit's
+/// included (with `synchronous_commit = off` the commit may not be flushed yet: the write
+/// position could be behind it). The timeline as the monitor reads it.
+const QUERY: &str = "SELECT (pg_current_wal_insert_lsn() - '0/0')::text, \
+    ('x' || substr(pg_walfile_name(pg_current_wal_insert_lsn()), 1, 8))::bit(32)::int::text";
+
+/// The ParameterStatus name of the causal token.
+pub const REPORT: &str = "pgroute.commit_lsn";
+
+/// `<timeline>/<lsn in hex>`, as reported and accepted back.
+pub fn token(lsn: u64, timeline: u32) -> String {
+    format!("{timeline}/{lsn:X}")
+}
+
+/// The DataRow of [`QUERY`]: (LSN, timeline).
+pub(super) fn parse_row(body: &[u8]) -> Option<(u64, u32)> {
+    let mut r = BodyReader::new(body);
+    if r.i16().ok()? != 2 {
+        return None;
+    }
+    let mut col = || -> Option<&str> {
+        let len = usize::try_from(r.i32().ok()?).ok()?;
+        std::str::from_utf8(r.bytes(len).ok()?).ok()
+    };
+    let lsn = col()?.parse().ok()?;
+    let timeline = col()?.parse().ok()?;
+    Some((lsn, timeline))
+}
+
+/// What a unit sent so far tells about asking for its commit position.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct UnitCommits {
+    /// A statement of the unit writes data or ends a transaction with COMMIT/PREPARE.
+    pub may_commit: bool,
+    /// Its text may start COPY (any mention of `copy`): never ask behind it.
+    pub may_copy: bool,
+}
+
+/// Does statement text mention COPY (any case)? Conservative: a column named `copy`
+/// counts too.
+pub(super) fn mentions_copy(sql: &[u8]) -> bool {
+    sql.windows(4).any(|w| w.eq_ignore_ascii_case(b"copy"))
+}
+
+impl Session {
+    /// At the end of a unit: sends the position query behind it when it may commit a
+    /// write on the primary.
+    pub(super) fn ask_commit_lsn(&mut self, split: bool) {
+        let unit = std::mem::take(&mut self.unit_commits);
+        if !unit.may_commit || unit.may_copy || split {
+            return;
+        }
+        if self.shared.config().routing.read_your_writes != ReadYourWrites::Lsn {
+            return;
+        }
+        let Some(node) = self.active else { return };
+        let snapshot = self.shared.topology.snapshot();
+        if snapshot.nodes.get(node).is_none_or(|n| n.role != Role::Primary) {
+            return;
+        }
+        self.swbuf.extend_from_slice(protocol::query(QUERY).raw());
+        self.expect.push_back(Expect::Ready {
+            sync: false,
+            names: Vec::new(),
+            split: false,
+            own: true,
+            lsn: true,
+            sent: std::time::Instant::now(),
+        });
+        self.in_flight += 1;
+        self.lsn_pending = true;
+    }
+
+    /// The position query's ReadyForQuery: a committed write's position is recorded and
+    /// reported, then the client's held ReadyForQuery goes out.
+    pub(super) fn commit_lsn_answered(&mut self) {
+        self.lsn_pending = false;
+        let answer = self.lsn_answer.take();
+        if std::mem::take(&mut self.lsn_for_commit) {
+            match answer {
+                Some((lsn, timeline)) => {
+                    self.commit_lsn = Some((lsn, Some(timeline)));
+                    self.cwbuf.extend_from_slice(protocol::parameter_status(REPORT, &token(lsn, timeline)).raw());
+                }
+                None => tracing::debug!("the commit position query failed: positions from the probes stand in"),
+            }
+        }
+        self.release_reports();
+        if let Some(ready) = self.held_ready.take() {
+            self.cwbuf.extend_from_slice(ready.raw());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(cols: &[&str]) -> Vec<u8> {
+        let mut b = (cols.len() as i16).to_be_bytes().to_vec();
+        for c in cols {
+            b.extend_from_slice(&(c.len() as i32).to_be_bytes());
+            b.extend_from_slice(c.as_bytes());
+        }
+        b
+    }
+
+    #[test]
+    fn the_position_row_is_read_and_the_token_is_timeline_slash_hex() {
+        assert_eq!(parse_row(&row(&["50334248", "1"])), Some((50334248, 1)));
+        assert_eq!(token(50334248, 1), "1/3000A28");
+        assert_eq!(token(0x1_0000_0000, 3), "3/100000000");
+        assert_eq!(parse_row(&row(&["50334248"])), None);
+        assert_eq!(parse_row(&row(&["x", "1"])), None);
+        assert_eq!(parse_row(&[0, 2, 0xff, 0xff, 0xff, 0xff]), None);
+        assert_eq!(parse_row(b""), None);
+    }
+
+    #[test]
+    fn copy_is_spotted_in_any_case() {
+        assert!(mentions_copy(b"COPY t FROM STDIN"));
+        assert!(mentions_copy(b"insert into t values (1); CoPy t from stdin"));
+        assert!(!mentions_copy(b"UPDATE accounts SET v = 1"));
+    }
+}
