@@ -1,7 +1,7 @@
 //! The exact commit position of a session's write (read-your-writes in `lsn` mode).
 //!
 //! Behind a unit that may commit a data write on the primary, pgroute sends its own
-//! `SELECT` of the primary's WAL insert position and timeline, on the same connection,
+//! `SELECT` of the primary's WAL insert position, on the same connection,
 //! in the same flight: the server runs it right after the client's unit, so its answer is
 //! at or past the unit's commit record, and it costs the client no round trip. The
 //! client's ReadyForQuery is held until that answer is in (microseconds later); then the
@@ -18,9 +18,8 @@ use crate::protocol::{self, BodyReader};
 
 /// The insert position is at or past every record already inserted, the commit's
 /// included (with `synchronous_commit = off` the commit may not be flushed yet: the write
-/// position could be behind it). The timeline as the monitor reads it.
-const QUERY: &str = "SELECT (pg_current_wal_insert_lsn() - '0/0')::text, \
-    ('x' || substr(pg_walfile_name(pg_current_wal_insert_lsn()), 1, 8))::bit(32)::int::text";
+/// position could be behind it). The timeline is the node's as the monitor last saw it.
+const QUERY: &str = "SELECT pg_current_wal_insert_lsn()";
 
 /// The ParameterStatus name of the causal token.
 pub const REPORT: &str = "pgroute.commit_lsn";
@@ -30,26 +29,26 @@ pub fn token(lsn: u64, timeline: u32) -> String {
     format!("{timeline}/{lsn:X}")
 }
 
-/// The DataRow of [`QUERY`]: (LSN, timeline).
-pub(super) fn parse_row(body: &[u8]) -> Option<(u64, u32)> {
+/// The DataRow of [`QUERY`]: the LSN, from its text form `X/Y` (two hex halves).
+pub(super) fn parse_row(body: &[u8]) -> Option<u64> {
     let mut r = BodyReader::new(body);
-    if r.i16().ok()? != 2 {
+    if r.i16().ok()? != 1 {
         return None;
     }
-    let mut col = || -> Option<&str> {
-        let len = usize::try_from(r.i32().ok()?).ok()?;
-        std::str::from_utf8(r.bytes(len).ok()?).ok()
-    };
-    let lsn = col()?.parse().ok()?;
-    let timeline = col()?.parse().ok()?;
-    Some((lsn, timeline))
+    let len = usize::try_from(r.i32().ok()?).ok()?;
+    let text = std::str::from_utf8(r.bytes(len).ok()?).ok()?;
+    let (high, low) = text.split_once('/')?;
+    Some((u64::from(u32::from_str_radix(high, 16).ok()?) << 32) | u64::from(u32::from_str_radix(low, 16).ok()?))
 }
 
 /// What a unit sent so far tells about asking for its commit position.
 #[derive(Debug, Default, Clone, Copy)]
 pub(super) struct UnitCommits {
-    /// A statement of the unit writes data or ends a transaction with COMMIT/PREPARE.
+    /// A statement of the unit writes data outside a transaction block, or ends one with
+    /// COMMIT or PREPARE TRANSACTION.
     pub may_commit: bool,
+    /// The unit opened a block (its later writes wait for a COMMIT).
+    pub begun: bool,
     /// Its text may start COPY (any mention of `copy`): never ask behind it.
     pub may_copy: bool,
 }
@@ -97,8 +96,10 @@ impl Session {
         if std::mem::take(&mut self.lsn_for_commit) {
             match answer {
                 Some((lsn, timeline)) => {
-                    self.commit_lsn = Some((lsn, Some(timeline)));
-                    self.cwbuf.extend_from_slice(protocol::parameter_status(REPORT, &token(lsn, timeline)).raw());
+                    self.commit_lsn = Some((lsn, timeline));
+                    if let Some(tl) = timeline {
+                        self.cwbuf.extend_from_slice(protocol::parameter_status(REPORT, &token(lsn, tl)).raw());
+                    }
                 }
                 None => tracing::debug!("the commit position query failed: positions from the probes stand in"),
             }
@@ -125,12 +126,14 @@ mod tests {
 
     #[test]
     fn the_position_row_is_read_and_the_token_is_timeline_slash_hex() {
-        assert_eq!(parse_row(&row(&["50334248", "1"])), Some((50334248, 1)));
-        assert_eq!(token(50334248, 1), "1/3000A28");
+        assert_eq!(parse_row(&row(&["0/3000A28"])), Some(0x3000A28));
+        assert_eq!(parse_row(&row(&["1/0"])), Some(0x1_0000_0000));
+        assert_eq!(token(0x3000A28, 1), "1/3000A28");
         assert_eq!(token(0x1_0000_0000, 3), "3/100000000");
-        assert_eq!(parse_row(&row(&["50334248"])), None);
-        assert_eq!(parse_row(&row(&["x", "1"])), None);
-        assert_eq!(parse_row(&[0, 2, 0xff, 0xff, 0xff, 0xff]), None);
+        assert_eq!(parse_row(&row(&["0/3000A28", "1"])), None);
+        assert_eq!(parse_row(&row(&["3000A28"])), None);
+        assert_eq!(parse_row(&row(&["x/1"])), None);
+        assert_eq!(parse_row(&[0, 1, 0xff, 0xff, 0xff, 0xff]), None);
         assert_eq!(parse_row(b""), None);
     }
 

@@ -212,8 +212,13 @@ impl Session {
             || Expect::step(class, index).writes_data
             || class.steps.is_empty() && class.writes_data;
         let keys = if writes { self.unit_keys.clone() } else { Vec::new() };
-        let ends_commit = matches!(Expect::step(class, index).tx, TxOp::Commit { .. } | TxOp::Prepare);
-        self.unit_commits.may_commit |= writes || ends_commit;
+        let tx = &Expect::step(class, index).tx;
+        let ends_commit = matches!(tx, TxOp::Commit { .. } | TxOp::Prepare);
+        self.unit_commits.begun |= matches!(tx, TxOp::Begin);
+        // A write inside a block commits only with its COMMIT. Whether a block is open is
+        // certain when no earlier unit is still in flight; otherwise assume it may not be.
+        let in_block = self.unit_commits.begun || (self.in_flight == 0 && self.tx_status != b'I');
+        self.unit_commits.may_commit |= ends_commit || (writes && !in_block);
         self.unit_commits.may_copy |= class.reason.contains("copy");
         self.expect.push_back(Expect::Statement { class: class.clone(), index, writes, keys });
     }

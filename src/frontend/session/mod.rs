@@ -152,8 +152,8 @@ pub struct Session {
     unit_commits: commit_lsn::UnitCommits,
     /// A commit-position query is in flight: reads wait for its answer.
     lsn_pending: bool,
-    /// Its answer: (LSN, timeline).
-    lsn_answer: Option<(u64, u32)>,
+    /// Its answer: the LSN and the node's timeline.
+    lsn_answer: Option<(u64, Option<u32>)>,
     /// The unit before it committed a data write: the answer is this session's position.
     lsn_for_commit: bool,
     /// The client's ReadyForQuery, held until the position query behind its unit answers.

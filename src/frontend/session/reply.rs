@@ -46,7 +46,8 @@ impl Session {
                 && matches!(frame.tag(), tag::ROW_DESCRIPTION | tag::DATA_ROW | tag::COMMAND_COMPLETE)
             {
                 if frame.tag() == tag::DATA_ROW {
-                    self.lsn_answer = commit_lsn::parse_row(frame.body());
+                    let timeline = self.shared.topology.snapshot().nodes.get(node).and_then(|n| n.wal.timeline);
+                    self.lsn_answer = commit_lsn::parse_row(frame.body()).map(|lsn| (lsn, timeline));
                 }
                 continue;
             }
