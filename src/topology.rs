@@ -41,6 +41,9 @@ pub struct NodeState {
     pub drained: bool,
     /// Removed from the configuration by a reload: never used again.
     pub removed: bool,
+    /// When a session last saw this replica's replay position past the monitor's
+    /// (`note_replay`): a probe begun before then does not set it back.
+    pub replay_noted: Option<Instant>,
 }
 
 impl NodeState {
@@ -65,6 +68,7 @@ impl NodeState {
             lag: None,
             drained: false,
             removed: false,
+            replay_noted: None,
         }
     }
 }
@@ -337,7 +341,16 @@ impl Topology {
                 n.healthy = v.usable;
                 n.why = v.why;
                 n.fresh_until = v.fresh_until;
+                // A position a session saw after this probe began stays (replay only moves
+                // forward on one timeline); a probe begun after it is the truth again.
+                let noted = n.replay_noted.filter(|at| v.wal.started.is_none_or(|s| s < *at));
+                let kept = noted.and(n.wal.replay_lsn).filter(|_| n.wal.timeline == v.wal.timeline);
                 n.wal = v.wal;
+                if let Some(lsn) = kept.filter(|k| v.wal.replay_lsn.is_none_or(|r| r < *k)) {
+                    n.wal.replay_lsn = Some(lsn);
+                } else {
+                    n.replay_noted = None;
+                }
                 n.lag = v.lag;
             }
         });
@@ -351,6 +364,23 @@ impl Topology {
         let mut next = (**guard).clone();
         change(&mut next);
         *guard = Arc::new(next);
+    }
+
+    /// A session read replica `node`'s replay position `lsn` just now (`causal_wait`):
+    /// past what the monitor last saw, it stands until a probe begun later.
+    pub fn note_replay(&self, node: usize, lsn: u64) {
+        let known = self.snapshot().nodes.get(node).and_then(|n| n.wal.replay_lsn);
+        if known.is_some_and(|k| k >= lsn) {
+            return;
+        }
+        self.update(|next| {
+            if let Some(n) = next.nodes.get_mut(node).filter(|n| n.role == Role::Replica) {
+                if n.wal.replay_lsn.is_none_or(|k| k < lsn) {
+                    n.wal.replay_lsn = Some(lsn);
+                    n.replay_noted = Some(Instant::now());
+                }
+            }
+        });
     }
 
     /// Takes a node out of the read rotation for [`REPLICA_BACKOFF`].

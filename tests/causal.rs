@@ -123,3 +123,35 @@ async fn a_committed_write_reports_a_position_at_or_past_its_commit() {
     assert!(wire::render_all(&replies)[0].starts_with("C COPY 1"), "{replies:?}");
     w.terminate().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_right_after_a_commit_waits_for_a_replica_not_the_primary() {
+    let c = cluster();
+    let t = table("after");
+    c.direct(0).await.batch_execute(&format!("CREATE TABLE {t} (id int); GRANT ALL ON {t} TO app")).await.unwrap();
+    // A budget roomy enough for a loaded test machine (the default is a few
+    // milliseconds), and probes too slow to help within it: only asking the replicas
+    // where they are can send these reads to one.
+    let proxy = proxy_with(
+        "[routing]\nread_your_writes = \"lsn\"\ncausal_wait = \"200ms\"\n\
+         [health]\ninterval = \"2s\"\nmax_sample_age = \"10s\"\n",
+    )
+    .await;
+    let client = proxy.client().await;
+    let mut on_replicas = 0;
+    for i in 0..50 {
+        client.batch_execute(&format!("INSERT INTO {t} VALUES ({i})")).await.unwrap();
+        let row = client
+            .query_one(&format!("SELECT (SELECT count(*) FROM {t} WHERE id = {i}), inet_server_port()"), &[])
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, i64>(0), 1, "read {i} right after its write sees it");
+        let port = row.get::<_, i32>(1) as u16;
+        if c.replica_ports.contains(&port) {
+            on_replicas += 1;
+        } else {
+            assert_eq!(port, c.primary_port);
+        }
+    }
+    assert_eq!(on_replicas, 50, "every read after a write waited for a replica instead of using the primary");
+}

@@ -131,8 +131,8 @@ pub struct Routing {
     #[serde(default = "default_sticky_window", with = "duration::serde_str")]
     pub sticky_window: Duration,
     /// `lsn` mode: how long a read may wait for a replica to catch up with the session's
-    /// write before it goes to the primary (off when absent).
-    #[serde(default, with = "duration::serde_opt")]
+    /// write before it goes to the primary (`"0s"`: not at all).
+    #[serde(default = "default_causal_wait", with = "duration::serde_opt")]
     pub causal_wait: Option<Duration>,
     /// Reads of views and functions whose answer depends on the node (`pg_stat_activity`,
     /// `pg_locks`, `pg_is_in_recovery()`, ...) go to the primary, as a direct connection to
@@ -399,6 +399,9 @@ impl User {
 fn default_listen_address() -> String {
     "127.0.0.1:6432".into()
 }
+fn default_causal_wait() -> Option<Duration> {
+    Some(Duration::from_millis(5))
+}
 fn default_workers() -> usize {
     1
 }
@@ -486,7 +489,7 @@ impl Default for Routing {
             balance: default_balance(),
             read_your_writes: default_ryw(),
             sticky_window: default_sticky_window(),
-            causal_wait: None,
+            causal_wait: default_causal_wait(),
             node_local_to_primary: true,
             key_map_size: default_key_map_size(),
             key_ttl: default_key_ttl(),

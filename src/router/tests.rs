@@ -17,6 +17,7 @@ fn node(name: &str, role: Role, weight: u32, down: bool, now: Instant) -> NodeSt
         lag: Some(Duration::ZERO),
         drained: false,
         removed: false,
+        replay_noted: None,
     }
 }
 

@@ -113,6 +113,7 @@ impl World {
             lag: None,
             drained: false,
             removed: false,
+            replay_noted: None,
         };
         let topo = Snapshot {
             nodes: vec![node("p", Role::Primary), node("r", Role::Replica)],

@@ -12,9 +12,12 @@
 //! Never behind a unit that may start COPY FROM STDIN (the server would take the query
 //! for COPY data), nor behind the first part of a split Query.
 
+use std::time::{Duration, Instant};
+
 use super::{Expect, Session};
 use crate::config::{ReadYourWrites, Role};
 use crate::protocol::{self, BodyReader};
+use crate::topology::Snapshot;
 
 /// The insert position is at or past every record already inserted, the commit's
 /// included (with `synchronous_commit = off` the commit may not be flushed yet: the write
@@ -29,17 +32,28 @@ pub fn token(lsn: u64, timeline: u32) -> String {
     format!("{timeline}/{lsn:X}")
 }
 
-/// The DataRow of [`QUERY`]: the LSN, from its text form `X/Y` (two hex halves).
+/// The DataRow of [`QUERY`]: the LSN.
 pub(super) fn parse_row(body: &[u8]) -> Option<u64> {
     let mut r = BodyReader::new(body);
     if r.i16().ok()? != 1 {
         return None;
     }
     let len = usize::try_from(r.i32().ok()?).ok()?;
-    let text = std::str::from_utf8(r.bytes(len).ok()?).ok()?;
+    parse_lsn(std::str::from_utf8(r.bytes(len).ok()?).ok()?)
+}
+
+/// An LSN from its text form `X/Y` (two hex halves).
+fn parse_lsn(text: &str) -> Option<u64> {
     let (high, low) = text.split_once('/')?;
     Some((u64::from(u32::from_str_radix(high, 16).ok()?) << 32) | u64::from(u32::from_str_radix(low, 16).ok()?))
 }
+
+/// A replica's replay position, asked while a read waits for it.
+const REPLAY_QUERY: &str = "SELECT pg_last_wal_replay_lsn()";
+
+/// How long a waiting read sleeps when no replica has its position yet (a streaming
+/// replica replays a commit in a millisecond or two).
+pub(super) const POLL: Duration = Duration::from_millis(1);
 
 /// What a unit sent so far tells about asking for its commit position.
 #[derive(Debug, Default, Clone, Copy)]
@@ -60,6 +74,39 @@ pub(super) fn mentions_copy(sql: &[u8]) -> bool {
 }
 
 impl Session {
+    /// A read waits for a replica at `lsn` on `timeline`: each usable replica the monitor
+    /// last saw short of it is asked for its replay position now, on a pooled connection,
+    /// and what it says is noted in the topology (for every session). True when one has
+    /// reached `lsn`.
+    pub(super) async fn check_replica_positions(&mut self, snap: &Snapshot, lsn: u64, timeline: Option<u32>) -> bool {
+        let now = Instant::now();
+        let behind: Vec<usize> = (0..snap.nodes.len())
+            .filter(|&i| {
+                let n = &snap.nodes[i];
+                n.role == Role::Replica
+                    && n.usable(now)
+                    && !n.drained
+                    && n.wal.timeline == timeline
+                    && n.wal.replay_lsn.is_none_or(|r| r < lsn)
+            })
+            .collect();
+        for node in behind {
+            let (key, startup) = self.settings.startup();
+            let Ok(mut conn) = self.shared.pools.checkout(node, &self.user, &self.database, key, startup).await else {
+                continue;
+            };
+            let answer = conn.query_text(REPLAY_QUERY).await;
+            conn.release(answer.is_ok());
+            if let Some(position) = answer.ok().flatten().as_deref().and_then(parse_lsn) {
+                self.shared.topology.note_replay(node, position);
+                if position >= lsn {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
     /// At the end of a unit: sends the position query behind it when it may commit a
     /// write on the primary.
     pub(super) fn ask_commit_lsn(&mut self, split: bool) {

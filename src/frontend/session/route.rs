@@ -396,10 +396,24 @@ impl Session {
         loop {
             match router::decide(&class, &read, view, &snapshot, now, pick) {
                 Ok(decision)
-                    if decision.reason == Reason::ReadYourWrites && causal_deadline.is_some_and(|d| now < d) =>
+                    if decision.reason == Reason::ReadYourWrites
+                        && matches!(view.causal, Causal::Lsn { .. })
+                        && causal_deadline.is_some_and(|d| now < d) =>
                 {
+                    // Ask the replicas where they are now rather than wait for a probe;
+                    // the router then decides again on what they said.
                     waited = true;
-                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                    let left = causal_deadline.map(|d| d.saturating_duration_since(now)).unwrap_or_default();
+                    let caught_up = match view.causal {
+                        Causal::Lsn { lsn, timeline } => {
+                            let check = self.check_replica_positions(&snapshot, lsn, timeline);
+                            tokio::time::timeout(left, check).await.unwrap_or(false)
+                        }
+                        _ => false,
+                    };
+                    if !caught_up {
+                        tokio::time::sleep(super::commit_lsn::POLL.min(left)).await;
+                    }
                     now = Instant::now();
                     snapshot = self.shared.topology.snapshot();
                     view.causal = self.causal(&snapshot, now, keys_since);
