@@ -12,6 +12,30 @@ pub struct Hint {
     pub keys: Vec<String>,
     /// `max_lag=200ms`: only replicas at most this far behind (or the primary).
     pub max_lag: Option<std::time::Duration>,
+    /// `after=<timeline>/<lsn>`: a causal token (`pgroute.commit_lsn` from any
+    /// connection, through any pgroute): only a node that has that commit.
+    pub after: Option<After>,
+}
+
+/// A causal token as a hint gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum After {
+    At {
+        timeline: u32,
+        lsn: u64,
+    },
+    /// Not a token: unsure, so the read goes to the primary.
+    Malformed,
+}
+
+/// `<timeline>/<lsn in hex>`, as pgroute reports it.
+pub fn parse_token(text: &str) -> After {
+    let parsed = text.split_once('/').and_then(|(tl, lsn)| {
+        let timeline = tl.parse().ok()?;
+        let lsn = u64::from_str_radix(lsn, 16).ok()?;
+        Some(After::At { timeline, lsn })
+    });
+    parsed.unwrap_or(After::Malformed)
 }
 
 /// Finds a `pgroute:` hint; unknown keys are ignored with a debug log.
@@ -38,6 +62,7 @@ pub fn hint(sql: &str) -> Hint {
                     out.keys.push(k.to_string());
                     in_keys = true;
                 }
+                Some(("after", v)) => (out.after, in_keys) = (Some(parse_token(v)), false),
                 Some(("max_lag", v)) => match crate::config::parse_duration(v) {
                     Ok(d) => (out.max_lag, in_keys) = (Some(d), false),
                     Err(e) => tracing::debug!(hint = part, error = %e, "invalid max_lag hint ignored"),
@@ -61,6 +86,18 @@ pub fn route_hint(sql: &str) -> Option<Target> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn causal_tokens_are_read_and_a_bad_one_is_not_ignored() {
+        let at = |timeline, lsn| Some(After::At { timeline, lsn });
+        assert_eq!(hint("/* pgroute: after=1/3000A28 */ SELECT 1").after, at(1, 0x3000A28));
+        assert_eq!(hint("SELECT 1 /* pgroute: key=w:1, after=3/100000000 */").after, at(3, 0x1_0000_0000));
+        assert_eq!(hint("SELECT 1 /* pgroute: key=w:1 after=2/0 */").keys, vec!["w:1".to_string()]);
+        for bad in ["", "1", "x/1", "1/xyz", "1/", "-1/5"] {
+            assert_eq!(hint(&format!("/* pgroute: after={bad} */ SELECT 1")).after, Some(After::Malformed), "{bad}");
+        }
+        assert_eq!(hint("SELECT 1").after, None);
+    }
 
     #[test]
     fn hints_at_start_or_end_only() {

@@ -12,7 +12,7 @@ use super::state::Intake;
 use super::{End, Session};
 use crate::backend::Purpose;
 use crate::catalog::FunctionCatalog;
-use crate::classify::{hint, Class, Classifier, Dialect, QName, TxOp};
+use crate::classify::{hint, After, Class, Classifier, Dialect, QName, TxOp};
 use crate::config::ReadYourWrites;
 use crate::config::{PoolMode, Role};
 use crate::frontend::encoding::Encoding;
@@ -365,7 +365,7 @@ impl Session {
             read_only_transaction: self.active_for_reads,
             pinned: self.pinned.is_some(),
             partial_unit: !scan.complete,
-            causal: self.causal(&snapshot, now, keys_since),
+            causal: self.causal(&snapshot, now, keys_since, hint.after),
         };
         let ctx = Context { application_name: &self.application_name, user: &self.user, database: &self.database };
         let read = self.shared.rules().route_read(&class, text, &hint, &ctx);
@@ -416,7 +416,7 @@ impl Session {
                     }
                     now = Instant::now();
                     snapshot = self.shared.topology.snapshot();
-                    view.causal = self.causal(&snapshot, now, keys_since);
+                    view.causal = self.causal(&snapshot, now, keys_since, hint.after);
                 }
                 Ok(decision) => {
                     if waited {
@@ -476,30 +476,23 @@ impl Session {
         Ok(answer?.as_deref() != Some("false"))
     }
 
-    /// What this session's reads need: after its own last committed write, and after the
-    /// latest commit of any key the read is tagged with (`keys_since`).
-    fn causal(&mut self, snap: &Snapshot, now: Instant, keys_since: Option<Instant>) -> Causal {
+    /// What this session's reads need: after its own last committed write, after the
+    /// latest commit of any key the read is tagged with (`keys_since`), and after the
+    /// causal token its hint carries (`after`).
+    fn causal(&mut self, snap: &Snapshot, now: Instant, keys_since: Option<Instant>, after: Option<After>) -> Causal {
         let own = self.own_causal(snap, now);
-        let Some(since) = keys_since else { return own };
         let config = self.shared.config();
         let routing = &config.routing;
-        let keyed = match routing.read_your_writes {
-            ReadYourWrites::Off => Causal::None,
-            ReadYourWrites::Window if now < since + routing.sticky_window => Causal::Primary,
-            ReadYourWrites::Window => Causal::None,
-            ReadYourWrites::Lsn => match primary_lsn_after(snap, now, since) {
+        let keyed = match (keys_since, routing.read_your_writes) {
+            (None, _) | (_, ReadYourWrites::Off) => Causal::None,
+            (Some(since), ReadYourWrites::Window) if now < since + routing.sticky_window => Causal::Primary,
+            (Some(_), ReadYourWrites::Window) => Causal::None,
+            (Some(since), ReadYourWrites::Lsn) => match primary_lsn_after(snap, now, since) {
                 Some((lsn, timeline)) => Causal::Lsn { lsn, timeline },
                 None => Causal::Primary,
             },
         };
-        match (own, keyed) {
-            (Causal::None, k) => k,
-            (o, Causal::None) => o,
-            (Causal::Lsn { lsn: a, timeline: ta }, Causal::Lsn { lsn: b, timeline: tb }) if ta == tb => {
-                Causal::Lsn { lsn: a.max(b), timeline: ta }
-            }
-            _ => Causal::Primary,
-        }
+        stricter(stricter(own, keyed), token_causal(snap, now, after))
     }
 
     /// What this session's reads need after its own last committed write.
@@ -639,6 +632,35 @@ fn classify_text(classifier: &Classifier, encoding: Encoding, dialect: Dialect, 
 impl Session {
     pub(super) fn classify_text(&self, sql: &[u8]) -> Arc<Class> {
         classify_text(&self.shared.classifier, self.encoding, self.dialect, sql)
+    }
+}
+
+/// Both requirements at once: the later position on one timeline, else the primary.
+fn stricter(a: Causal, b: Causal) -> Causal {
+    match (a, b) {
+        (Causal::None, x) | (x, Causal::None) => x,
+        (Causal::Lsn { lsn: x, timeline: tx }, Causal::Lsn { lsn: y, timeline: ty }) if tx == ty => {
+            Causal::Lsn { lsn: x.max(y), timeline: tx }
+        }
+        _ => Causal::Primary,
+    }
+}
+
+/// What a hint's causal token requires, whatever the read-your-writes mode: a node that
+/// replayed to it on the primary's timeline now. A token from another timeline (written
+/// before a failover) or a malformed one: the primary.
+fn token_causal(snap: &Snapshot, now: Instant, after: Option<After>) -> Causal {
+    match after {
+        None => Causal::None,
+        Some(After::Malformed) => Causal::Primary,
+        Some(After::At { timeline, lsn }) => {
+            let current = snap.primary(now).and_then(|p| snap.nodes[p].wal.timeline);
+            if current == Some(timeline) {
+                Causal::Lsn { lsn, timeline: Some(timeline) }
+            } else {
+                Causal::Primary
+            }
+        }
     }
 }
 
