@@ -12,9 +12,7 @@ const HEALTH: &str = "[health]\nmax_replica_lag = \"30s\"\n";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_reads_its_own_writes_and_the_naive_split_does_not() {
     let c = cluster();
-    let delayed = c.direct(1).await;
-    delayed.batch_execute("ALTER SYSTEM SET recovery_min_apply_delay = '2s'").await.unwrap();
-    delayed.batch_execute("SELECT pg_reload_conf()").await.unwrap();
+    let delayed = c.delay_replica(1, "2s").await;
     let t = table("ryw");
     c.direct(0).await.batch_execute(&format!("CREATE TABLE {t} (id int); GRANT ALL ON {t} TO app")).await.unwrap();
     tokio::time::sleep(Duration::from_millis(2500)).await;

@@ -16,9 +16,7 @@ const CONFIG: &str = "[routing]\nread_your_writes = \"lsn\"\ncausal_wait = \"200
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_from_one_connection_orders_a_read_on_another_through_either_instance() {
     let c = cluster();
-    let delayed = c.direct(1).await;
-    delayed.batch_execute("ALTER SYSTEM SET recovery_min_apply_delay = '2s'").await.unwrap();
-    delayed.batch_execute("SELECT pg_reload_conf()").await.unwrap();
+    let delayed = c.delay_replica(1, "2s").await;
     let t = table("token");
     c.direct(0).await.batch_execute(&format!("CREATE TABLE {t} (id int); GRANT ALL ON {t} TO app")).await.unwrap();
     tokio::time::sleep(Duration::from_millis(2500)).await;

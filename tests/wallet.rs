@@ -127,9 +127,7 @@ async fn workload(mode: &str, schema: &str, rounds: i64) -> Anomalies {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_money_anomalies_with_read_your_writes_and_some_without() {
     let c = cluster();
-    let delayed = c.direct(1).await;
-    delayed.batch_execute("ALTER SYSTEM SET recovery_min_apply_delay = '2s'").await.unwrap();
-    delayed.batch_execute("SELECT pg_reload_conf()").await.unwrap();
+    let delayed = c.delay_replica(1, "2s").await;
     // The delayed replica is the only one in rotation: every replica read could be stale.
     common::node_ctl("node-stop", 2);
     let mut results = Vec::new();

@@ -98,6 +98,15 @@ impl Cluster {
         connect(&format!("host=127.0.0.1 port={port} user=postgres dbname=app")).await
     }
 
+    /// Makes replica `node` apply WAL `delay` late (`recovery_min_apply_delay`, e.g.
+    /// `'2s'`); returns a direct connection to it.
+    pub async fn delay_replica(&self, node: usize, delay: &str) -> Client {
+        let replica = self.direct(node).await;
+        replica.batch_execute(&format!("ALTER SYSTEM SET recovery_min_apply_delay = '{delay}'")).await.unwrap();
+        replica.batch_execute("SELECT pg_reload_conf()").await.unwrap();
+        replica
+    }
+
     /// Waits until every replica has replayed everything the primary has written.
     pub async fn wait_replicas_caught_up(&self) {
         let primary = self.direct(0).await;
