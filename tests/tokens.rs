@@ -1,6 +1,6 @@
 //! Causal tokens across connections and pgroute instances: the `pgroute.commit_lsn` a
-//! writer got, handed to a reader elsewhere as `/* pgroute: after=<token> */`, makes that
-//! read see the write. Replica 1 applies WAL 2 s late but stays in rotation, so a read
+//! writer got, handed to a reader elsewhere as `/* pgroute: after=<token> */` or as
+//! `SET pgroute.after = '<token>'`, makes that read see the write. Replica 1 applies WAL 2 s late but stays in rotation, so a read
 //! without the token, sent there, would miss it.
 
 mod common;
@@ -51,6 +51,24 @@ async fn a_token_from_one_connection_orders_a_read_on_another_through_either_ins
         missed += usize::from(n == 0);
     }
     assert!(missed > 0, "the lagging replica took none of the untokened reads: the test shows nothing");
+
+    // The session setting: every read of the session waits for the token's commit.
+    for i in 20..30 {
+        let replies = writer.query(format!("INSERT INTO {t} VALUES ({i})").as_bytes()).await;
+        let token = replies
+            .iter()
+            .find_map(|m| std::str::from_utf8(&m.body).ok()?.strip_prefix("pgroute.commit_lsn\0").map(str::to_string))
+            .expect("the write's token");
+        readers[1].batch_execute(&format!("SET pgroute.after = '{}'", token.trim_end_matches('\0'))).await.unwrap();
+        // Two reads: consecutive reads take turns over the replicas, so one of them
+        // would reach the lagging one.
+        for read in 0..2 {
+            let n: i64 =
+                readers[1].query_one(&format!("SELECT count(*) FROM {t} WHERE id = {i}"), &[]).await.unwrap().get(0);
+            assert_eq!(n, 1, "write {i}, read {read}: SET pgroute.after orders the session's reads");
+        }
+    }
+    readers[1].batch_execute("RESET pgroute.after").await.unwrap();
 
     // A token from another timeline (written before a failover) or not a token at all:
     // the primary answers.

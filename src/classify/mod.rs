@@ -29,7 +29,7 @@ mod tests;
 use std::sync::Arc;
 
 pub use cache::Cache;
-pub use hint::{hint, route_hint, After, Hint};
+pub use hint::{hint, parse_token, route_hint, After, Hint};
 pub use lexer::Dialect;
 pub use refs::QName;
 pub use session::SettingChange;

@@ -80,6 +80,11 @@ impl Settings {
         self.entries.push((name, stmt));
     }
 
+    /// What the client last set `name` to: its SET statement, or its startup value.
+    pub fn entry(&self, name: &str) -> Option<&str> {
+        self.entries.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
     pub fn apply(&mut self, change: &SettingChange) {
         match change {
             SettingChange::Set { name, statement } => self.put(name.clone(), statement.clone()),

@@ -15,7 +15,9 @@
 use std::time::{Duration, Instant};
 
 use super::{Expect, Session};
+use crate::classify::{parse_token, After};
 use crate::config::{ReadYourWrites, Role};
+use crate::frontend::settings::Settings;
 use crate::protocol::{self, BodyReader};
 use crate::topology::Snapshot;
 
@@ -54,6 +56,31 @@ const REPLAY_QUERY: &str = "SELECT pg_last_wal_replay_lsn()";
 /// How long a waiting read sleeps when no replica has its position yet (a streaming
 /// replica replays a commit in a millisecond or two).
 pub(super) const POLL: Duration = Duration::from_millis(1);
+
+/// The session's standing causal token, `SET pgroute.after = '<token>'` (PostgreSQL
+/// takes the dotted name as a custom setting; pgroute reads it from the client's
+/// settings, so RESET and DISCARD ALL drop it as they drop any).
+pub(super) fn setting_token(settings: &Settings) -> Option<After> {
+    settings.entry(AFTER_SETTING).map(|text| parse_token(setting_value(text)))
+}
+
+/// The setting's name.
+const AFTER_SETTING: &str = "pgroute.after";
+
+/// The value in `SET [SESSION] name = 'v'` / `SET name TO 'v'`, or a startup value as is.
+fn setting_value(text: &str) -> &str {
+    let lower = text.to_ascii_lowercase();
+    let rest = if lower.starts_with("set") {
+        match (text.find('='), lower.find(" to ")) {
+            (Some(i), _) => &text[i + 1..],
+            (None, Some(i)) => &text[i + 4..],
+            _ => text,
+        }
+    } else {
+        text
+    };
+    rest.trim().trim_end_matches(';').trim().trim_matches('\'')
+}
 
 /// What a unit sent so far tells about asking for its commit position.
 #[derive(Debug, Default, Clone, Copy)]
@@ -182,6 +209,14 @@ mod tests {
         assert_eq!(parse_row(&row(&["x/1"])), None);
         assert_eq!(parse_row(&[0, 1, 0xff, 0xff, 0xff, 0xff]), None);
         assert_eq!(parse_row(b""), None);
+    }
+
+    #[test]
+    fn the_after_setting_value_is_read_from_its_set_statement() {
+        assert_eq!(setting_value("SET pgroute.after = '1/3000A28'"), "1/3000A28");
+        assert_eq!(setting_value("set session pgroute.after to '2/0';"), "2/0");
+        assert_eq!(setting_value("1/5"), "1/5");
+        assert_eq!(parse_token(setting_value("SET pgroute.after = 'nonsense'")), After::Malformed);
     }
 
     #[test]

@@ -356,6 +356,7 @@ impl Session {
         let decoded = self.encoding.decode(&scan.text).unwrap_or_default();
         let text = decoded.as_ref();
         let hint = hint(text);
+        let after = hint.after.or_else(|| super::commit_lsn::setting_token(&self.settings));
         let now = Instant::now();
         // Tagged keys: a write records them when it commits; a read must see their commits.
         let keys_since = if class.writes_data { None } else { self.shared.keys.since(&hint.keys, now) };
@@ -365,7 +366,7 @@ impl Session {
             read_only_transaction: self.active_for_reads,
             pinned: self.pinned.is_some(),
             partial_unit: !scan.complete,
-            causal: self.causal(&snapshot, now, keys_since, hint.after),
+            causal: self.causal(&snapshot, now, keys_since, after),
         };
         let ctx = Context { application_name: &self.application_name, user: &self.user, database: &self.database };
         let read = self.shared.rules().route_read(&class, text, &hint, &ctx);
@@ -416,7 +417,7 @@ impl Session {
                     }
                     now = Instant::now();
                     snapshot = self.shared.topology.snapshot();
-                    view.causal = self.causal(&snapshot, now, keys_since, hint.after);
+                    view.causal = self.causal(&snapshot, now, keys_since, after);
                 }
                 Ok(decision) => {
                     if waited {
