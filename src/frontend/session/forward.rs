@@ -25,11 +25,14 @@ impl Session {
         match f.tag() {
             tag::QUERY => {
                 let sql = BodyReader::new(f.body()).cstr_bytes().map_err(malformed)?;
-                self.unit_commits.may_copy |= super::commit_lsn::mentions_copy(sql);
                 let class = match self.unit_classes.pop_front() {
                     Some(c) => c,
                     None => self.classify_text(sql),
                 };
+                // COPY FROM is a write: reads skip the scan of their text.
+                if class.is_write() {
+                    self.unit_commits.may_copy |= super::commit_lsn::mentions_copy(sql);
+                }
                 self.note_pin(&class);
                 if let Some(conn) = self.held.get_mut(node) {
                     conn.unnamed = None;
