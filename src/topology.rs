@@ -345,7 +345,15 @@ impl Topology {
                 // forward on one timeline); a probe begun after it is the truth again.
                 let noted = n.replay_noted.filter(|at| v.wal.started.is_none_or(|s| s < *at));
                 let kept = noted.and(n.wal.replay_lsn).filter(|_| n.wal.timeline == v.wal.timeline);
+                // Likewise a primary position a session asked for after this probe began.
+                let asked = (n.wal.started, n.wal.current_lsn);
+                let asked_later = v.role == Role::Primary
+                    && n.wal.timeline == v.wal.timeline
+                    && asked.0.zip(v.wal.started).is_some_and(|(mine, probe)| mine > probe);
                 n.wal = v.wal;
+                if asked_later {
+                    (n.wal.started, n.wal.current_lsn) = asked;
+                }
                 if let Some(lsn) = kept.filter(|k| v.wal.replay_lsn.is_none_or(|r| r < *k)) {
                     n.wal.replay_lsn = Some(lsn);
                 } else {
@@ -383,6 +391,20 @@ impl Topology {
         });
     }
 
+    /// A session asked the primary `node` for its WAL position, `lsn`, with a query sent
+    /// at `sent`: newer than the monitor's sample, it stands in for it (until a probe
+    /// begun later), so reads that arrived before `sent` need wait for nothing else.
+    pub fn note_primary_position(&self, node: usize, sent: Instant, lsn: u64) {
+        self.update(|next| {
+            if let Some(n) = next.nodes.get_mut(node).filter(|n| n.role == Role::Primary) {
+                if n.wal.started.is_none_or(|s| s < sent) {
+                    n.wal.started = Some(sent);
+                    n.wal.current_lsn = Some(n.wal.current_lsn.map_or(lsn, |c| c.max(lsn)));
+                }
+            }
+        });
+    }
+
     /// Takes a node out of the read rotation for [`REPLICA_BACKOFF`].
     pub fn mark_unreachable(&self, node: usize) {
         self.update(|next| {
@@ -390,5 +412,64 @@ impl Topology {
                 n.down_until = Some(Instant::now() + REPLICA_BACKOFF);
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = "[[nodes]]\nname = \"pg0\"\nhost = \"h\"\nport = 1\nrole = \"primary\"\n\
+                          [[nodes]]\nname = \"pg1\"\nhost = \"h\"\nport = 2\nrole = \"replica\"\n\
+                          [[users]]\nname = \"app\"\npassword = \"x\"\n";
+
+    fn verdict(role: Role, started: Instant, current: Option<u64>, replay: Option<u64>) -> Published {
+        Published {
+            role,
+            usable: true,
+            why: "ok",
+            fresh_until: None,
+            wal: Wal { started: Some(started), current_lsn: current, replay_lsn: replay, timeline: Some(1) },
+            lag: None,
+        }
+    }
+
+    #[test]
+    fn positions_sessions_learned_stand_until_a_probe_begun_later() {
+        let cfg = Config::parse(CONFIG, "proxy.toml").expect("config");
+        let topo = Topology::from_config(&cfg, true);
+        // Probes and questions in the past; the replay note is made now.
+        let t0 = Instant::now() - Duration::from_secs(1);
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let probe = |at: u64, current: u64, replay: u64| {
+            topo.publish_health(
+                &[
+                    verdict(Role::Primary, ms(at), Some(current), None),
+                    verdict(Role::Replica, ms(at), None, Some(replay)),
+                ],
+                false,
+            )
+        };
+        let wal = |node: usize| topo.snapshot().nodes[node].wal;
+        probe(0, 100, 90);
+        // A session asks the primary at 5 ms (it says 120); a replica is seen at 95.
+        topo.note_primary_position(0, ms(5), 120);
+        topo.note_replay(1, 95);
+        assert_eq!((wal(0).started, wal(0).current_lsn), (Some(ms(5)), Some(120)));
+        assert_eq!(wal(1).replay_lsn, Some(95));
+        // An answer sent earlier than the sample already there changes nothing.
+        topo.note_primary_position(0, ms(1), 500);
+        assert_eq!(wal(0).current_lsn, Some(120));
+        // A probe begun before the session asked (at 2 ms) publishes older values: the
+        // session's stay. The replay note is younger than any probe start, it stays too.
+        probe(2, 110, 91);
+        assert_eq!((wal(0).started, wal(0).current_lsn), (Some(ms(5)), Some(120)));
+        assert_eq!(wal(1).replay_lsn, Some(95));
+        // A probe begun later is the truth again.
+        std::thread::sleep(Duration::from_millis(2));
+        let later = Instant::now().saturating_duration_since(t0).as_millis() as u64;
+        probe(later, 130, 125);
+        assert_eq!((wal(0).started, wal(0).current_lsn), (Some(ms(later)), Some(130)));
+        assert_eq!(wal(1).replay_lsn, Some(125));
     }
 }

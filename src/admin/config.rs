@@ -39,6 +39,7 @@ pub fn run(c: &Console) -> Reply {
     put("routing.node_local_to_primary", r.node_local_to_primary.to_string());
     put("routing.key_map_size", r.key_map_size.to_string());
     put("routing.key_ttl", format!("{:?}", r.key_ttl));
+    put("routing.key_scope", format!("{:?}", r.key_scope).to_lowercase());
     let h = &cfg.health;
     put("health.interval", format!("{:?}", h.interval));
     put("health.max_sample_age", format!("{:?}", h.max_sample_age()));

@@ -145,6 +145,22 @@ pub struct Routing {
     /// How long a tagged key is remembered.
     #[serde(default = "default_key_ttl", with = "duration::serde_str")]
     pub key_ttl: Duration,
+    /// Whose writes a tagged read must see: this instance's (`instance`), or any
+    /// instance's serving the cluster (`cluster`: the primary's position at the read).
+    #[serde(default)]
+    pub key_scope: KeyScope,
+}
+
+/// `[routing] key_scope`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyScope {
+    /// A tagged read sees the latest commit of its keys made through this pgroute.
+    #[default]
+    Instance,
+    /// A tagged read sees every commit the primary had made when the read arrived, so
+    /// writes through other pgroute instances count too.
+    Cluster,
 }
 
 fn default_true() -> bool {
@@ -493,6 +509,7 @@ impl Default for Routing {
             node_local_to_primary: true,
             key_map_size: default_key_map_size(),
             key_ttl: default_key_ttl(),
+            key_scope: KeyScope::Instance,
         }
     }
 }

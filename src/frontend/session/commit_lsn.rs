@@ -12,19 +12,16 @@
 //! Never behind a unit that may start COPY FROM STDIN (the server would take the query
 //! for COPY data), nor behind the first part of a split Query.
 
-use std::time::{Duration, Instant};
-
 use super::{Expect, Session};
 use crate::classify::{parse_token, After};
 use crate::config::{ReadYourWrites, Role};
 use crate::frontend::settings::Settings;
 use crate::protocol::{self, BodyReader};
-use crate::topology::Snapshot;
 
 /// The insert position is at or past every record already inserted, the commit's
 /// included (with `synchronous_commit = off` the commit may not be flushed yet: the write
 /// position could be behind it). The timeline is the node's as the monitor last saw it.
-const QUERY: &str = "SELECT pg_current_wal_insert_lsn()";
+pub(super) const QUERY: &str = "SELECT pg_current_wal_insert_lsn()";
 
 /// The ParameterStatus name of the causal token.
 pub const REPORT: &str = "pgroute.commit_lsn";
@@ -45,17 +42,10 @@ pub(super) fn parse_row(body: &[u8]) -> Option<u64> {
 }
 
 /// An LSN from its text form `X/Y` (two hex halves).
-fn parse_lsn(text: &str) -> Option<u64> {
+pub(super) fn parse_lsn(text: &str) -> Option<u64> {
     let (high, low) = text.split_once('/')?;
     Some((u64::from(u32::from_str_radix(high, 16).ok()?) << 32) | u64::from(u32::from_str_radix(low, 16).ok()?))
 }
-
-/// A replica's replay position, asked while a read waits for it.
-const REPLAY_QUERY: &str = "SELECT pg_last_wal_replay_lsn()";
-
-/// How long a waiting read sleeps when no replica has its position yet (a streaming
-/// replica replays a commit in a millisecond or two).
-pub(super) const POLL: Duration = Duration::from_millis(1);
 
 /// The session's standing causal token, `SET pgroute.after = '<token>'` (PostgreSQL
 /// takes the dotted name as a custom setting; pgroute reads it from the client's
@@ -101,39 +91,6 @@ pub(super) fn mentions_copy(sql: &[u8]) -> bool {
 }
 
 impl Session {
-    /// A read waits for a replica at `lsn` on `timeline`: each usable replica the monitor
-    /// last saw short of it is asked for its replay position now, on a pooled connection,
-    /// and what it says is noted in the topology (for every session). True when one has
-    /// reached `lsn`.
-    pub(super) async fn check_replica_positions(&mut self, snap: &Snapshot, lsn: u64, timeline: Option<u32>) -> bool {
-        let now = Instant::now();
-        let behind: Vec<usize> = (0..snap.nodes.len())
-            .filter(|&i| {
-                let n = &snap.nodes[i];
-                n.role == Role::Replica
-                    && n.usable(now)
-                    && !n.drained
-                    && n.wal.timeline == timeline
-                    && n.wal.replay_lsn.is_none_or(|r| r < lsn)
-            })
-            .collect();
-        for node in behind {
-            let (key, startup) = self.settings.startup();
-            let Ok(mut conn) = self.shared.pools.checkout(node, &self.user, &self.database, key, startup).await else {
-                continue;
-            };
-            let answer = conn.query_text(REPLAY_QUERY).await;
-            conn.release(answer.is_ok());
-            if let Some(position) = answer.ok().flatten().as_deref().and_then(parse_lsn) {
-                self.shared.topology.note_replay(node, position);
-                if position >= lsn {
-                    return true;
-                }
-            }
-        }
-        false
-    }
-
     /// At the end of a unit: sends the position query behind it when it may commit a
     /// write on the primary.
     pub(super) fn ask_commit_lsn(&mut self, split: bool) {

@@ -9,6 +9,7 @@
 //! ReadyForQuery says idle (`I`) and nothing is in flight; it is never switched while the
 //! transaction status is `T` or `E`.
 
+mod causal;
 mod commit_lsn;
 mod forward;
 mod held;

@@ -7,13 +7,13 @@ use std::sync::Arc;
 use bytes::Bytes;
 use std::time::Instant;
 
+use super::causal::ReadFacts;
 use super::local::Local;
 use super::state::Intake;
 use super::{End, Session};
 use crate::backend::Purpose;
 use crate::catalog::FunctionCatalog;
-use crate::classify::{hint, After, Class, Classifier, Dialect, QName, TxOp};
-use crate::config::ReadYourWrites;
+use crate::classify::{hint, Class, Classifier, Dialect, QName, TxOp};
 use crate::config::{PoolMode, Role};
 use crate::frontend::encoding::Encoding;
 use crate::frontend::prepared::{split_bind, split_parse, split_target};
@@ -359,14 +359,15 @@ impl Session {
         let after = hint.after.or_else(|| super::commit_lsn::setting_token(&self.settings));
         let now = Instant::now();
         // Tagged keys: a write records them when it commits; a read must see their commits.
-        let keys_since = if class.writes_data { None } else { self.shared.keys.since(&hint.keys, now) };
+        let facts = ReadFacts::new(self, now, (!class.writes_data).then_some(hint.keys.as_slice()), after);
         self.unit_keys = if class.writes_data { hint.keys.clone() } else { Vec::new() };
+        let mut need = self.causal(&snapshot, now, facts);
         let view = SessionView {
             in_transaction_on: self.active.filter(|_| self.tx_status != b'I'),
             read_only_transaction: self.active_for_reads,
             pinned: self.pinned.is_some(),
             partial_unit: !scan.complete,
-            causal: self.causal(&snapshot, now, keys_since, after),
+            causal: need.causal,
         };
         let ctx = Context { application_name: &self.application_name, user: &self.user, database: &self.database };
         let read = self.shared.rules().route_read(&class, text, &hint, &ctx);
@@ -393,9 +394,22 @@ impl Session {
         let causal_deadline = config.routing.causal_wait.map(|w| now + w);
         let mut view = view;
         let mut waited = false;
+        let mut asked_primary = false;
         let mut now = now;
         loop {
             match router::decide(&class, &read, view, &snapshot, now, pick) {
+                Ok(decision)
+                    if decision.reason == Reason::ReadYourWrites && need.position_unknown && !asked_primary =>
+                {
+                    // The read needs the primary's position at some moment and no sample
+                    // since then is known: one round trip to the primary learns it.
+                    asked_primary = true;
+                    self.ask_primary_position(&snapshot).await;
+                    now = Instant::now();
+                    snapshot = self.shared.topology.snapshot();
+                    need = self.causal(&snapshot, now, facts);
+                    view.causal = need.causal;
+                }
                 Ok(decision)
                     if decision.reason == Reason::ReadYourWrites
                         && matches!(view.causal, Causal::Lsn { .. })
@@ -413,11 +427,12 @@ impl Session {
                         _ => false,
                     };
                     if !caught_up {
-                        tokio::time::sleep(super::commit_lsn::POLL.min(left)).await;
+                        tokio::time::sleep(super::causal::POLL.min(left)).await;
                     }
                     now = Instant::now();
                     snapshot = self.shared.topology.snapshot();
-                    view.causal = self.causal(&snapshot, now, keys_since, after);
+                    need = self.causal(&snapshot, now, facts);
+                    view.causal = need.causal;
                 }
                 Ok(decision) => {
                     if waited {
@@ -475,65 +490,6 @@ impl Session {
         let answer = conn.query_text(&FunctionCatalog::lookup_sql(f)).await;
         conn.release(answer.is_ok());
         Ok(answer?.as_deref() != Some("false"))
-    }
-
-    /// What this session's reads need: after its own last committed write, after the
-    /// latest commit of any key the read is tagged with (`keys_since`), and after the
-    /// causal token its hint carries (`after`).
-    fn causal(&mut self, snap: &Snapshot, now: Instant, keys_since: Option<Instant>, after: Option<After>) -> Causal {
-        let own = self.own_causal(snap, now);
-        let config = self.shared.config();
-        let routing = &config.routing;
-        let keyed = match (keys_since, routing.read_your_writes) {
-            (None, _) | (_, ReadYourWrites::Off) => Causal::None,
-            (Some(since), ReadYourWrites::Window) if now < since + routing.sticky_window => Causal::Primary,
-            (Some(_), ReadYourWrites::Window) => Causal::None,
-            (Some(since), ReadYourWrites::Lsn) => match primary_lsn_after(snap, now, since) {
-                Some((lsn, timeline)) => Causal::Lsn { lsn, timeline },
-                None => Causal::Primary,
-            },
-        };
-        stricter(stricter(own, keyed), token_causal(snap, now, after))
-    }
-
-    /// What this session's reads need after its own last committed write.
-    fn own_causal(&mut self, snap: &Snapshot, now: Instant) -> Causal {
-        let Some(since) = self.dirty_since else { return Causal::None };
-        let config = self.shared.config();
-        let routing = &config.routing;
-        match routing.read_your_writes {
-            ReadYourWrites::Off => Causal::None,
-            ReadYourWrites::Window if now < since + routing.sticky_window => Causal::Primary,
-            ReadYourWrites::Window => {
-                self.dirty_since = None;
-                Causal::None
-            }
-            ReadYourWrites::Lsn => {
-                // After a failover the old timeline's LSN means nothing: what the new
-                // primary has at or after now stands in for it.
-                let primary_timeline = snap.primary(now).and_then(|p| snap.nodes[p].wal.timeline);
-                if let (Some((_, Some(tl))), Some(now_tl)) = (self.commit_lsn, primary_timeline) {
-                    if tl != now_tl {
-                        self.dirty_since = Some(now);
-                        self.commit_lsn = None;
-                        return Causal::Primary;
-                    }
-                }
-                if self.commit_lsn.is_none() {
-                    self.commit_lsn = primary_lsn_after(snap, now, since);
-                }
-                let Some((lsn, timeline)) = self.commit_lsn else { return Causal::Primary };
-                let replicas = || snap.nodes.iter().filter(|n| n.role == Role::Replica && n.usable(now));
-                let all_caught_up = replicas().count() > 0
-                    && replicas().all(|n| n.wal.replay_lsn.is_some_and(|r| r >= lsn) && n.wal.timeline == timeline);
-                if all_caught_up {
-                    self.dirty_since = None;
-                    self.commit_lsn = None;
-                    return Causal::None;
-                }
-                Causal::Lsn { lsn, timeline }
-            }
-        }
     }
 
     /// Refuses the unit at the front of the queue with `e`.
@@ -633,45 +589,5 @@ fn classify_text(classifier: &Classifier, encoding: Encoding, dialect: Dialect, 
 impl Session {
     pub(super) fn classify_text(&self, sql: &[u8]) -> Arc<Class> {
         classify_text(&self.shared.classifier, self.encoding, self.dialect, sql)
-    }
-}
-
-/// Both requirements at once: the later position on one timeline, else the primary.
-fn stricter(a: Causal, b: Causal) -> Causal {
-    match (a, b) {
-        (Causal::None, x) | (x, Causal::None) => x,
-        (Causal::Lsn { lsn: x, timeline: tx }, Causal::Lsn { lsn: y, timeline: ty }) if tx == ty => {
-            Causal::Lsn { lsn: x.max(y), timeline: tx }
-        }
-        _ => Causal::Primary,
-    }
-}
-
-/// What a hint's causal token requires, whatever the read-your-writes mode: a node that
-/// replayed to it on the primary's timeline now. A token from another timeline (written
-/// before a failover) or a malformed one: the primary.
-fn token_causal(snap: &Snapshot, now: Instant, after: Option<After>) -> Causal {
-    match after {
-        None => Causal::None,
-        Some(After::Malformed) => Causal::Primary,
-        Some(After::At { timeline, lsn }) => {
-            let current = snap.primary(now).and_then(|p| snap.nodes[p].wal.timeline);
-            if current == Some(timeline) {
-                Causal::Lsn { lsn, timeline: Some(timeline) }
-            } else {
-                Causal::Primary
-            }
-        }
-    }
-}
-
-/// The primary's WAL position from the first probe begun after `since`: at or past every
-/// commit acknowledged before `since`, learned without a round trip of our own.
-fn primary_lsn_after(snap: &Snapshot, now: Instant, since: Instant) -> Option<(u64, Option<u32>)> {
-    let wal = snap.primary(now).map(|p| snap.nodes[p].wal)?;
-    if wal.started.is_some_and(|s| s > since) {
-        wal.current_lsn.map(|lsn| (lsn, wal.timeline))
-    } else {
-        None
     }
 }
