@@ -3,6 +3,10 @@
 //! session of this pgroute; a read tagged with the same key, from any connection, is routed
 //! as if it were the writing session's own read.
 //!
+//! A key's entry is its latest commit's time and, once the writing session has learned it
+//! (`lsn` mode asks right behind the commit), that commit's exact WAL position: a tagged
+//! read then needs a replica at that position and nothing else.
+//!
 //! The map is bounded (size and TTL). Eviction is fail-safe: the latest commit time among
 //! evicted entries is kept as a floor, and a tagged read whose key is not in the map must
 //! see everything up to that floor (it may be one of the evicted keys).
@@ -13,8 +17,27 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 
+/// What a tagged read must see: commits up to `at`, and where known, exactly the WAL
+/// position `(lsn, timeline)` that covers them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyCommit {
+    pub at: Instant,
+    pub position: Option<(u64, Option<u32>)>,
+}
+
+impl KeyCommit {
+    /// Both at once: the later time; a position only when both have one on one timeline.
+    fn and(self, other: KeyCommit) -> KeyCommit {
+        let position = match (self.position, other.position) {
+            (Some((a, ta)), Some((b, tb))) if ta == tb => Some((a.max(b), ta)),
+            _ => None,
+        };
+        KeyCommit { at: self.at.max(other.at), position }
+    }
+}
+
 pub struct KeyMap {
-    entries: DashMap<String, Instant>,
+    entries: DashMap<String, KeyCommit>,
     capacity: AtomicUsize,
     /// The TTL in nanoseconds (both limits change on a reload).
     ttl: AtomicU64,
@@ -48,10 +71,10 @@ impl KeyMap {
     /// A tagged write committed at `at`.
     pub fn record(&self, keys: &[String], at: Instant) {
         for k in keys {
-            self.entries.insert(k.clone(), at);
+            self.entries.insert(k.clone(), KeyCommit { at, position: None });
         }
         while self.entries.len() > self.capacity.load(Ordering::Relaxed) {
-            let oldest = self.entries.iter().min_by_key(|e| *e.value()).map(|e| (e.key().clone(), *e.value()));
+            let oldest = self.entries.iter().min_by_key(|e| e.value().at).map(|e| (e.key().clone(), e.value().at));
             let Some((k, t)) = oldest else { break };
             self.entries.remove(&k);
             self.raise_floor(t);
@@ -59,22 +82,37 @@ impl KeyMap {
         crate::metrics::key_map_size(self.entries.len());
     }
 
-    /// The latest commit a read tagged with `keys` must see, if any.
-    pub fn since(&self, keys: &[String], now: Instant) -> Option<Instant> {
+    /// The writing session learned the exact position of the commit it recorded at `at`:
+    /// the keys whose entry is still that commit get it (a later commit of a key through
+    /// another session keeps its own entry).
+    pub fn record_position(&self, keys: &[String], at: Instant, position: (u64, Option<u32>)) {
+        for k in keys {
+            if let Some(mut e) = self.entries.get_mut(k).filter(|e| e.at == at) {
+                e.position = Some(position);
+            }
+        }
+    }
+
+    /// What a read tagged with `keys` must see, if anything.
+    pub fn since(&self, keys: &[String], now: Instant) -> Option<KeyCommit> {
         let ttl = Duration::from_nanos(self.ttl.load(Ordering::Relaxed));
-        let mut latest: Option<Instant> = None;
+        let floor = || self.floor.lock().unwrap_or_else(|p| p.into_inner()).map(|at| KeyCommit { at, position: None });
+        let mut latest: Option<KeyCommit> = None;
         for k in keys {
             let found = self.entries.get(k).map(|e| *e.value());
-            let at = match found {
-                Some(t) if now.saturating_duration_since(t) > ttl => {
+            let needs = match found {
+                Some(e) if now.saturating_duration_since(e.at) > ttl => {
                     self.entries.remove(k);
-                    self.raise_floor(t);
-                    *self.floor.lock().unwrap_or_else(|p| p.into_inner())
+                    self.raise_floor(e.at);
+                    floor()
                 }
-                Some(t) => Some(t),
-                None => *self.floor.lock().unwrap_or_else(|p| p.into_inner()),
+                Some(e) => Some(e),
+                None => floor(),
             };
-            latest = latest.max(at);
+            latest = match (latest, needs) {
+                (Some(a), Some(b)) => Some(a.and(b)),
+                (a, b) => a.or(b),
+            };
         }
         latest
     }
@@ -97,15 +135,39 @@ mod tests {
         let m = KeyMap::new(2, Duration::from_secs(10));
         let t0 = Instant::now();
         let k = |s: &str| vec![s.to_string()];
-        assert_eq!(m.since(&k("a"), t0), None, "nothing written, nothing to wait for");
+        let at = |t: Instant| Some(KeyCommit { at: t, position: None });
+        let since = |keys: &[&str], now| m.since(&keys.iter().map(|s| s.to_string()).collect::<Vec<_>>(), now);
+        assert_eq!(since(&["a"], t0), None, "nothing written, nothing to wait for");
         m.record(&k("a"), t0);
         m.record(&k("b"), t0 + Duration::from_millis(1));
-        assert_eq!(m.since(&k("a"), t0), Some(t0));
+        assert_eq!(since(&["a"], t0), at(t0));
         m.record(&k("c"), t0 + Duration::from_millis(2));
         assert_eq!(m.len(), 2, "bounded");
-        assert_eq!(m.since(&k("a"), t0), Some(t0), "an evicted key falls back to the floor");
-        assert_eq!(m.since(&k("zzz"), t0), Some(t0), "so does any unknown key once something was evicted");
+        assert_eq!(since(&["a"], t0), at(t0), "an evicted key falls back to the floor");
+        assert_eq!(since(&["zzz"], t0), at(t0), "so does any unknown key once something was evicted");
         let later = t0 + Duration::from_secs(11);
-        assert_eq!(m.since(&k("c"), later), Some(t0 + Duration::from_millis(2)), "expired: the floor covers it");
+        assert_eq!(since(&["c"], later), at(t0 + Duration::from_millis(2)), "expired: the floor covers it");
+    }
+
+    #[test]
+    fn exact_positions_join_the_commit_they_belong_to() {
+        let m = KeyMap::new(10, Duration::from_secs(10));
+        let t0 = Instant::now();
+        let t1 = t0 + Duration::from_millis(1);
+        let keys = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        m.record(&keys(&["a", "b"]), t0);
+        m.record_position(&keys(&["a", "b"]), t0, (100, Some(1)));
+        assert_eq!(m.since(&keys(&["a"]), t0), Some(KeyCommit { at: t0, position: Some((100, Some(1))) }));
+        // b is committed again through another session before the first learns its
+        // position: that later commit's entry is not overwritten by the older position.
+        m.record(&keys(&["c"]), t0);
+        m.record(&keys(&["c"]), t1);
+        m.record_position(&keys(&["c"]), t0, (90, Some(1)));
+        assert_eq!(m.since(&keys(&["c"]), t1), Some(KeyCommit { at: t1, position: None }));
+        // Several keys: the later time, and the later position while all have one.
+        m.record(&keys(&["d"]), t1);
+        m.record_position(&keys(&["d"]), t1, (200, Some(1)));
+        assert_eq!(m.since(&keys(&["a", "d"]), t1), Some(KeyCommit { at: t1, position: Some((200, Some(1))) }));
+        assert_eq!(m.since(&keys(&["a", "c"]), t1), Some(KeyCommit { at: t1, position: None }));
     }
 }

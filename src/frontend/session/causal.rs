@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use super::commit_lsn::{parse_lsn, QUERY as INSERT_POSITION_QUERY};
 use super::Session;
+use crate::causal::KeyCommit;
 use crate::classify::After;
 use crate::config::{KeyScope, ReadYourWrites, Role};
 use crate::router::Causal;
@@ -47,7 +48,7 @@ pub(super) struct Need {
 #[derive(Debug, Clone, Copy)]
 pub(super) struct ReadFacts {
     pub arrived: Instant,
-    pub keys_since: Option<Instant>,
+    pub keys_since: Option<KeyCommit>,
     pub after: Option<After>,
 }
 
@@ -57,7 +58,7 @@ impl ReadFacts {
     pub(super) fn new(session: &Session, arrived: Instant, keyed: Option<&[String]>, after: Option<After>) -> Self {
         let keys_since =
             keyed.filter(|k| !k.is_empty()).and_then(|keys| match session.shared.config().routing.key_scope {
-                KeyScope::Cluster => Some(arrived),
+                KeyScope::Cluster => Some(KeyCommit { at: arrived, position: None }),
                 KeyScope::Instance => session.shared.keys.since(keys, arrived),
             });
         ReadFacts { arrived, keys_since, after }
@@ -74,9 +75,12 @@ impl Session {
         let routing = &config.routing;
         let keyed = match (facts.keys_since, routing.read_your_writes) {
             (None, _) | (_, ReadYourWrites::Off) => Causal::None,
-            (Some(since), ReadYourWrites::Window) if now < since + routing.sticky_window => Causal::Primary,
+            (Some(k), ReadYourWrites::Window) if now < k.at + routing.sticky_window => Causal::Primary,
             (Some(_), ReadYourWrites::Window) => Causal::None,
-            (Some(since), ReadYourWrites::Lsn) => position_after(snap, now, since, &mut unknown),
+            (Some(k), ReadYourWrites::Lsn) => match k.position {
+                Some((lsn, timeline)) if timeline == primary_timeline(snap, now) => Causal::Lsn { lsn, timeline },
+                _ => position_after(snap, now, k.at, &mut unknown),
+            },
         };
         let token = token_causal(snap, now, facts.arrived, facts.after, &mut unknown);
         let causal = stricter(stricter(own, keyed), token);
@@ -98,8 +102,7 @@ impl Session {
             ReadYourWrites::Lsn => {
                 // After a failover the old timeline's LSN means nothing: what the new
                 // primary has at or after now stands in for it.
-                let primary_timeline = snap.primary(now).and_then(|p| snap.nodes[p].wal.timeline);
-                if let (Some((_, Some(tl))), Some(now_tl)) = (self.commit_lsn, primary_timeline) {
+                if let (Some((_, Some(tl))), Some(now_tl)) = (self.commit_lsn, primary_timeline(snap, now)) {
                     if tl != now_tl {
                         self.dirty_since = Some(now);
                         self.commit_lsn = None;
@@ -145,13 +148,21 @@ impl Session {
         }
     }
 
-    /// A read waits for a replica at `lsn` on `timeline`: each usable replica the monitor
-    /// last saw short of it is asked for its replay position now, on a pooled connection,
-    /// and what it says is noted in the topology (for every session). True when one has
-    /// reached `lsn`.
-    pub(super) async fn check_replica_positions(&mut self, snap: &Snapshot, lsn: u64, timeline: Option<u32>) -> bool {
+    /// A read waits for a replica at `lsn` on `timeline`: the usable replicas the monitor
+    /// last saw short of it are asked for their replay position now, on pooled
+    /// connections, least lagging first, until one has it; what they say is noted in the
+    /// topology (for every session). A replica last seen lagging more than `skip_lag` (the
+    /// wait plus a probe interval) is not asked: it will not replay a commit made now in
+    /// time. True when one has reached `lsn`.
+    pub(super) async fn check_replica_positions(
+        &mut self,
+        snap: &Snapshot,
+        lsn: u64,
+        timeline: Option<u32>,
+        skip_lag: Duration,
+    ) -> bool {
         let now = Instant::now();
-        let behind: Vec<usize> = (0..snap.nodes.len())
+        let mut behind: Vec<usize> = (0..snap.nodes.len())
             .filter(|&i| {
                 let n = &snap.nodes[i];
                 n.role == Role::Replica
@@ -159,8 +170,10 @@ impl Session {
                     && !n.drained
                     && n.wal.timeline == timeline
                     && n.wal.replay_lsn.is_none_or(|r| r < lsn)
+                    && n.lag.is_none_or(|l| l <= skip_lag)
             })
             .collect();
+        behind.sort_by_key(|&i| snap.nodes[i].lag.unwrap_or(Duration::MAX));
         for node in behind {
             let (key, startup) = self.settings.startup();
             let Ok(mut conn) = self.shared.pools.checkout(node, &self.user, &self.database, key, startup).await else {
@@ -198,12 +211,17 @@ fn token_causal(snap: &Snapshot, now: Instant, arrived: Instant, after: Option<A
     match after {
         None => Causal::None,
         Some(After::Malformed) => Causal::Primary,
-        Some(After::At { timeline, lsn }) => match snap.primary(now).and_then(|p| snap.nodes[p].wal.timeline) {
+        Some(After::At { timeline, lsn }) => match primary_timeline(snap, now) {
             Some(current) if current == timeline => Causal::Lsn { lsn, timeline: Some(timeline) },
             Some(current) if timeline < current => position_after(snap, now, arrived, unknown),
             _ => Causal::Primary,
         },
     }
+}
+
+/// The confirmed primary's timeline as last seen.
+fn primary_timeline(snap: &Snapshot, now: Instant) -> Option<u32> {
+    snap.primary(now).and_then(|p| snap.nodes[p].wal.timeline)
 }
 
 /// A replica at the primary's position from a sample sent after `since`, or the primary

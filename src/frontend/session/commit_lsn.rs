@@ -128,6 +128,9 @@ impl Session {
             match answer {
                 Some((lsn, timeline)) => {
                     self.commit_lsn = Some((lsn, timeline));
+                    if let Some((keys, at)) = self.keys_awaiting_position.take() {
+                        self.shared.keys.record_position(&keys, at, (lsn, timeline));
+                    }
                     if let Some(tl) = timeline {
                         self.cwbuf.extend_from_slice(protocol::parameter_status(REPORT, &token(lsn, tl)).raw());
                     }
@@ -135,6 +138,7 @@ impl Session {
                 None => tracing::debug!("the commit position query failed: positions from the probes stand in"),
             }
         }
+        self.keys_awaiting_position = None;
         self.release_reports();
         if let Some(ready) = self.held_ready.take() {
             self.cwbuf.extend_from_slice(ready.raw());

@@ -147,6 +147,9 @@ pub struct Session {
     unit_forced_write: bool,
     /// Tagged keys of the unit being forwarded.
     unit_keys: Vec<String>,
+    /// Tagged keys of the commit whose position query is in flight, and the time they
+    /// were recorded with.
+    keys_awaiting_position: Option<(Vec<String>, std::time::Instant)>,
     /// Client statement names its Bind and Describe messages used.
     unit_names: Vec<String>,
     /// What the unit being forwarded may commit (`commit_lsn`).
@@ -247,6 +250,7 @@ pub async fn run(
         pinned: None,
         unit_forced_write: false,
         unit_keys: Vec::new(),
+        keys_awaiting_position: None,
         unit_names: Vec::new(),
         scan_scratch: Default::default(),
         unit_commits: Default::default(),

@@ -348,6 +348,10 @@ impl Session {
             self.commit_lsn = None;
             if !committed.keys.is_empty() {
                 self.shared.keys.record(&committed.keys, now);
+                // The position query behind the commit will make the entries exact.
+                if self.lsn_for_commit {
+                    self.keys_awaiting_position = Some((committed.keys, now));
+                }
             }
         }
     }

@@ -399,10 +399,15 @@ impl Session {
         loop {
             match router::decide(&class, &read, view, &snapshot, now, pick) {
                 Ok(decision)
-                    if decision.reason == Reason::ReadYourWrites && need.position_unknown && !asked_primary =>
+                    if decision.reason == Reason::ReadYourWrites
+                        && need.position_unknown
+                        && !asked_primary
+                        && causal_deadline.is_some() =>
                 {
                     // The read needs the primary's position at some moment and no sample
-                    // since then is known: one round trip to the primary learns it.
+                    // since then is known: one round trip to the primary learns it. Only
+                    // when the read may wait for a replica to reach it: else no replica
+                    // known now would have it.
                     asked_primary = true;
                     self.ask_primary_position(&snapshot).await;
                     now = Instant::now();
@@ -421,7 +426,8 @@ impl Session {
                     let left = causal_deadline.map(|d| d.saturating_duration_since(now)).unwrap_or_default();
                     let caught_up = match view.causal {
                         Causal::Lsn { lsn, timeline } => {
-                            let check = self.check_replica_positions(&snapshot, lsn, timeline);
+                            let skip_lag = config.routing.causal_wait.unwrap_or_default() + interval;
+                            let check = self.check_replica_positions(&snapshot, lsn, timeline, skip_lag);
                             tokio::time::timeout(left, check).await.unwrap_or(false)
                         }
                         _ => false,
