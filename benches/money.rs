@@ -1,7 +1,7 @@
 //! The money workload, with read-your-writes in each of its modes, side by side.
 //!
-//!   cargo bench --bench money            # 10 s per setup, 8 wallets, 4 browsers
-//!   MONEY_SECS=20 MONEY_WALLETS=16 MONEY_BROWSERS=4 cargo bench --bench money
+//!   cargo bench --bench money            # 3 x 8 s per setup, 8 wallets, 4 browsers
+//!   MONEY_REPS=5 MONEY_SECS=20 MONEY_WALLETS=16 MONEY_BROWSERS=4 cargo bench --bench money
 //!
 //! Starts the test cluster (scripts/cluster.sh: a primary and two streaming replicas),
 //! makes replica 1 apply WAL 2 s late (it stays in rotation: `max_replica_lag = "30s"`)
@@ -114,8 +114,9 @@ async fn teller(run: Arc<Run>, conns: [Client; 3], wallet: i64) {
         );
         let balance = run.first_row(a, &deposit).await.into_iter().next().unwrap_or_default();
         run.add(&run.tally.deposits_acked, 1);
-        let seen =
-            run.money_read(a, &format!("SELECT balance, inet_server_port() FROM {s}.accounts WHERE id = {wallet}")).await;
+        let seen = run
+            .money_read(a, &format!("SELECT balance, inet_server_port() FROM {s}.accounts WHERE id = {wallet}"))
+            .await;
         if seen != balance {
             run.add(&run.tally.stale, 1);
         }
@@ -203,8 +204,8 @@ async fn audit(schema: &str, acked: u64) -> [u64; 4] {
 }
 
 /// pgroute on a thread of its own (one event loop, as `[listen] workers = 1` runs it);
-/// returns its port and what stops it.
-fn start_proxy(routing: &str) -> (u16, tokio::sync::oneshot::Sender<()>, std::thread::JoinHandle<()>) {
+/// returns its port, what stops it, and the thread, which ends with pgroute's metrics.
+fn start_proxy(routing: &str) -> (u16, tokio::sync::oneshot::Sender<()>, std::thread::JoinHandle<String>) {
     let text = common::cluster().config(&format!("[routing]\n{routing}\n[health]\nmax_replica_lag = \"30s\"\n"));
     let config = pgroute::config::Config::parse(&text, "money.toml").expect("bench config");
     let (port_tx, port_rx) = std::sync::mpsc::channel();
@@ -216,9 +217,26 @@ fn start_proxy(routing: &str) -> (u16, tokio::sync::oneshot::Sender<()>, std::th
             port_tx.send(proxy.addr.port()).expect("report the port");
             let _ = stop_rx.await;
             proxy.shutdown().await;
-        });
+            pgroute::metrics::render(&proxy.shared.classifier)
+        })
     });
     (port_rx.recv().expect("pgroute started"), stop_tx, thread)
+}
+
+/// A counter from pgroute's metrics text (the registry is per process: cumulative over
+/// the setups run so far).
+fn counter(metrics: &str, name: &str) -> f64 {
+    metrics.lines().find_map(|l| l.strip_prefix(name)?.trim().parse().ok()).unwrap_or(0.0)
+}
+
+/// The counters of pgroute's read-your-writes waits: polls, waits, seconds waited.
+fn wait_counters(metrics: &str) -> [f64; 3] {
+    [
+        counter(metrics, "pgroute_replay_polls_total"),
+        counter(metrics, "pgroute_causal_waits_total{outcome=\"replica\"}")
+            + counter(metrics, "pgroute_causal_waits_total{outcome=\"primary\"}"),
+        counter(metrics, "pgroute_causal_wait_seconds_total"),
+    ]
 }
 
 async fn create_schema(schema: &str, wallets: i64) {
@@ -239,11 +257,41 @@ async fn create_schema(schema: &str, wallets: i64) {
         .expect("create the money schema");
 }
 
-struct Row {
-    name: &'static str,
+/// One setup's figures: summed over repetitions.
+#[derive(Default, Clone, Copy)]
+struct Figures {
     secs: f64,
-    tally: Tally,
-    audit: [u64; 4],
+    rounds: u64,
+    statements: u64,
+    money_reads: u64,
+    money_on_replica: u64,
+    browse_reads: u64,
+    browse_on_replica: u64,
+    /// stale reads, double credits, double payouts, lost deposits, ledger mismatches
+    anomalies: [u64; 5],
+    /// pgroute's replay polls, reads that waited, and seconds they waited.
+    waits: [f64; 3],
+}
+
+impl Figures {
+    fn add(&mut self, secs: f64, t: &Tally, audit: [u64; 4]) {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        self.secs += secs;
+        self.rounds += get(&t.rounds);
+        self.statements += get(&t.statements);
+        self.money_reads += get(&t.money_reads);
+        self.money_on_replica += get(&t.money_on_replica);
+        self.browse_reads += get(&t.browse_reads);
+        self.browse_on_replica += get(&t.browse_on_replica);
+        self.anomalies[0] += get(&t.stale);
+        for (sum, found) in self.anomalies[1..].iter_mut().zip(audit) {
+            *sum += found;
+        }
+    }
+
+    fn rate(&self) -> f64 {
+        self.rounds as f64 / self.secs.max(f64::MIN_POSITIVE)
+    }
 }
 
 fn env_or(name: &str, default: u64) -> u64 {
@@ -258,17 +306,50 @@ fn share(part: u64, whole: u64) -> String {
     }
 }
 
+/// Runs the workload once against `port` (pgroute, or the primary itself).
+async fn run_once(schema: &str, port: u16, user: &str, wallets: i64, browsers: i64, secs: u64) -> (f64, Tally) {
+    let cluster = common::cluster();
+    let conninfo = format!("host=127.0.0.1 port={port} user={user} password={user} dbname=app");
+    let run = Arc::new(Run {
+        schema: schema.to_string(),
+        primary_port: cluster.primary_port,
+        tally: Tally::default(),
+        stop: AtomicBool::new(false),
+    });
+    let mut tasks = Vec::new();
+    for wallet in 1..=wallets {
+        let conns =
+            [common::connect(&conninfo).await, common::connect(&conninfo).await, common::connect(&conninfo).await];
+        tasks.push(tokio::spawn(teller(run.clone(), conns, wallet)));
+    }
+    for b in 0..browsers {
+        tasks.push(tokio::spawn(browser(run.clone(), common::connect(&conninfo).await, wallets, b * 7)));
+    }
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    run.stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.expect("workload task");
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let run = Arc::into_inner(run).expect("tasks done");
+    (elapsed, run.tally)
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let full = std::env::args().any(|a| a == "--bench");
-    let secs = env_or("MONEY_SECS", if full { 10 } else { 1 });
+    let secs = env_or("MONEY_SECS", if full { 8 } else { 1 });
+    let reps = env_or("MONEY_REPS", if full { 3 } else { 1 }).max(1) as usize;
     let wallets = env_or("MONEY_WALLETS", if full { 8 } else { 3 }) as i64;
     let browsers = env_or("MONEY_BROWSERS", if full { 4 } else { 1 }) as i64;
     let cluster = common::cluster();
-    let tag = format!("{}_{}", std::process::id(), Instant::now().elapsed().as_nanos() % 1000);
-    let schemas: Vec<String> = SETUPS.iter().map(|s| format!("money_{}_{tag}", s.name.replace('+', "_"))).collect();
-    for schema in &schemas {
-        create_schema(schema, wallets).await;
+    let schema =
+        |rep: usize, setup: &Setup| format!("money_{}_{rep}_{}", setup.name.replace('+', "_"), std::process::id());
+    for rep in 0..reps {
+        for setup in &SETUPS {
+            create_schema(&schema(rep, setup), wallets).await;
+        }
     }
     // Read replicas as one runs them: without feedback, the primary's cleanup of the
     // hot `accounts` rows cancels replica reads (40001, conflict with recovery).
@@ -280,80 +361,88 @@ async fn main() {
     cluster.wait_replicas_caught_up().await;
     let delayed = cluster.delay_replica(1, "2s").await;
 
-    let mut rows = Vec::new();
-    for (setup, schema) in SETUPS.iter().zip(&schemas) {
-        let proxy = setup.routing.map(start_proxy);
-        let (port, user) = match &proxy {
-            Some((port, _, _)) => (*port, "app"),
-            None => (cluster.primary_port, "postgres"),
-        };
-        let conninfo = format!("host=127.0.0.1 port={port} user={user} password={user} dbname=app");
-        let run = Arc::new(Run {
-            schema: schema.clone(),
-            primary_port: cluster.primary_port,
-            tally: Tally::default(),
-            stop: AtomicBool::new(false),
-        });
-        let mut tasks = Vec::new();
-        for wallet in 1..=wallets {
-            let conns = [common::connect(&conninfo).await, common::connect(&conninfo).await, common::connect(&conninfo).await];
-            tasks.push(tokio::spawn(teller(run.clone(), conns, wallet)));
+    // Setups alternate within each repetition, so drift on this shared machine spreads
+    // over all of them.
+    let mut figures = [Figures::default(); SETUPS.len()];
+    let mut ratios: Vec<f64> = Vec::new();
+    let mut waits_so_far = [0.0; 3];
+    for rep in 0..reps {
+        let mut rates = [0.0; SETUPS.len()];
+        for (i, setup) in SETUPS.iter().enumerate() {
+            let schema = schema(rep, setup);
+            let (elapsed, tally) = match setup.routing {
+                Some(routing) => {
+                    let (port, stop, thread) = start_proxy(routing);
+                    let result = run_once(&schema, port, "app", wallets, browsers, secs).await;
+                    let _ = stop.send(());
+                    let waits = wait_counters(&thread.join().expect("pgroute thread"));
+                    for ((sum, now), before) in figures[i].waits.iter_mut().zip(waits).zip(waits_so_far) {
+                        *sum += now - before;
+                    }
+                    waits_so_far = waits;
+                    result
+                }
+                None => run_once(&schema, cluster.primary_port, "postgres", wallets, browsers, secs).await,
+            };
+            let audit = audit(&schema, tally.deposits_acked.load(Ordering::Relaxed)).await;
+            rates[i] = tally.rounds.load(Ordering::Relaxed) as f64 / elapsed;
+            figures[i].add(elapsed, &tally, audit);
         }
-        for b in 0..browsers {
-            tasks.push(tokio::spawn(browser(run.clone(), common::connect(&conninfo).await, wallets, b * 7)));
-        }
-        let started = Instant::now();
-        tokio::time::sleep(Duration::from_secs(secs)).await;
-        run.stop.store(true, Ordering::Relaxed);
-        for t in tasks {
-            t.await.expect("workload task");
-        }
-        let elapsed = started.elapsed().as_secs_f64();
-        if let Some((_, stop, thread)) = proxy {
-            let _ = stop.send(());
-            thread.join().expect("pgroute thread");
-        }
-        let run = Arc::into_inner(run).expect("tasks done");
-        let audit = audit(schema, run.tally.deposits_acked.load(Ordering::Relaxed)).await;
-        rows.push(Row { name: setup.name, secs: elapsed, tally: run.tally, audit });
+        ratios.push(rates[4] / rates[3]);
     }
     delayed.batch_execute("ALTER SYSTEM RESET recovery_min_apply_delay").await.expect("reset");
     delayed.batch_execute("SELECT pg_reload_conf()").await.expect("reload");
 
-    let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-    let reference = rows.iter().find(|r| r.name == "lsn").map(|r| get(&r.tally.rounds) as f64 / r.secs);
     println!(
-        "money workload: {wallets} wallets (3 connections each), {browsers} browsers, {secs} s per setup; \
+        "money workload: {wallets} wallets (3 connections each), {browsers} browsers, {reps} x {secs} s per setup; \
          replica 1 applies WAL 2 s late, replica 2 is healthy"
     );
     println!(
-        "{:<9} {:>9} {:>8} {:>8} {:>7} {:>7} {:>6} {:>7} {:>7} {:>5} {:>8}",
-        "setup", "rounds/s", "stmts/s", "vs lsn", "money@r", "brows@r", "stale", "dblcred", "dblpay", "lost", "mismatch"
+        "{:<9} {:>9} {:>8} {:>7} {:>7} {:>7} {:>7} {:>7} {:>6} {:>7} {:>7} {:>5} {:>8}",
+        "setup",
+        "rounds/s",
+        "stmts/s",
+        "vs lsn",
+        "money@r",
+        "brows@r",
+        "polls/s",
+        "wait ms",
+        "stale",
+        "dblcred",
+        "dblpay",
+        "lost",
+        "mismatch"
     );
+    let reference = figures[3].rate();
     let mut anomalies_where_none_allowed = Vec::new();
-    for r in &rows {
-        let t = &r.tally;
-        let rate = get(&t.rounds) as f64 / r.secs;
-        let [double_credit, double_payout, lost, mismatch] = r.audit;
-        let stale = get(&t.stale);
+    for (setup, f) in SETUPS.iter().zip(&figures) {
+        let [stale, double_credit, double_payout, lost, mismatch] = f.anomalies;
         println!(
-            "{:<9} {:>9.1} {:>8.0} {:>8} {:>7} {:>7} {:>6} {:>7} {:>7} {:>5} {:>8}",
-            r.name,
-            rate,
-            get(&t.statements) as f64 / r.secs,
-            reference.map_or("-".into(), |x| format!("{:.2}", rate / x)),
-            share(get(&t.money_on_replica), get(&t.money_reads)),
-            share(get(&t.browse_on_replica), get(&t.browse_reads)),
+            "{:<9} {:>9.1} {:>8.0} {:>7.2} {:>7} {:>7} {:>7.0} {:>7} {:>6} {:>7} {:>7} {:>5} {:>8}",
+            setup.name,
+            f.rate(),
+            f.statements as f64 / f.secs,
+            f.rate() / reference,
+            share(f.money_on_replica, f.money_reads),
+            share(f.browse_on_replica, f.browse_reads),
+            f.waits[0] / f.secs,
+            if f.waits[1] > 0.0 { format!("{:.2}", f.waits[2] * 1000.0 / f.waits[1]) } else { "-".into() },
             stale,
             double_credit,
             double_payout,
             lost,
             mismatch
         );
-        if r.name != "off" && stale + double_credit + double_payout + lost + mismatch > 0 {
-            anomalies_where_none_allowed.push(r.name);
+        if setup.name != "off" && f.anomalies.iter().sum::<u64>() > 0 {
+            anomalies_where_none_allowed.push(setup.name);
         }
     }
-    println!("(money@r, brows@r: share of money and browsing reads a replica answered; vs lsn: rounds/s against lsn with causal_wait = 0s)");
+    let each: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+    println!(
+        "(money@r, brows@r: share of money and browsing reads a replica answered; polls/s: replay positions \
+         pgroute asked replicas for; wait ms: mean wait of a read that waited for a replica; vs lsn: rounds/s against lsn with causal_wait = 0s; lsn+wait / lsn in each \
+         repetition: {})",
+        each.join(", ")
+    );
     assert!(anomalies_where_none_allowed.is_empty(), "anomalies in {anomalies_where_none_allowed:?}");
 }

@@ -98,6 +98,8 @@ pub async fn start(config: config::Config) -> std::io::Result<Proxy> {
     let mut monitor = health::Monitor::new(shared.live_config(), shared.topology.clone());
     monitor.first_round().await;
     tokio::spawn(monitor.run());
+    let watch = health::ReplayWatch::new(shared.live_config(), shared.topology.clone(), shared.replay_waits.clone());
+    tokio::spawn(watch.run());
     tokio::spawn(frontend::serve(listener, shared.clone()));
     Ok(Proxy { addr, metrics_addr, shared })
 }

@@ -31,6 +31,9 @@ struct Registry {
     key_map_size: AtomicI64,
     key_evictions: AtomicU64,
     causal_waits: DashMap<String, AtomicU64>,
+    replay_polls: AtomicU64,
+    /// Microseconds reads spent waiting for a replica (causal_wait), all outcomes.
+    causal_wait_micros: AtomicU64,
     writes_refused: DashMap<String, AtomicU64>,
 }
 
@@ -39,9 +42,16 @@ pub fn write_refused(reason: &str) {
     bump(&registry().writes_refused, reason.to_string());
 }
 
-/// A read waited for a replica to catch up (causal_wait); where it went in the end.
-pub fn causal_wait(outcome: &str) {
-    bump(&registry().causal_waits, outcome.to_string());
+/// A read waited `took` for a replica to catch up (causal_wait); where it went in the end.
+pub fn causal_wait(outcome: &str, took: std::time::Duration) {
+    let r = registry();
+    bump(&r.causal_waits, outcome.to_string());
+    r.causal_wait_micros.fetch_add(u64::try_from(took.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+}
+
+/// The replay watch asked a replica for its replay position.
+pub fn replay_poll() {
+    registry().replay_polls.fetch_add(1, Ordering::Relaxed);
 }
 
 pub fn key_evicted() {
@@ -227,6 +237,11 @@ pub fn render(classifier: &Classifier) -> String {
     let _ = writeln!(out, "# TYPE pgroute_key_map_evictions_total counter");
     let _ = writeln!(out, "pgroute_key_map_evictions_total {}", r.key_evictions.load(Ordering::Relaxed));
     labeled_counter(&mut out, "pgroute_causal_waits_total", "outcome", &r.causal_waits);
+    let _ = writeln!(out, "# TYPE pgroute_causal_wait_seconds_total counter");
+    let waited = r.causal_wait_micros.load(Ordering::Relaxed) as f64 / 1e6;
+    let _ = writeln!(out, "pgroute_causal_wait_seconds_total {waited}");
+    let _ = writeln!(out, "# TYPE pgroute_replay_polls_total counter");
+    let _ = writeln!(out, "pgroute_replay_polls_total {}", r.replay_polls.load(Ordering::Relaxed));
     let _ = writeln!(out, "# TYPE pgroute_split_brain gauge");
     let _ = writeln!(out, "pgroute_split_brain {}", r.split_brain.load(Ordering::Relaxed));
     let (hits, misses) = classifier.cache().stats();

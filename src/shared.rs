@@ -40,6 +40,8 @@ pub struct Shared {
     pub functions: FunctionCatalog,
     /// Tagged keys for read-your-writes across connections.
     pub keys: KeyMap,
+    /// Reads waiting for a replica to replay a position (`health::ReplayWatch` serves them).
+    pub replay_waits: Arc<crate::health::Waits>,
     pub stats: crate::stats::Stats,
     /// `PAUSE`: databases whose new transactions wait (`None`: every database).
     pub pause: tokio::sync::watch::Sender<Option<Paused>>,
@@ -99,6 +101,7 @@ impl Shared {
             rules: RwLock::new(Arc::new(Rules::from_config(&cfg.routing))),
             functions: FunctionCatalog::new(cfg.routing.function_cache_ttl),
             keys: KeyMap::new(cfg.routing.key_map_size, cfg.routing.key_ttl),
+            replay_waits: Arc::default(),
             stats: Default::default(),
             pause: tokio::sync::watch::Sender::new(None),
             clients: AtomicUsize::new(0),

@@ -374,21 +374,25 @@ impl Topology {
         *guard = Arc::new(next);
     }
 
-    /// A session read replica `node`'s replay position `lsn` just now (`causal_wait`):
-    /// past what the monitor last saw, it stands until a probe begun later.
-    pub fn note_replay(&self, node: usize, lsn: u64) {
+    /// Replica `node`'s replay position `lsn`, read just now (`replay_watch`): past what
+    /// the monitor last saw, it stands until a probe begun later. True when it moved the
+    /// known position forward.
+    pub fn note_replay(&self, node: usize, lsn: u64) -> bool {
         let known = self.snapshot().nodes.get(node).and_then(|n| n.wal.replay_lsn);
         if known.is_some_and(|k| k >= lsn) {
-            return;
+            return false;
         }
+        let mut moved = false;
         self.update(|next| {
             if let Some(n) = next.nodes.get_mut(node).filter(|n| n.role == Role::Replica) {
                 if n.wal.replay_lsn.is_none_or(|k| k < lsn) {
                     n.wal.replay_lsn = Some(lsn);
                     n.replay_noted = Some(Instant::now());
+                    moved = true;
                 }
             }
         });
+        moved
     }
 
     /// A session asked the primary `node` for its WAL position, `lsn`, with a query sent

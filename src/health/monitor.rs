@@ -28,10 +28,10 @@ const PRIVILEGE: &str = "SELECT pg_has_role('pg_read_all_stats', 'USAGE')::text"
 
 /// How the monitor logs in.
 #[derive(Clone, PartialEq, Eq)]
-struct Login {
-    user: String,
-    password: Option<String>,
-    database: String,
+pub(super) struct Login {
+    pub user: String,
+    pub password: Option<String>,
+    pub database: String,
 }
 
 #[derive(Default)]
@@ -90,7 +90,7 @@ fn parse_sample(row: &[Option<String>], started: Instant, taken: Instant) -> Opt
 
 impl Login {
     /// `[health] user` (default: the first user with a password) and `database`.
-    fn from_config(config: &Config) -> Login {
+    pub(super) fn from_config(config: &Config) -> Login {
         let user = config
             .health
             .user

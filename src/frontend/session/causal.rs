@@ -15,10 +15,10 @@
 //! When a needed primary position is not known yet, the session asks the primary for it
 //! ([`Session::ask_primary_position`], one round trip on a pooled connection, shared with
 //! every session through the topology) rather than send the read to the primary. While a
-//! read waits for a replica to reach a position (`causal_wait`), the replicas short of it
-//! are asked for their replay positions every [`POLL`].
+//! read waits for a replica to reach a position (`causal_wait`), `health::ReplayWatch`
+//! asks the replicas for their replay positions every millisecond.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::commit_lsn::{parse_lsn, QUERY as INSERT_POSITION_QUERY};
 use super::Session;
@@ -27,13 +27,6 @@ use crate::classify::After;
 use crate::config::{KeyScope, ReadYourWrites, Role};
 use crate::router::Causal;
 use crate::topology::Snapshot;
-
-/// A replica's replay position, asked while a read waits for it.
-const REPLAY_QUERY: &str = "SELECT pg_last_wal_replay_lsn()";
-
-/// How long a waiting read sleeps when no replica has its position yet (a streaming
-/// replica replays a commit in a millisecond or two).
-pub(super) const POLL: Duration = Duration::from_millis(1);
 
 /// A read's requirement, and whether it fell back to the primary only because a primary
 /// position it needs is not known yet (asking the primary would settle it).
@@ -147,49 +140,6 @@ impl Session {
             None => tracing::debug!(node, "the primary's position could not be learned: the read goes to the primary"),
         }
     }
-
-    /// A read waits for a replica at `lsn` on `timeline`: the usable replicas the monitor
-    /// last saw short of it are asked for their replay position now, on pooled
-    /// connections, least lagging first, until one has it; what they say is noted in the
-    /// topology (for every session). A replica last seen lagging more than `skip_lag` (the
-    /// wait plus a probe interval) is not asked: it will not replay a commit made now in
-    /// time. True when one has reached `lsn`.
-    pub(super) async fn check_replica_positions(
-        &mut self,
-        snap: &Snapshot,
-        lsn: u64,
-        timeline: Option<u32>,
-        skip_lag: Duration,
-    ) -> bool {
-        let now = Instant::now();
-        let mut behind: Vec<usize> = (0..snap.nodes.len())
-            .filter(|&i| {
-                let n = &snap.nodes[i];
-                n.role == Role::Replica
-                    && n.usable(now)
-                    && !n.drained
-                    && n.wal.timeline == timeline
-                    && n.wal.replay_lsn.is_none_or(|r| r < lsn)
-                    && n.lag.is_none_or(|l| l <= skip_lag)
-            })
-            .collect();
-        behind.sort_by_key(|&i| snap.nodes[i].lag.unwrap_or(Duration::MAX));
-        for node in behind {
-            let (key, startup) = self.settings.startup();
-            let Ok(mut conn) = self.shared.pools.checkout(node, &self.user, &self.database, key, startup).await else {
-                continue;
-            };
-            let answer = conn.query_text(REPLAY_QUERY).await;
-            conn.release(answer.is_ok());
-            if let Some(position) = answer.ok().flatten().as_deref().and_then(parse_lsn) {
-                self.shared.topology.note_replay(node, position);
-                if position >= lsn {
-                    return true;
-                }
-            }
-        }
-        false
-    }
 }
 
 /// Both requirements at once: the later position on one timeline, else the primary.
@@ -250,6 +200,8 @@ fn primary_lsn_after(snap: &Snapshot, now: Instant, since: Instant) -> Option<(u
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::topology::{NodeState, Wal};
 

@@ -395,6 +395,8 @@ impl Session {
         let mut view = view;
         let mut waited = false;
         let mut asked_primary = false;
+        let mut waiter = None;
+        let mut waited_from = now;
         let mut now = now;
         loop {
             match router::decide(&class, &read, view, &snapshot, now, pick) {
@@ -420,21 +422,16 @@ impl Session {
                         && matches!(view.causal, Causal::Lsn { .. })
                         && causal_deadline.is_some_and(|d| now < d) =>
                 {
-                    // Ask the replicas where they are now rather than wait for a probe;
-                    // the router then decides again on what they said.
-                    waited = true;
-                    let left = causal_deadline.map(|d| d.saturating_duration_since(now)).unwrap_or_default();
-                    let caught_up = match view.causal {
-                        Causal::Lsn { lsn, timeline } => {
-                            let skip_lag = config.routing.causal_wait.unwrap_or_default() + interval;
-                            let check = self.check_replica_positions(&snapshot, lsn, timeline, skip_lag);
-                            tokio::time::timeout(left, check).await.unwrap_or(false)
-                        }
-                        _ => false,
-                    };
-                    if !caught_up {
-                        tokio::time::sleep(super::causal::POLL.min(left)).await;
+                    // Registered as waiting, the replay watch asks the replicas where
+                    // they are every millisecond; each move forward wakes this read to
+                    // decide again.
+                    if !waited {
+                        waited = true;
+                        waited_from = now;
                     }
+                    let left = causal_deadline.map(|d| d.saturating_duration_since(now)).unwrap_or_default();
+                    let waiter = waiter.get_or_insert_with(|| self.shared.replay_waits.wait());
+                    let _ = tokio::time::timeout(left, waiter.moved()).await;
                     now = Instant::now();
                     snapshot = self.shared.topology.snapshot();
                     need = self.causal(&snapshot, now, facts);
@@ -443,7 +440,8 @@ impl Session {
                 Ok(decision) => {
                     if waited {
                         let caught_up = decision.reason != Reason::ReadYourWrites;
-                        metrics::causal_wait(if caught_up { "replica" } else { "primary" });
+                        let outcome = if caught_up { "replica" } else { "primary" };
+                        metrics::causal_wait(outcome, now.saturating_duration_since(waited_from));
                     }
                     return Ok((decision, class, snapshot));
                 }

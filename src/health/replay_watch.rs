@@ -1,0 +1,167 @@
+//! Replica replay positions at millisecond granularity while reads wait for them.
+//!
+//! A read that needs a replica at a WAL position none is known to have (read-your-writes
+//! within `causal_wait`) registers as a waiter ([`Waits::wait`]). While any read waits,
+//! [`ReplayWatch`] asks each usable replica that could catch up in time (last seen at most
+//! `causal_wait` + `interval` behind) for `pg_last_wal_replay_lsn()`, back to back (one
+//! question in flight per replica), on a connection of its own with the monitor's login,
+//! notes the answers in the topology and wakes the waiting reads, which decide again.
+//! With no waiter it sleeps.
+//!
+//! At most one question per replica per round trip however many reads wait, and none
+//! when no read waits: measured against a check per waiting read and against a poll every
+//! millisecond with `benches/money.rs`, see ARCHITECTURE.md.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{watch, Notify};
+
+use super::monitor::Login;
+use crate::backend::ServerConn;
+use crate::config::{Live, Role};
+use crate::topology::Topology;
+
+/// The pause after a round that reached no replica (none could serve, or none answered),
+/// so that waiting reads do not make the watch spin.
+const IDLE_ROUND: Duration = Duration::from_millis(1);
+
+const REPLAY_QUERY: &str = "SELECT (pg_last_wal_replay_lsn() - '0/0')::text";
+
+/// The reads waiting for replay positions, shared by sessions and the watch.
+pub struct Waits {
+    waiters: AtomicUsize,
+    arrived: Notify,
+    /// Bumped whenever a noted position moved forward.
+    moved: watch::Sender<u64>,
+}
+
+impl Default for Waits {
+    fn default() -> Self {
+        Waits { waiters: AtomicUsize::new(0), arrived: Notify::new(), moved: watch::Sender::new(0) }
+    }
+}
+
+impl Waits {
+    /// Registers a waiting read until the returned guard is dropped.
+    pub fn wait(self: &Arc<Self>) -> Waiter {
+        let moved = self.moved.subscribe();
+        self.waiters.fetch_add(1, Ordering::AcqRel);
+        self.arrived.notify_one();
+        Waiter { waits: self.clone(), moved }
+    }
+
+    fn any(&self) -> bool {
+        self.waiters.load(Ordering::Acquire) > 0
+    }
+}
+
+/// A registered waiting read.
+pub struct Waiter {
+    waits: Arc<Waits>,
+    moved: watch::Receiver<u64>,
+}
+
+impl Waiter {
+    /// Resolves when a replica's noted position has moved since the last call.
+    pub async fn moved(&mut self) {
+        let _ = self.moved.changed().await;
+    }
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        self.waits.waiters.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The task asking replicas for their replay positions while reads wait.
+pub struct ReplayWatch {
+    config: Live,
+    topology: Arc<Topology>,
+    waits: Arc<Waits>,
+    /// Per node slot, with the login it was made with.
+    conns: Vec<Option<(ServerConn, Login)>>,
+}
+
+impl ReplayWatch {
+    pub fn new(config: Live, topology: Arc<Topology>, waits: Arc<Waits>) -> Self {
+        ReplayWatch { config, topology, waits, conns: Vec::new() }
+    }
+
+    pub async fn run(mut self) {
+        loop {
+            while !self.waits.any() {
+                self.waits.arrived.notified().await;
+            }
+            if !self.poll().await {
+                tokio::time::sleep(IDLE_ROUND).await;
+            }
+        }
+    }
+
+    /// Asks every replica that could serve a waiting read soon, all at once. False when
+    /// none answered.
+    async fn poll(&mut self) -> bool {
+        let cfg = self.config.load_full();
+        let login = Login::from_config(&cfg);
+        let skip_lag = cfg.routing.causal_wait.unwrap_or_default() + cfg.health.interval;
+        let limit = cfg.health.max_sample_age().max(Duration::from_millis(50));
+        let snap = self.topology.snapshot();
+        let now = Instant::now();
+        self.conns.resize_with(snap.nodes.len(), || None);
+        let mut asks = Vec::new();
+        for (i, conn) in self.conns.iter_mut().enumerate() {
+            let n = &snap.nodes[i];
+            let candidate =
+                n.role == Role::Replica && n.usable(now) && !n.drained && n.lag.is_some_and(|l| l <= skip_lag);
+            let Some(addr) = self.topology.addr(i).filter(|_| candidate) else { continue };
+            if conn.as_ref().is_some_and(|(_, made_with)| *made_with != login) {
+                *conn = None;
+            }
+            let login = &login;
+            asks.push(async move {
+                crate::metrics::replay_poll();
+                let answer = tokio::time::timeout(limit, async {
+                    if conn.is_none() {
+                        let password = login.password.as_deref();
+                        let c =
+                            ServerConn::connect(&addr, i, &login.user, password, &login.database, &[], limit).await?;
+                        *conn = Some((c, login.clone()));
+                    }
+                    match conn.as_mut() {
+                        Some((c, _)) => c.query_text(REPLAY_QUERY).await,
+                        None => Ok(None),
+                    }
+                })
+                .await;
+                match answer {
+                    Ok(Ok(Some(text))) => {
+                        text.split('.').next().and_then(|n| n.parse::<u64>().ok()).map(|lsn| (i, lsn))
+                    }
+                    Ok(Ok(None)) => None,
+                    Ok(Err(e)) => {
+                        tracing::debug!(node = %addr.name, error = %e, "replay position unknown");
+                        *conn = None;
+                        None
+                    }
+                    Err(_) => {
+                        tracing::debug!(node = %addr.name, "replay position: no answer in time");
+                        *conn = None;
+                        None
+                    }
+                }
+            });
+        }
+        let (mut answered, mut moved) = (false, false);
+        for (node, lsn) in futures_util::future::join_all(asks).await.into_iter().flatten() {
+            answered = true;
+            moved |= self.topology.note_replay(node, lsn);
+        }
+        if moved {
+            self.waits.moved.send_modify(|v| *v = v.wrapping_add(1));
+        }
+        answered
+    }
+}
