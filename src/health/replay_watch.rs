@@ -21,7 +21,7 @@ use tokio::sync::{watch, Notify};
 use super::monitor::Login;
 use crate::backend::ServerConn;
 use crate::config::{Live, Role};
-use crate::topology::Topology;
+use crate::topology::{NodeAddr, Topology};
 
 /// The pause after a round that reached no replica (none could serve, or none answered),
 /// so that waiting reads do not make the watch spin.
@@ -81,8 +81,8 @@ pub struct ReplayWatch {
     config: Live,
     topology: Arc<Topology>,
     waits: Arc<Waits>,
-    /// Per node slot, with the login it was made with.
-    conns: Vec<Option<(ServerConn, Login)>>,
+    /// Per node slot, with the address and login it was made with.
+    conns: Vec<Option<(ServerConn, NodeAddr, Login)>>,
 }
 
 impl ReplayWatch {
@@ -117,7 +117,8 @@ impl ReplayWatch {
             let candidate =
                 n.role == Role::Replica && n.usable(now) && !n.drained && n.lag.is_some_and(|l| l <= skip_lag);
             let Some(addr) = self.topology.addr(i).filter(|_| candidate) else { continue };
-            if conn.as_ref().is_some_and(|(_, made_with)| *made_with != login) {
+            // A reload may have moved the node or changed the login.
+            if conn.as_ref().is_some_and(|(_, at, with)| *at != addr || *with != login) {
                 *conn = None;
             }
             let login = &login;
@@ -128,10 +129,10 @@ impl ReplayWatch {
                         let password = login.password.as_deref();
                         let c =
                             ServerConn::connect(&addr, i, &login.user, password, &login.database, &[], limit).await?;
-                        *conn = Some((c, login.clone()));
+                        *conn = Some((c, addr.clone(), login.clone()));
                     }
                     match conn.as_mut() {
-                        Some((c, _)) => c.query_text(REPLAY_QUERY).await,
+                        Some((c, _, _)) => c.query_text(REPLAY_QUERY).await,
                         None => Ok(None),
                     }
                 })
