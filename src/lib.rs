@@ -46,6 +46,7 @@ pub mod shared;
 pub mod stats;
 pub mod tls;
 pub mod topology;
+pub mod wal;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

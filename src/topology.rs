@@ -97,6 +97,8 @@ pub struct Wal {
     /// Replica: `pg_last_wal_replay_lsn()`.
     pub replay_lsn: Option<u64>,
     pub timeline: Option<u32>,
+    /// The node's WAL page geometry, read once per monitor connection.
+    pub layout: Option<crate::wal::WalLayout>,
 }
 
 #[derive(Debug, Clone)]
@@ -433,7 +435,13 @@ mod tests {
             usable: true,
             why: "ok",
             fresh_until: None,
-            wal: Wal { started: Some(started), current_lsn: current, replay_lsn: replay, timeline: Some(1) },
+            wal: Wal {
+                started: Some(started),
+                current_lsn: current,
+                replay_lsn: replay,
+                timeline: Some(1),
+                layout: None,
+            },
             lag: None,
         }
     }

@@ -12,6 +12,7 @@ use crate::backend::ServerConn;
 use crate::config::{Config, Health, Live, Role};
 use crate::metrics;
 use crate::topology::{NodeAddr, Published, Topology, Wal};
+use crate::wal::WalLayout;
 
 /// Works on primaries and replicas alike; LSNs as byte positions.
 const PROBE: &str = "SELECT pg_is_in_recovery()::text, \
@@ -25,6 +26,10 @@ const PROBE: &str = "SELECT pg_is_in_recovery()::text, \
 /// Whether the monitor's user may read replication state (a replica's timeline comes from
 /// `pg_stat_wal_receiver`, whose columns only `pg_read_all_stats` may see).
 const PRIVILEGE: &str = "SELECT pg_has_role('pg_read_all_stats', 'USAGE')::text";
+
+/// The node's WAL page geometry (`wal::WalLayout`), readable by any user.
+const LAYOUT: &str = "SELECT max_data_alignment::text, wal_block_size::text, bytes_per_wal_segment::text \
+    FROM pg_control_init()";
 
 /// How the monitor logs in.
 #[derive(Clone, PartialEq, Eq)]
@@ -47,6 +52,8 @@ struct NodeProbe {
     failed: Option<(&'static str, String)>,
     /// The monitor's user holds `pg_read_all_stats` there (checked at each connect).
     privileged: Option<bool>,
+    /// The node's WAL page geometry (read at each connect).
+    layout: Option<WalLayout>,
     /// The verdict reason last published: a change is logged once.
     published: &'static str,
 }
@@ -118,6 +125,12 @@ impl NodeProbe {
                     tracing::error!(node = %addr.name, user = %user, fix = %format!("GRANT pg_monitor TO {user};"),
                         "the health monitor's user lacks pg_read_all_stats: replicas' timelines cannot be read, so no replica is usable");
                 }
+                let layout = c.query_row(LAYOUT).await.ok().flatten().unwrap_or_default();
+                let num = |i: usize| layout.get(i).cloned().flatten().and_then(|v| v.parse::<u64>().ok());
+                node.layout = match (num(0), num(1), num(2)) {
+                    (Some(align), Some(block), Some(segment)) => WalLayout::new(align, block, segment),
+                    _ => None,
+                };
                 node.conn = Some(c);
             }
             match node.conn.as_mut() {
@@ -391,6 +404,7 @@ impl Monitor {
                 current_lsn: s.current_lsn,
                 replay_lsn: s.replay_lsn,
                 timeline: s.timeline,
+                layout: node.layout,
             });
             published.push(Published { role, usable: v.usable, why: v.why, fresh_until, wal, lag: v.lag });
         }

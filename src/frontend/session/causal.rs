@@ -135,8 +135,12 @@ impl Session {
         let sent = Instant::now();
         let answer = conn.query_text(INSERT_POSITION_QUERY).await;
         conn.release(answer.is_ok());
+        let layout = snap.nodes.get(node).and_then(|n| n.wal.layout);
         match answer.ok().flatten().as_deref().and_then(parse_lsn) {
-            Some(lsn) => self.shared.topology.note_primary_position(node, sent, lsn),
+            Some(lsn) => {
+                let lsn = layout.map_or(lsn, |l| l.record_end(lsn));
+                self.shared.topology.note_primary_position(node, sent, lsn)
+            }
             None => tracing::debug!(node, "the primary's position could not be learned: the read goes to the primary"),
         }
     }
@@ -215,7 +219,13 @@ mod tests {
             healthy: true,
             why: "ok",
             fresh_until: Some(now + Duration::from_secs(60)),
-            wal: Wal { started: Some(sampled), current_lsn: Some(lsn), replay_lsn: None, timeline: Some(timeline) },
+            wal: Wal {
+                started: Some(sampled),
+                current_lsn: Some(lsn),
+                replay_lsn: None,
+                timeline: Some(timeline),
+                layout: None,
+            },
             lag: None,
             drained: false,
             removed: false,

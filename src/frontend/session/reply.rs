@@ -46,8 +46,11 @@ impl Session {
                 && matches!(frame.tag(), tag::ROW_DESCRIPTION | tag::DATA_ROW | tag::COMMAND_COMPLETE)
             {
                 if frame.tag() == tag::DATA_ROW {
-                    let timeline = self.shared.topology.snapshot().nodes.get(node).and_then(|n| n.wal.timeline);
-                    self.lsn_answer = commit_lsn::parse_row(frame.body()).map(|lsn| (lsn, timeline));
+                    // An insert position right after a page header stands for the page
+                    // boundary, where replicas report the commit replayed.
+                    let wal = self.shared.topology.snapshot().nodes.get(node).map(|n| n.wal).unwrap_or_default();
+                    let end = |lsn| wal.layout.map_or(lsn, |l| l.record_end(lsn));
+                    self.lsn_answer = commit_lsn::parse_row(frame.body()).map(|lsn| (end(lsn), wal.timeline));
                 }
                 continue;
             }
