@@ -19,11 +19,8 @@ async fn insert_lsn(direct: &tokio_postgres::Client) -> u64 {
 
 /// The LSN of the `pgroute.commit_lsn` a reply carried.
 fn reported(msgs: &[common::wire::Msg]) -> u64 {
-    let body = msgs
-        .iter()
-        .find_map(|m| std::str::from_utf8(&m.body).ok()?.strip_prefix("pgroute.commit_lsn\0").map(str::to_string))
-        .expect("a commit position");
-    let (_, lsn) = body.trim_end_matches('\0').split_once('/').expect("timeline/lsn");
+    let token = common::wire::commit_token(msgs).expect("a commit position");
+    let (_, lsn) = token.split_once('/').expect("timeline/lsn");
     u64::from_str_radix(lsn, 16).expect("hex")
 }
 

@@ -14,13 +14,8 @@ use common::{cluster, table};
 /// The `pgroute.commit_lsn` a write reported.
 async fn write(writer: &mut Wire, sql: &str) -> String {
     let replies = writer.query(sql.as_bytes()).await;
-    replies
-        .iter()
-        .filter(|m| m.tag == b'S')
-        .find_map(|m| std::str::from_utf8(&m.body).ok()?.strip_prefix("pgroute.commit_lsn\0").map(str::to_string))
+    common::wire::commit_token(&replies)
         .unwrap_or_else(|| panic!("no token after {sql}: {:?}", common::wire::render_all(&replies)))
-        .trim_end_matches('\0')
-        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

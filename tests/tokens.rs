@@ -27,13 +27,7 @@ async fn a_token_from_one_connection_orders_a_read_on_another_through_either_ins
     let readers = [first.client().await, second.client().await];
     for i in 0..10 {
         let replies = writer.query(format!("INSERT INTO {t} VALUES ({i})").as_bytes()).await;
-        let token = replies
-            .iter()
-            .filter(|m| m.tag == b'S')
-            .find_map(|m| std::str::from_utf8(&m.body).ok()?.strip_prefix("pgroute.commit_lsn\0").map(str::to_string))
-            .expect("the write's token")
-            .trim_end_matches('\0')
-            .to_string();
+        let token = wire::commit_token(&replies).expect("the write's token");
         assert!(wire::render_all(&replies)[0].starts_with("C INSERT 0 1"));
         for (r, reader) in readers.iter().enumerate() {
             let sql = format!("/* pgroute: after={token} */ SELECT count(*) FROM {t} WHERE id = {i}");
@@ -55,11 +49,8 @@ async fn a_token_from_one_connection_orders_a_read_on_another_through_either_ins
     // The session setting: every read of the session waits for the token's commit.
     for i in 20..30 {
         let replies = writer.query(format!("INSERT INTO {t} VALUES ({i})").as_bytes()).await;
-        let token = replies
-            .iter()
-            .find_map(|m| std::str::from_utf8(&m.body).ok()?.strip_prefix("pgroute.commit_lsn\0").map(str::to_string))
-            .expect("the write's token");
-        readers[1].batch_execute(&format!("SET pgroute.after = '{}'", token.trim_end_matches('\0'))).await.unwrap();
+        let token = wire::commit_token(&replies).expect("the write's token");
+        readers[1].batch_execute(&format!("SET pgroute.after = '{token}'")).await.unwrap();
         // Two reads: consecutive reads take turns over the replicas, so one of them
         // would reach the lagging one.
         for read in 0..2 {

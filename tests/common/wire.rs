@@ -310,6 +310,14 @@ pub fn render_for(m: &Msg, pid: i32) -> String {
     }
 }
 
+/// The causal token a reply reported (`ParameterStatus pgroute.commit_lsn`), if any.
+pub fn commit_token(msgs: &[Msg]) -> Option<String> {
+    msgs.iter().filter(|m| m.tag == b'S').find_map(|m| {
+        let value = std::str::from_utf8(&m.body).ok()?.strip_prefix("pgroute.commit_lsn\0")?;
+        Some(value.trim_end_matches('\0').to_string())
+    })
+}
+
 pub fn render_all(msgs: &[Msg]) -> Vec<String> {
     msgs.iter().map(render).collect()
 }
