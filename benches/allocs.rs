@@ -11,6 +11,9 @@
 //! fills the classification cache and the pools. The health monitor probes every 10 s
 //! here, so its allocations stay out of the per-query figures. Last, it opens idle
 //! clients and prints the heap pgroute holds for each (the session task included).
+//! Beside the allocations it prints the CPU time pgroute's thread spent per call (user and
+//! kernel, from the thread's `schedstat`): on this machine `perf` samples too coarsely to
+//! attribute a few microseconds per statement.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -30,6 +33,17 @@ static ALLOCS: AtomicU64 = AtomicU64::new(0);
 static BYTES: AtomicU64 = AtomicU64::new(0);
 /// Bytes allocated and not yet freed on pgroute's thread.
 static LIVE: AtomicI64 = AtomicI64::new(0);
+/// pgroute's thread id, for its CPU time.
+static PROXY_TID: AtomicU64 = AtomicU64::new(0);
+
+/// Nanoseconds pgroute's thread has run (`/proc/self/task/<tid>/schedstat`, first field).
+fn proxy_cpu_ns() -> u64 {
+    let tid = PROXY_TID.load(Ordering::Relaxed);
+    std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
 
 fn counted() -> bool {
     COUNTED.try_with(Cell::get).unwrap_or(false)
@@ -88,6 +102,11 @@ fn start_proxy() -> u16 {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         COUNTED.with(|c| c.set(true));
+        let tid = std::fs::read_link("/proc/thread-self")
+            .ok()
+            .and_then(|p| p.file_name()?.to_str()?.parse().ok())
+            .unwrap_or(0);
+        PROXY_TID.store(tid, Ordering::Relaxed);
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         runtime.block_on(async move {
             let proxy = pgroute::start(config).await.expect("start pgroute");
@@ -108,12 +127,17 @@ where
     for i in 0..warmup {
         one(i % 1000 + 1).await;
     }
-    let (a0, b0) = (ALLOCS.load(Ordering::Relaxed), BYTES.load(Ordering::Relaxed));
+    let (a0, b0, c0) = (ALLOCS.load(Ordering::Relaxed), BYTES.load(Ordering::Relaxed), proxy_cpu_ns());
     for i in 0..calls {
         one(i % 1000 + 1).await;
     }
     let (a, b) = (ALLOCS.load(Ordering::Relaxed) - a0, BYTES.load(Ordering::Relaxed) - b0);
-    println!("{name:<30} {:>6.2} allocations {:>7.0} bytes", a as f64 / calls as f64, b as f64 / calls as f64);
+    let cpu_us = proxy_cpu_ns().saturating_sub(c0) as f64 / 1000.0 / calls as f64;
+    println!(
+        "{name:<30} {:>6.2} allocations {:>7.0} bytes {cpu_us:>6.1} us CPU",
+        a as f64 / calls as f64,
+        b as f64 / calls as f64
+    );
 }
 
 /// Heap pgroute holds per idle client: logged in, nothing sent since.
@@ -180,6 +204,21 @@ async fn main() {
             ] {
                 c.simple_query(&sql).await.expect("transaction");
             }
+        }
+    })
+    .await;
+    measure("autocommit update", |id| {
+        let c = &client;
+        async move {
+            c.simple_query(&format!("UPDATE alloc_bench SET v = v + 1 WHERE id = {id}")).await.expect("update");
+        }
+    })
+    .await;
+    measure("BEGIN; COMMIT (2 queries)", |_| {
+        let c = &client;
+        async move {
+            c.simple_query("BEGIN").await.expect("begin");
+            c.simple_query("COMMIT").await.expect("commit");
         }
     })
     .await;
