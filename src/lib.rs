@@ -14,7 +14,10 @@
 //! - [`catalog`]: function volatility looked up in the primary's catalog, cached.
 //! - [`tls`]: TLS for clients (with SCRAM channel binding) and to servers.
 //! - [`topology`]: which node is primary and which replicas may take reads now.
-//! - [`health`]: the monitor probing every node, and the pure usability verdict.
+//! - [`health`]: the monitor probing every node, the pure usability verdict, and replica
+//!   replay positions every round trip while reads wait for them.
+//! - [`causal`]: tagged keys for read-your-writes across connections.
+//! - [`wal`]: WAL page geometry, to read commit positions as replicas report replay.
 //! - [`backend`]: server connections and the per-(node, user, database) pools.
 //! - [`frontend`]: accepting clients, login, and the per-client session loop.
 //! - [`cancel`]: mapping the client's cancel key to the server running its query.
