@@ -1,6 +1,6 @@
 //! Health monitoring: a probe per node every `[health] interval`, a pure verdict per node
 //! (`assess`), published to the topology snapshot routing reads from (`monitor`); replica
-//! replay positions every millisecond while reads wait for them (`replay_watch`).
+//! replay positions back to back while reads wait for them (`replay_watch`).
 
 mod assess;
 mod monitor;

@@ -20,8 +20,8 @@ use tokio::sync::{watch, Notify};
 
 use super::monitor::Login;
 use crate::backend::ServerConn;
-use crate::config::{Live, Role};
-use crate::topology::{NodeAddr, Topology};
+use crate::config::{Config, Live, Role};
+use crate::topology::Topology;
 
 /// The pause after a round that reached no replica (none could serve, or none answered),
 /// so that waiting reads do not make the watch spin.
@@ -79,15 +79,21 @@ impl Drop for Waiter {
 /// The task asking replicas for their replay positions while reads wait.
 pub struct ReplayWatch {
     config: Live,
+    /// The configuration its connections were made under (a reload, which may move nodes
+    /// or change the monitor's login, closes them), and what it derives from it.
+    cfg: Arc<Config>,
+    login: Login,
     topology: Arc<Topology>,
     waits: Arc<Waits>,
-    /// Per node slot, with the address and login it was made with.
-    conns: Vec<Option<(ServerConn, NodeAddr, Login)>>,
+    /// Per node slot.
+    conns: Vec<Option<ServerConn>>,
 }
 
 impl ReplayWatch {
     pub fn new(config: Live, topology: Arc<Topology>, waits: Arc<Waits>) -> Self {
-        ReplayWatch { config, topology, waits, conns: Vec::new() }
+        let cfg = config.load_full();
+        let login = Login::from_config(&cfg);
+        ReplayWatch { config, cfg, login, topology, waits, conns: Vec::new() }
     }
 
     pub async fn run(mut self) {
@@ -105,9 +111,14 @@ impl ReplayWatch {
     /// none answered.
     async fn poll(&mut self) -> bool {
         let cfg = self.config.load_full();
-        let login = Login::from_config(&cfg);
-        let skip_lag = cfg.routing.causal_wait.unwrap_or_default() + cfg.health.interval;
-        let limit = cfg.health.max_sample_age().max(Duration::from_millis(50));
+        // The topology takes a reload's node addresses before the configuration is swapped.
+        if !Arc::ptr_eq(&cfg, &self.cfg) {
+            self.login = Login::from_config(&cfg);
+            self.cfg = cfg;
+            self.conns.clear();
+        }
+        let skip_lag = self.cfg.routing.causal_wait.unwrap_or_default() + self.cfg.health.interval;
+        let limit = self.cfg.health.max_sample_age().max(Duration::from_millis(50));
         let snap = self.topology.snapshot();
         let now = Instant::now();
         self.conns.resize_with(snap.nodes.len(), || None);
@@ -116,23 +127,23 @@ impl ReplayWatch {
             let n = &snap.nodes[i];
             let candidate =
                 n.role == Role::Replica && n.usable(now) && !n.drained && n.lag.is_some_and(|l| l <= skip_lag);
-            let Some(addr) = self.topology.addr(i).filter(|_| candidate) else { continue };
-            // A reload may have moved the node or changed the login.
-            if conn.as_ref().is_some_and(|(_, at, with)| *at != addr || *with != login) {
-                *conn = None;
+            if !candidate {
+                continue;
             }
-            let login = &login;
+            let (topology, name) = (&self.topology, &n.name);
+            let login = &self.login;
             asks.push(async move {
                 crate::metrics::replay_poll();
                 let answer = tokio::time::timeout(limit, async {
                     if conn.is_none() {
+                        let Some(addr) = topology.addr(i) else { return Ok(None) };
                         let password = login.password.as_deref();
                         let c =
                             ServerConn::connect(&addr, i, &login.user, password, &login.database, &[], limit).await?;
-                        *conn = Some((c, addr.clone(), login.clone()));
+                        *conn = Some(c);
                     }
                     match conn.as_mut() {
-                        Some((c, _, _)) => c.query_text(REPLAY_QUERY).await,
+                        Some(c) => c.query_text(REPLAY_QUERY).await,
                         None => Ok(None),
                     }
                 })
@@ -143,12 +154,12 @@ impl ReplayWatch {
                     }
                     Ok(Ok(None)) => None,
                     Ok(Err(e)) => {
-                        tracing::debug!(node = %addr.name, error = %e, "replay position unknown");
+                        tracing::debug!(node = %name, error = %e, "replay position unknown");
                         *conn = None;
                         None
                     }
                     Err(_) => {
-                        tracing::debug!(node = %addr.name, "replay position: no answer in time");
+                        tracing::debug!(node = %name, "replay position: no answer in time");
                         *conn = None;
                         None
                     }

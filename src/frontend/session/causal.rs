@@ -16,7 +16,7 @@
 //! ([`Session::ask_primary_position`], one round trip on a pooled connection, shared with
 //! every session through the topology) rather than send the read to the primary. While a
 //! read waits for a replica to reach a position (`causal_wait`), `health::ReplayWatch`
-//! asks the replicas for their replay positions every millisecond.
+//! asks the replicas for their replay positions back to back.
 
 use std::time::Instant;
 

@@ -423,7 +423,7 @@ impl Session {
                         && causal_deadline.is_some_and(|d| now < d) =>
                 {
                     // Registered as waiting, the replay watch asks the replicas where
-                    // they are every millisecond; each move forward wakes this read to
+                    // they are, back to back; each move forward wakes this read to
                     // decide again.
                     if !waited {
                         waited = true;
