@@ -10,6 +10,7 @@
 #   scripts/cluster.sh psql DIR NODE [psql args...]
 #   scripts/cluster.sh node-stop DIR NODE        (stop one node, keep its data)
 #   scripts/cluster.sh node-start DIR NODE       (start a node stopped above)
+#   scripts/cluster.sh node-kill DIR NODE        (stop one node as a crash would: immediate)
 #   scripts/cluster.sh node-rejoin DIR NODE FROM (rebuild NODE as a standby of FROM)
 #
 # `start` prints exactly these lines on stdout (and writes them to
@@ -434,7 +435,7 @@ cmd_node_stop() {
     dir=$DIR_ABS
     cd /
     node_port "$dir" "$2" >/dev/null
-    as_pg "$PG_BIN/pg_ctl" stop -D "$dir/node$2" -m fast -w >&2
+    as_pg "$PG_BIN/pg_ctl" stop -D "$dir/node$2" -m "${STOP_MODE:-fast}" -w >&2
 }
 
 cmd_node_start() {
@@ -481,6 +482,7 @@ start) cmd_start "$@" ;;
 stop) cmd_stop "$@" ;;
 psql) cmd_psql "$@" ;;
 node-stop) cmd_node_stop "$@" ;;
+node-kill) STOP_MODE=immediate cmd_node_stop "$@" ;;
 node-start) cmd_node_start "$@" ;;
 node-rejoin) cmd_node_rejoin "$@" ;;
 -h | --help | help) usage ;;

@@ -35,11 +35,18 @@ struct Registry {
     /// Microseconds reads spent waiting for a replica (causal_wait), all outcomes.
     causal_wait_micros: AtomicU64,
     writes_refused: DashMap<String, AtomicU64>,
+    in_doubt: DashMap<String, AtomicU64>,
 }
 
 /// A write refused because no node is a confirmed primary.
 pub fn write_refused(reason: &str) {
     bump(&registry().writes_refused, reason.to_string());
+}
+
+/// A COMMIT whose connection died before its answer, resolved: `committed`,
+/// `not_committed` or `unknown`.
+pub fn in_doubt(outcome: &str) {
+    bump(&registry().in_doubt, outcome.to_string());
 }
 
 /// A read waited `took` for a replica to catch up (causal_wait); where it went in the end.
@@ -232,6 +239,7 @@ pub fn render(classifier: &Classifier) -> String {
         }
     }
     labeled_counter(&mut out, "pgroute_writes_refused_total", "reason", &r.writes_refused);
+    labeled_counter(&mut out, "pgroute_in_doubt_commits_total", "outcome", &r.in_doubt);
     let _ = writeln!(out, "# TYPE pgroute_key_map_entries gauge");
     let _ = writeln!(out, "pgroute_key_map_entries {}", r.key_map_size.load(Ordering::Relaxed));
     let _ = writeln!(out, "# TYPE pgroute_key_map_evictions_total counter");

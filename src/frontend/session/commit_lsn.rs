@@ -12,7 +12,7 @@
 //! Never behind a unit that may start COPY FROM STDIN (the server would take the query
 //! for COPY data), nor behind the first part of a split Query.
 
-use super::{Expect, Session};
+use super::{Expect, Own, Session};
 use crate::classify::{parse_token, After};
 use crate::config::{ReadYourWrites, Role};
 use crate::frontend::settings::Settings;
@@ -114,8 +114,8 @@ impl Session {
             sync: false,
             names: Vec::new(),
             split: false,
-            own: true,
-            lsn: true,
+            own: Some(Own::Position),
+            commits: false,
             sent: std::time::Instant::now(),
         });
         self.in_flight += 1;

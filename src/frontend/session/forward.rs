@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::state::Intake;
-use super::{End, Expect, Session};
+use super::{End, Expect, Own, Session};
 use crate::classify::{Class, TxOp};
 use crate::frontend::prepared::{self, Prepared};
 
@@ -22,6 +22,14 @@ impl Session {
     pub(super) fn forward(&mut self, f: Frame) -> Result<(), End> {
         let node = self.active.ok_or_else(|| End::Fatal(super::internal()))?;
         tracing::trace!(tag = %(f.tag() as char), "client frame");
+        if self.doubt.active() {
+            let t = match (f.tag(), f.body().first()) {
+                (tag::DESCRIBE, Some(b'S')) => super::in_doubt::DESCRIBE_STATEMENT,
+                (tag::DESCRIBE, _) => super::in_doubt::DESCRIBE_PORTAL,
+                (t, _) => t,
+            };
+            self.doubt.sent(t);
+        }
         match f.tag() {
             tag::QUERY => {
                 let sql = BodyReader::new(f.body()).cstr_bytes().map_err(malformed)?;
@@ -242,7 +250,9 @@ impl Session {
         self.unit_keys.clear();
         let names = std::mem::take(&mut self.unit_names);
         let split = std::mem::take(&mut self.splitting);
-        self.expect.push_back(Expect::Ready { sync, names, split, own: false, lsn: false, sent: Instant::now() });
+        let commits = self.unit_commits.may_commit;
+        self.doubt.seal();
+        self.expect.push_back(Expect::Ready { sync, names, split, own: None, commits, sent: Instant::now() });
         self.in_flight += 1;
         self.ask_commit_lsn(split);
         self.intake = Intake::Between;
@@ -296,8 +306,8 @@ impl Session {
             sync: true,
             names: Vec::new(),
             split: false,
-            own: true,
-            lsn: false,
+            own: Some(Own::Prepare),
+            commits: false,
             sent,
         });
         self.in_flight += 1;

@@ -129,6 +129,11 @@ impl Ledger {
         std::mem::take(&mut self.committed)
     }
 
+    /// The current transaction has written data (as far as the statements settled so far say).
+    pub fn wrote(&self) -> bool {
+        self.wrote
+    }
+
     fn savepoint(&self, name: &str) -> Option<usize> {
         self.pending.iter().rposition(|e| matches!(e, Entry::Savepoint(n) if n == name))
     }

@@ -13,6 +13,7 @@ mod causal;
 mod commit_lsn;
 mod forward;
 mod held;
+mod in_doubt;
 mod ledger;
 mod local;
 mod reply;
@@ -66,14 +67,26 @@ enum Expect {
         /// The first part of a split Query (see `route::split_transaction_end`): its
         /// ReadyForQuery is not the client's, unless the part failed.
         split: bool,
-        /// A unit of pgroute's own (`forward::prepare_for_transaction`, `commit_lsn`):
-        /// nothing of it, errors included, reaches the client or settles anything.
-        own: bool,
-        /// pgroute's commit-position query (`commit_lsn`): its rows are read, not sent.
-        lsn: bool,
+        /// A unit of pgroute's own, and which: nothing of it, errors included, reaches
+        /// the client or settles anything.
+        own: Option<Own>,
+        /// A client unit that may commit a data write: in doubt if its connection dies
+        /// before this ReadyForQuery (`in_doubt`).
+        commits: bool,
         /// When it was forwarded (`SHOW STATS` time per node).
         sent: std::time::Instant,
     },
+}
+
+/// pgroute's own units on a client's connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Own {
+    /// Statements prepared where a transaction begins (`forward::prepare_for_transaction`).
+    Prepare,
+    /// The commit-position query behind a committing unit (`commit_lsn`): its row is read.
+    Position,
+    /// The transaction id asked for in front of a COMMIT (`in_doubt`): its row is read.
+    Xid,
 }
 
 impl Expect {
@@ -154,6 +167,8 @@ pub struct Session {
     unit_names: Vec<String>,
     /// What the unit being forwarded may commit (`commit_lsn`).
     unit_commits: commit_lsn::UnitCommits,
+    /// The unit whose commit would be in doubt if its connection died (`in_doubt`).
+    doubt: in_doubt::Doubt,
     /// A commit-position query is in flight: reads wait for its answer.
     lsn_pending: bool,
     /// Its answer: the LSN and the node's timeline.
@@ -254,6 +269,7 @@ pub async fn run(
         unit_names: Vec::new(),
         scan_scratch: Default::default(),
         unit_commits: Default::default(),
+        doubt: Default::default(),
         lsn_pending: false,
         lsn_answer: None,
         lsn_for_commit: false,
@@ -369,7 +385,16 @@ impl Session {
                 r = read_server(server) => {
                     let node = self.active.unwrap_or_default();
                     match r {
-                        Ok(0) | Err(_) => return End::Fatal(self.server_lost(node)),
+                        Ok(0) | Err(_) => {
+                            let resumed = match Box::pin(self.connection_lost(node)).await {
+                                Ok(()) => self.pump().await,
+                                Err(end) => Err(end),
+                            };
+                            if let Err(end) = resumed {
+                                return end;
+                            }
+                            continue;
+                        }
                         Ok(n) => self.shared.stats.received(node, n),
                     }
                     if let Err(end) = self.on_server_bytes().await {
@@ -441,7 +466,9 @@ impl Session {
         };
         self.shared.stats.sent(node, self.swbuf.len());
         if conn.stream.write_all(&self.swbuf).await.is_err() {
-            return Err(End::Fatal(self.server_lost(node)));
+            // Boxed: rare, and large (it may wait for a primary), it must not set the
+            // size of every client's task.
+            return Box::pin(self.connection_lost(node)).await;
         }
         self.swbuf.clear();
         Ok(())
@@ -452,10 +479,7 @@ impl Session {
     /// progress there is lost, and continuing the session could let a later COMMIT look
     /// successful, so the session ends.
     fn server_lost(&mut self, node: usize) -> PgError {
-        self.held.drop_conn(node);
-        self.active = None;
-        let name = self.shared.topology.addr(node).map(|a| a.name).unwrap_or_default();
-        tracing::warn!(node = %name, "server connection lost during a query");
+        let name = self.forget_server(node);
         PgError::fatal(
             sqlstate::CONNECTION_FAILURE,
             format!("pgroute: connection to node {name} lost during the query"),
@@ -464,6 +488,15 @@ impl Session {
             "pgroute does not know whether a COMMIT sent before the loss took effect: \
              check the data before retrying anything that moves money.",
         )
+    }
+
+    /// Drops the connection of `node`, which died; returns the node's name.
+    fn forget_server(&mut self, node: usize) -> String {
+        self.held.drop_conn(node);
+        self.active = None;
+        let name = self.shared.topology.addr(node).map(|a| a.name).unwrap_or_default();
+        tracing::warn!(node = %name, "server connection lost during a query");
+        name
     }
 
     /// ParameterStatus reports held for the client's ReadyForQuery, sent just before it.

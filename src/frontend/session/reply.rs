@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::commit_lsn;
 use super::ledger::Committed;
 use super::state::Intake;
-use super::{End, Expect, Session};
+use super::{End, Expect, Own, Session};
 use crate::backend::MAX_SERVER_MESSAGE;
 use crate::frontend::encoding::Encoding;
 use crate::frontend::prepared::{self, Prepared};
@@ -21,7 +21,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 /// and whether it is pgroute's own.
 fn unit_answering(expect: &std::collections::VecDeque<Expect>) -> Option<(bool, bool)> {
     expect.iter().find_map(|e| match e {
-        Expect::Ready { split, own, .. } => Some((*split, *own)),
+        Expect::Ready { split, own, .. } => Some((*split, own.is_some())),
         _ => None,
     })
 }
@@ -42,15 +42,23 @@ impl Session {
             };
             let mut forward = true;
             tracing::trace!(tag = %(frame.tag() as char), "server frame");
-            if matches!(self.expect.front(), Some(Expect::Ready { lsn: true, .. }))
-                && matches!(frame.tag(), tag::ROW_DESCRIPTION | tag::DATA_ROW | tag::COMMAND_COMPLETE)
+            let reading = match self.expect.front() {
+                Some(Expect::Ready { own: Some(o @ (Own::Position | Own::Xid)), .. }) => Some(*o),
+                _ => None,
+            };
+            if let (Some(own), true) =
+                (reading, matches!(frame.tag(), tag::ROW_DESCRIPTION | tag::DATA_ROW | tag::COMMAND_COMPLETE))
             {
                 if frame.tag() == tag::DATA_ROW {
-                    // An insert position right after a page header stands for the page
-                    // boundary, where replicas report the commit replayed.
                     let wal = self.shared.topology.snapshot().nodes.get(node).map(|n| n.wal).unwrap_or_default();
-                    let end = |lsn| wal.layout.map_or(lsn, |l| l.record_end(lsn));
-                    self.lsn_answer = commit_lsn::parse_row(frame.body()).map(|lsn| (end(lsn), wal.timeline));
+                    if own == Own::Position {
+                        // An insert position right after a page header stands for the page
+                        // boundary, where replicas report the commit replayed.
+                        let end = |lsn| wal.layout.map_or(lsn, |l| l.record_end(lsn));
+                        self.lsn_answer = commit_lsn::parse_row(frame.body()).map(|lsn| (end(lsn), wal.timeline));
+                    } else {
+                        self.xid_answered(frame.body(), wal.timeline);
+                    }
                 }
                 continue;
             }
@@ -70,7 +78,15 @@ impl Session {
                 tag::ERROR_RESPONSE => {
                     if unit_answering(&self.expect).is_some_and(|(_, own)| own) {
                         // The statement is prepared again where it is used, and fails there.
-                        tracing::debug!("a statement prepared ahead of a transaction failed to prepare");
+                        // The id query in front of a COMMIT fails in a failed block.
+                        let xid = matches!(self.expect.front(), Some(Expect::Ready { own: Some(Own::Xid), .. }));
+                        if xid
+                            && protocol::error_fields(frame.body()).0
+                                == crate::protocol::sqlstate::IN_FAILED_SQL_TRANSACTION
+                        {
+                            self.doubt.failed_block();
+                        }
+                        tracing::debug!("a unit of pgroute's own failed");
                         forward = false;
                     } else {
                         self.ledger.failed();
@@ -174,25 +190,26 @@ impl Session {
                     let status = frame.body().first().copied().unwrap_or(b'I');
                     // Anything still expected before this ReadyForQuery never came.
                     let mut unanswered = false;
-                    let (mut split, mut own, mut lsn, mut sent) = (false, false, false, None);
+                    let (mut split, mut own, mut sent) = (false, None, None);
                     while let Some(e) = self.expect.pop_front() {
                         match e {
-                            Expect::Ready { split: s, own: o, lsn: l, sent: t, .. } => {
-                                (split, own, lsn, sent) = (s, o, l, Some(t));
+                            Expect::Ready { split: s, own: o, sent: t, .. } => {
+                                (split, own, sent) = (s, o, Some(t));
                                 break;
                             }
                             Expect::Statement { .. } => unanswered = true,
                             _ => {}
                         }
                     }
-                    if own {
+                    if let Some(own) = own {
                         self.in_flight = self.in_flight.saturating_sub(1);
                         self.tx_status = status;
-                        if lsn {
+                        if own == Own::Position {
                             self.commit_lsn_answered();
                         }
                         continue;
                     }
+                    self.doubt.ready();
                     if let Some(t) = sent {
                         self.shared.stats.unit_done(node, t.elapsed(), status == b'I');
                     }
@@ -209,7 +226,8 @@ impl Session {
                     }
                     // The position query behind this unit answers next: the client's
                     // ReadyForQuery waits for it, so the report comes before it.
-                    let position_next = matches!(self.expect.front(), Some(Expect::Ready { lsn: true, .. }));
+                    let position_next =
+                        matches!(self.expect.front(), Some(Expect::Ready { own: Some(Own::Position), .. }));
                     if forward && position_next {
                         forward = false;
                         self.held_ready = Some(frame.clone());
@@ -234,6 +252,7 @@ impl Session {
             if !forward {
                 continue;
             }
+            self.doubt.answered(frame.tag());
             match frame.tag() {
                 tag::ERROR_RESPONSE | tag::NOTICE_RESPONSE => {
                     let shown = self.client_names(&frame);
@@ -336,7 +355,7 @@ impl Session {
     /// What a unit committed, at its ReadyForQuery: settings join the client's record, a
     /// committed data write makes the session's reads causal (read-your-writes) and
     /// records its tagged keys.
-    fn settle(&mut self, node: usize, committed: Committed) {
+    pub(super) fn settle(&mut self, node: usize, committed: Committed) {
         let before = self.settings.hash();
         committed.settings.iter().for_each(|c| self.settings.apply(c));
         // The connection ran these very statements: it now has the new settings.

@@ -31,6 +31,10 @@ struct Scan {
     executes: bool,
     /// The unit's end (Sync, Query, FunctionCall) has arrived.
     complete: bool,
+    /// A statement of the unit commits a transaction block...
+    commits: bool,
+    /// ... and every statement is a plain COMMIT.
+    commit_only: bool,
 }
 
 impl Session {
@@ -84,6 +88,9 @@ impl Session {
                     self.wait_while_paused().await;
                 }
                 let scan = self.scan_unit();
+                // A unit that only prepares a COMMIT commits nothing.
+                let commits = scan.commits && scan.executes;
+                let commit_only = scan.commit_only && scan.complete;
                 if self.lsn_pending && scan.class.as_ref().is_none_or(|c| !c.is_write()) {
                     // The position of this session's last commit is microseconds away: a
                     // read waits for it rather than settle for the primary.
@@ -160,6 +167,9 @@ impl Session {
                     && (begins(&class) || self.unit_classes.iter().any(|c| begins(c)))
                 {
                     self.prepare_for_transaction(decision.node)?;
+                }
+                if commits {
+                    self.track_commit(decision.node, commit_only);
                 }
                 self.intake = Intake::Open;
             }
@@ -259,7 +269,14 @@ impl Session {
     /// statement is classified once.
     fn scan_unit(&mut self) -> Scan {
         self.unit_classes.clear();
-        let mut scan = Scan { class: None, text: Bytes::new(), executes: false, complete: false };
+        let mut scan = Scan {
+            class: None,
+            text: Bytes::new(),
+            executes: false,
+            complete: false,
+            commits: false,
+            commit_only: true,
+        };
         // Buffers kept in the session between units, so a unit allocates none.
         let (mut parsed_here, mut others) = std::mem::take(&mut self.scan_scratch);
         let classifier = &self.shared.classifier;
@@ -298,6 +315,10 @@ impl Session {
                 _ => None,
             };
             if let Some((c, text)) = found {
+                let commit = |s: &crate::classify::Step| matches!(s.tx, TxOp::Commit { .. });
+                scan.commits |= c.steps.iter().any(commit);
+                scan.commit_only &= !c.steps.is_empty()
+                    && c.steps.iter().all(|s| s.tx == TxOp::Commit { chain: false } && s.settings.is_empty());
                 if !others.iter().any(|o| Arc::ptr_eq(o, &c)) {
                     others.push(c.clone());
                 }
