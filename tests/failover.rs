@@ -1,6 +1,6 @@
 //! Failover with `role = "auto"`: the primary dies, a replica is promoted, writes wait and
-//! then land on the new primary; the old primary coming back is a split brain (writes
-//! refused, nothing lands on it) and is fenced by its older timeline; rebuilt as a standby
+//! then land on the new primary; the old primary coming back on its older timeline is
+//! fenced (nothing lands on it) while writes go on to the new primary; rebuilt as a standby
 //! of the new primary, it is used again only after the console's UNFENCE. Own cluster.
 
 mod common;
@@ -50,32 +50,33 @@ async fn writes_follow_a_promotion_and_never_reach_a_second_primary() {
     let metrics = pgroute::metrics::render(&p.proxy.shared.classifier);
     assert!(metrics.contains("pgroute_node_is_primary{node=\"pg1\"} 1"), "{metrics}");
 
-    // The old primary comes back, out of recovery on the old timeline: a split brain.
+    // The old primary comes back, out of recovery on the old timeline: a stale old
+    // primary, fenced at once. Writes go on to the new primary; none lands on the old.
     common::node_ctl("node-start", 0);
-    let mut refused = None;
+    let console = p.console().await;
+    let reason = |rows: Vec<Vec<String>>, node: &str| rows.into_iter().find(|r| r[0] == node).map(|r| r[5].clone());
+    let mut fenced = false;
     for i in 0..40 {
-        match client.batch_execute(&format!("INSERT INTO {t} VALUES ({}, inet_server_port())", 100 + i)).await {
-            Ok(()) => tokio::time::sleep(Duration::from_millis(100)).await,
-            Err(e) => {
-                refused = Some(e);
-                break;
-            }
+        client.batch_execute(&format!("INSERT INTO {t} VALUES ({}, inet_server_port())", 100 + i)).await.unwrap();
+        fenced |= reason(common::rows(&console, "SHOW NODES").await, "pg0").as_deref() == Some("fenced");
+        if fenced && i >= 10 {
+            break;
         }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let refused = refused.expect("writes are refused while two nodes are out of recovery");
-    assert_eq!(refused.code().map(|s| s.code()), Some("08006"), "{refused}");
+    assert!(fenced, "the old primary back on its old timeline is fenced");
     let old = c.direct(0).await;
     let on_old: i64 = old.query_one(&format!("SELECT count(*) FROM {t} WHERE id >= 2"), &[]).await.unwrap().get(0);
     assert_eq!(on_old, 0, "no row written through pgroute landed on the old primary");
+    let on_new: i64 =
+        promoted.query_one(&format!("SELECT count(*) FROM {t} WHERE id >= 100"), &[]).await.unwrap().get(0);
+    assert!(on_new >= 11, "writes went on to the new primary: {on_new}");
     let metrics = pgroute::metrics::render(&p.proxy.shared.classifier);
-    assert!(metrics.contains("pgroute_split_brain 1"), "{metrics}");
-    assert!(metrics.contains("pgroute_writes_refused_total{reason=\"split_brain\"}"), "{metrics}");
-    assert!(metrics.contains("pgroute_node_is_primary{node=\"pg1\"} 0"), "no primary during a split brain");
+    assert!(metrics.contains("pgroute_split_brain 0"), "a fenced old primary is no split brain: {metrics}");
+    assert!(metrics.contains("pgroute_node_is_primary{node=\"pg1\"} 1"), "{metrics}");
 
-    // The old primary goes away (split brain over), then comes back still claiming to be
-    // primary on the old timeline: fenced.
-    let console = p.console().await;
-    let reason = |rows: Vec<Vec<String>>, node: &str| rows.into_iter().find(|r| r[0] == node).map(|r| r[5].clone());
+    // The old primary goes away, then comes back still claiming to be primary on the old
+    // timeline: fenced again.
     common::node_ctl("node-stop", 0);
     common::node_ctl("node-start", 0);
     let mut fenced = false;
@@ -110,4 +111,33 @@ async fn writes_follow_a_promotion_and_never_reach_a_second_primary() {
     }
     let nodes = common::rows(&console, "SHOW NODES").await;
     assert!(usable, "after UNFENCE the rejoined node serves reads as a replica: {nodes:?}");
+
+    // A second node leaves recovery while the primary lives (a mistaken promotion, a
+    // partition): neither is a stale old primary, so it is a split brain and writes are
+    // refused; none lands on either.
+    c.direct(2).await.batch_execute("SELECT pg_promote()").await.unwrap();
+    let mut split = false;
+    for _ in 0..100 {
+        split = pgroute::metrics::render(&p.proxy.shared.classifier).contains("pgroute_split_brain 1");
+        if split {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(split, "two primaries on their own timelines are a split brain");
+    let refused = client.batch_execute(&format!("INSERT INTO {t} VALUES (999, inet_server_port())")).await;
+    let refused = refused.expect_err("no write during a split brain");
+    assert_eq!(refused.code().map(|s| s.code()), Some("08006"), "{refused}");
+    for node in [1, 2] {
+        let n: i64 = c
+            .direct(node)
+            .await
+            .query_one(&format!("SELECT count(*) FROM {t} WHERE id = 999"), &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 0, "the refused write is nowhere");
+    }
+    let metrics = pgroute::metrics::render(&p.proxy.shared.classifier);
+    assert!(metrics.contains("pgroute_writes_refused_total{reason=\"split_brain\"}"), "{metrics}");
 }

@@ -297,8 +297,9 @@ impl Monitor {
     }
 
     /// Which node is the primary: the configured one, or among `auto` nodes the one whose
-    /// fresh sample says it is not in recovery. Two such nodes are a split brain (no
-    /// primary); one on a timeline lower than a primary already seen is fenced for good.
+    /// fresh sample says it is not in recovery. One on a timeline lower than a primary
+    /// already seen is a stale old primary (a promotion happened since it last was one):
+    /// fenced for good, never a claim. Two other such nodes are a split brain (no primary).
     fn elect(&mut self, t: &Thresholds, now: Instant) -> Option<usize> {
         if let Some(p) = self.slots.iter().position(|(_, r)| *r == Some(Role::Primary)) {
             return Some(p);
@@ -307,12 +308,14 @@ impl Monitor {
         for (i, node) in self.nodes.iter().enumerate() {
             let fresh = node.sample.as_ref().filter(|s| now.saturating_duration_since(s.taken) <= t.max_sample_age);
             let Some(s) = fresh.filter(|s| !s.in_recovery && self.slots[i].1 == Some(Role::Auto)) else { continue };
-            claims.push(i);
             let stale = s.timeline.is_some_and(|tl| tl < self.max_timeline);
             if stale && !self.fenced[i] {
                 self.fenced[i] = true;
                 tracing::error!(node = %self.slots[i].0, timeline = s.timeline, seen = self.max_timeline,
                     "stale old primary (lower timeline): fenced, never used until restart or UNFENCE");
+            }
+            if !self.fenced[i] {
+                claims.push(i);
             }
         }
         let split = claims.len() > 1;
@@ -327,7 +330,7 @@ impl Monitor {
         }
         metrics::split_brain(split);
         let primary = match claims.as_slice() {
-            [one] if !self.fenced[*one] => Some(*one),
+            [one] => Some(*one),
             _ => None,
         };
         if let Some(p) = primary {

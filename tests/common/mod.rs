@@ -198,6 +198,10 @@ pub async fn rows(client: &Client, sql: &str) -> Vec<Vec<String>> {
 
 /// A proxy whose nodes all have `role = "auto"` (the one out of recovery is the primary).
 pub async fn proxy_auto(extra: &str) -> TestProxy {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let text = cluster()
         .config(extra)
         .replace("role = \"primary\"", "role = \"auto\"")
