@@ -172,7 +172,7 @@ async fn worker(port: u16, phase: &'static str, w: usize, stop: Arc<AtomicBool>,
         };
         n += 1;
         let account = ((w as u64 * 7 + n) % ACCOUNTS as u64) as i32 + 1;
-        if n % 3 == 0 {
+        if n.is_multiple_of(3) {
             let read = c.query_one("SELECT balance FROM accounts WHERE id = $1", &[&account]).await;
             let mut l = log.lock().unwrap();
             l.reads += 1;
