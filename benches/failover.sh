@@ -7,11 +7,12 @@
 #
 #   benches/failover.sh [runs, default 5]
 #
-# PGROUTE_FAILOVER_WORKERS (default 8) and PGROUTE_FAILOVER_SECS (load before the kill
+# PGROUTE_FAILOVER_WORKERS (default 16 here, 8 in the test suite) and PGROUTE_FAILOVER_SECS (load before the kill
 # and after the promotion, default 3) are passed through.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-5}
+export PGROUTE_FAILOVER_WORKERS=${PGROUTE_FAILOVER_WORKERS:-16}
 cargo test --test failover_money --no-run >/dev/null 2>&1
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT

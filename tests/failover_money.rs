@@ -89,7 +89,12 @@ fn commit_outcome(e: &tokio_postgres::Error) -> Outcome {
         Some(db) if db.detail() == Some("pgroute: transaction committed") => Outcome::ReportedCommitted,
         Some(db) if db.detail() == Some("pgroute: transaction not committed") => Outcome::ReportedNotCommitted,
         Some(_) => Outcome::CommitError,
-        None => Outcome::Closed,
+        None => {
+            if std::env::var_os("PGROUTE_FAILOVER_VERBOSE").is_some() {
+                eprintln!("COMMIT closed: {e:?}");
+            }
+            Outcome::Closed
+        }
     }
 }
 

@@ -208,6 +208,13 @@ pub(super) enum Verdict {
 }
 
 impl Verdict {
+    fn why(self) -> &'static str {
+        match self {
+            Verdict::Committed => "",
+            Verdict::NotCommitted(why) | Verdict::Unknown(why) => why,
+        }
+    }
+
     fn label(self) -> &'static str {
         match self {
             Verdict::Committed => "committed",
@@ -379,6 +386,13 @@ impl Session {
                 }
                 return Ok(());
             }
+            // Units in flight that only closed statements are answered first, so that the
+            // error reaches the request that would have needed the lost server (a COMMIT
+            // still queued behind them).
+            let mut ahead = BytesMut::new();
+            if self.ahead_replies(pending, &mut ahead).is_some() {
+                self.cwbuf.extend_from_slice(&ahead);
+            }
             if self.tx_status != b'I' {
                 return Err(End::Fatal(
                     PgError::fatal(
@@ -407,7 +421,17 @@ impl Session {
             Some(Basis::Asked(asked)) => (self.resolve_commit(&asked).await, asked.xid),
         };
         metrics::in_doubt(verdict.label());
-        tracing::warn!(node = %name, xid, outcome = verdict.label(), "connection lost before a COMMIT's answer: resolved");
+        tracing::warn!(node = %name, xid, outcome = verdict.label(), why = verdict.why(), "connection lost before a COMMIT's answer: resolved");
+        // Client units ahead of the COMMIT that only closed statements (a driver's Close
+        // and Sync behind its last Execute) are answered as their server would have, so
+        // that what follows is the answer to the COMMIT's own request.
+        let mut ahead = BytesMut::new();
+        let mut pending = pending;
+        let units = self.doubt.tracked().map_or(0, |t| t.ahead);
+        if let Some(units) = self.ahead_replies(units, &mut ahead).filter(|u| pending == u + 1) {
+            self.cwbuf.extend_from_slice(&ahead);
+            pending -= units;
+        }
         match verdict {
             Verdict::Committed => {
                 if pending == 1 && commit_only && !self.failed_since_ready {
@@ -442,6 +466,30 @@ impl Session {
                 .with_hint("Check the data before retrying anything that moves money."),
             )),
         }
+    }
+
+    /// The replies owed for the first `units` client units in flight, if they only closed
+    /// statements: CloseComplete for each Close, ReadyForQuery for each Sync. Returns how
+    /// many units they answer; `None` if any is something else.
+    fn ahead_replies(&self, units: usize, out: &mut BytesMut) -> Option<usize> {
+        let status = self.tx_status;
+        let mut left = units;
+        for e in &self.expect {
+            if left == 0 {
+                break;
+            }
+            match e {
+                Expect::Close { forward: true, .. } => protocol::build_into(out, b'3', |_| {}),
+                Expect::Close { forward: false, .. } | Expect::Parse { forward: false, .. } => {}
+                Expect::Ready { own: Some(_), .. } => {}
+                Expect::Ready { own: None, sync: true, commits: false, .. } => {
+                    protocol::build_into(out, b'Z', |b| b.extend_from_slice(&[status]));
+                    left -= 1;
+                }
+                _ => return None,
+            }
+        }
+        (left == 0).then_some(units)
     }
 
     /// Asks confirmed primaries, for up to `primary_wait`, what became of `asked.xid`.
