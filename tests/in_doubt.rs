@@ -72,6 +72,34 @@ async fn in_doubt_commits_are_resolved_on_the_primary_that_takes_over() {
     c.direct(0).await.batch_execute(&format!("CREATE TABLE {t} (id int)")).await.unwrap();
     c.wait_replicas_caught_up().await;
 
+    // 0. A replica dies under a read: that read fails with an ERROR (not FATAL), and the
+    //    session goes on on another node, as it would on a server that never went away.
+    let reader = Arc::new(p.client().await);
+    let r = reader.clone();
+    let sleeping = tokio::spawn(async move { r.simple_query("SELECT pg_sleep(30)").await });
+    let mut node = None;
+    for _ in 0..100 {
+        for n in 1..=2 {
+            let q = "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)'";
+            if c.direct(n).await.query_one(q, &[]).await.unwrap().get::<_, i64>(0) > 0 {
+                node = Some(n);
+            }
+        }
+        if node.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let node = node.expect("the read runs on a replica");
+    node_ctl("node-kill", node);
+    let e = sleeping.await.unwrap().expect_err("the read on the dead replica fails");
+    let db = e.as_db_error().unwrap_or_else(|| panic!("not a server error: {e}"));
+    assert_eq!((db.severity(), db.code().code()), ("ERROR", "08006"), "{db:?}");
+    let n: i64 =
+        reader.query_one("SELECT count(*) FROM pg_class WHERE relname = 'pg_class'", &[]).await.unwrap().get(0);
+    assert_eq!(n, 1, "the session goes on");
+    node_ctl("node-start", node);
+
     // 1. The primary crashes while COMMITs wait, and restarts: the rows are there, and
     //    each client gets its COMMIT's answer, in the simple and in the extended protocol,
     //    and its session goes on.

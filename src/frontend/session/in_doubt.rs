@@ -375,6 +375,14 @@ impl Session {
         self.swbuf.clear();
         let pending = self.expect.iter().filter(|e| matches!(e, Expect::Ready { own: None, .. })).count();
         let commits = self.expect.iter().any(|e| matches!(e, Expect::Ready { own: None, commits: true, .. }));
+        if !commits && self.active_for_reads && self.tx_status == b'I' && self.pinned.is_none() {
+            // A replica died under reads, outside a transaction: each unit in flight gets
+            // an error (or, if it only closed statements, its answer) and the session goes
+            // on elsewhere, as it would on a primary that never went away.
+            self.answer_lost_reads(&name);
+            self.reset_after_loss();
+            return Ok(());
+        }
         if !commits {
             if pending == 0 && self.tx_status == b'I' && self.pinned.is_none() {
                 // Only pgroute's own position query was lost: the client's COMMIT had
@@ -466,6 +474,46 @@ impl Session {
                 .with_hint("Check the data before retrying anything that moves money."),
             )),
         }
+    }
+
+    /// Answers every client unit in flight on a lost replica: CloseComplete for a unit
+    /// that only closed statements, an ERROR for any other, then its ReadyForQuery.
+    fn answer_lost_reads(&mut self, name: &str) {
+        let error = PgError::error(
+            sqlstate::CONNECTION_FAILURE,
+            format!("pgroute: connection to replica {name} lost during the query; nothing was written"),
+        )
+        .with_hint("Retry: the next statement goes to another node.");
+        let (mut closes, mut only_closes) = (0, true);
+        let mut out = BytesMut::new();
+        for e in &self.expect {
+            match e {
+                Expect::Close { forward: true, .. } => closes += 1,
+                Expect::Close { forward: false, .. } | Expect::Parse { forward: false, .. } => {}
+                Expect::Ready { own: Some(_), .. } => {}
+                Expect::Ready { own: None, .. } => {
+                    if only_closes {
+                        (0..closes).for_each(|_| protocol::build_into(&mut out, b'3', |_| {}));
+                    } else {
+                        metrics::client_error(&error.code);
+                        out.extend_from_slice(error.to_frame().raw());
+                    }
+                    protocol::build_into(&mut out, b'Z', |b| b.extend_from_slice(b"I"));
+                    (closes, only_closes) = (0, true);
+                }
+                _ => only_closes = false,
+            }
+        }
+        // A unit still arriving (its Sync not yet sent) fails too; the rest of it is
+        // dropped up to its Sync, which gets the ReadyForQuery.
+        if self.intake == super::state::Intake::Open {
+            metrics::client_error(&error.code);
+            out.extend_from_slice(error.to_frame().raw());
+            self.intake = super::state::Intake::Skipping;
+        }
+        self.cwbuf.extend_from_slice(&out);
+        self.split_rest = None;
+        self.splitting = false;
     }
 
     /// The replies owed for the first `units` client units in flight, if they only closed
