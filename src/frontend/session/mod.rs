@@ -293,8 +293,8 @@ pub async fn run(
     if let End::Fatal(e) = end {
         metrics::client_error(&e.code);
         // Replies already due go first, as a server's would before its FATAL.
+        s.cwbuf.extend_from_slice(e.to_frame().raw());
         let _ = s.flush_client().await;
-        let _ = s.client_wr.write_all(e.to_frame().raw()).await;
     }
     s.close();
 }
