@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs beyond Rust: PostgreSQL 15 (server, psql, pgbench),
-# and the client drivers the compatibility tests run (psycopg 3, asyncpg, node-postgres,
-# pgjdbc). Installs only what is missing; safe to run again. Run as root (apt-get).
+# the client drivers the compatibility tests run (psycopg 3, asyncpg, node-postgres,
+# pgjdbc), and Patroni with etcd (tests/patroni.rs). Installs only what is missing; safe
+# to run again. Run as root (apt-get).
 #
 #   scripts/test-deps.sh              # everything the tests need
 #   scripts/test-deps.sh --postgres   # only PostgreSQL 15 (what the demo needs)
@@ -28,6 +29,9 @@ command -v python3 >/dev/null 2>&1 || apt_missing+=(python3 python3-pip)
 command -v node >/dev/null 2>&1 || apt_missing+=(nodejs npm)
 command -v javac >/dev/null 2>&1 || apt_missing+=(default-jdk-headless)
 [[ -f /usr/share/java/postgresql.jar ]] || apt_missing+=(libpostgresql-jdbc-java)
+# tests/patroni.rs: a real Patroni cluster on one etcd (scripts/patroni.sh).
+command -v patroni >/dev/null 2>&1 || apt_missing+=(patroni)
+command -v etcd >/dev/null 2>&1 || apt_missing+=(etcd-server)
 apt_install
 
 if ! python3 -c 'import psycopg, asyncpg' 2>/dev/null; then

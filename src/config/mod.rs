@@ -34,6 +34,8 @@ pub struct Config {
     pub health: Health,
     #[serde(default)]
     pub tls: Tls,
+    #[serde(default)]
+    pub topology: TopologySource,
     pub nodes: Vec<Node>,
     #[serde(default)]
     pub users: Vec<User>,
@@ -277,6 +279,26 @@ pub struct Health {
 pub enum WhenNoReplica {
     Primary,
     Error,
+}
+
+/// Who says which node is the primary: the nodes' own roles and probes (`static`, the
+/// default), or Patroni's leader, checked against the node's own probe (`patroni`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopologySource {
+    #[serde(default)]
+    pub source: Source,
+    /// Patroni members' REST API addresses (`http://host:port`), asked in order.
+    #[serde(default)]
+    pub patroni_urls: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    #[default]
+    Static,
+    Patroni,
 }
 
 impl Health {
@@ -583,6 +605,23 @@ impl Config {
             [_] => {}
             [_, second, ..] => {
                 return Err((Some(second.name.span().start), "more than one node has role = \"primary\"".into()))
+            }
+        }
+        if self.topology.source == Source::Patroni {
+            if self.topology.patroni_urls.is_empty() {
+                return Err((None, "[topology] source = \"patroni\" needs patroni_urls".into()));
+            }
+            if let Some(bad) =
+                self.topology.patroni_urls.iter().find(|u| crate::health::patroni::Url::parse(u).is_none())
+            {
+                return Err((None, format!("[topology] patroni_urls: {bad:?} is not http://host:port")));
+            }
+            if let Some(n) = self.nodes.iter().find(|n| n.role != Role::Auto) {
+                return Err((
+                    Some(n.name.span().start),
+                    "with [topology] source = \"patroni\" every node has role = \"auto\": Patroni says which leads"
+                        .into(),
+                ));
             }
         }
         for (i, u) in self.users.iter().enumerate() {

@@ -101,3 +101,25 @@ fn a_pattern_too_large_to_compile_quickly_is_refused() {
     assert!(e.contains("size limit"), "{e}");
     assert!(compile_pattern(&"a".repeat(2000)).unwrap_err().contains("longer than"));
 }
+
+#[test]
+fn a_patroni_source_needs_urls_and_auto_nodes() {
+    let auto = MINIMAL.replace("role = \"primary\"", "role = \"auto\"");
+    let c = Config::parse(
+        &format!("[topology]\nsource = \"patroni\"\npatroni_urls = [\"http://127.0.0.1:8008\"]\n{auto}"),
+        "proxy.toml",
+    )
+    .unwrap();
+    assert_eq!(c.topology.source, Source::Patroni);
+    assert_eq!(Config::parse(MINIMAL, "proxy.toml").unwrap().topology.source, Source::Static);
+    let e = err(&format!("[topology]\nsource = \"patroni\"\n{auto}"));
+    assert!(e.contains("needs patroni_urls"), "{e}");
+    let e = err(&format!("[topology]\nsource = \"patroni\"\npatroni_urls = [\"https://x:1\"]\n{auto}"));
+    assert!(e.contains("is not http://host:port"), "{e}");
+    let e = err(&format!("[topology]\nsource = \"patroni\"\npatroni_urls = [\"http://x:1\"]\n{MINIMAL}"));
+    assert!(e.contains("every node has role = \"auto\""), "{e}");
+    let e = err(&format!("[topology]\nsource = \"consul\"\n{auto}"));
+    assert!(e.contains("proxy.toml:2:"), "{e}");
+    let e = err(&format!("[topology]\nleader = \"x\"\n{auto}"));
+    assert!(e.contains("unknown field") && e.contains("proxy.toml:2:"), "{e}");
+}

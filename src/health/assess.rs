@@ -59,6 +59,12 @@ pub const REASONS: &[&str] = &[
     "lag_bytes",
     "fenced",
     "removed",
+    "noloadbalance",
+    "patroni_unknown",
+    "patroni_no_leader",
+    "patroni_leader_not_running",
+    "patroni_leader_unknown",
+    "not_patroni_leader",
 ];
 
 fn no(why: &'static str) -> Verdict {

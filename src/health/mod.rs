@@ -4,6 +4,7 @@
 
 mod assess;
 mod monitor;
+pub mod patroni;
 mod replay_watch;
 
 pub use assess::{assess_primary, assess_replica, Sample, Thresholds, Verdict, REASONS};

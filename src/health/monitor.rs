@@ -7,9 +7,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::patroni;
 use super::{assess_primary, assess_replica, Sample, Thresholds, Verdict};
 use crate::backend::ServerConn;
-use crate::config::{Config, Health, Live, Role};
+use crate::config::{Config, Health, Live, Role, Source};
 use crate::metrics;
 use crate::topology::{NodeAddr, Published, Topology, Wal};
 use crate::wal::WalLayout;
@@ -75,6 +76,12 @@ pub struct Monitor {
     /// Stale old primaries: never accepted as primary again until restart.
     fenced: Vec<bool>,
     split_brain: bool,
+    /// Patroni's last answer (`[topology] source = "patroni"`) and when it was asked.
+    patroni: Option<(Instant, Result<Vec<patroni::Member>, String>)>,
+    /// Nodes Patroni tags `noloadbalance`, by node slot.
+    no_load_balance: Vec<bool>,
+    /// Why there is no Patroni primary, as last logged.
+    patroni_published: &'static str,
     /// How the monitor logs in, from the current configuration: connections made with
     /// another login are closed.
     login: Login,
@@ -198,6 +205,9 @@ impl Monitor {
             max_timeline: 0,
             fenced: Vec::new(),
             split_brain: false,
+            patroni: None,
+            no_load_balance: Vec::new(),
+            patroni_published: "",
         };
         m.follow_config();
         m
@@ -284,9 +294,23 @@ impl Monitor {
                 replicas.push(async move { node.probe(i, &addr, login, limit / 2, health).await });
             }
         }
-        futures_util::future::join_all(replicas).await;
+        // Patroni's view is asked alongside the replicas' probes, before the primary's.
+        let topology = &self.cfg.topology;
+        let patroni = async {
+            match topology.source {
+                Source::Patroni => Some((Instant::now(), patroni::fetch(&topology.patroni_urls, limit / 2).await)),
+                Source::Static => None,
+            }
+        };
+        let (_, asked) = futures_util::future::join(futures_util::future::join_all(replicas), patroni).await;
         for (i, node, addr) in primaries {
             node.probe(i, &addr, login, limit, health).await;
+        }
+        if let Some((taken, answer)) = asked {
+            if let Err(e) = &answer {
+                tracing::debug!(error = %e, "Patroni could not be asked");
+            }
+            self.patroni = Some((taken, answer));
         }
         self.publish();
     }
@@ -303,6 +327,9 @@ impl Monitor {
     fn elect(&mut self, t: &Thresholds, now: Instant) -> Option<usize> {
         if let Some(p) = self.slots.iter().position(|(_, r)| *r == Some(Role::Primary)) {
             return Some(p);
+        }
+        if self.cfg.topology.source == Source::Patroni {
+            return self.elect_patroni(t, now);
         }
         let mut claims = Vec::new();
         for (i, node) in self.nodes.iter().enumerate() {
@@ -341,6 +368,68 @@ impl Monitor {
         primary
     }
 
+    /// With Patroni: its leader, if its own fresh probe agrees (out of recovery, on the
+    /// timeline Patroni reports) and no other node is out of recovery. Anything else is no
+    /// primary: writes wait, then fail; they never go to a node Patroni did not choose.
+    fn elect_patroni(&mut self, t: &Thresholds, now: Instant) -> Option<usize> {
+        let claims: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| {
+                let fresh = self.nodes[i]
+                    .sample
+                    .as_ref()
+                    .filter(|s| now.saturating_duration_since(s.taken) <= t.max_sample_age);
+                fresh.is_some_and(|s| !s.in_recovery) && self.slots[i].1.is_some()
+            })
+            .collect();
+        let split = claims.len() > 1;
+        if split != self.split_brain {
+            self.split_brain = split;
+            if split {
+                let names: Vec<&str> = claims.iter().map(|&i| self.slots[i].0.as_str()).collect();
+                tracing::error!(nodes = ?names, "split brain: several nodes are out of recovery; writes refused");
+            } else {
+                tracing::warn!("split brain over");
+            }
+        }
+        metrics::split_brain(split);
+        // By node slot (a reload may leave removed nodes' slots empty).
+        let addrs: Vec<(String, u16)> = (0..self.nodes.len())
+            .map(|i| {
+                let addr = self.topology.addr(i).filter(|_| self.slots[i].1.is_some());
+                addr.map_or((String::new(), 0), |a| (a.host, a.port))
+            })
+            .collect();
+        let members = match &self.patroni {
+            Some((taken, Ok(m))) if now.saturating_duration_since(*taken) <= t.max_sample_age => Some(m),
+            _ => None,
+        };
+        let verdict = match members.map(|m| patroni::leader(m, &addrs)) {
+            None => Err("patroni_unknown"),
+            Some(Err(why)) => Err(why),
+            Some(Ok((leader, timeline))) => {
+                let own = self.nodes[leader].sample.as_ref().and_then(|s| s.timeline);
+                let agrees = claims == [leader] && (timeline.is_none() || own.is_none() || own == timeline);
+                if agrees {
+                    Ok(leader)
+                } else {
+                    Err("not_patroni_leader")
+                }
+            }
+        };
+        self.no_load_balance = members.map_or_else(Vec::new, |m| patroni::no_load_balance(m, &addrs));
+        let why = verdict.err().unwrap_or("ok");
+        if why != self.patroni_published {
+            if why != "ok" {
+                tracing::warn!(
+                    reason = why,
+                    "no primary: Patroni's leader and the nodes' own probes do not agree on one"
+                );
+            }
+            self.patroni_published = why;
+        }
+        verdict.ok()
+    }
+
     fn publish(&mut self) {
         let now = Instant::now();
         let t = self.thresholds();
@@ -374,6 +463,10 @@ impl Monitor {
             if self.fenced[i] {
                 v.usable = false;
                 v.why = "fenced";
+            }
+            if role == Role::Replica && self.no_load_balance.get(i).copied() == Some(true) {
+                v.usable = false;
+                v.why = "noloadbalance";
             }
             // The verdict's reason in the monitor's own terms where it knows more.
             match (v.why, &node.failed) {

@@ -169,6 +169,8 @@ pub struct Session {
     unit_commits: commit_lsn::UnitCommits,
     /// The unit whose commit would be in doubt if its connection died (`in_doubt`).
     doubt: in_doubt::Doubt,
+    /// Since when the primary has refused the connections the next unit asked for.
+    primary_refused_since: Option<std::time::Instant>,
     /// A commit-position query is in flight: reads wait for its answer.
     lsn_pending: bool,
     /// Its answer: the LSN and the node's timeline.
@@ -270,6 +272,7 @@ pub async fn run(
         scan_scratch: Default::default(),
         unit_commits: Default::default(),
         doubt: Default::default(),
+        primary_refused_since: None,
         lsn_pending: false,
         lsn_answer: None,
         lsn_for_commit: false,

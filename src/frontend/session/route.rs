@@ -153,9 +153,24 @@ impl Session {
                             self.unit_classes.clear();
                             continue;
                         }
+                        // The primary refuses connections: it may be dying before the
+                        // monitor has seen it. As with no primary, the unit waits up to
+                        // primary_wait (from the first refusal), deciding again after each
+                        // interval (`attach` waits it); it never goes elsewhere meanwhile.
+                        let primary_wait = self.shared.config().health.primary_wait;
+                        let refused =
+                            e.code == sqlstate::CANNOT_CONNECT && self.in_flight == 0 && self.tx_status == b'I';
+                        let first = *self.primary_refused_since.get_or_insert_with(Instant::now);
+                        if refused && first.elapsed() < primary_wait {
+                            tracing::debug!(error = %e, "primary refused a connection: waiting");
+                            self.unit_classes.clear();
+                            continue;
+                        }
+                        self.primary_refused_since = None;
                         self.reject_unit(e);
                         continue;
                     }
+                    self.primary_refused_since = None;
                 }
                 let node_name = snapshot.nodes.get(decision.node).map_or("", |n| n.name.as_str());
                 tracing::debug!(node = %node_name, reason = decision.label(&class), "route");
@@ -551,7 +566,19 @@ impl Session {
     pub(super) async fn attach(&mut self, node: usize) -> Result<(), PgError> {
         if self.held.get(node).is_none() {
             let (key, startup) = self.settings.startup();
-            let c = self.shared.pools.checkout(node, &self.user, &self.database, key, startup).await?;
+            let c = match self.shared.pools.checkout(node, &self.user, &self.database, key, startup).await {
+                Ok(c) => c,
+                Err(e) => {
+                    let primary =
+                        self.shared.topology.snapshot().nodes.get(node).is_some_and(|n| n.role == Role::Primary);
+                    if primary && e.code == sqlstate::CANNOT_CONNECT {
+                        // Deciding again at once would only ask the same node again.
+                        let interval = self.shared.config().health.interval;
+                        Box::pin(tokio::time::sleep(interval)).await;
+                    }
+                    return Err(e);
+                }
+            };
             self.held.put(node, c);
         }
         let wanted = self.settings.hash();
