@@ -35,19 +35,9 @@ as_pg() {
     fi
 }
 
-free_ports() {
-    python3 - "$1" <<'PY'
-import socket, sys
-socks = []
-for _ in range(int(sys.argv[1])):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-    print(s.getsockname()[1])
-for s in socks:
-    s.close()
-PY
-}
+# free_ports COUNT
+# shellcheck source=scripts/lib/ports.sh
+source "$(dirname "$SELF")/lib/ports.sh"
 
 install_deps() {
     if ! command -v patroni >/dev/null 2>&1 || ! command -v etcd >/dev/null 2>&1; then

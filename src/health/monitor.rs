@@ -345,17 +345,7 @@ impl Monitor {
                 claims.push(i);
             }
         }
-        let split = claims.len() > 1;
-        if split != self.split_brain {
-            self.split_brain = split;
-            if split {
-                let names: Vec<&str> = claims.iter().map(|&i| self.slots[i].0.as_str()).collect();
-                tracing::error!(nodes = ?names, "split brain: several nodes are out of recovery; writes refused");
-            } else {
-                tracing::warn!("split brain over");
-            }
-        }
-        metrics::split_brain(split);
+        self.note_split_brain(&claims);
         let primary = match claims.as_slice() {
             [one] => Some(*one),
             _ => None,
@@ -381,17 +371,7 @@ impl Monitor {
                 fresh.is_some_and(|s| !s.in_recovery) && self.slots[i].1.is_some()
             })
             .collect();
-        let split = claims.len() > 1;
-        if split != self.split_brain {
-            self.split_brain = split;
-            if split {
-                let names: Vec<&str> = claims.iter().map(|&i| self.slots[i].0.as_str()).collect();
-                tracing::error!(nodes = ?names, "split brain: several nodes are out of recovery; writes refused");
-            } else {
-                tracing::warn!("split brain over");
-            }
-        }
-        metrics::split_brain(split);
+        self.note_split_brain(&claims);
         // By node slot (a reload may leave removed nodes' slots empty).
         let addrs: Vec<(String, u16)> = (0..self.nodes.len())
             .map(|i| {
@@ -428,6 +408,21 @@ impl Monitor {
             self.patroni_published = why;
         }
         verdict.ok()
+    }
+
+    /// Several nodes claim to be primary: a split brain, logged when it starts and ends.
+    fn note_split_brain(&mut self, claims: &[usize]) {
+        let split = claims.len() > 1;
+        if split != self.split_brain {
+            self.split_brain = split;
+            if split {
+                let names: Vec<&str> = claims.iter().map(|&i| self.slots[i].0.as_str()).collect();
+                tracing::error!(nodes = ?names, "split brain: several nodes are out of recovery; writes refused");
+            } else {
+                tracing::warn!("split brain over");
+            }
+        }
+        metrics::split_brain(split);
     }
 
     fn publish(&mut self) {
