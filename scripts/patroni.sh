@@ -12,6 +12,7 @@
 #   scripts/patroni.sh stop DIR
 #   scripts/patroni.sh kill DIR MEMBER     (kill -9 one member's Patroni and PostgreSQL)
 #   scripts/patroni.sh leader DIR          (prints the leader member's index, 0-based)
+#   scripts/patroni.sh tag DIR MEMBER TAG true|false   (sets a member's tag, reloads it)
 set -euo pipefail
 
 PG_BIN=/usr/lib/postgresql/15/bin
@@ -239,6 +240,13 @@ cmd_kill() {
     pkill -9 -f -- "-D $dir/data$i" 2>/dev/null || true
 }
 
+cmd_tag() {
+    local dir=${1:?DIR} i=${2:?MEMBER} tag=${3:?TAG} value=${4:?VALUE}
+    check_dir "$dir"
+    sed -i "s/^  $tag: .*/  $tag: $value/" "$dir/member$i.yml"
+    pkill -HUP -f "patroni $dir/member$i.yml"
+}
+
 cmd_leader() {
     local dir=${1:?DIR}
     check_dir "$dir"
@@ -253,5 +261,6 @@ start) shift; cmd_start "$@" ;;
 stop) shift; cmd_stop "$@" ;;
 kill) shift; cmd_kill "$@" ;;
 leader) shift; cmd_leader "$@" ;;
+tag) shift; cmd_tag "$@" ;;
 *) usage ;;
 esac

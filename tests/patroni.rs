@@ -1,6 +1,7 @@
 //! Patroni as the topology source (`[topology] source = "patroni"`): a real three-member
 //! Patroni cluster on one etcd, synchronous mode on (`scripts/patroni.sh`). Writes go to
-//! the member Patroni elected; the leader is killed (Patroni and PostgreSQL, kill -9);
+//! the member Patroni elected; a member tagged `noloadbalance` takes no reads; the leader
+//! is killed (Patroni and PostgreSQL, kill -9);
 //! a write issued meanwhile waits and lands on the member Patroni promotes, never on
 //! another. Skipped, loudly, where Patroni and etcd are missing and cannot be installed
 //! (CI installs them: scripts/test-deps.sh).
@@ -80,6 +81,25 @@ async fn writes_follow_patronis_leader() {
     client.batch_execute("INSERT INTO patroni_t VALUES (1, inet_server_port())").await.unwrap();
     let port: i32 = client.query_one("SELECT port FROM patroni_t WHERE id = 1", &[]).await.unwrap().get(0);
     assert_eq!(port as u16, pat.pg_ports[leader], "the write went to Patroni's leader");
+
+    // A replica tagged noloadbalance in Patroni takes no reads; the other one does.
+    let (quiet, busy) = {
+        let others: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+        (others[0], others[1])
+    };
+    script(&["tag", &pat.dir, &quiet.to_string(), "noloadbalance", "true"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while proxy.shared.topology.snapshot().nodes[quiet].usable(Instant::now()) {
+        assert!(Instant::now() < deadline, "the noloadbalance member still takes reads");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut ports = Vec::new();
+    for _ in 0..20 {
+        let port: i32 = client.query_one("SELECT inet_server_port()", &[]).await.unwrap().get(0);
+        ports.push(port as u16);
+    }
+    assert!(!ports.contains(&pat.pg_ports[quiet]), "a read reached the noloadbalance member: {ports:?}");
+    assert!(ports.contains(&pat.pg_ports[busy]), "reads reach the other replica: {ports:?}");
 
     // The leader dies. A write issued now waits for Patroni's next leader.
     script(&["kill", &pat.dir, &leader.to_string()]);
