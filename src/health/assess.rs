@@ -60,6 +60,7 @@ pub const REASONS: &[&str] = &[
     "fenced",
     "removed",
     "noloadbalance",
+    "patroni_not_member",
     "patroni_unknown",
     "patroni_no_leader",
     "patroni_leader_not_running",

@@ -78,8 +78,8 @@ pub struct Monitor {
     split_brain: bool,
     /// Patroni's last answer (`[topology] source = "patroni"`) and when it was asked.
     patroni: Option<(Instant, Result<Vec<patroni::Member>, String>)>,
-    /// Nodes Patroni tags `noloadbalance`, by node slot.
-    no_load_balance: Vec<bool>,
+    /// Why Patroni says a node takes no reads, by node slot (from its last fresh answer).
+    read_exclusions: Vec<Option<&'static str>>,
     /// Why there is no Patroni primary, as last logged.
     patroni_published: &'static str,
     /// How the monitor logs in, from the current configuration: connections made with
@@ -206,7 +206,7 @@ impl Monitor {
             fenced: Vec::new(),
             split_brain: false,
             patroni: None,
-            no_load_balance: Vec::new(),
+            read_exclusions: Vec::new(),
             patroni_published: "",
         };
         m.follow_config();
@@ -396,7 +396,7 @@ impl Monitor {
                 }
             }
         };
-        self.no_load_balance = members.map_or_else(Vec::new, |m| patroni::no_load_balance(m, &addrs));
+        self.read_exclusions = members.map_or_else(Vec::new, |m| patroni::read_exclusions(m, &addrs));
         let why = verdict.err().unwrap_or("ok");
         if why != self.patroni_published {
             if why != "ok" {
@@ -459,9 +459,9 @@ impl Monitor {
                 v.usable = false;
                 v.why = "fenced";
             }
-            if role == Role::Replica && self.no_load_balance.get(i).copied() == Some(true) {
+            if let (Role::Replica, Some(Some(why))) = (role, self.read_exclusions.get(i)) {
                 v.usable = false;
-                v.why = "noloadbalance";
+                v.why = why;
             }
             // The verdict's reason in the monitor's own terms where it knows more.
             match (v.why, &node.failed) {

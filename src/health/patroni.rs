@@ -2,7 +2,8 @@
 //! REST API (`GET /cluster`) names the leader that holds the lock in Patroni's DCS. The
 //! monitor asks each interval; writes go to the leader only while its own probe agrees
 //! (out of recovery, on the timeline Patroni reports), never to another member.
-//! `noloadbalance` members take no reads.
+//! Members tagged `noloadbalance`, and configured nodes Patroni does not list as running
+//! members, take no reads.
 
 use std::time::Duration;
 
@@ -79,9 +80,18 @@ pub fn leader(members: &[Member], nodes: &[(String, u16)]) -> Result<(usize, Opt
         .ok_or("patroni_leader_unknown")
 }
 
-/// Configured nodes Patroni says take no reads.
-pub fn no_load_balance(members: &[Member], nodes: &[(String, u16)]) -> Vec<bool> {
-    nodes.iter().map(|(h, p)| members.iter().any(|m| m.host == *h && m.port == *p && m.tags.noloadbalance)).collect()
+/// Why Patroni says a configured node takes no reads, by node: tagged `noloadbalance`,
+/// or not a running member of its cluster (unknown to it, stopped, starting, crashed).
+pub fn read_exclusions(members: &[Member], nodes: &[(String, u16)]) -> Vec<Option<&'static str>> {
+    nodes
+        .iter()
+        .map(|(h, p)| match members.iter().find(|m| m.host == *h && m.port == *p) {
+            None => Some("patroni_not_member"),
+            Some(m) if m.tags.noloadbalance => Some("noloadbalance"),
+            Some(m) if !matches!(m.state.as_str(), "running" | "streaming") => Some("patroni_not_member"),
+            Some(_) => None,
+        })
+        .collect()
 }
 
 /// `GET /cluster` from the first URL that answers with a cluster.
@@ -141,7 +151,13 @@ mod tests {
     fn the_leader_is_the_configured_node_at_its_address() {
         let m = parse_cluster(CLUSTER).unwrap();
         assert_eq!(leader(&m, &nodes()), Ok((0, Some(2))));
-        assert_eq!(no_load_balance(&m, &nodes()), vec![false, true, false]);
+        assert_eq!(read_exclusions(&m, &nodes()), vec![None, Some("noloadbalance"), None]);
+        let mut more = nodes();
+        more.push(("127.0.0.1".to_string(), 5499));
+        assert_eq!(read_exclusions(&m, &more)[3], Some("patroni_not_member"), "not in Patroni's cluster");
+        let mut stopped = m.clone();
+        stopped[2].state = "stopped".into();
+        assert_eq!(read_exclusions(&stopped, &nodes())[2], Some("patroni_not_member"));
         assert!(m[2].tags.nofailover);
         // Not one of ours: nobody.
         assert_eq!(leader(&m, &nodes()[1..]), Err("patroni_leader_unknown"));
