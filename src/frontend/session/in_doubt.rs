@@ -394,21 +394,25 @@ impl Session {
                 }
                 return Ok(());
             }
-            // Units in flight that only closed statements are answered first, so that the
-            // error reaches the request that would have needed the lost server (a COMMIT
-            // still queued behind them).
-            let mut ahead = BytesMut::new();
-            if self.ahead_replies(pending, &mut ahead).is_some() {
-                self.cwbuf.extend_from_slice(&ahead);
-            }
+            // Leading units in flight that only closed statements are answered first, so
+            // that the error reaches the request that needed the lost server (a COMMIT
+            // being prepared or queued behind them).
+            let answered = self.answer_closes(pending);
             if self.tx_status != b'I' {
-                return Err(End::Fatal(
-                    PgError::fatal(
-                        sqlstate::CONNECTION_FAILURE,
-                        format!("pgroute: connection to node {name} lost; the open transaction was not committed"),
-                    )
-                    .with_detail("pgroute: transaction not committed"),
-                ));
+                let lost = PgError::fatal(
+                    sqlstate::CONNECTION_FAILURE,
+                    format!("pgroute: connection to node {name} lost; the open transaction was not committed"),
+                )
+                .with_detail("pgroute: transaction not committed");
+                if answered == pending {
+                    // Nothing of the client's is unanswered: its next message (a COMMIT,
+                    // most likely) gets this error, rather than a connection that closed
+                    // under it with nothing said.
+                    self.reset_after_loss();
+                    self.lost_transaction = Some(Box::new(lost));
+                    return Ok(());
+                }
+                return Err(End::Fatal(lost));
             }
             return Err(End::Fatal(
                 PgError::fatal(
@@ -433,13 +437,8 @@ impl Session {
         // Client units ahead of the COMMIT that only closed statements (a driver's Close
         // and Sync behind its last Execute) are answered as their server would have, so
         // that what follows is the answer to the COMMIT's own request.
-        let mut ahead = BytesMut::new();
-        let mut pending = pending;
         let units = self.doubt.tracked().map_or(0, |t| t.ahead);
-        if let Some(units) = self.ahead_replies(units, &mut ahead).filter(|u| pending == u + 1) {
-            self.cwbuf.extend_from_slice(&ahead);
-            pending -= units;
-        }
+        let pending = pending - self.answer_closes(units);
         match verdict {
             Verdict::Committed => {
                 if pending == 1 && commit_only && !self.failed_since_ready {
@@ -516,28 +515,31 @@ impl Session {
         self.splitting = false;
     }
 
-    /// The replies owed for the first `units` client units in flight, if they only closed
-    /// statements: CloseComplete for each Close, ReadyForQuery for each Sync. Returns how
-    /// many units they answer; `None` if any is something else.
-    fn ahead_replies(&self, units: usize, out: &mut BytesMut) -> Option<usize> {
+    /// Answers the leading client units in flight (at most `units`) that only closed
+    /// statements: CloseComplete for each Close, ReadyForQuery for each Sync, as their
+    /// server would have. Returns how many units were answered; what follows them (an
+    /// error, a COMMIT's answer) then reaches the request that needed the lost server.
+    fn answer_closes(&mut self, units: usize) -> usize {
         let status = self.tx_status;
-        let mut left = units;
+        let (mut answered, mut unit) = (0, BytesMut::new());
         for e in &self.expect {
-            if left == 0 {
+            if answered == units {
                 break;
             }
             match e {
-                Expect::Close { forward: true, .. } => protocol::build_into(out, b'3', |_| {}),
+                Expect::Close { forward: true, .. } => protocol::build_into(&mut unit, b'3', |_| {}),
                 Expect::Close { forward: false, .. } | Expect::Parse { forward: false, .. } => {}
                 Expect::Ready { own: Some(_), .. } => {}
                 Expect::Ready { own: None, sync: true, commits: false, .. } => {
-                    protocol::build_into(out, b'Z', |b| b.extend_from_slice(&[status]));
-                    left -= 1;
+                    protocol::build_into(&mut unit, b'Z', |b| b.extend_from_slice(&[status]));
+                    self.cwbuf.extend_from_slice(&unit);
+                    unit.clear();
+                    answered += 1;
                 }
-                _ => return None,
+                _ => break,
             }
         }
-        (left == 0).then_some(units)
+        answered
     }
 
     /// Asks confirmed primaries, for up to `primary_wait`, what became of `asked.xid`.

@@ -171,6 +171,9 @@ pub struct Session {
     doubt: in_doubt::Doubt,
     /// Since when the primary has refused the connections the next unit asked for.
     primary_refused_since: Option<std::time::Instant>,
+    /// The server of the client's open transaction died while nothing was in flight: the
+    /// client's next message gets this error (`in_doubt`), and the session ends.
+    lost_transaction: Option<Box<PgError>>,
     /// A commit-position query is in flight: reads wait for its answer.
     lsn_pending: bool,
     /// Its answer: the LSN and the node's timeline.
@@ -273,6 +276,7 @@ pub async fn run(
         unit_commits: Default::default(),
         doubt: Default::default(),
         primary_refused_since: None,
+        lost_transaction: None,
         lsn_pending: false,
         lsn_answer: None,
         lsn_for_commit: false,
@@ -341,6 +345,9 @@ impl Session {
 
     /// Between transactions with nothing queued, in flight or half-read.
     fn at_boundary(&self) -> bool {
+        if self.lost_transaction.is_some() {
+            return true;
+        }
         self.in_flight == 0
             && self.intake == state::Intake::Between
             && !self.copy_in

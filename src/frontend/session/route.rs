@@ -43,6 +43,9 @@ impl Session {
     pub(super) async fn process_queue(&mut self) -> Result<(), End> {
         while let Some(front) = self.inq.front() {
             let t = front.tag();
+            if let Some(lost) = self.lost_transaction.take().filter(|_| t != tag::TERMINATE) {
+                return Err(End::Fatal(*lost));
+            }
             if self.intake == Intake::Skipping {
                 self.pop_frame();
                 if t == tag::SYNC {
