@@ -67,6 +67,25 @@ async fn writes_follow_patronis_leader() {
         text += &format!("[[nodes]]\nname = \"member{i}\"\nhost = \"127.0.0.1\"\nport = {port}\nrole = \"auto\"\n");
     }
     text += "[[users]]\nname = \"app\"\npassword = \"app\"\n";
+    // Patroni is the source, not the nodes' own state: with a Patroni that answers
+    // nothing, no node is the primary, though one is out of recovery (role = "auto"
+    // alone would take it): writes wait primary_wait, then fail.
+    let silent = text
+        .replace(&urls.join(", "), "\"http://127.0.0.1:1\"")
+        .replace("primary_wait = \"60s\"", "primary_wait = \"1s\"");
+    let deaf =
+        pgroute::start(pgroute::config::Config::parse(&silent, "silent.toml").expect("config")).await.expect("start");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(deaf.shared.topology.snapshot().primary(Instant::now()), None, "no Patroni answer, no primary");
+    let conninfo = format!("host=127.0.0.1 port={} user=app password=app dbname=app", deaf.addr.port());
+    if let Ok(c) = common::try_connect(&conninfo).await {
+        let e = c
+            .batch_execute("CREATE TABLE patroni_never (id int)")
+            .await
+            .expect_err("no write without Patroni's leader");
+        assert_eq!(e.code().map(|s| s.code()), Some("08006"), "{e}");
+    }
+
     let config = pgroute::config::Config::parse(&text, "patroni.toml").expect("config");
     let proxy = pgroute::start(config).await.expect("start proxy");
     let leader = pat.leader().expect("a leader");
