@@ -99,7 +99,11 @@ pub async fn start(config: config::Config) -> std::io::Result<Proxy> {
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     let shared = Arc::new(shared);
     // Serve only once the first probe round has said which nodes are usable.
-    let mut monitor = health::Monitor::new(shared.live_config(), shared.topology.clone());
+    let nodes = shared.clone();
+    let mut monitor =
+        health::Monitor::new(shared.live_config(), shared.topology.clone()).on_node_changes(Box::new(move |changes| {
+            nodes.node_changes(changes, "patroni");
+        }));
     monitor.first_round().await;
     tokio::spawn(monitor.run());
     let watch = health::ReplayWatch::new(shared.live_config(), shared.topology.clone(), shared.replay_waits.clone());

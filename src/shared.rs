@@ -20,7 +20,7 @@ use crate::causal::KeyMap;
 use crate::classify::Classifier;
 use crate::config::{Config, Live};
 use crate::rules::Rules;
-use crate::topology::Topology;
+use crate::topology::{NodeChanges, Topology};
 
 /// Everything sessions share.
 pub struct Shared {
@@ -165,6 +165,29 @@ impl Shared {
         loaded
     }
 
+    /// Acts on a change of the node list (by a reload, or by Patroni's member list):
+    /// the pools of removed and moved nodes are forgotten. Returns what changed, a line
+    /// each.
+    pub fn node_changes(&self, nodes: &NodeChanges, by: &str) -> Vec<String> {
+        for &i in nodes.removed.iter().map(|(i, _)| i).chain(&nodes.moved) {
+            self.pools.forget_node(i);
+        }
+        let mut done = Vec::new();
+        for name in &nodes.added {
+            tracing::info!(node = %name, by, "node added");
+            done.push(format!("node {name} added"));
+        }
+        for (_, name) in &nodes.removed {
+            tracing::warn!(node = %name, by, "node removed: no new work goes to it");
+            done.push(format!("node {name} removed"));
+        }
+        if !nodes.moved.is_empty() {
+            tracing::warn!(nodes = nodes.moved.len(), by, "node address changed: pooled connections closed");
+            done.push(format!("{} node(s) moved: their pooled connections closed", nodes.moved.len()));
+        }
+        done
+    }
+
     /// Applies a new configuration to the running proxy, without dropping sessions:
     /// routing (rules, caches cleared, `read_your_writes`, `causal_wait`, `balance`),
     /// health thresholds (the monitor reads them each round), users and passwords, nodes
@@ -188,21 +211,7 @@ impl Shared {
                 done.push(format!("{what} changed: applied at the next restart"));
             }
         }
-        let removed = self.topology.snapshot().nodes.iter().map(|n| n.removed).collect::<Vec<_>>();
-        for (i, _) in removed.iter().enumerate().filter(|(i, r)| **r || nodes.moved.contains(i)) {
-            self.pools.forget_node(i);
-        }
-        for name in &nodes.added {
-            tracing::info!(node = %name, "node added by reload");
-            done.push(format!("node {name} added"));
-        }
-        for name in &nodes.removed {
-            tracing::warn!(node = %name, "node removed by reload: no new work goes to it");
-            done.push(format!("node {name} removed"));
-        }
-        if !nodes.moved.is_empty() {
-            done.push(format!("{} node(s) moved: their pooled connections closed", nodes.moved.len()));
-        }
+        done.extend(self.node_changes(&nodes, "reload"));
         self.tls.store(tls);
         self.pools.resize(new.pool.size);
         self.verifiers.store(Arc::new(verifiers(&new)));

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use crate::config::{Config, Role};
+use crate::config::{Config, Node, Role};
 
 /// How long a replica that refused a connection stays out of the read rotation.
 pub const REPLICA_BACKOFF: Duration = Duration::from_secs(2);
@@ -54,7 +54,7 @@ impl NodeState {
             && self.down_until.is_none_or(|t| now >= t)
     }
 
-    fn from_config(n: &crate::config::Node, assume_healthy: bool) -> Self {
+    fn from_config(n: &Node, assume_healthy: bool) -> Self {
         NodeState {
             name: n.name.get_ref().clone(),
             // `auto` nodes are replicas until the monitor finds one out of recovery.
@@ -139,7 +139,7 @@ pub struct NodeAddr {
 }
 
 impl NodeAddr {
-    fn from_config(n: &crate::config::Node) -> Self {
+    fn from_config(n: &Node) -> Self {
         NodeAddr {
             name: n.name.get_ref().clone(),
             host: n.host.clone(),
@@ -150,18 +150,50 @@ impl NodeAddr {
     }
 }
 
-/// What a reload changed in the node list.
+/// What a reload or Patroni's member list changed in the node list.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct NodeChanges {
     pub added: Vec<String>,
-    pub removed: Vec<String>,
+    /// Slots and names of the nodes no longer listed.
+    pub removed: Vec<(usize, String)>,
     /// Nodes whose address changed: their pooled connections must go.
     pub moved: Vec<usize>,
+}
+
+impl NodeChanges {
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty() && self.moved.is_empty()
+    }
+}
+
+/// The nodes in force: the configured ones, then the Patroni members no configured node
+/// names (by name or by address).
+fn listed(cfg: &Config, members: &[Node]) -> Vec<Node> {
+    let mut all = cfg.nodes.clone();
+    for m in members {
+        let named =
+            cfg.nodes.iter().any(|c| c.name.get_ref() == m.name.get_ref() || (c.host == m.host && c.port == m.port));
+        if !named {
+            all.push(m.clone());
+        }
+    }
+    all
+}
+
+/// Whether two member lists describe the same nodes (name, address, TLS).
+fn same_members(a: &[Node], b: &[Node]) -> bool {
+    let key = |n: &Node| (n.name.get_ref().clone(), n.host.clone(), n.port, n.tls, n.tls_ca_file.clone());
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| key(x) == key(y))
 }
 
 pub struct Topology {
     addrs: RwLock<Arc<Vec<NodeAddr>>>,
     current: RwLock<Arc<Snapshot>>,
+    /// The Patroni members that are nodes of their own (`discover`). The lock also keeps
+    /// a reload and a discovery from changing the node list at once.
+    members: std::sync::Mutex<Vec<Node>>,
+    /// The nodes in force, configured and discovered, with their configured roles.
+    listed: RwLock<Arc<Vec<Node>>>,
     /// Server connections in use per node slot, for `least_connections`.
     loads: Vec<AtomicI64>,
     /// Slots an operator asked to unfence (`UNFENCE`), for the monitor's next round.
@@ -183,29 +215,59 @@ impl Topology {
         Topology {
             addrs: RwLock::new(Arc::new(addrs)),
             current: RwLock::new(Arc::new(snapshot)),
+            members: Default::default(),
+            listed: RwLock::new(Arc::new(cfg.nodes.clone())),
             loads,
             unfence: Default::default(),
             probe_now: tokio::sync::Notify::new(),
         }
     }
 
-    /// Applies a reloaded configuration: nodes are matched by name; a known node keeps its
-    /// slot and health (its role, weight and address follow the file), a new one takes a
+    /// The nodes in force (configured, then discovered), with their configured roles.
+    pub fn listed(&self) -> Arc<Vec<Node>> {
+        self.listed.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Applies a reloaded configuration (see `apply`); the Patroni members found so far
+    /// stay nodes unless the file now names them.
+    pub fn reconfigure(&self, cfg: &Config) -> Result<NodeChanges, String> {
+        let members = self.members.lock().unwrap_or_else(|p| p.into_inner());
+        self.apply(cfg, &listed(cfg, &members))
+    }
+
+    /// Patroni's member list, as nodes (`TopologySource::member_node`): those no
+    /// configured node names become nodes, those gone from the list are removed. `None`
+    /// when nothing changed.
+    pub fn discover(&self, cfg: &Config, found: Vec<Node>) -> Result<Option<NodeChanges>, String> {
+        let mut members = self.members.lock().unwrap_or_else(|p| p.into_inner());
+        if same_members(&members, &found) {
+            return Ok(None);
+        }
+        let changes = self.apply(cfg, &listed(cfg, &found))?;
+        *members = found;
+        Ok(Some(changes))
+    }
+
+    /// Makes `nodes` the node list: nodes are matched by name; a known node keeps its
+    /// slot and health (its role, weight and address follow the list), a new one takes a
     /// fresh slot (unusable until probed), a node no longer listed is marked removed.
     /// Refused, changing nothing, when the slots are used up.
-    pub fn reconfigure(&self, cfg: &Config) -> Result<NodeChanges, String> {
+    fn apply(&self, cfg: &Config, nodes: &[Node]) -> Result<NodeChanges, String> {
         let old = self.addrs.read().unwrap_or_else(|p| p.into_inner()).clone();
         let snap = self.snapshot();
         let mut changes = NodeChanges::default();
         let mut addrs = (*old).clone();
-        for n in &cfg.nodes {
+        for n in nodes {
             let addr = NodeAddr::from_config(n);
             match addrs.iter().position(|a| a.name == addr.name) {
                 Some(i) if addrs[i] != addr => {
+                    if snap.nodes.get(i).is_some_and(|n| n.removed) {
+                        changes.added.push(addr.name.clone());
+                    }
                     changes.moved.push(i);
                     addrs[i] = addr;
                 }
-                Some(i) if snap.nodes[i].removed => changes.added.push(addr.name),
+                Some(i) if snap.nodes.get(i).is_some_and(|n| n.removed) => changes.added.push(addr.name),
                 Some(_) => {}
                 None => {
                     changes.added.push(addr.name.clone());
@@ -220,17 +282,18 @@ impl Topology {
             ));
         }
         for (i, a) in addrs.iter().enumerate() {
-            let listed = cfg.nodes.iter().any(|n| *n.name.get_ref() == a.name);
+            let listed = nodes.iter().any(|n| *n.name.get_ref() == a.name);
             if !listed && snap.nodes.get(i).is_some_and(|n| !n.removed) {
-                changes.removed.push(a.name.clone());
+                changes.removed.push((i, a.name.clone()));
             }
         }
         *self.addrs.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(addrs.clone());
+        *self.listed.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(nodes.to_vec());
         self.update(|next| {
             next.no_replica_error = cfg.health.when_no_replica == crate::config::WhenNoReplica::Error;
             next.least_connections = cfg.routing.balance == crate::config::Balance::LeastConnections;
             for (i, a) in addrs.iter().enumerate() {
-                let configured = cfg.nodes.iter().find(|n| *n.name.get_ref() == a.name);
+                let configured = nodes.iter().find(|n| *n.name.get_ref() == a.name);
                 match (configured, next.nodes.get_mut(i)) {
                     (Some(c), Some(n)) => {
                         n.removed = false;
@@ -483,5 +546,38 @@ mod tests {
         probe(later, 130, 125);
         assert_eq!((wal(0).started, wal(0).current_lsn), (Some(ms(later)), Some(130)));
         assert_eq!(wal(1).replay_lsn, Some(125));
+    }
+
+    #[test]
+    fn patroni_members_no_configured_node_names_become_nodes_and_leave_with_the_list() {
+        let cfg = Config::parse(CONFIG, "proxy.toml").expect("config");
+        let topo = Topology::from_config(&cfg, false);
+        let member = |name: &str, port: u16| cfg.topology.member_node(name, "h", port);
+        let names = |t: &Topology| -> Vec<(String, bool)> {
+            t.snapshot().nodes.iter().map(|n| (n.name.clone(), n.removed)).collect()
+        };
+        // pg1's address under another name, and a name taken by a configured node, are
+        // the configured nodes; m2 is new.
+        let found = vec![member("m1", 2), member("pg0", 9), member("m2", 3)];
+        let changes = topo.discover(&cfg, found.clone()).expect("discover").expect("changed");
+        assert_eq!(changes.added, vec!["m2".to_string()]);
+        assert_eq!(topo.addr(2).map(|a| (a.name, a.port)), Some(("m2".into(), 3)));
+        assert_eq!(topo.snapshot().nodes[2].role, Role::Replica, "an auto node is a replica until probed");
+        assert_eq!(
+            topo.listed().iter().map(|n| n.role).collect::<Vec<_>>(),
+            [Role::Primary, Role::Replica, Role::Auto]
+        );
+        assert_eq!(topo.discover(&cfg, found).expect("discover"), None, "the same list changes nothing");
+        // A reload keeps the members found.
+        assert!(topo.reconfigure(&cfg).expect("reload").is_empty());
+        assert_eq!(names(&topo).len(), 3);
+        // m2 leaves the list: removed, its slot kept; back later, it takes the slot again.
+        let gone = topo.discover(&cfg, vec![]).expect("discover").expect("changed");
+        assert_eq!(gone.removed, vec![(2, "m2".to_string())]);
+        assert_eq!(names(&topo)[2], ("m2".to_string(), true));
+        let back = topo.discover(&cfg, vec![member("m2", 4)]).expect("discover").expect("changed");
+        assert_eq!((back.added, back.moved), (vec!["m2".to_string()], vec![2]), "back at a new address");
+        assert_eq!(names(&topo), [("pg0".into(), false), ("pg1".into(), false), ("m2".into(), false)]);
+        assert_eq!(topo.addr(2).map(|a| a.port), Some(4));
     }
 }

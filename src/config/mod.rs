@@ -36,6 +36,8 @@ pub struct Config {
     pub tls: Tls,
     #[serde(default)]
     pub topology: TopologySource,
+    /// May be empty with `[topology] source = "patroni"` (the nodes are its members).
+    #[serde(default)]
     pub nodes: Vec<Node>,
     #[serde(default)]
     pub users: Vec<User>,
@@ -291,6 +293,11 @@ pub struct TopologySource {
     /// Patroni members' REST API addresses (`http://host:port`), asked in order.
     #[serde(default)]
     pub patroni_urls: Vec<String>,
+    /// How pgroute connects to members Patroni lists that no `[[nodes]]` entry names
+    /// (by address): they become nodes of their own, with these TLS settings.
+    #[serde(default)]
+    pub member_tls: ServerTlsMode,
+    pub member_tls_ca_file: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -299,6 +306,22 @@ pub enum Source {
     #[default]
     Static,
     Patroni,
+}
+
+impl TopologySource {
+    /// A Patroni member no `[[nodes]]` entry names, as a node of its own: `auto` (Patroni
+    /// says whether it leads), weight 1, `member_tls`.
+    pub fn member_node(&self, name: &str, host: &str, port: u16) -> Node {
+        Node {
+            name: toml::Spanned::new(0..0, name.to_string()),
+            host: host.to_string(),
+            port,
+            role: Role::Auto,
+            weight: default_weight(),
+            tls: self.member_tls,
+            tls_ca_file: self.member_tls_ca_file.clone(),
+        }
+    }
 }
 
 impl Health {
@@ -579,7 +602,7 @@ impl Config {
     }
 
     fn validate(&self, text: &str) -> Result<(), (Option<usize>, String)> {
-        if self.nodes.is_empty() {
+        if self.nodes.is_empty() && self.topology.source != Source::Patroni {
             return Err((None, "no [[nodes]] configured".into()));
         }
         for (i, n) in self.nodes.iter().enumerate() {
@@ -594,7 +617,7 @@ impl Config {
         let primaries: Vec<&Node> = self.nodes.iter().filter(|n| n.role == Role::Primary).collect();
         let autos = self.nodes.iter().filter(|n| n.role == Role::Auto).count();
         match primaries.as_slice() {
-            [] if autos > 0 => {}
+            [] if autos > 0 || self.nodes.is_empty() => {}
             [first, ..] if autos > 0 => {
                 return Err((
                     Some(first.name.span().start),
@@ -657,6 +680,9 @@ impl Config {
                 Some(n.name.span().start),
                 format!("node {:?}: tls = verify-ca/verify-full needs tls_ca_file", n.name.get_ref()),
             ));
+        }
+        if self.topology.member_tls.verifies() && self.topology.member_tls_ca_file.is_none() {
+            return Err((None, "[topology] member_tls = verify-ca/verify-full needs member_tls_ca_file".into()));
         }
         if let Some(u) = self.admin.users.iter().find(|u| self.user(u.get_ref()).is_none()) {
             return Err((

@@ -122,4 +122,13 @@ fn a_patroni_source_needs_urls_and_auto_nodes() {
     assert!(e.contains("proxy.toml:2:"), "{e}");
     let e = err(&format!("[topology]\nleader = \"x\"\n{auto}"));
     assert!(e.contains("unknown field") && e.contains("proxy.toml:2:"), "{e}");
+    // With Patroni, the nodes may all come from its member list.
+    let users = "[[users]]\nname = \"app\"\npassword = \"secret\"\n";
+    let patroni = "[topology]\nsource = \"patroni\"\npatroni_urls = [\"http://127.0.0.1:8008\"]\n";
+    let c = Config::parse(&format!("{patroni}{users}"), "proxy.toml").unwrap();
+    assert!(c.nodes.is_empty());
+    assert_eq!(c.topology.member_node("m1", "h", 5).role, Role::Auto);
+    assert!(err(users).contains("no [[nodes]] configured"));
+    let e = err(&format!("{patroni}member_tls = \"verify-full\"\n{users}"));
+    assert!(e.contains("member_tls_ca_file"), "{e}");
 }

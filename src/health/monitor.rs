@@ -12,7 +12,7 @@ use super::{assess_primary, assess_replica, Sample, Thresholds, Verdict};
 use crate::backend::ServerConn;
 use crate::config::{Config, Health, Live, Role, Source};
 use crate::metrics;
-use crate::topology::{NodeAddr, Published, Topology, Wal};
+use crate::topology::{NodeAddr, NodeChanges, Published, Topology, Wal};
 use crate::wal::WalLayout;
 
 /// Works on primaries and replicas alike; LSNs as byte positions.
@@ -85,7 +85,12 @@ pub struct Monitor {
     /// How the monitor logs in, from the current configuration: connections made with
     /// another login are closed.
     login: Login,
+    /// Told when Patroni's member list changed the node list (pools of removed nodes go).
+    on_node_changes: Option<NodeChangesHook>,
 }
+
+/// What the monitor calls when Patroni's member list changed the node list.
+pub type NodeChangesHook = Box<dyn Fn(&NodeChanges) + Send + Sync>;
 
 fn parse_sample(row: &[Option<String>], started: Instant, taken: Instant) -> Option<Sample> {
     let col = |i: usize| row.get(i).cloned().flatten();
@@ -208,9 +213,16 @@ impl Monitor {
             patroni: None,
             read_exclusions: Vec::new(),
             patroni_published: "",
+            on_node_changes: None,
         };
         m.follow_config();
         m
+    }
+
+    /// Calls `hook` when Patroni's member list adds, removes or moves nodes.
+    pub fn on_node_changes(mut self, hook: NodeChangesHook) -> Self {
+        self.on_node_changes = Some(hook);
+        self
     }
 
     /// Takes up the configuration in force: node slots added or removed by a reload, a new
@@ -231,11 +243,12 @@ impl Monitor {
             }
         }
         let snap = self.topology.snapshot();
+        let listed = self.topology.listed();
         self.slots = snap
             .nodes
             .iter()
             .map(|n| {
-                let configured = self.cfg.nodes.iter().find(|c| *c.name.get_ref() == n.name).map(|c| c.role);
+                let configured = listed.iter().find(|c| *c.name.get_ref() == n.name).map(|c| c.role);
                 (n.name.clone(), configured.filter(|_| !n.removed))
             })
             .collect();
@@ -270,18 +283,23 @@ impl Monitor {
     /// under-estimated) and at most half a limit late, whatever a replica does: a node
     /// whose connects hang cannot make the primary's sample stale.
     pub async fn round(&mut self) {
-        self.round_within(self.probe_limit()).await
+        self.round_within(self.probe_limit()).await;
     }
 
     /// The round before pgroute serves: each probe may take up to `[pool] connect_timeout`
     /// (a first connect on a busy machine can outlast `max_sample_age`), so clients are not
     /// turned away for a primary that is merely slow to answer its first probe.
+    /// Nodes Patroni's member list added are probed in a second round at once.
     pub async fn first_round(&mut self) {
         let limit = self.probe_limit().max(self.cfg.pool.connect_timeout);
-        self.round_within(limit).await
+        if self.round_within(limit).await {
+            self.round_within(limit).await;
+        }
     }
 
-    async fn round_within(&mut self, limit: Duration) {
+    /// True when Patroni's member list changed the node list (the new nodes are probed
+    /// from the next round).
+    async fn round_within(&mut self, limit: Duration) -> bool {
         self.follow_config();
         let (health, login, roles) = (&self.cfg.health, &self.login, &self.roles);
         let mut primaries = Vec::new();
@@ -306,13 +324,39 @@ impl Monitor {
         for (i, node, addr) in primaries {
             node.probe(i, &addr, login, limit, health).await;
         }
+        let mut changed = false;
         if let Some((taken, answer)) = asked {
-            if let Err(e) = &answer {
-                tracing::debug!(error = %e, "Patroni could not be asked");
+            match &answer {
+                Err(e) => tracing::debug!(error = %e, "Patroni could not be asked"),
+                Ok(members) => changed = self.discover(members),
             }
             self.patroni = Some((taken, answer));
         }
+        if changed {
+            self.follow_config();
+        }
         self.publish();
+        changed
+    }
+
+    /// Makes Patroni's members nodes: those no `[[nodes]]` entry names join, those Patroni
+    /// no longer lists leave. True when the node list changed.
+    fn discover(&mut self, members: &[patroni::Member]) -> bool {
+        let source = &self.cfg.topology;
+        let found = members.iter().map(|m| source.member_node(&m.name, &m.host, m.port)).collect();
+        match self.topology.discover(&self.cfg, found) {
+            Ok(None) => false,
+            Ok(Some(changes)) => {
+                if let Some(hook) = &self.on_node_changes {
+                    hook(&changes);
+                }
+                !changes.is_empty()
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "Patroni's members cannot all be nodes");
+                false
+            }
+        }
     }
 
     /// How long one probe may take: a sample older than `max_sample_age` is no use.
