@@ -100,6 +100,22 @@ async fn in_doubt_commits_are_resolved_on_the_primary_that_takes_over() {
     assert_eq!(n, 1, "the session goes on");
     node_ctl("node-start", node);
 
+    // 0b. The primary dies while the client idles in a transaction. The driver's
+    //     Close of its statement, sent next, gets its answer; the COMMIT after it is told
+    //     the transaction was not committed (not a connection closed under it unanswered).
+    let idle = p.client().await;
+    idle.batch_execute("BEGIN").await.unwrap();
+    let insert = idle.prepare(&format!("INSERT INTO {t} VALUES (100)")).await.unwrap();
+    idle.execute(&insert, &[]).await.unwrap();
+    node_ctl("node-kill", 0);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(insert);
+    let e = idle.batch_execute("COMMIT").await.expect_err("the transaction is gone");
+    let db = e.as_db_error().unwrap_or_else(|| panic!("the COMMIT was not answered: {e}"));
+    assert_eq!((db.code().code(), db.detail()), ("08006", Some("pgroute: transaction not committed")), "{db:?}");
+    node_ctl("node-start", 0);
+    assert_eq!(count(&c.direct(0).await, &t, 100).await, 0);
+
     // 1. The primary crashes while COMMITs wait, and restarts: the rows are there, and
     //    each client gets its COMMIT's answer, in the simple and in the extended protocol,
     //    and its session goes on.

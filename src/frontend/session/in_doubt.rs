@@ -31,6 +31,7 @@ use super::{End, Expect, Own, Session};
 use crate::backend::Purpose;
 use crate::classify::TxOp;
 use crate::config::Role;
+use crate::frontend::prepared;
 use crate::metrics;
 use crate::protocol::{self, sqlstate, tag, BodyReader, PgError};
 
@@ -325,6 +326,16 @@ fn commit_replies(tags: &[u8], replied: usize, out: &mut BytesMut) -> Option<()>
     Some(())
 }
 
+/// What the front of the queue is, with the client's transaction lost.
+pub(super) enum AfterLoss {
+    /// A unit that only closed statements: answered.
+    Answered,
+    /// Only Closes so far: wait for the rest of the unit.
+    Incomplete,
+    /// Anything else: it gets the error.
+    Fail,
+}
+
 impl Session {
     /// At the start of a unit that commits: what pgroute will know of that commit if the
     /// connection dies before its answer. Asks the primary for the transaction's id
@@ -473,6 +484,43 @@ impl Session {
                 .with_hint("Check the data before retrying anything that moves money."),
             )),
         }
+    }
+
+    /// With the transaction lost while the client idled in it (`lost_transaction`), the
+    /// unit at the front of the queue: one that only closes statements (a driver's Close
+    /// and Sync behind its last statement) is answered here, CloseComplete for each Close
+    /// and ReadyForQuery 'E' (the block cannot commit), so that the error reaches the
+    /// request that needed the transaction, a COMMIT most likely, not a Close whose
+    /// answer the driver ignores.
+    pub(super) fn front_after_loss(&mut self) -> AfterLoss {
+        let mut closes = 0;
+        for f in &self.inq {
+            match f.tag() {
+                tag::CLOSE => closes += 1,
+                tag::FLUSH => {}
+                tag::SYNC if closes > 0 => break,
+                _ => return AfterLoss::Fail,
+            }
+        }
+        if !self.inq.iter().any(|f| f.tag() == tag::SYNC) {
+            return AfterLoss::Incomplete;
+        }
+        while let Some(f) = self.pop_frame() {
+            match f.tag() {
+                tag::CLOSE => {
+                    if let Ok((b'S', name)) = prepared::split_target(f.body()) {
+                        self.statements.remove(name.as_ref());
+                    }
+                    protocol::build_into(&mut self.cwbuf, b'3', |_| {});
+                }
+                tag::SYNC => {
+                    protocol::build_into(&mut self.cwbuf, b'Z', |b| b.extend_from_slice(b"E"));
+                    break;
+                }
+                _ => {}
+            }
+        }
+        AfterLoss::Answered
     }
 
     /// Answers every client unit in flight on a lost replica: CloseComplete for a unit

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use std::time::Instant;
 
 use super::causal::ReadFacts;
+use super::in_doubt::AfterLoss;
 use super::local::Local;
 use super::state::Intake;
 use super::{End, Session};
@@ -43,8 +44,16 @@ impl Session {
     pub(super) async fn process_queue(&mut self) -> Result<(), End> {
         while let Some(front) = self.inq.front() {
             let t = front.tag();
-            if let Some(lost) = self.lost_transaction.take().filter(|_| t != tag::TERMINATE) {
-                return Err(End::Fatal(*lost));
+            if self.lost_transaction.is_some() && t != tag::TERMINATE {
+                match self.front_after_loss() {
+                    AfterLoss::Answered => continue,
+                    AfterLoss::Incomplete => return Ok(()),
+                    AfterLoss::Fail => {
+                        if let Some(lost) = self.lost_transaction.take() {
+                            return Err(End::Fatal(*lost));
+                        }
+                    }
+                }
             }
             if self.intake == Intake::Skipping {
                 self.pop_frame();
