@@ -30,7 +30,6 @@ use bytes::BytesMut;
 use super::{End, Expect, Own, Session};
 use crate::backend::Purpose;
 use crate::classify::TxOp;
-use crate::config::Role;
 use crate::frontend::prepared;
 use crate::metrics;
 use crate::protocol::{self, sqlstate, tag, BodyReader, PgError};
@@ -340,9 +339,10 @@ impl Session {
     /// At the start of a unit that commits: what pgroute will know of that commit if the
     /// connection dies before its answer. Asks the primary for the transaction's id
     /// (in front of the unit) when the block wrote.
-    pub(super) fn track_commit(&mut self, node: usize, commit_only: bool) {
-        let primary = self.shared.topology.snapshot().nodes.get(node).is_some_and(|n| n.role == Role::Primary);
-        if !primary {
+    pub(super) fn track_commit(&mut self, commit_only: bool) {
+        // Attached as the primary: the monitor may since have stopped calling the node
+        // primary (a failed probe), yet the COMMIT goes there and may commit.
+        if self.active_for_reads {
             return;
         }
         // With units still in flight (a driver's Close behind its last statement, a

@@ -196,7 +196,7 @@ impl Session {
                     self.prepare_for_transaction(decision.node)?;
                 }
                 if commits {
-                    self.track_commit(decision.node, commit_only);
+                    self.track_commit(commit_only);
                 }
                 self.intake = Intake::Open;
             }
