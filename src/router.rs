@@ -2,17 +2,19 @@
 //! a topology snapshot. No I/O, no clock reads, no randomness: the caller passes `now` and
 //! a round-robin `ticket`, so every rule is table-tested below.
 //!
-//! Invariants: a write never goes to a node whose role is not primary; when a read has no
-//! usable replica it goes to the primary; with no primary, writes get an error.
+//! Invariants: a write never goes to a node whose role is not primary; a read goes only to
+//! a replica of its group (the default group unless a rule or hint names one); when it has
+//! no usable replica it goes to the primary, or for a group read where its `fallback`
+//! says; with no primary, writes get an error.
 
 use std::time::Instant;
 
 use std::sync::Arc;
 
 use crate::classify::{Access, Class};
-use crate::config::{Role, Target};
+use crate::config::{Fallback, Role, Target};
 use crate::protocol::{sqlstate, PgError};
-use crate::rules::ReadRoute;
+use crate::rules::{ReadRoute, DEFAULT_MASK};
 use crate::topology::{NodeState, Snapshot};
 
 /// What the session knows that matters for routing.
@@ -154,37 +156,56 @@ pub fn decide<'a>(
     if session.causal == Causal::Primary {
         return to_primary(Reason::ReadYourWrites);
     }
-    let fresh_enough = |n: &NodeState| read.max_lag.is_none_or(|m| n.lag.is_some_and(|l| l <= m));
-    if let Causal::Lsn { lsn, timeline } = session.causal {
-        let caught_up = |n: &NodeState| {
-            n.wal.replay_lsn.is_some_and(|r| r >= lsn)
-                && (timeline.is_none() || n.wal.timeline == timeline)
-                && fresh_enough(n)
-        };
-        return match pick_replica_where(topo, now, pick, caught_up) {
-            Some(node) => Ok(Decision { node, reason: Reason::Read(read.reason.clone()) }),
-            None => to_primary(Reason::ReadYourWrites),
-        };
-    }
-    if read.max_lag.is_some() {
-        return match pick_replica_where(topo, now, pick, fresh_enough) {
-            Some(node) => Ok(Decision { node, reason: Reason::Read(read.reason.clone()) }),
-            None => to_primary(Reason::MaxLag),
-        };
-    }
-    match pick_replica(topo, now, pick) {
-        Some(node) => Ok(Decision { node, reason: Reason::Read(read.reason.clone()) }),
-        None if topo.no_replica_error => Err(PgError::error(
+    let no_replica = |why: Reason| {
+        if why == Reason::NoReplica && topo.no_replica_error {
+            return Err(PgError::error(
+                sqlstate::CONNECTION_FAILURE,
+                "pgroute: no replica is usable for reads (when_no_replica = \"error\")",
+            )
+            .with_hint(format!("Node states: {}.", topo.describe())));
+        }
+        to_primary(why)
+    };
+    let Some(group) = &read.group else {
+        return place_read(read, session, topo, now, pick, DEFAULT_MASK).or_else(no_replica);
+    };
+    match (place_read(read, session, topo, now, pick, group.mask), group.fallback) {
+        (Ok(d), _) => Ok(d),
+        (Err(_), Fallback::Default) => place_read(read, session, topo, now, pick, DEFAULT_MASK).or_else(no_replica),
+        (Err(why), Fallback::Primary) => to_primary(why),
+        (Err(_), Fallback::Error) => Err(PgError::error(
             sqlstate::CONNECTION_FAILURE,
-            "pgroute: no replica is usable for reads (when_no_replica = \"error\")",
+            format!("pgroute: no replica of group \"{}\" can take this read (fallback = \"error\")", group.name),
         )
         .with_hint(format!("Node states: {}.", topo.describe()))),
-        None => to_primary(Reason::NoReplica),
     }
 }
 
-fn pick_replica(topo: &Snapshot, now: Instant, pick: Pick) -> Option<usize> {
-    pick_replica_where(topo, now, pick, |_| true)
+/// A read on a replica of the groups in `mask` that meets what the session and the rule
+/// need (the session's writes replayed, `max_lag`); when none does, why not.
+fn place_read(
+    read: &ReadRoute,
+    session: SessionView,
+    topo: &Snapshot,
+    now: Instant,
+    pick: Pick,
+    mask: u64,
+) -> Result<Decision, Reason> {
+    let fresh_enough =
+        |n: &NodeState| n.groups & mask != 0 && read.max_lag.is_none_or(|m| n.lag.is_some_and(|l| l <= m));
+    let (found, otherwise) = match session.causal {
+        Causal::Lsn { lsn, timeline } => {
+            let caught_up = |n: &NodeState| {
+                n.wal.replay_lsn.is_some_and(|r| r >= lsn)
+                    && (timeline.is_none() || n.wal.timeline == timeline)
+                    && fresh_enough(n)
+            };
+            (pick_replica_where(topo, now, pick, caught_up), Reason::ReadYourWrites)
+        }
+        _ if read.max_lag.is_some() => (pick_replica_where(topo, now, pick, fresh_enough), Reason::MaxLag),
+        _ => (pick_replica_where(topo, now, pick, fresh_enough), Reason::NoReplica),
+    };
+    found.map(|node| Decision { node, reason: Reason::Read(read.reason.clone()) }).ok_or(otherwise)
 }
 
 /// Weighted round robin over usable replicas that pass `also` (`ticket` walks the weight

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use regex::Regex;
 
 use crate::classify::{Class, Hint, QName, PIN_FUNCTIONS, WRITE_FUNCTIONS};
-use crate::config::{Routing, Target};
+use crate::config::{group_mask, Fallback, Routing, Target};
 
 /// The session facts rules can match on.
 #[derive(Debug, Clone, Copy)]
@@ -28,7 +28,22 @@ pub struct ReadRoute {
     pub reason: Arc<str>,
     /// Only replicas at most this far behind may take the read (a rule's or a hint's).
     pub max_lag: Option<std::time::Duration>,
+    /// Only the replicas of this node group (a rule's or a hint's; none: the default
+    /// group). Shared: a client task holds a `ReadRoute` across awaits, so it stays small.
+    pub group: Option<Arc<Group>>,
 }
+
+/// A node group a read is sent to, and what happens when none of its replicas can take it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    pub name: Arc<str>,
+    /// The group's bit among the nodes' group sets (0: no node is in it).
+    pub mask: u64,
+    pub fallback: Fallback,
+}
+
+/// The default group's bit: every replica that names no groups is in it.
+pub const DEFAULT_MASK: u64 = 1;
 
 struct Rule {
     label: Arc<str>,
@@ -40,6 +55,7 @@ struct Rule {
     functions: Vec<QName>,
     route: Target,
     max_lag: Option<std::time::Duration>,
+    group: Option<Arc<Group>>,
 }
 
 impl Rule {
@@ -115,11 +131,14 @@ pub struct Rules {
     /// Functions whose volatility need not be looked up (declared either way).
     declared_functions: Vec<QName>,
     rules: Vec<Rule>,
+    /// The node groups by bit (`Config::groups`), for hints that name one.
+    groups: Vec<String>,
 }
 
 impl Rules {
-    /// Compiles the `[routing]` section. Patterns were validated with the configuration.
-    pub fn from_config(r: &Routing) -> Rules {
+    /// Compiles the `[routing]` section against the node groups (`Config::groups`).
+    /// Patterns and group names were validated with the configuration.
+    pub fn from_config(r: &Routing, groups: &[String]) -> Rules {
         let names = |v: &[String]| v.iter().map(|n| QName::parse(n)).collect::<Vec<_>>();
         let labels = |prefix: &str, v: &[String]| v.iter().map(|n| Arc::from(format!("{prefix}:{n}"))).collect();
         let mut declared_functions = names(&r.read_only_functions);
@@ -147,42 +166,63 @@ impl Rules {
                     functions: names(&rule.functions),
                     route: rule.route,
                     max_lag: rule.max_lag,
+                    group: rule.group.as_ref().map(|g| {
+                        Arc::new(Group {
+                            name: Arc::from(g.get_ref().as_str()),
+                            mask: group_mask(groups, [g.get_ref().as_str()]),
+                            fallback: rule.fallback.unwrap_or_default(),
+                        })
+                    }),
                 })
                 .collect(),
+            groups: groups.to_vec(),
         }
     }
 
     /// Where a read goes: the statement's hint (route, and `max_lag` over any rule's),
     /// then the rules. The session and `pgroute explain` both place reads through here.
+    /// A hint's `group=` (with `route=replica` or no route) sends the read to that group,
+    /// with the hint's `fallback=` (default `error`); a group no node is in has no replica.
     pub fn route_read(&self, class: &Class, sql: &str, hint: &Hint, ctx: &Context) -> ReadRoute {
-        let mut read = self.route_unhinted(class, sql, hint.route, ctx);
-        if hint.max_lag.is_some() {
-            read.max_lag = hint.max_lag;
+        let grouped = hint.group().filter(|_| hint.route != Some(Target::Primary));
+        let route = if grouped.is_some() { Some(Target::Replica) } else { hint.route };
+        let mut read = self.route_unhinted(class, sql, route, ctx);
+        if let Some((name, fallback)) = grouped {
+            read.group = Some(Arc::new(Group {
+                name: Arc::from(name),
+                mask: group_mask(&self.groups, [name]),
+                fallback: fallback.unwrap_or_default(),
+            }));
+        }
+        if let Some(lag) = hint.max_lag() {
+            read.max_lag = Some(lag);
         }
         read
     }
 
     fn route_unhinted(&self, class: &Class, sql: &str, hint: Option<Target>, ctx: &Context) -> ReadRoute {
+        let to = |target: Target, reason: &Arc<str>| ReadRoute {
+            target,
+            reason: reason.clone(),
+            max_lag: None,
+            group: None,
+        };
         if let Some(target) = hint {
-            return ReadRoute { target, reason: self.hint_label.clone(), max_lag: None };
+            return to(target, &self.hint_label);
         }
         if let Some(rule) = self.rules.iter().find(|r| r.matches(class, sql, ctx)) {
-            return ReadRoute { target: rule.route, reason: rule.label.clone(), max_lag: rule.max_lag };
+            return ReadRoute { max_lag: rule.max_lag, group: rule.group.clone(), ..to(rule.route, &rule.label) };
         }
         if let Some(label) = self.node_local.as_ref().filter(|_| is_node_local(class)) {
-            return ReadRoute { target: Target::Primary, reason: label.clone(), max_lag: None };
+            return to(Target::Primary, label);
         }
         if let Some(i) = any_match(&class.relations, &self.primary_tables) {
-            return ReadRoute { target: Target::Primary, reason: self.primary_table_labels[i].clone(), max_lag: None };
+            return to(Target::Primary, &self.primary_table_labels[i]);
         }
         if let Some(i) = any_match(&class.functions, &self.primary_functions) {
-            return ReadRoute {
-                target: Target::Primary,
-                reason: self.primary_function_labels[i].clone(),
-                max_lag: None,
-            };
+            return to(Target::Primary, &self.primary_function_labels[i]);
         }
-        ReadRoute { target: self.default_read, reason: self.default_label.clone(), max_lag: None }
+        to(self.default_read, &self.default_label)
     }
 
     /// Functions in `class` whose volatility must be looked up before the read may go to a

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use crate::config::{Config, Node, Role};
+use crate::config::{group_mask, Config, Node, Role};
 
 /// How long a replica that refused a connection stays out of the read rotation.
 pub const REPLICA_BACKOFF: Duration = Duration::from_secs(2);
@@ -44,6 +44,8 @@ pub struct NodeState {
     /// When a session last saw this replica's replay position past the monitor's
     /// (`note_replay`): a probe begun before then does not set it back.
     pub replay_noted: Option<Instant>,
+    /// The node groups it takes reads for as a replica, by bit (`Config::groups`).
+    pub groups: u64,
 }
 
 impl NodeState {
@@ -54,8 +56,9 @@ impl NodeState {
             && self.down_until.is_none_or(|t| now >= t)
     }
 
-    fn from_config(n: &Node, assume_healthy: bool) -> Self {
+    fn from_config(n: &Node, groups: &[String], assume_healthy: bool) -> Self {
         NodeState {
+            groups: group_mask(groups, n.group_names()),
             name: n.name.get_ref().clone(),
             // `auto` nodes are replicas until the monitor finds one out of recovery.
             role: if n.role == Role::Auto { Role::Replica } else { n.role },
@@ -206,7 +209,8 @@ impl Topology {
     /// Nodes start unhealthy (`why = "no_sample"`) until the monitor's first round, or
     /// healthy when `assume_healthy` (offline tools such as `pgroute explain`).
     pub fn from_config(cfg: &Config, assume_healthy: bool) -> Self {
-        let nodes = cfg.nodes.iter().map(|n| NodeState::from_config(n, assume_healthy)).collect();
+        let groups = cfg.groups();
+        let nodes = cfg.nodes.iter().map(|n| NodeState::from_config(n, &groups, assume_healthy)).collect();
         let addrs = cfg.nodes.iter().map(NodeAddr::from_config).collect();
         let no_replica_error = cfg.health.when_no_replica == crate::config::WhenNoReplica::Error;
         let least_connections = cfg.routing.balance == crate::config::Balance::LeastConnections;
@@ -289,6 +293,7 @@ impl Topology {
         }
         *self.addrs.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(addrs.clone());
         *self.listed.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(nodes.to_vec());
+        let groups = cfg.groups();
         self.update(|next| {
             next.no_replica_error = cfg.health.when_no_replica == crate::config::WhenNoReplica::Error;
             next.least_connections = cfg.routing.balance == crate::config::Balance::LeastConnections;
@@ -298,11 +303,12 @@ impl Topology {
                     (Some(c), Some(n)) => {
                         n.removed = false;
                         n.weight = c.weight;
+                        n.groups = group_mask(&groups, c.group_names());
                         if c.role != Role::Auto {
                             n.role = c.role;
                         }
                     }
-                    (Some(c), None) => next.nodes.push(NodeState::from_config(c, false)),
+                    (Some(c), None) => next.nodes.push(NodeState::from_config(c, &groups, false)),
                     (None, Some(n)) => {
                         n.removed = true;
                         n.healthy = false;

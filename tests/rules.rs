@@ -99,3 +99,36 @@ async fn a_reload_applies_new_rules_and_clears_the_cache() {
     assert!(p.proxy.shared.classifier.cache().is_empty(), "reload clears the classification cache");
     assert_eq!(server_port(&app).await, c.primary_port, "default_read = primary after reload");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_reads_land_only_on_their_group_and_fall_back_as_configured() {
+    let c = cluster();
+    let extra = "[routing]\n[[routing.rules]]\nname = \"report\"\napplication_name = \"report\"\n\
+                 route = \"replica\"\ngroup = \"analytics\"\n";
+    let text = c.config(extra).replacen("name = \"pg1\"\n", "name = \"pg1\"\ngroups = [\"analytics\"]\n", 1);
+    let proxy = pgroute::start(pgroute::config::Config::parse(&text, "groups.toml").expect("config")).await.unwrap();
+    let p = common::TestProxy { port: proxy.addr.port(), proxy };
+    let (analytics, default) = (c.replica_ports[0], c.replica_ports[1]);
+    let report = connect(&format!("{} application_name=report", p.conninfo("app"))).await;
+    let app = p.client().await;
+    for _ in 0..6 {
+        assert_eq!(server_port(&report).await, analytics, "the rule's reads reach only its group");
+        assert_eq!(server_port(&app).await, default, "plain reads never reach the analytics replica");
+    }
+    let hinted = |h: &str| format!("SELECT inet_server_port() /* pgroute: {h} */");
+    assert_eq!(simple_value(&app, &hinted("group=analytics")).await, analytics.to_string());
+
+    // The analytics replica leaves the rotation: the rule's fallback (error by default)
+    // holds; hints choose theirs.
+    let console = p.console().await;
+    console.simple_query("DRAIN pg1").await.unwrap();
+    let e = report.simple_query("SELECT inet_server_port()").await.expect_err("no analytics replica: an error");
+    let db = e.as_db_error().expect("a server error");
+    assert_eq!(db.code().code(), "08006", "{db:?}");
+    assert!(db.message().contains("group \"analytics\""), "{db:?}");
+    assert_eq!(simple_value(&app, &hinted("group=analytics fallback=primary")).await, c.primary_port.to_string());
+    assert_eq!(simple_value(&app, &hinted("group=analytics fallback=default")).await, default.to_string());
+    assert!(app.simple_query(&hinted("group=nosuchgroup")).await.is_err(), "a group no node is in has no replica");
+    console.simple_query("UNDRAIN pg1").await.unwrap();
+    assert_eq!(server_port(&report).await, analytics);
+}

@@ -10,11 +10,38 @@ use crate::config::Target;
 pub struct Hint {
     pub route: Option<Target>,
     pub keys: Vec<String>,
-    /// `max_lag=200ms`: only replicas at most this far behind (or the primary).
-    pub max_lag: Option<std::time::Duration>,
     /// `after=<timeline>/<lsn>`: a causal token (`pgroute.commit_lsn` from any
     /// connection, through any pgroute): only a node that has that commit.
     pub after: Option<After>,
+    /// `max_lag=`, `group=`, `fallback=`: rare, so boxed (a session holds its hint across
+    /// awaits, and a client's task must stay small).
+    pub narrow: Option<Box<Narrow>>,
+}
+
+/// What narrows the replicas a hinted read may use.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Narrow {
+    /// `max_lag=200ms`: only replicas at most this far behind (or the primary).
+    pub max_lag: Option<std::time::Duration>,
+    /// `group=analytics`: only the replicas of that node group (empty: none given).
+    pub group: String,
+    /// `fallback=default|primary|error`: with `group`, when none of its replicas can.
+    pub fallback: Option<crate::config::Fallback>,
+}
+
+impl Hint {
+    pub fn max_lag(&self) -> Option<std::time::Duration> {
+        self.narrow.as_ref().and_then(|n| n.max_lag)
+    }
+
+    /// The node group named, with its fallback.
+    pub fn group(&self) -> Option<(&str, Option<crate::config::Fallback>)> {
+        self.narrow.as_ref().filter(|n| !n.group.is_empty()).map(|n| (n.group.as_str(), n.fallback))
+    }
+
+    fn narrow(&mut self) -> &mut Narrow {
+        self.narrow.get_or_insert_with(Box::default)
+    }
 }
 
 /// A causal token as a hint gives it.
@@ -63,8 +90,12 @@ pub fn hint(sql: &str) -> Hint {
                     in_keys = true;
                 }
                 Some(("after", v)) => (out.after, in_keys) = (Some(parse_token(v)), false),
+                Some(("group", g)) if !g.is_empty() => (out.narrow().group, in_keys) = (g.to_string(), false),
+                Some(("fallback", f)) if crate::config::Fallback::parse(f).is_some() => {
+                    (out.narrow().fallback, in_keys) = (crate::config::Fallback::parse(f), false)
+                }
                 Some(("max_lag", v)) => match crate::config::parse_duration(v) {
-                    Ok(d) => (out.max_lag, in_keys) = (Some(d), false),
+                    Ok(d) => (out.narrow().max_lag, in_keys) = (Some(d), false),
                     Err(e) => tracing::debug!(hint = part, error = %e, "invalid max_lag hint ignored"),
                 },
                 None if in_keys => out.keys.push(part.to_string()),
@@ -117,7 +148,10 @@ mod tests {
         assert_eq!(h.route, Some(Target::Primary));
         assert_eq!(hint("UPDATE w SET b = 1 /* pgroute: key=w:1 */").keys, vec!["w:1".to_string()]);
         assert!(hint("SELECT 1 /* pgroute: key= */").keys.is_empty());
-        assert_eq!(hint("SELECT 1 /* pgroute: max_lag=200ms */").max_lag, Some(std::time::Duration::from_millis(200)));
-        assert_eq!(hint("SELECT 1 /* pgroute: max_lag=soon */").max_lag, None);
+        assert_eq!(
+            hint("SELECT 1 /* pgroute: max_lag=200ms */").max_lag(),
+            Some(std::time::Duration::from_millis(200))
+        );
+        assert_eq!(hint("SELECT 1 /* pgroute: max_lag=soon */").max_lag(), None);
     }
 }

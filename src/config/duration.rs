@@ -60,6 +60,6 @@ mod tests {
         // Found by the `hint` and `config` fuzz targets.
         assert!(parse_duration("99999999999999999999s").is_err());
         assert!(parse_duration("6000000000000000h").is_err());
-        assert!(crate::classify::hint("/* pgroute: max_lag=99999999999999999999s */ select 1").max_lag.is_none());
+        assert!(crate::classify::hint("/* pgroute: max_lag=99999999999999999999s */ select 1").max_lag().is_none());
     }
 }

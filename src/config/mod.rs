@@ -236,6 +236,34 @@ pub struct Rule {
     /// Reads matched by this rule go only to replicas at most this far behind.
     #[serde(default, with = "duration::serde_opt")]
     pub max_lag: Option<Duration>,
+    /// Only the replicas of this node group take the rule's reads (`route = "replica"`).
+    pub group: Option<Spanned<String>>,
+    /// When no replica of `group` can take a read (default: `error`).
+    pub fallback: Option<Fallback>,
+}
+
+/// What a read sent to a node group does when no replica of the group can take it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fallback {
+    /// The replicas of the default group, as a plain read.
+    Default,
+    /// The primary.
+    Primary,
+    /// An error (`08006`, naming the group): the read runs nowhere else.
+    #[default]
+    Error,
+}
+
+impl Fallback {
+    pub fn parse(text: &str) -> Option<Fallback> {
+        match text {
+            "default" => Some(Fallback::Default),
+            "primary" => Some(Fallback::Primary),
+            "error" => Some(Fallback::Error),
+            _ => None,
+        }
+    }
 }
 
 /// Health monitoring and the thresholds that make a replica usable for reads.
@@ -308,6 +336,31 @@ pub enum Source {
     Patroni,
 }
 
+impl Config {
+    /// The node groups, by bit: `default` first, then every other group the nodes name,
+    /// in order of first mention.
+    pub fn groups(&self) -> Vec<String> {
+        let mut all = vec![DEFAULT_GROUP.to_string()];
+        for n in &self.nodes {
+            for g in n.group_names() {
+                if !all.iter().any(|a| a == g) {
+                    all.push(g.to_string());
+                }
+            }
+        }
+        all
+    }
+}
+
+/// The bit set of `names` among `groups` (unknown names set nothing).
+pub fn group_mask<'a>(groups: &[String], names: impl IntoIterator<Item = &'a str>) -> u64 {
+    names
+        .into_iter()
+        .filter_map(|n| groups.iter().position(|g| g == n))
+        .filter(|&i| i < MAX_GROUPS)
+        .fold(0, |m, i| m | (1 << i))
+}
+
 impl TopologySource {
     /// A Patroni member no `[[nodes]]` entry names, as a node of its own: `auto` (Patroni
     /// says whether it leads), weight 1, `member_tls`.
@@ -320,6 +373,7 @@ impl TopologySource {
             weight: default_weight(),
             tls: self.member_tls,
             tls_ca_file: self.member_tls_ca_file.clone(),
+            groups: None,
         }
     }
 }
@@ -410,6 +464,25 @@ pub struct Node {
     /// CA certificates (PEM) the server's certificate must chain to (`verify-ca`,
     /// `verify-full`).
     pub tls_ca_file: Option<String>,
+    /// The node groups whose reads this node takes as a replica (default: `["default"]`,
+    /// the group of plain reads).
+    pub groups: Option<Vec<Spanned<String>>>,
+}
+
+/// The group of reads no rule sends elsewhere.
+pub const DEFAULT_GROUP: &str = "default";
+
+/// At most this many node groups (each is a bit of a node's group set).
+pub const MAX_GROUPS: usize = 64;
+
+impl Node {
+    /// The names of this node's groups.
+    pub fn group_names(&self) -> Vec<&str> {
+        match &self.groups {
+            Some(g) => g.iter().map(|n| n.get_ref().as_str()).collect(),
+            None => vec![DEFAULT_GROUP],
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -661,6 +734,19 @@ impl Config {
                 ));
             }
         }
+        let groups = self.groups();
+        if groups.len() > MAX_GROUPS {
+            return Err((None, format!("more than {MAX_GROUPS} node groups")));
+        }
+        for n in &self.nodes {
+            for g in n.groups.iter().flatten() {
+                let name = g.get_ref();
+                let fine = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+                if !fine {
+                    return Err((Some(g.span().start), format!("group name {name:?}: use letters, digits, _ and -")));
+                }
+            }
+        }
         for (i, r) in self.routing.rules.iter().enumerate() {
             if self.routing.rules[..i].iter().any(|p| p.name.get_ref() == r.name.get_ref()) {
                 return Err((Some(r.name.span().start), format!("duplicate rule name {:?}", r.name.get_ref())));
@@ -669,6 +755,21 @@ impl Config {
                 if let Err(e) = compile_pattern(p.get_ref()) {
                     return Err((Some(p.span().start), format!("invalid pattern: {e}")));
                 }
+            }
+            match &r.group {
+                Some(g) if r.route == Target::Primary => {
+                    return Err((Some(g.span().start), "group needs route = \"replica\"".into()))
+                }
+                Some(g) if !groups.iter().any(|n| n == g.get_ref()) => {
+                    return Err((
+                        Some(g.span().start),
+                        format!("unknown group {:?}: no [[nodes]] entry lists it in its groups", g.get_ref()),
+                    ))
+                }
+                None if r.fallback.is_some() => {
+                    return Err((Some(r.name.span().start), "fallback needs a group".into()));
+                }
+                _ => {}
             }
         }
         if self.health.interval.is_zero() || self.health.failure_threshold == 0 || self.health.recovery_threshold == 0 {

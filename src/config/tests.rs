@@ -132,3 +132,27 @@ fn a_patroni_source_needs_urls_and_auto_nodes() {
     let e = err(&format!("{patroni}member_tls = \"verify-full\"\n{users}"));
     assert!(e.contains("member_tls_ca_file"), "{e}");
 }
+
+#[test]
+fn groups_are_named_by_nodes_and_rules_name_only_those() {
+    let nodes = "[[nodes]]\nname = \"p\"\nhost = \"h\"\nport = 1\nrole = \"primary\"\n\
+                 [[nodes]]\nname = \"a\"\nhost = \"h\"\nport = 2\nrole = \"replica\"\ngroups = [\"analytics\", \"default\"]\n\
+                 [[users]]\nname = \"app\"\npassword = \"x\"\n";
+    let rule = |extra: &str| format!("[[routing.rules]]\nname = \"r\"\nroute = \"replica\"\n{extra}{nodes}");
+    let c = Config::parse(&rule("group = \"analytics\"\nfallback = \"primary\"\n"), "proxy.toml").unwrap();
+    assert_eq!(c.groups(), ["default", "analytics"]);
+    assert_eq!(group_mask(&c.groups(), c.nodes[1].group_names()), 0b11);
+    assert_eq!(group_mask(&c.groups(), c.nodes[0].group_names()), 0b01, "no groups: the default one");
+    assert_eq!(c.routing.rules[0].fallback, Some(Fallback::Primary));
+    // An unknown group is pointed at: line 4 is the rule's group.
+    let e = err(&rule("group = \"analytcs\"\n"));
+    assert!(e.contains("proxy.toml:4:") && e.contains("unknown group \"analytcs\""), "{e}");
+    let e = err(&rule("fallback = \"default\"\n"));
+    assert!(e.contains("fallback needs a group"), "{e}");
+    let e = err(&format!("[[routing.rules]]\nname = \"r\"\nroute = \"primary\"\ngroup = \"analytics\"\n{nodes}"));
+    assert!(e.contains("group needs route = \"replica\""), "{e}");
+    let e = err(&rule("group = \"analytics\"\nfallback = \"elsewhere\"\n"));
+    assert!(e.contains("proxy.toml:5:"), "{e}");
+    let e = err(&nodes.replace("\"analytics\", ", "\"bad name\", "));
+    assert!(e.contains("group name \"bad name\""), "{e}");
+}

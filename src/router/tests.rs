@@ -18,6 +18,7 @@ fn node(name: &str, role: Role, weight: u32, down: bool, now: Instant) -> NodeSt
         drained: false,
         removed: false,
         replay_noted: None,
+        groups: crate::rules::DEFAULT_MASK,
     }
 }
 
@@ -33,7 +34,7 @@ fn topo(now: Instant, replicas: &[(u32, bool)], with_primary: bool) -> Snapshot 
 }
 
 fn default_read() -> ReadRoute {
-    ReadRoute { target: Target::Replica, reason: Arc::from("default_read"), max_lag: None }
+    ReadRoute { target: Target::Replica, reason: Arc::from("default_read"), max_lag: None, group: None }
 }
 
 fn pinned_class() -> Class {
@@ -146,8 +147,9 @@ fn backoff_expires_with_time() {
 fn read_rules_choose_only_among_places_a_read_may_go() {
     let now = Instant::now();
     let t = topo(now, &[(1, false)], true);
-    let to_primary = ReadRoute { target: Target::Primary, reason: Arc::from("primary_tables:balances"), max_lag: None };
-    let to_replica = ReadRoute { target: Target::Replica, reason: Arc::from("hint"), max_lag: None };
+    let to_primary =
+        ReadRoute { target: Target::Primary, reason: Arc::from("primary_tables:balances"), max_lag: None, group: None };
+    let to_replica = ReadRoute { target: Target::Replica, reason: Arc::from("hint"), max_lag: None, group: None };
     let read = Class::read("read");
     let write = Class::write("write:update");
     let free = SessionView::default();
@@ -288,12 +290,83 @@ fn max_lag_keeps_reads_off_replicas_further_behind() {
     let mut t = topo(now, &[(1, false), (1, false)], true);
     t.nodes[1].lag = Some(Duration::from_secs(2));
     t.nodes[2].lag = Some(Duration::from_millis(50));
-    let fresh =
-        ReadRoute { target: Target::Replica, reason: Arc::from("hint"), max_lag: Some(Duration::from_millis(200)) };
+    let fresh = ReadRoute {
+        target: Target::Replica,
+        reason: Arc::from("hint"),
+        max_lag: Some(Duration::from_millis(200)),
+        group: None,
+    };
     for ticket in 0..4 {
         assert_eq!(decide(&read, &fresh, SessionView::default(), &t, now, ticket).unwrap().node, 2);
     }
     t.nodes[2].lag = None;
     let d = decide(&read, &fresh, SessionView::default(), &t, now, 0).unwrap();
     assert_eq!((d.node, d.label(&read)), (0, "max_lag"), "unknown lag does not qualify");
+}
+
+#[test]
+fn group_reads_stay_in_their_group_and_fall_back_as_configured() {
+    use crate::config::Fallback;
+    use crate::rules::Group;
+    let now = Instant::now();
+    let read = Class::read("read");
+    let free = SessionView::default();
+    // p, r0 (default group), a (analytics, bit 1).
+    let mut t = topo(now, &[(1, false), (1, false)], true);
+    t.nodes[2].groups = 0b10;
+    let group = |fallback, mask| ReadRoute {
+        group: Some(Arc::new(Group { name: Arc::from("analytics"), mask, fallback })),
+        ..default_read()
+    };
+    let node = |r: Result<Decision, PgError>| r.map(|d| (d.node, d.reason)).map_err(|e| e.message);
+    let report = Reason::Read(Arc::from("default_read"));
+    let error = |r: Result<Decision, PgError>| r.map(|_| ()).expect_err("an error").code;
+
+    // Plain reads only ever reach the default group; group reads only theirs.
+    for ticket in 0..4 {
+        assert_eq!(node(decide(&read, &default_read(), free, &t, now, ticket)), Ok((1, report.clone())));
+        assert_eq!(node(decide(&read, &group(Fallback::Error, 0b10), free, &t, now, ticket)), Ok((2, report.clone())));
+    }
+    // The group's replica is down: each fallback as configured.
+    let mut down = t.clone();
+    down.nodes[2].healthy = false;
+    assert_eq!(error(decide(&read, &group(Fallback::Error, 0b10), free, &down, now, 0)), sqlstate::CONNECTION_FAILURE);
+    let e = decide(&read, &group(Fallback::Error, 0b10), free, &down, now, 0).expect_err("error");
+    assert!(e.message.contains("group \"analytics\""), "{}", e.message);
+    assert_eq!(node(decide(&read, &group(Fallback::Default, 0b10), free, &down, now, 0)), Ok((1, report.clone())));
+    assert_eq!(node(decide(&read, &group(Fallback::Primary, 0b10), free, &down, now, 0)), Ok((0, Reason::NoReplica)));
+    // A group no node is in (a hint's unknown name) has no replica.
+    assert_eq!(error(decide(&read, &group(Fallback::Error, 0), free, &t, now, 0)), sqlstate::CONNECTION_FAILURE);
+    // With the default group down too, `default` falls back as a plain read does.
+    let mut both = down.clone();
+    both.nodes[1].healthy = false;
+    assert_eq!(node(decide(&read, &group(Fallback::Default, 0b10), free, &both, now, 0)), Ok((0, Reason::NoReplica)));
+    assert_eq!(node(decide(&read, &default_read(), free, &both, now, 0)), Ok((0, Reason::NoReplica)));
+    both.no_replica_error = true;
+    assert_eq!(
+        error(decide(&read, &group(Fallback::Default, 0b10), free, &both, now, 0)),
+        sqlstate::CONNECTION_FAILURE
+    );
+    // The analytics replica never takes plain reads, even with the default group down.
+    let mut default_down = t.clone();
+    default_down.nodes[1].healthy = false;
+    assert_eq!(node(decide(&read, &default_read(), free, &default_down, now, 0)), Ok((0, Reason::NoReplica)));
+    // Read-your-writes within the group: a replica of the group that has the write, else
+    // the fallback (the primary has it; a default replica must have it too).
+    let wal = |lsn| crate::topology::Wal { replay_lsn: Some(lsn), timeline: Some(1), ..Default::default() };
+    let mut behind = t.clone();
+    behind.nodes[1].wal = wal(500);
+    behind.nodes[2].wal = wal(100);
+    let wrote = SessionView { causal: Causal::Lsn { lsn: 300, timeline: Some(1) }, ..free };
+    assert_eq!(
+        error(decide(&read, &group(Fallback::Error, 0b10), wrote, &behind, now, 0)),
+        sqlstate::CONNECTION_FAILURE
+    );
+    assert_eq!(
+        node(decide(&read, &group(Fallback::Primary, 0b10), wrote, &behind, now, 0)),
+        Ok((0, Reason::ReadYourWrites))
+    );
+    assert_eq!(node(decide(&read, &group(Fallback::Default, 0b10), wrote, &behind, now, 0)), Ok((1, report.clone())));
+    behind.nodes[2].wal = wal(300);
+    assert_eq!(node(decide(&read, &group(Fallback::Error, 0b10), wrote, &behind, now, 0)), Ok((2, report)));
 }

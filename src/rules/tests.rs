@@ -18,6 +18,12 @@ write_functions = ["credit_account"]
 read_only_functions = ["format_amount"]
 
 [[routing.rules]]
+name = "heavy report"
+application_name = "analytics-report"
+route = "replica"
+group = "analytics"
+
+[[routing.rules]]
 name = "backoffice reports"
 application_name = "backoffice"
 route = "replica"
@@ -43,6 +49,19 @@ name = "p"
 host = "h"
 port = 1
 role = "primary"
+
+[[nodes]]
+name = "r"
+host = "h"
+port = 2
+role = "replica"
+
+[[nodes]]
+name = "a"
+host = "h"
+port = 3
+role = "replica"
+groups = ["analytics"]
 "#;
 
 /// The catalog as the session would learn it: these functions are built in or stable;
@@ -78,6 +97,7 @@ const NOT_VOLATILE: &[&str] = &[
 struct World {
     classifier: Classifier,
     rules: Rules,
+    groups: Vec<String>,
 }
 
 impl World {
@@ -85,7 +105,8 @@ impl World {
         let cfg = Config::parse(CONFIG, "test.toml").expect("test config");
         World {
             classifier: Classifier::with_write_functions(1000, &cfg.routing.write_functions),
-            rules: Rules::from_config(&cfg.routing),
+            rules: Rules::from_config(&cfg.routing, &cfg.groups()),
+            groups: cfg.groups(),
         }
     }
 
@@ -101,7 +122,8 @@ impl World {
         let ctx = Context { application_name: app, user, database: "app" };
         let read = self.rules.route_read(&class, sql, &hint(sql), &ctx);
         let now = Instant::now();
-        let node = |name: &str, role| NodeState {
+        let node = |name: &str, role, group: &str| NodeState {
+            groups: crate::config::group_mask(&self.groups, [group]),
             name: name.into(),
             role,
             weight: 1,
@@ -116,13 +138,17 @@ impl World {
             replay_noted: None,
         };
         let topo = Snapshot {
-            nodes: vec![node("p", Role::Primary), node("r", Role::Replica)],
+            nodes: vec![
+                node("p", Role::Primary, "default"),
+                node("r", Role::Replica, "default"),
+                node("a", Role::Replica, "analytics"),
+            ],
             no_replica_error: false,
             split_brain: false,
             least_connections: false,
         };
         let d = decide(&class, &read, SessionView::default(), &topo, now, 0).expect("decision");
-        (if d.node == 0 { "primary" } else { "replica" }, d.label(&class).to_string())
+        (["primary", "replica", "analytics"][d.node], d.label(&class).to_string())
     }
 }
 
@@ -133,8 +159,15 @@ const D: &str = "default_read";
 #[rustfmt::skip]
 const CASES: &[(&str, &str, &str, &str, &str)] = &[
     // (sql, application_name, user, expected node, expected reason)
-    // --- plain reads stay on replicas
+    // --- plain reads stay on replicas of the default group
     ("SELECT 1", "", "app", R, D),
+    // --- a rule or a hint sends reads to a node group, and only there
+    ("SELECT sum(amount) FROM deposits", "analytics-report", "app", "analytics", "rule:heavy report"),
+    ("SELECT sum(amount) FROM balances", "analytics-report", "app", "analytics", "rule:heavy report"),
+    ("SELECT 1 /* pgroute: group=analytics */", "", "app", "analytics", "hint"),
+    ("SELECT 1 /* pgroute: route=replica, group=analytics */", "", "app", "analytics", "hint"),
+    ("SELECT 1 /* pgroute: route=primary group=analytics */", "", "app", P, "hint"),
+    ("UPDATE t SET x = 1 /* pgroute: group=analytics */", "analytics-report", "app", P, "write:update"),
     ("select abalance from pgbench_accounts where aid = 42", "", "app", R, D),
     ("SELECT * FROM t WHERE note = 'UPDATE t SET x = 1'", "", "app", R, D),
     ("SELECT 'a;b', $$ delete from t; $$ FROM t", "", "app", R, D),
@@ -369,8 +402,8 @@ fn every_statement_goes_where_it_must_with_its_reason() {
 fn node_local_reads_can_be_let_go_to_replicas() {
     let c = Classifier::new(0).classify("SELECT count(*) FROM pg_stat_activity");
     let ctx = Context { application_name: "", user: "app", database: "app" };
-    let on = Rules::from_config(&crate::config::Routing::default());
+    let on = Rules::from_config(&crate::config::Routing::default(), &[]);
     assert_eq!(&*on.route_read(&c, "", &hint(""), &ctx).reason, "node_local");
-    let off = Rules::from_config(&crate::config::Routing { node_local_to_primary: false, ..Default::default() });
+    let off = Rules::from_config(&crate::config::Routing { node_local_to_primary: false, ..Default::default() }, &[]);
     assert_eq!(&*off.route_read(&c, "", &hint(""), &ctx).reason, "default_read");
 }

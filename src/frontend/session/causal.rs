@@ -230,6 +230,7 @@ mod tests {
             drained: false,
             removed: false,
             replay_noted: None,
+            groups: crate::rules::DEFAULT_MASK,
         };
         Snapshot { nodes: vec![node], no_replica_error: false, split_brain: false, least_connections: false }
     }
