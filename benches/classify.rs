@@ -83,7 +83,7 @@ fn bench(c: &mut Criterion) {
 
     // A whole decision for a read: classification (hit), read rules, router.
     let config = Config::parse(include_str!("../proxy.toml"), "proxy.toml").expect("proxy.toml");
-    let rules = Rules::from_config(&config.routing, &config.groups());
+    let rules = Rules::from_config(&config.routing, &config.groups(), None);
     let topology = Topology::from_config(&config, true);
     let ctx = Context { application_name: "pgbench", user: "app", database: "app" };
     let mut ticket = 0u64;

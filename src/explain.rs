@@ -15,7 +15,7 @@ use crate::topology::{Snapshot, Topology};
 /// Offline: the configuration's rules, every node assumed healthy.
 pub fn explain(config: &Config, sql: &str, ctx: &Context) -> String {
     let classifier = Classifier::with_write_functions(0, &config.routing.write_functions);
-    let rules = Rules::from_config(&config.routing, &config.groups());
+    let rules = Rules::from_config(&config.routing, &config.groups(), None);
     let topology = Topology::from_config(config, true);
     explain_with(&classifier, &rules, &topology.snapshot(), sql, ctx)
 }

@@ -36,6 +36,8 @@ struct Registry {
     causal_wait_micros: AtomicU64,
     writes_refused: DashMap<String, AtomicU64>,
     in_doubt: DashMap<String, AtomicU64>,
+    /// per rule with `max_concurrent` (names from the configuration)
+    rules: DashMap<String, Arc<RuleGauges>>,
 }
 
 /// A write refused because no node is a confirmed primary.
@@ -166,6 +168,24 @@ pub fn forget_pool(label: &str) {
     registry().pools.remove(label);
 }
 
+/// A rule's concurrency cap: sessions running under it, waiting in line, and totals.
+#[derive(Default)]
+pub struct RuleGauges {
+    pub running: AtomicI64,
+    pub queued: AtomicI64,
+    pub admitted: AtomicU64,
+    pub rejected: AtomicU64,
+    pub wait_micros: AtomicU64,
+}
+
+/// One series of a rule's gauges.
+type RuleValue = fn(&RuleGauges) -> f64;
+
+/// The gauges of the rule named `rule` (kept across reloads), registered on first use.
+pub fn rule_gauges(rule: &str) -> Arc<RuleGauges> {
+    registry().rules.entry(rule.to_string()).or_default().clone()
+}
+
 fn escape(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
@@ -240,6 +260,19 @@ pub fn render(classifier: &Classifier) -> String {
     }
     labeled_counter(&mut out, "pgroute_writes_refused_total", "reason", &r.writes_refused);
     labeled_counter(&mut out, "pgroute_in_doubt_commits_total", "outcome", &r.in_doubt);
+    let rule_series: [(&str, &str, RuleValue); 5] = [
+        ("pgroute_rule_running", "gauge", |g| g.running.load(Ordering::Relaxed) as f64),
+        ("pgroute_rule_queued", "gauge", |g| g.queued.load(Ordering::Relaxed) as f64),
+        ("pgroute_rule_admitted_total", "counter", |g| g.admitted.load(Ordering::Relaxed) as f64),
+        ("pgroute_rule_rejected_total", "counter", |g| g.rejected.load(Ordering::Relaxed) as f64),
+        ("pgroute_rule_wait_seconds_total", "counter", |g| g.wait_micros.load(Ordering::Relaxed) as f64 / 1e6),
+    ];
+    for (metric, kind, value) in rule_series {
+        let _ = writeln!(out, "# TYPE {metric} {kind}");
+        for e in r.rules.iter() {
+            let _ = writeln!(out, "{metric}{{rule=\"{}\"}} {}", escape(e.key()), value(e.value()));
+        }
+    }
     let _ = writeln!(out, "# TYPE pgroute_key_map_entries gauge");
     let _ = writeln!(out, "pgroute_key_map_entries {}", r.key_map_size.load(Ordering::Relaxed));
     let _ = writeln!(out, "# TYPE pgroute_key_map_evictions_total counter");

@@ -166,7 +166,7 @@ pub fn decide<'a>(
         }
         to_primary(why)
     };
-    let Some(group) = &read.group else {
+    let Some(group) = read.group() else {
         return place_read(read, session, topo, now, pick, DEFAULT_MASK).or_else(no_replica);
     };
     match (place_read(read, session, topo, now, pick, group.mask), group.fallback) {

@@ -13,6 +13,9 @@ use regex::Regex;
 use crate::classify::{Class, Hint, QName, PIN_FUNCTIONS, WRITE_FUNCTIONS};
 use crate::config::{group_mask, Fallback, Routing, Target};
 
+mod gate;
+pub use gate::{Admitted, Gate};
+
 /// The session facts rules can match on.
 #[derive(Debug, Clone, Copy)]
 pub struct Context<'a> {
@@ -28,9 +31,29 @@ pub struct ReadRoute {
     pub reason: Arc<str>,
     /// Only replicas at most this far behind may take the read (a rule's or a hint's).
     pub max_lag: Option<std::time::Duration>,
-    /// Only the replicas of this node group (a rule's or a hint's; none: the default
-    /// group). Shared: a client task holds a `ReadRoute` across awaits, so it stays small.
-    pub group: Option<Arc<Group>>,
+    /// A node group and a concurrency cap (a rule's; a hint's group). Shared: a client
+    /// task holds a `ReadRoute` across awaits, so it stays small.
+    pub limits: Option<Arc<Limits>>,
+}
+
+impl ReadRoute {
+    /// Only the replicas of this node group (none: the default group).
+    pub fn group(&self) -> Option<&Group> {
+        self.limits.as_ref().and_then(|l| l.group.as_ref())
+    }
+
+    /// The cap the read runs under, if its rule has one.
+    pub fn gate(&self) -> Option<&Arc<Gate>> {
+        self.limits.as_ref().and_then(|l| l.gate.as_ref())
+    }
+}
+
+/// What a rule adds to where its reads go, beyond the target.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub group: Option<Group>,
+    /// `max_concurrent`: the rule's places (kept across reloads that do not change them).
+    pub gate: Option<Arc<Gate>>,
 }
 
 /// A node group a read is sent to, and what happens when none of its replicas can take it.
@@ -55,7 +78,7 @@ struct Rule {
     functions: Vec<QName>,
     route: Target,
     max_lag: Option<std::time::Duration>,
-    group: Option<Arc<Group>>,
+    limits: Option<Arc<Limits>>,
 }
 
 impl Rule {
@@ -69,6 +92,27 @@ impl Rule {
             && (self.functions.is_empty() || any_match(&class.functions, &self.functions).is_some())
     }
 }
+
+/// A configured rule's group and cap; its gate is `previous`'s when the cap is the same.
+fn limits(rule: &crate::config::Rule, groups: &[String], previous: Option<&Rules>) -> Option<Arc<Limits>> {
+    let group = rule.group.as_ref().map(|g| Group {
+        name: Arc::from(g.get_ref().as_str()),
+        mask: group_mask(groups, [g.get_ref().as_str()]),
+        fallback: rule.fallback.unwrap_or_default(),
+    });
+    let gate = rule.max_concurrent.map(|max| {
+        let name = rule.name.get_ref();
+        let kept = previous
+            .and_then(|p| p.rules.iter().find(|r| &r.label[RULE_PREFIX.len()..] == name.as_str()))
+            .and_then(|r| r.limits.as_ref()?.gate.clone())
+            .filter(|g| g.same(max, rule.queue_timeout()));
+        kept.unwrap_or_else(|| Arc::new(Gate::new(name, max, rule.queue_timeout())))
+    });
+    (group.is_some() || gate.is_some()).then(|| Arc::new(Limits { group, gate }))
+}
+
+/// Rules' reasons are `rule:NAME`.
+const RULE_PREFIX: &str = "rule:";
 
 /// Does the statement read a view or call a function whose answer depends on the node?
 fn is_node_local(class: &Class) -> bool {
@@ -137,8 +181,9 @@ pub struct Rules {
 
 impl Rules {
     /// Compiles the `[routing]` section against the node groups (`Config::groups`).
-    /// Patterns and group names were validated with the configuration.
-    pub fn from_config(r: &Routing, groups: &[String]) -> Rules {
+    /// Patterns and group names were validated with the configuration. A rule that keeps
+    /// its name and cap keeps its gate from `previous` (a reload), with the places taken.
+    pub fn from_config(r: &Routing, groups: &[String], previous: Option<&Rules>) -> Rules {
         let names = |v: &[String]| v.iter().map(|n| QName::parse(n)).collect::<Vec<_>>();
         let labels = |prefix: &str, v: &[String]| v.iter().map(|n| Arc::from(format!("{prefix}:{n}"))).collect();
         let mut declared_functions = names(&r.read_only_functions);
@@ -157,7 +202,7 @@ impl Rules {
                 .rules
                 .iter()
                 .map(|rule| Rule {
-                    label: Arc::from(format!("rule:{}", rule.name.get_ref())),
+                    label: Arc::from(format!("{RULE_PREFIX}{}", rule.name.get_ref())),
                     application_name: rule.application_name.clone(),
                     user: rule.user.clone(),
                     database: rule.database.clone(),
@@ -166,13 +211,7 @@ impl Rules {
                     functions: names(&rule.functions),
                     route: rule.route,
                     max_lag: rule.max_lag,
-                    group: rule.group.as_ref().map(|g| {
-                        Arc::new(Group {
-                            name: Arc::from(g.get_ref().as_str()),
-                            mask: group_mask(groups, [g.get_ref().as_str()]),
-                            fallback: rule.fallback.unwrap_or_default(),
-                        })
-                    }),
+                    limits: limits(rule, groups, previous),
                 })
                 .collect(),
             groups: groups.to_vec(),
@@ -188,11 +227,12 @@ impl Rules {
         let route = if grouped.is_some() { Some(Target::Replica) } else { hint.route };
         let mut read = self.route_unhinted(class, sql, route, ctx);
         if let Some((name, fallback)) = grouped {
-            read.group = Some(Arc::new(Group {
+            let group = Group {
                 name: Arc::from(name),
                 mask: group_mask(&self.groups, [name]),
                 fallback: fallback.unwrap_or_default(),
-            }));
+            };
+            read.limits = Some(Arc::new(Limits { group: Some(group), gate: None }));
         }
         if let Some(lag) = hint.max_lag() {
             read.max_lag = Some(lag);
@@ -205,13 +245,13 @@ impl Rules {
             target,
             reason: reason.clone(),
             max_lag: None,
-            group: None,
+            limits: None,
         };
         if let Some(target) = hint {
             return to(target, &self.hint_label);
         }
         if let Some(rule) = self.rules.iter().find(|r| r.matches(class, sql, ctx)) {
-            return ReadRoute { max_lag: rule.max_lag, group: rule.group.clone(), ..to(rule.route, &rule.label) };
+            return ReadRoute { max_lag: rule.max_lag, limits: rule.limits.clone(), ..to(rule.route, &rule.label) };
         }
         if let Some(label) = self.node_local.as_ref().filter(|_| is_node_local(class)) {
             return to(Target::Primary, label);

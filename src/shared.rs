@@ -98,7 +98,7 @@ impl Shared {
             cancels: cancel::Registry::default(),
             verifiers: ArcSwap::from_pointee(verifiers(&cfg)),
             tickets: AtomicU64::new(0),
-            rules: RwLock::new(Arc::new(Rules::from_config(&cfg.routing, &cfg.groups()))),
+            rules: RwLock::new(Arc::new(Rules::from_config(&cfg.routing, &cfg.groups(), None))),
             functions: FunctionCatalog::new(cfg.routing.function_cache_ttl),
             keys: KeyMap::new(cfg.routing.key_map_size, cfg.routing.key_ttl),
             replay_waits: Arc::default(),
@@ -215,8 +215,8 @@ impl Shared {
         self.tls.store(tls);
         self.pools.resize(new.pool.size);
         self.verifiers.store(Arc::new(verifiers(&new)));
-        *self.rules.write().unwrap_or_else(|p| p.into_inner()) =
-            Arc::new(Rules::from_config(&new.routing, &new.groups()));
+        let rules = Rules::from_config(&new.routing, &new.groups(), Some(&self.rules()));
+        *self.rules.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(rules);
         self.classifier.reconfigure(&new.routing.write_functions);
         self.functions.clear();
         self.functions.set_ttl(new.routing.function_cache_ttl);

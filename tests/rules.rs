@@ -132,3 +132,52 @@ async fn group_reads_land_only_on_their_group_and_fall_back_as_configured() {
     console.simple_query("UNDRAIN pg1").await.unwrap();
     assert_eq!(server_port(&report).await, analytics);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rules_cap_holds_the_next_waits_in_line_then_is_refused_with_53300() {
+    use std::time::{Duration, Instant};
+    let extra = "[routing]\n[[routing.rules]]\nname = \"capped\"\napplication_name = \"capped\"\n\
+                 route = \"replica\"\nmax_concurrent = 1\nqueue_timeout = \"1500ms\"\n";
+    let p = proxy_with(extra).await;
+    let capped = format!("{} application_name=capped", p.conninfo("app"));
+    let console = p.console().await;
+    // SHOW RULES columns: running 14, queued 15, admitted 16, rejected 17, wait_ms 18.
+    let gauge = |rows: Vec<Vec<String>>, col: usize| -> u64 {
+        rows.iter().find(|r| r[1] == "capped").map(|r| r[col].parse().expect("a number")).expect("the rule")
+    };
+    let running = || async { gauge(common::rows(&console, "SHOW RULES").await, 14) };
+    let wait_until_running = || async {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while running().await != 1 {
+            assert!(Instant::now() < deadline, "the first statement never took its place");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+
+    // A takes the only place; B waits queue_timeout in line, then gets 53300 naming the
+    // rule. A client the rule does not match is not held up by it.
+    let a = connect(&capped).await;
+    let slow = tokio::spawn(async move { a.simple_query("SELECT pg_sleep(4)").await.map(|_| a) });
+    wait_until_running().await;
+    let other = p.client().await;
+    assert!(cluster().replica_ports.contains(&server_port(&other).await));
+    let b = connect(&capped).await;
+    let started = Instant::now();
+    let e = b.simple_query("SELECT 1").await.expect_err("no place within queue_timeout");
+    assert!(started.elapsed() >= Duration::from_millis(1500), "it waited its queue_timeout first");
+    let db = e.as_db_error().expect("a server error");
+    assert_eq!(db.code().code(), "53300", "{db:?}");
+    assert!(db.message().contains("rule \"capped\""), "{db:?}");
+    assert_eq!(gauge(common::rows(&console, "SHOW RULES").await, 17), 1, "one refused");
+    let a = slow.await.unwrap().expect("the first statement ran");
+    assert_eq!(running().await, 0, "its place was given back");
+
+    // The next in line gets the place once it is free: B waits, then runs.
+    let slow = tokio::spawn(async move { a.simple_query("SELECT pg_sleep(0.8)").await.map(|_| ()) });
+    wait_until_running().await;
+    let waited = gauge(common::rows(&console, "SHOW RULES").await, 18);
+    assert_eq!(simple_value(&b, "SELECT 2").await, "2", "the session goes on, and runs once A is done");
+    assert!(gauge(common::rows(&console, "SHOW RULES").await, 18) > waited, "it waited in line");
+    slow.await.unwrap().expect("A ran");
+    assert_eq!(gauge(common::rows(&console, "SHOW RULES").await, 17), 1, "none refused this time");
+}

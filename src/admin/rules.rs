@@ -1,5 +1,8 @@
 //! `SHOW RULES`: the `[[routing.rules]]` in force, in evaluation order, with how many reads
-//! each has decided since start.
+//! each has decided since start, and for a rule with `max_concurrent` its sessions running
+//! and waiting in line, those refused (`53300`) and the time spent waiting.
+
+use std::sync::atomic::Ordering::Relaxed;
 
 use super::rows::{text, Reply, Rows};
 use super::Console;
@@ -18,6 +21,15 @@ pub fn run(c: &Console) -> Reply {
         "tables",
         "functions",
         "max_lag_ms",
+        "group",
+        "fallback",
+        "max_concurrent",
+        "queue_timeout_ms",
+        "running",
+        "queued",
+        "admitted",
+        "rejected",
+        "wait_ms",
         "matched",
     ]);
     for (i, r) in config.routing.rules.iter().enumerate() {
@@ -27,6 +39,11 @@ pub fn run(c: &Console) -> Reply {
             crate::config::Target::Primary => "primary",
             crate::config::Target::Replica => "replica",
         };
+        // Only capped rules have gauges (a rule's name is not registered otherwise).
+        let capped = r.max_concurrent.map(|_| crate::metrics::rule_gauges(r.name.get_ref()));
+        let gauge = |f: fn(&crate::metrics::RuleGauges) -> u64| capped.as_ref().map(|g| f(g).to_string());
+        let group = r.group.as_ref().map(|g| g.get_ref().clone());
+        let fallback = group.as_ref().map(|_| format!("{:?}", r.fallback.unwrap_or_default()).to_lowercase());
         rows.push(vec![
             text(i + 1),
             text(r.name.get_ref()),
@@ -38,6 +55,15 @@ pub fn run(c: &Console) -> Reply {
             (!r.tables.is_empty()).then(|| r.tables.join(",")),
             (!r.functions.is_empty()).then(|| r.functions.join(",")),
             r.max_lag.map(|l| l.as_millis().to_string()),
+            group,
+            fallback,
+            r.max_concurrent.map(|m| m.to_string()),
+            r.max_concurrent.map(|_| r.queue_timeout().as_millis().to_string()),
+            gauge(|g| g.running.load(Relaxed).max(0) as u64),
+            gauge(|g| g.queued.load(Relaxed).max(0) as u64),
+            gauge(|g| g.admitted.load(Relaxed)),
+            gauge(|g| g.rejected.load(Relaxed)),
+            gauge(|g| g.wait_micros.load(Relaxed) / 1000),
             text(matched),
         ]);
     }

@@ -240,6 +240,18 @@ pub struct Rule {
     pub group: Option<Spanned<String>>,
     /// When no replica of `group` can take a read (default: `error`).
     pub fallback: Option<Fallback>,
+    /// At most this many sessions run the rule's reads at once (a unit, or the
+    /// transaction it begins), across all clients.
+    pub max_concurrent: Option<u32>,
+    /// How long a read waits in line under `max_concurrent` before `53300` (default 5s).
+    #[serde(default, with = "duration::serde_opt")]
+    pub queue_timeout: Option<Duration>,
+}
+
+impl Rule {
+    pub fn queue_timeout(&self) -> Duration {
+        self.queue_timeout.unwrap_or(Duration::from_secs(5))
+    }
 }
 
 /// What a read sent to a node group does when no replica of the group can take it.
@@ -768,6 +780,13 @@ impl Config {
                 }
                 None if r.fallback.is_some() => {
                     return Err((Some(r.name.span().start), "fallback needs a group".into()));
+                }
+                _ => {}
+            }
+            match (r.max_concurrent, r.queue_timeout) {
+                (Some(0), _) => return Err((Some(r.name.span().start), "max_concurrent must be above zero".into())),
+                (None, Some(_)) => {
+                    return Err((Some(r.name.span().start), "queue_timeout needs max_concurrent".into()))
                 }
                 _ => {}
             }

@@ -155,4 +155,16 @@ fn groups_are_named_by_nodes_and_rules_name_only_those() {
     assert!(e.contains("proxy.toml:5:"), "{e}");
     let e = err(&nodes.replace("\"analytics\", ", "\"bad name\", "));
     assert!(e.contains("group name \"bad name\""), "{e}");
+    // Concurrency caps.
+    let c = Config::parse(&rule("max_concurrent = 2\nqueue_timeout = \"250ms\"\n"), "proxy.toml").unwrap();
+    assert_eq!(
+        (c.routing.rules[0].max_concurrent, c.routing.rules[0].queue_timeout()),
+        (Some(2), Duration::from_millis(250))
+    );
+    let c = Config::parse(&rule("max_concurrent = 2\n"), "proxy.toml").unwrap();
+    assert_eq!(c.routing.rules[0].queue_timeout(), Duration::from_secs(5), "the documented default");
+    assert!(err(&rule("max_concurrent = 0\n")).contains("max_concurrent must be above zero"));
+    assert!(err(&rule("queue_timeout = \"1s\"\n")).contains("queue_timeout needs max_concurrent"));
+    let e = err(&rule("max_concurrent = -1\n"));
+    assert!(e.contains("proxy.toml:4:"), "{e}");
 }

@@ -34,7 +34,7 @@ fn topo(now: Instant, replicas: &[(u32, bool)], with_primary: bool) -> Snapshot 
 }
 
 fn default_read() -> ReadRoute {
-    ReadRoute { target: Target::Replica, reason: Arc::from("default_read"), max_lag: None, group: None }
+    ReadRoute { target: Target::Replica, reason: Arc::from("default_read"), max_lag: None, limits: None }
 }
 
 fn pinned_class() -> Class {
@@ -147,9 +147,13 @@ fn backoff_expires_with_time() {
 fn read_rules_choose_only_among_places_a_read_may_go() {
     let now = Instant::now();
     let t = topo(now, &[(1, false)], true);
-    let to_primary =
-        ReadRoute { target: Target::Primary, reason: Arc::from("primary_tables:balances"), max_lag: None, group: None };
-    let to_replica = ReadRoute { target: Target::Replica, reason: Arc::from("hint"), max_lag: None, group: None };
+    let to_primary = ReadRoute {
+        target: Target::Primary,
+        reason: Arc::from("primary_tables:balances"),
+        max_lag: None,
+        limits: None,
+    };
+    let to_replica = ReadRoute { target: Target::Replica, reason: Arc::from("hint"), max_lag: None, limits: None };
     let read = Class::read("read");
     let write = Class::write("write:update");
     let free = SessionView::default();
@@ -294,7 +298,7 @@ fn max_lag_keeps_reads_off_replicas_further_behind() {
         target: Target::Replica,
         reason: Arc::from("hint"),
         max_lag: Some(Duration::from_millis(200)),
-        group: None,
+        limits: None,
     };
     for ticket in 0..4 {
         assert_eq!(decide(&read, &fresh, SessionView::default(), &t, now, ticket).unwrap().node, 2);
@@ -307,7 +311,7 @@ fn max_lag_keeps_reads_off_replicas_further_behind() {
 #[test]
 fn group_reads_stay_in_their_group_and_fall_back_as_configured() {
     use crate::config::Fallback;
-    use crate::rules::Group;
+    use crate::rules::{Group, Limits};
     let now = Instant::now();
     let read = Class::read("read");
     let free = SessionView::default();
@@ -315,7 +319,10 @@ fn group_reads_stay_in_their_group_and_fall_back_as_configured() {
     let mut t = topo(now, &[(1, false), (1, false)], true);
     t.nodes[2].groups = 0b10;
     let group = |fallback, mask| ReadRoute {
-        group: Some(Arc::new(Group { name: Arc::from("analytics"), mask, fallback })),
+        limits: Some(Arc::new(Limits {
+            group: Some(Group { name: Arc::from("analytics"), mask, fallback }),
+            gate: None,
+        })),
         ..default_read()
     };
     let node = |r: Result<Decision, PgError>| r.map(|d| (d.node, d.reason)).map_err(|e| e.message);

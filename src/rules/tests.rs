@@ -105,7 +105,7 @@ impl World {
         let cfg = Config::parse(CONFIG, "test.toml").expect("test config");
         World {
             classifier: Classifier::with_write_functions(1000, &cfg.routing.write_functions),
-            rules: Rules::from_config(&cfg.routing, &cfg.groups()),
+            rules: Rules::from_config(&cfg.routing, &cfg.groups(), None),
             groups: cfg.groups(),
         }
     }
@@ -402,8 +402,9 @@ fn every_statement_goes_where_it_must_with_its_reason() {
 fn node_local_reads_can_be_let_go_to_replicas() {
     let c = Classifier::new(0).classify("SELECT count(*) FROM pg_stat_activity");
     let ctx = Context { application_name: "", user: "app", database: "app" };
-    let on = Rules::from_config(&crate::config::Routing::default(), &[]);
+    let on = Rules::from_config(&crate::config::Routing::default(), &[], None);
     assert_eq!(&*on.route_read(&c, "", &hint(""), &ctx).reason, "node_local");
-    let off = Rules::from_config(&crate::config::Routing { node_local_to_primary: false, ..Default::default() }, &[]);
+    let off =
+        Rules::from_config(&crate::config::Routing { node_local_to_primary: false, ..Default::default() }, &[], None);
     assert_eq!(&*off.route_read(&c, "", &hint(""), &ctx).reason, "default_read");
 }

@@ -174,6 +174,9 @@ pub struct Session {
     /// The server of the client's open transaction died while nothing was in flight: the
     /// client's next message gets this error (`in_doubt`), and the session ends.
     lost_transaction: Option<Box<PgError>>,
+    /// A place under a rule's `max_concurrent`, held until the session is idle outside a
+    /// transaction (one at most: a session counts once). Boxed: rare.
+    place: Option<Box<crate::rules::Admitted>>,
     /// A commit-position query is in flight: reads wait for its answer.
     lsn_pending: bool,
     /// Its answer: the LSN and the node's timeline.
@@ -277,6 +280,7 @@ pub async fn run(
         doubt: Default::default(),
         primary_refused_since: None,
         lost_transaction: None,
+        place: None,
         lsn_pending: false,
         lsn_answer: None,
         lsn_for_commit: false,

@@ -491,6 +491,19 @@ impl Session {
                         let outcome = if caught_up { "replica" } else { "primary" };
                         metrics::causal_wait(outcome, now.saturating_duration_since(waited_from));
                     }
+                    // A rule's cap counts its reads (and the transactions they begin): a
+                    // session without a place waits in line for one before the unit runs.
+                    self.release_place();
+                    if let Some(gate) = read.gate().filter(|_| !class.is_write() && self.place.is_none()) {
+                        if self.in_flight > 0 {
+                            // Not while replies to this session's earlier units are due:
+                            // the caller decides again once they have come.
+                            return Err(PgError::error(sqlstate::TOO_MANY_CONNECTIONS, "pgroute: waiting for a place"));
+                        }
+                        // Boxed: rare, and it must not set the size of every client's task.
+                        let admitted = Box::pin(gate.admit()).await?;
+                        self.place = Some(Box::new(admitted));
+                    }
                     return Ok((decision, class, snapshot));
                 }
                 Err(e) if now < deadline && snapshot.primary(now).is_none() => {
@@ -634,8 +647,17 @@ impl Session {
 
     /// Detaches when the active server is idle between transactions.
     pub(super) fn maybe_release(&mut self) {
+        self.release_place();
         if self.active.is_some() && self.reusable() {
             self.detach();
+        }
+    }
+
+    /// Gives back the place under a rule's cap once the session is idle outside a
+    /// transaction.
+    fn release_place(&mut self) {
+        if self.in_flight == 0 && self.tx_status == b'I' {
+            self.place = None;
         }
     }
 }
