@@ -46,6 +46,11 @@ impl ReadRoute {
     pub fn gate(&self) -> Option<&Arc<Gate>> {
         self.limits.as_ref().and_then(|l| l.gate.as_ref())
     }
+
+    /// The rule's `statement_timeout` in milliseconds, if any.
+    pub fn statement_timeout(&self) -> Option<std::num::NonZeroU32> {
+        self.limits.as_ref().and_then(|l| l.statement_timeout)
+    }
 }
 
 /// What a rule adds to where its reads go, beyond the target.
@@ -54,6 +59,8 @@ pub struct Limits {
     pub group: Option<Group>,
     /// `max_concurrent`: the rule's places (kept across reloads that do not change them).
     pub gate: Option<Arc<Gate>>,
+    /// `statement_timeout`, in milliseconds (validated: 1 to `i32::MAX`).
+    pub statement_timeout: Option<std::num::NonZeroU32>,
 }
 
 /// A node group a read is sent to, and what happens when none of its replicas can take it.
@@ -108,7 +115,10 @@ fn limits(rule: &crate::config::Rule, groups: &[String], previous: Option<&Rules
             .filter(|g| g.same(max, rule.queue_timeout()));
         kept.unwrap_or_else(|| Arc::new(Gate::new(name, max, rule.queue_timeout())))
     });
-    (group.is_some() || gate.is_some()).then(|| Arc::new(Limits { group, gate }))
+    let statement_timeout =
+        rule.statement_timeout.and_then(|t| u32::try_from(t.as_millis()).ok()).and_then(std::num::NonZeroU32::new);
+    (group.is_some() || gate.is_some() || statement_timeout.is_some())
+        .then(|| Arc::new(Limits { group, gate, statement_timeout }))
 }
 
 /// Rules' reasons are `rule:NAME`.
@@ -232,7 +242,7 @@ impl Rules {
                 mask: group_mask(&self.groups, [name]),
                 fallback: fallback.unwrap_or_default(),
             };
-            read.limits = Some(Arc::new(Limits { group: Some(group), gate: None }));
+            read.limits = Some(Arc::new(Limits { group: Some(group), ..Limits::default() }));
         }
         if let Some(lag) = hint.max_lag() {
             read.max_lag = Some(lag);

@@ -181,3 +181,35 @@ async fn a_rules_cap_holds_the_next_waits_in_line_then_is_refused_with_53300() {
     slow.await.unwrap().expect("A ran");
     assert_eq!(gauge(common::rows(&console, "SHOW RULES").await, 17), 1, "none refused this time");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rules_statement_timeout_applies_to_its_reads_and_the_clients_own_value_stays() {
+    let extra = "[routing]\n[[routing.rules]]\nname = \"timed\"\napplication_name = \"timed\"\n\
+                 route = \"replica\"\nstatement_timeout = \"300ms\"\n";
+    let p = proxy_with(extra).await;
+    let report = connect(&format!("{} application_name=timed", p.conninfo("app"))).await;
+    let canceled = |e: tokio_postgres::Error| {
+        let db = e.as_db_error().expect("a server error").clone();
+        assert_eq!(db.code().code(), "57014", "{db:?}");
+        assert!(db.message().contains("statement timeout"), "{db:?}");
+    };
+    // The rule's read is canceled by the server's statement_timeout.
+    canceled(report.simple_query("SELECT pg_sleep(3)").await.expect_err("canceled after 300ms"));
+    // The session shows its own value, as a direct connection would (the server
+    // connections it used were given the client's value back).
+    let direct = simple_value(&cluster().direct(1).await, "SHOW statement_timeout").await;
+    for _ in 0..4 {
+        assert_eq!(simple_value(&report, "SHOW statement_timeout").await, direct);
+    }
+    // The client's own SET stays its own: the rule's reads still run under the rule's.
+    report.batch_execute("SET statement_timeout = '10s'").await.unwrap();
+    canceled(report.simple_query("SELECT pg_sleep(3)").await.expect_err("the rule's timeout"));
+    for _ in 0..4 {
+        assert_eq!(simple_value(&report, "SHOW statement_timeout").await, "10s");
+    }
+    // Inside a transaction block the rule's timeout does not apply.
+    report.batch_execute("BEGIN; SELECT pg_sleep(0.5); COMMIT").await.expect("no rule timeout in a block");
+    // Reads other rules place are not affected.
+    let other = p.client().await;
+    other.simple_query("SELECT pg_sleep(0.5)").await.expect("no timeout for other reads");
+}

@@ -246,6 +246,10 @@ pub struct Rule {
     /// How long a read waits in line under `max_concurrent` before `53300` (default 5s).
     #[serde(default, with = "duration::serde_opt")]
     pub queue_timeout: Option<Duration>,
+    /// The server's `statement_timeout` for the rule's reads outside a transaction block
+    /// (set before the statement, the client's own value back after it).
+    #[serde(default, with = "duration::serde_opt")]
+    pub statement_timeout: Option<Duration>,
 }
 
 impl Rule {
@@ -782,6 +786,12 @@ impl Config {
                     return Err((Some(r.name.span().start), "fallback needs a group".into()));
                 }
                 _ => {}
+            }
+            if r.statement_timeout.is_some_and(|t| t.as_millis() == 0 || t.as_millis() > i32::MAX as u128) {
+                return Err((
+                    Some(r.name.span().start),
+                    "statement_timeout must be between 1ms and 2147483647ms".into(),
+                ));
             }
             match (r.max_concurrent, r.queue_timeout) {
                 (Some(0), _) => return Err((Some(r.name.span().start), "max_concurrent must be above zero".into())),

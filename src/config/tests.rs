@@ -167,4 +167,7 @@ fn groups_are_named_by_nodes_and_rules_name_only_those() {
     assert!(err(&rule("queue_timeout = \"1s\"\n")).contains("queue_timeout needs max_concurrent"));
     let e = err(&rule("max_concurrent = -1\n"));
     assert!(e.contains("proxy.toml:4:"), "{e}");
+    let c = Config::parse(&rule("statement_timeout = \"30s\"\n"), "proxy.toml").unwrap();
+    assert_eq!(c.routing.rules[0].statement_timeout, Some(Duration::from_secs(30)));
+    assert!(err(&rule("statement_timeout = \"0s\"\n")).contains("statement_timeout must be between"));
 }

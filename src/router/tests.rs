@@ -321,7 +321,7 @@ fn group_reads_stay_in_their_group_and_fall_back_as_configured() {
     let group = |fallback, mask| ReadRoute {
         limits: Some(Arc::new(Limits {
             group: Some(Group { name: Arc::from("analytics"), mask, fallback }),
-            gate: None,
+            ..Limits::default()
         })),
         ..default_read()
     };

@@ -255,6 +255,7 @@ impl Session {
         self.expect.push_back(Expect::Ready { sync, names, split, own: None, commits, sent: Instant::now() });
         self.in_flight += 1;
         self.ask_commit_lsn(split);
+        self.restore_rule_timeout();
         self.intake = Intake::Between;
         self.unit_classes.clear();
     }

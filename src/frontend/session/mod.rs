@@ -18,6 +18,7 @@ mod ledger;
 mod local;
 mod reply;
 mod route;
+mod rule_timeout;
 mod state;
 
 use std::collections::{HashMap, VecDeque};
@@ -87,6 +88,9 @@ enum Own {
     Position,
     /// The transaction id asked for in front of a COMMIT (`in_doubt`): its row is read.
     Xid,
+    /// A rule's `statement_timeout` set in front of a unit, or the client's own value put
+    /// back behind it (`rule_timeout`).
+    Timeout,
 }
 
 impl Expect {
@@ -158,6 +162,12 @@ pub struct Session {
     /// The unit being forwarded became a write only when its functions were looked up:
     /// each of its statements counts as a data write.
     unit_forced_write: bool,
+    /// The unit being routed runs under its rule's `statement_timeout` (milliseconds),
+    /// set once its server is attached (`rule_timeout`).
+    unit_timeout: Option<std::num::NonZeroU32>,
+    /// A rule's `statement_timeout` is in force on the active server: the client's own
+    /// value goes back at the unit's end.
+    restore_timeout: bool,
     /// Tagged keys of the unit being forwarded.
     unit_keys: Vec<String>,
     /// Tagged keys of the commit whose position query is in flight, and the time they
@@ -272,6 +282,8 @@ pub async fn run(
         ledger: ledger::Ledger::default(),
         pinned: None,
         unit_forced_write: false,
+        unit_timeout: None,
+        restore_timeout: false,
         unit_keys: Vec::new(),
         keys_awaiting_position: None,
         unit_names: Vec::new(),

@@ -43,7 +43,7 @@ impl Session {
             let mut forward = true;
             tracing::trace!(tag = %(frame.tag() as char), "server frame");
             let reading = match self.expect.front() {
-                Some(Expect::Ready { own: Some(o @ (Own::Position | Own::Xid)), .. }) => Some(*o),
+                Some(Expect::Ready { own: Some(o @ (Own::Position | Own::Xid | Own::Timeout)), .. }) => Some(*o),
                 _ => None,
             };
             if let (Some(own), true) =
@@ -51,13 +51,15 @@ impl Session {
             {
                 if frame.tag() == tag::DATA_ROW {
                     let wal = self.shared.topology.snapshot().nodes.get(node).map(|n| n.wal).unwrap_or_default();
-                    if own == Own::Position {
-                        // An insert position right after a page header stands for the page
-                        // boundary, where replicas report the commit replayed.
-                        let end = |lsn| wal.layout.map_or(lsn, |l| l.record_end(lsn));
-                        self.lsn_answer = commit_lsn::parse_row(frame.body()).map(|lsn| (end(lsn), wal.timeline));
-                    } else {
-                        self.xid_answered(frame.body(), wal.timeline);
+                    match own {
+                        Own::Position => {
+                            // An insert position right after a page header stands for the
+                            // page boundary, where replicas report the commit replayed.
+                            let end = |lsn| wal.layout.map_or(lsn, |l| l.record_end(lsn));
+                            self.lsn_answer = commit_lsn::parse_row(frame.body()).map(|lsn| (end(lsn), wal.timeline));
+                        }
+                        Own::Xid => self.xid_answered(frame.body(), wal.timeline),
+                        Own::Timeout | Own::Prepare => {}
                     }
                 }
                 continue;

@@ -198,6 +198,7 @@ impl Session {
                 if commits {
                     self.track_commit(commit_only);
                 }
+                self.set_rule_timeout();
                 self.intake = Intake::Open;
             }
             let f = self.pop_frame().ok_or(End::Client)?;
@@ -491,6 +492,19 @@ impl Session {
                         let outcome = if caught_up { "replica" } else { "primary" };
                         metrics::causal_wait(outcome, now.saturating_duration_since(waited_from));
                     }
+                    // A rule's statement_timeout: for a read outside a transaction block,
+                    // with nothing in flight before it (whose end state is unknown yet).
+                    // A statement that reads the setting sees the client's own value.
+                    let no_tx = |c: &Class| c.steps.iter().all(|s| s.tx == TxOp::None);
+                    self.unit_timeout = read.statement_timeout().filter(|_| {
+                        executes
+                            && !class.is_write()
+                            && self.tx_status == b'I'
+                            && self.in_flight == 0
+                            && no_tx(&class)
+                            && self.unit_classes.iter().all(|c| no_tx(c))
+                            && !text.to_ascii_lowercase().contains("statement_timeout")
+                    });
                     // A rule's cap counts its reads (and the transactions they begin): a
                     // session without a place waits in line for one before the unit runs.
                     self.release_place();

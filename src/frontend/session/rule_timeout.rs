@@ -1,0 +1,44 @@
+//! A rule's `statement_timeout`: a read the rule placed, outside a transaction block and
+//! with nothing in flight before it, runs with the server's `statement_timeout` set to the
+//! rule's. pgroute sends `SET statement_timeout` in front of the unit and the client's own
+//! value (`RESET`, then its own SET if it made one) behind it, in the same flight: no round
+//! trip, and the connection is back in the client's state before anything else runs on it.
+//! Their replies are pgroute's own and never reach the client.
+
+use super::{Expect, Own, Session};
+use crate::protocol;
+
+impl Session {
+    /// Before the unit's first message, once its server is attached.
+    pub(super) fn set_rule_timeout(&mut self) {
+        let Some(ms) = self.unit_timeout.take() else { return };
+        self.own_query(&format!("SET statement_timeout = {ms}"));
+        self.restore_timeout = true;
+    }
+
+    /// After the unit's end: the client's own `statement_timeout` again.
+    pub(super) fn restore_rule_timeout(&mut self) {
+        if !std::mem::take(&mut self.restore_timeout) {
+            return;
+        }
+        let mut sql = String::from("RESET statement_timeout");
+        if let Some(own) = self.settings.entry("statement_timeout") {
+            sql.push(';');
+            sql.push_str(own);
+        }
+        self.own_query(&sql);
+    }
+
+    fn own_query(&mut self, sql: &str) {
+        self.swbuf.extend_from_slice(protocol::query(sql).raw());
+        self.expect.push_back(Expect::Ready {
+            sync: false,
+            names: Vec::new(),
+            split: false,
+            own: Some(Own::Timeout),
+            commits: false,
+            sent: std::time::Instant::now(),
+        });
+        self.in_flight += 1;
+    }
+}
