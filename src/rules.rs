@@ -47,6 +47,11 @@ impl ReadRoute {
         self.limits.as_ref().and_then(|l| l.gate.as_ref())
     }
 
+    /// The rule lets its session use `[pool] reserve`.
+    pub fn reserve(&self) -> bool {
+        self.limits.as_ref().is_some_and(|l| l.reserve)
+    }
+
     /// The rule's `statement_timeout` in milliseconds, if any.
     pub fn statement_timeout(&self) -> Option<std::num::NonZeroU32> {
         self.limits.as_ref().and_then(|l| l.statement_timeout)
@@ -61,6 +66,8 @@ pub struct Limits {
     pub gate: Option<Arc<Gate>>,
     /// `statement_timeout`, in milliseconds (validated: 1 to `i32::MAX`).
     pub statement_timeout: Option<std::num::NonZeroU32>,
+    /// `reserve = true`: the session's connections may come from `[pool] reserve`.
+    pub reserve: bool,
 }
 
 /// A node group a read is sent to, and what happens when none of its replicas can take it.
@@ -117,8 +124,9 @@ fn limits(rule: &crate::config::Rule, groups: &[String], previous: Option<&Rules
     });
     let statement_timeout =
         rule.statement_timeout.and_then(|t| u32::try_from(t.as_millis()).ok()).and_then(std::num::NonZeroU32::new);
-    (group.is_some() || gate.is_some() || statement_timeout.is_some())
-        .then(|| Arc::new(Limits { group, gate, statement_timeout }))
+    let reserve = rule.reserve;
+    (group.is_some() || gate.is_some() || statement_timeout.is_some() || reserve)
+        .then(|| Arc::new(Limits { group, gate, statement_timeout, reserve }))
 }
 
 /// Rules' reasons are `rule:NAME`.

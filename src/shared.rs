@@ -205,6 +205,10 @@ impl Shared {
             ("[listen] workers", old.listen.workers != new.listen.workers),
             ("[admin] metrics_address", old.admin.metrics_address != new.admin.metrics_address),
             ("[routing] cache_size", old.routing.cache_size != new.routing.cache_size),
+            (
+                "[pool] node_limit and reserve",
+                (old.pool.node_limit, old.pool.reserve) != (new.pool.node_limit, new.pool.reserve),
+            ),
         ] {
             if changed {
                 tracing::warn!(setting = what, "changed in the file, applied only at restart");

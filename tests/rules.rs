@@ -213,3 +213,30 @@ async fn a_rules_statement_timeout_applies_to_its_reads_and_the_clients_own_valu
     let other = p.client().await;
     other.simple_query("SELECT pg_sleep(0.5)").await.expect("no timeout for other reads");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_reserve_is_kept_for_the_rules_that_may_use_it() {
+    let extra = "[pool]\nnode_limit = 2\nreserve = 1\ncheckout_timeout = \"500ms\"\n\
+                 [routing]\n[[routing.rules]]\nname = \"payments\"\napplication_name = \"payments\"\n\
+                 route = \"primary\"\nreserve = true\n";
+    let p = proxy_with(extra).await;
+    let as_app = |app: &str| format!("{} application_name={app}", p.conninfo("app"));
+    let open = "BEGIN; SELECT txid_current()";
+    // One backoffice transaction holds the only place others may use on the primary.
+    let first = connect(&as_app("backoffice")).await;
+    first.batch_execute(open).await.unwrap();
+    let second = connect(&as_app("backoffice")).await;
+    let e = second.batch_execute(open).await.expect_err("no place left for the backoffice");
+    let db = e.as_db_error().expect("a server error");
+    assert_eq!(db.code().code(), "53300", "{db:?}");
+    assert!(db.message().contains("node_limit = 2") && db.message().contains("1 kept"), "{db:?}");
+    // The payment path still gets a connection: the reserve.
+    let pay = connect(&as_app("payments")).await;
+    pay.batch_execute(open).await.expect("the reserve is the payment path's");
+    assert_eq!(simple_value(&pay, "SELECT inet_server_port()").await, cluster().primary_port.to_string());
+    pay.batch_execute("COMMIT").await.unwrap();
+    // Once the backoffice transaction ends, its place is free again.
+    first.batch_execute("COMMIT").await.unwrap();
+    second.batch_execute(open).await.expect("the freed place");
+    second.batch_execute("COMMIT").await.unwrap();
+}

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use dashmap::DashMap;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::limit::NodeLimits;
 use super::ServerConn;
 use crate::config::{Live, Role};
 use crate::metrics;
@@ -62,6 +63,8 @@ pub struct Checked {
     conn: Option<ServerConn>,
     pool: Arc<Pool>,
     _permit: OwnedSemaphorePermit,
+    /// A place among the node's connections on loan (`[pool] node_limit`).
+    node_place: Option<OwnedSemaphorePermit>,
 }
 
 impl std::ops::Deref for Checked {
@@ -85,6 +88,15 @@ impl Drop for Checked {
 }
 
 impl Checked {
+    pub fn holds_node_place(&self) -> bool {
+        self.node_place.is_some()
+    }
+
+    /// Keeps a place among the node's connections (`Pools::node_place`) while on loan.
+    pub fn hold_node_place(&mut self, place: OwnedSemaphorePermit) {
+        self.node_place = Some(place);
+    }
+
     /// Returns the connection to its pool (when `reusable` and not poisoned) or closes it.
     pub fn release(mut self, reusable: bool) {
         if let (true, Some(conn)) = (reusable, self.conn.take().filter(|c| !c.poisoned)) {
@@ -147,6 +159,8 @@ pub struct Pools {
     topology: Arc<Topology>,
     /// How many client pools (one per node, user, database and startup set) exist.
     client_pools: std::sync::atomic::AtomicUsize,
+    /// `[pool] node_limit` and `reserve`, from the configuration at start.
+    node_limits: Option<NodeLimits>,
 }
 
 /// Client pools, beyond which clients with yet another startup packet share pools opened
@@ -156,7 +170,16 @@ const MAX_CLIENT_POOLS: usize = 256;
 
 impl Pools {
     pub fn new(config: Live, topology: Arc<Topology>) -> Self {
-        Pools { map: DashMap::new(), login_params: DashMap::new(), config, topology, client_pools: Default::default() }
+        let pool = &config.load().pool;
+        let node_limits = pool.node_limit.map(|limit| NodeLimits::new(limit, pool.reserve));
+        Pools {
+            map: DashMap::new(),
+            login_params: DashMap::new(),
+            config,
+            topology,
+            client_pools: Default::default(),
+            node_limits,
+        }
     }
 
     fn pool(
@@ -305,6 +328,7 @@ impl Pools {
     /// Borrows a connection from the pool serving `purpose`. A pool whose first connection
     /// fails (a database that does not exist, say) is forgotten, so clients cannot grow
     /// the pool map, or the metrics labelled by it, with names they make up.
+    ///
     pub async fn checkout_for(
         &self,
         node: usize,
@@ -395,6 +419,21 @@ impl Pools {
         };
         pool.gauges.add(1, 0);
         self.topology.add_load(pool.node, 1);
-        Ok(Checked { conn: Some(conn), pool, _permit: permit })
+        Ok(Checked { conn: Some(conn), pool, _permit: permit, node_place: None })
+    }
+
+    /// `[pool] node_limit` is set.
+    pub fn limits_nodes(&self) -> bool {
+        self.node_limits.is_some()
+    }
+
+    /// With `[pool] node_limit`: a place among `node`'s client connections on loan, a
+    /// reserved one too when `reserve_ok`, waiting up to `checkout_timeout`. The session
+    /// takes it for the connection it just attached (`Checked::hold_node_place`).
+    pub async fn node_place(&self, node: usize, reserve_ok: bool) -> Result<Option<OwnedSemaphorePermit>, PgError> {
+        let Some(limits) = &self.node_limits else { return Ok(None) };
+        let wait = self.config.load().pool.checkout_timeout;
+        let name = self.topology.addr(node).map_or_else(String::new, |a| a.name);
+        limits.acquire(node, &name, reserve_ok, wait).await.map(Some)
     }
 }

@@ -96,6 +96,12 @@ pub struct Pool {
     pub checkout_timeout: Duration,
     #[serde(default = "default_connect_timeout", with = "duration::serde_str")]
     pub connect_timeout: Duration,
+    /// At most this many server connections on loan to one node at once, across all
+    /// client pools (none: each pool's `size` is the only bound).
+    pub node_limit: Option<usize>,
+    /// Of `node_limit`, this many only for sessions a rule with `reserve = true` placed.
+    #[serde(default)]
+    pub reserve: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -246,6 +252,10 @@ pub struct Rule {
     /// How long a read waits in line under `max_concurrent` before `53300` (default 5s).
     #[serde(default, with = "duration::serde_opt")]
     pub queue_timeout: Option<Duration>,
+    /// The sessions this rule matches may use `[pool] reserve` (writes too: the rule
+    /// matches the session's statements, whatever they are).
+    #[serde(default)]
+    pub reserve: bool,
     /// The server's `statement_timeout` for the rule's reads outside a transaction block
     /// (set before the statement, the client's own value back after it).
     #[serde(default, with = "duration::serde_opt")]
@@ -621,6 +631,8 @@ impl Default for Pool {
             size: default_pool_size(),
             checkout_timeout: default_checkout_timeout(),
             connect_timeout: default_connect_timeout(),
+            node_limit: None,
+            reserve: 0,
         }
     }
 }
@@ -800,6 +812,14 @@ impl Config {
                 }
                 _ => {}
             }
+        }
+        match (self.pool.node_limit, self.pool.reserve) {
+            (Some(0), _) => return Err((None, "[pool] node_limit must be above zero".into())),
+            (Some(limit), reserve) if reserve >= limit => {
+                return Err((None, "[pool] reserve must be below node_limit".into()))
+            }
+            (None, r) if r > 0 => return Err((None, "[pool] reserve needs node_limit".into())),
+            _ => {}
         }
         if self.health.interval.is_zero() || self.health.failure_threshold == 0 || self.health.recovery_threshold == 0 {
             return Err((None, "[health] interval and thresholds must be above zero".into()));

@@ -170,4 +170,11 @@ fn groups_are_named_by_nodes_and_rules_name_only_those() {
     let c = Config::parse(&rule("statement_timeout = \"30s\"\n"), "proxy.toml").unwrap();
     assert_eq!(c.routing.rules[0].statement_timeout, Some(Duration::from_secs(30)));
     assert!(err(&rule("statement_timeout = \"0s\"\n")).contains("statement_timeout must be between"));
+    // A node's connections on loan, and the reserve.
+    let pool = |p: &str| format!("[pool]\n{p}{}", rule("reserve = true\n"));
+    let c = Config::parse(&pool("node_limit = 10\nreserve = 2\n"), "proxy.toml").unwrap();
+    assert_eq!((c.pool.node_limit, c.pool.reserve, c.routing.rules[0].reserve), (Some(10), 2, true));
+    assert!(err(&pool("node_limit = 2\nreserve = 2\n")).contains("reserve must be below node_limit"));
+    assert!(err(&pool("reserve = 2\n")).contains("reserve needs node_limit"));
+    assert!(err(&pool("node_limit = 0\n")).contains("node_limit must be above zero"));
 }

@@ -168,6 +168,9 @@ pub struct Session {
     /// A rule's `statement_timeout` is in force on the active server: the client's own
     /// value goes back at the unit's end.
     restore_timeout: bool,
+    /// The unit being routed was placed by a rule with `reserve = true`: a connection it
+    /// needs may come from `[pool] reserve`.
+    unit_reserve: bool,
     /// Tagged keys of the unit being forwarded.
     unit_keys: Vec<String>,
     /// Tagged keys of the commit whose position query is in flight, and the time they
@@ -284,6 +287,7 @@ pub async fn run(
         unit_forced_write: false,
         unit_timeout: None,
         restore_timeout: false,
+        unit_reserve: false,
         unit_keys: Vec::new(),
         keys_awaiting_position: None,
         unit_names: Vec::new(),
@@ -339,7 +343,7 @@ impl Session {
                         .with_hint(format!("Node states: {}.", snapshot.describe()))
                 })?;
                 // A startup value the server refuses ends the login, as it would there.
-                self.attach(node).await.map_err(|e| PgError { severity: "FATAL", ..e })?;
+                self.attach(node, false).await.map_err(|e| PgError { severity: "FATAL", ..e })?;
                 let conn = self.held.get(node).ok_or_else(internal)?;
                 let p = conn.params.clone();
                 self.maybe_release();

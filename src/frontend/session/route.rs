@@ -157,7 +157,7 @@ impl Session {
                     }
                 }
                 if self.active.is_none() {
-                    if let Err(e) = self.attach(decision.node).await {
+                    if let Err(e) = self.attach(decision.node, true).await {
                         let replica = snapshot.nodes.get(decision.node).is_some_and(|n| n.role == Role::Replica);
                         if replica && e.code == sqlstate::CANNOT_CONNECT {
                             tracing::warn!(error = %e, "replica unreachable: taken out of rotation");
@@ -492,6 +492,9 @@ impl Session {
                         let outcome = if caught_up { "replica" } else { "primary" };
                         metrics::causal_wait(outcome, now.saturating_duration_since(waited_from));
                     }
+                    // A rule with reserve = true: its session's connections may come from
+                    // [pool] reserve.
+                    self.unit_reserve = read.reserve();
                     // A rule's statement_timeout: for a read outside a transaction block,
                     // with nothing in flight before it (whose end state is unknown yet).
                     // A statement that reads the setting sees the client's own value.
@@ -544,7 +547,9 @@ impl Session {
         for f in rules.unknown_functions(&class) {
             let may_write = match self.shared.functions.cached(f, now) {
                 Some(known) => known,
-                None => match self.lookup_volatility(f).await {
+                // Boxed: a catalog lookup holds a server connection; it happens once per
+                // function per cache TTL and must not set the size of every client's task.
+                None => match Box::pin(self.lookup_volatility(f)).await {
                     Ok(v) => {
                         self.shared.functions.store(f, v, now);
                         v
@@ -602,7 +607,10 @@ impl Session {
         let _ = rx.wait_for(|p| !holds(p)).await;
     }
 
-    pub(super) async fn attach(&mut self, node: usize) -> Result<(), PgError> {
+    /// Makes `node` the active server; with `place`, a connection it borrows takes a place
+    /// among the node's connections on loan (`[pool] node_limit`). Logins take none: they
+    /// only learn what the server reports, once per startup packet.
+    pub(super) async fn attach(&mut self, node: usize, place: bool) -> Result<(), PgError> {
         if self.held.get(node).is_none() {
             let (key, startup) = self.settings.startup();
             let c = match self.shared.pools.checkout(node, &self.user, &self.database, key, startup).await {
@@ -619,6 +627,18 @@ impl Session {
                 }
             };
             self.held.put(node, c);
+        }
+        // A connection borrowed now, or kept from the login (session mode).
+        if place && self.needs_node_place(node) {
+            // Boxed: rare (only with node_limit), and it must not set the size of every
+            // client's task.
+            if let Err(e) = Box::pin(self.take_node_place(node)).await {
+                // The connection goes back to its pool, unused.
+                if let Some(c) = self.held.take(node) {
+                    c.release(true);
+                }
+                return Err(e);
+            }
         }
         let wanted = self.settings.hash();
         let Some(conn) = self.held.get_mut(node) else {
@@ -665,6 +685,20 @@ impl Session {
         if self.active.is_some() && self.reusable() {
             self.detach();
         }
+    }
+
+    /// With `[pool] node_limit`: the connection just borrowed takes a place among the
+    /// node's connections on loan (from the reserve too for a rule with `reserve = true`).
+    async fn take_node_place(&mut self, node: usize) -> Result<(), PgError> {
+        let place = self.shared.pools.node_place(node, self.unit_reserve).await?;
+        if let (Some(place), Some(c)) = (place, self.held.get_mut(node)) {
+            c.hold_node_place(place);
+        }
+        Ok(())
+    }
+
+    fn needs_node_place(&self, node: usize) -> bool {
+        self.shared.pools.limits_nodes() && self.held.get(node).is_some_and(|c| !c.holds_node_place())
     }
 
     /// Gives back the place under a rule's cap once the session is idle outside a
