@@ -141,11 +141,11 @@ async fn a_rules_cap_holds_the_next_waits_in_line_then_is_refused_with_53300() {
     let p = proxy_with(extra).await;
     let capped = format!("{} application_name=capped", p.conninfo("app"));
     let console = p.console().await;
-    // SHOW RULES columns: running 14, queued 15, admitted 16, rejected 17, wait_ms 18.
+    // SHOW RULES columns: running 16, queued 17, admitted 18, rejected 19, wait_ms 20.
     let gauge = |rows: Vec<Vec<String>>, col: usize| -> u64 {
         rows.iter().find(|r| r[1] == "capped").map(|r| r[col].parse().expect("a number")).expect("the rule")
     };
-    let running = || async { gauge(common::rows(&console, "SHOW RULES").await, 14) };
+    let running = || async { gauge(common::rows(&console, "SHOW RULES").await, 16) };
     let wait_until_running = || async {
         let deadline = Instant::now() + Duration::from_secs(10);
         while running().await != 1 {
@@ -168,18 +168,18 @@ async fn a_rules_cap_holds_the_next_waits_in_line_then_is_refused_with_53300() {
     let db = e.as_db_error().expect("a server error");
     assert_eq!(db.code().code(), "53300", "{db:?}");
     assert!(db.message().contains("rule \"capped\""), "{db:?}");
-    assert_eq!(gauge(common::rows(&console, "SHOW RULES").await, 17), 1, "one refused");
+    assert_eq!(gauge(common::rows(&console, "SHOW RULES").await, 19), 1, "one refused");
     let a = slow.await.unwrap().expect("the first statement ran");
     assert_eq!(running().await, 0, "its place was given back");
 
     // The next in line gets the place once it is free: B waits, then runs.
     let slow = tokio::spawn(async move { a.simple_query("SELECT pg_sleep(0.8)").await.map(|_| ()) });
     wait_until_running().await;
-    let waited = gauge(common::rows(&console, "SHOW RULES").await, 18);
+    let waited = gauge(common::rows(&console, "SHOW RULES").await, 20);
     assert_eq!(simple_value(&b, "SELECT 2").await, "2", "the session goes on, and runs once A is done");
-    assert!(gauge(common::rows(&console, "SHOW RULES").await, 18) > waited, "it waited in line");
+    assert!(gauge(common::rows(&console, "SHOW RULES").await, 20) > waited, "it waited in line");
     slow.await.unwrap().expect("A ran");
-    assert_eq!(gauge(common::rows(&console, "SHOW RULES").await, 17), 1, "none refused this time");
+    assert_eq!(gauge(common::rows(&console, "SHOW RULES").await, 19), 1, "none refused this time");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
