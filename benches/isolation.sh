@@ -29,11 +29,10 @@ clients=8 # for benches/common.sh's pgbench initialisation
 # shellcheck source=benches/common.sh
 source benches/common.sh
 
-cat >"$work/isolated.toml" <<TOML
-[listen]
-address = "127.0.0.1:PORT"
-[pool]
-size = 20
+iso_port=$(free_port)
+# benches/common.sh's configuration, with pg2 in the analytics group and the report's rule.
+config "$iso_port" | sed 's/^name = "pg2"$/name = "pg2"\ngroups = ["analytics"]/' >"$work/isolated.toml"
+cat >>"$work/isolated.toml" <<TOML
 [[routing.rules]]
 name = "backoffice"
 application_name = "backoffice"
@@ -41,28 +40,7 @@ route = "replica"
 group = "analytics"
 max_concurrent = $cap
 queue_timeout = "60s"
-[[nodes]]
-name = "pg0"
-host = "127.0.0.1"
-port = $PGROUTE_PRIMARY_PORT
-role = "primary"
-[[nodes]]
-name = "pg1"
-host = "127.0.0.1"
-port = $r1
-role = "replica"
-[[nodes]]
-name = "pg2"
-host = "127.0.0.1"
-port = $r2
-role = "replica"
-groups = ["analytics"]
-[[users]]
-name = "app"
-password = "app"
 TOML
-iso_port=$(free_port)
-sed -i "s/PORT/$iso_port/" "$work/isolated.toml"
 RUST_LOG=warn setsid target/release/pgroute --config "$work/isolated.toml" >/dev/null 2>&1 </dev/null &
 iso_pid=$!
 trap 'kill "$iso_pid" 2>/dev/null || true; cleanup' EXIT

@@ -12,7 +12,7 @@
 //! Never behind a unit that may start COPY FROM STDIN (the server would take the query
 //! for COPY data), nor behind the first part of a split Query.
 
-use super::{Expect, Own, Session};
+use super::{Own, Session};
 use crate::classify::{parse_token, After};
 use crate::config::{ReadYourWrites, Role};
 use crate::frontend::settings::Settings;
@@ -109,16 +109,7 @@ impl Session {
         if snapshot.nodes.get(node).is_none_or(|n| n.role != Role::Primary) {
             return;
         }
-        self.swbuf.extend_from_slice(protocol::query(QUERY).raw());
-        self.expect.push_back(Expect::Ready {
-            sync: false,
-            names: Vec::new(),
-            split: false,
-            own: Some(Own::Position),
-            commits: false,
-            sent: std::time::Instant::now(),
-        });
-        self.in_flight += 1;
+        self.send_own_query(QUERY, Own::Position);
         self.lsn_pending = true;
     }
 

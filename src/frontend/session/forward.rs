@@ -245,6 +245,21 @@ impl Session {
     }
 
     /// A unit ends at Query, Sync or FunctionCall: each gets one ReadyForQuery.
+    /// A simple Query of pgroute's own on the active server, in the client's flight: its
+    /// replies are read or dropped as `own` says, never forwarded.
+    pub(super) fn send_own_query(&mut self, sql: &str, own: Own) {
+        self.swbuf.extend_from_slice(crate::protocol::query(sql).raw());
+        self.expect.push_back(Expect::Ready {
+            sync: false,
+            names: Vec::new(),
+            split: false,
+            own: Some(own),
+            commits: false,
+            sent: Instant::now(),
+        });
+        self.in_flight += 1;
+    }
+
     fn end_unit(&mut self, sync: bool) {
         self.unit_forced_write = false;
         self.unit_keys.clear();

@@ -355,16 +355,7 @@ impl Session {
             // BEGIN and COMMIT in one unit, or an autocommit write: no id to ask for.
             b'I' if settled => return,
             _ => {
-                self.swbuf.extend_from_slice(protocol::query(ASK).raw());
-                self.expect.push_back(Expect::Ready {
-                    sync: false,
-                    names: Vec::new(),
-                    split: false,
-                    own: Some(Own::Xid),
-                    commits: false,
-                    sent: std::time::Instant::now(),
-                });
-                self.in_flight += 1;
+                self.send_own_query(ASK, Own::Xid);
                 None
             }
         };

@@ -5,14 +5,13 @@
 //! trip, and the connection is back in the client's state before anything else runs on it.
 //! Their replies are pgroute's own and never reach the client.
 
-use super::{Expect, Own, Session};
-use crate::protocol;
+use super::{Own, Session};
 
 impl Session {
     /// Before the unit's first message, once its server is attached.
     pub(super) fn set_rule_timeout(&mut self) {
         let Some(ms) = self.unit_timeout.take() else { return };
-        self.own_query(&format!("SET statement_timeout = {ms}"));
+        self.send_own_query(&format!("SET statement_timeout = {ms}"), Own::Timeout);
         self.restore_timeout = true;
     }
 
@@ -26,19 +25,6 @@ impl Session {
             sql.push(';');
             sql.push_str(own);
         }
-        self.own_query(&sql);
-    }
-
-    fn own_query(&mut self, sql: &str) {
-        self.swbuf.extend_from_slice(protocol::query(sql).raw());
-        self.expect.push_back(Expect::Ready {
-            sync: false,
-            names: Vec::new(),
-            split: false,
-            own: Some(Own::Timeout),
-            commits: false,
-            sent: std::time::Instant::now(),
-        });
-        self.in_flight += 1;
+        self.send_own_query(&sql, Own::Timeout);
     }
 }
