@@ -34,6 +34,9 @@ pub struct SessionView {
     pub partial_unit: bool,
     /// Read-your-writes: what this session's reads need after its last committed write.
     pub causal: Causal,
+    /// The session's transactions are serializable (its settings, or its login's role
+    /// and database defaults): a standby refuses them, so reads go to the primary.
+    pub serializable: bool,
 }
 
 /// What a session that wrote needs from the node its reads go to.
@@ -71,6 +74,8 @@ pub enum Reason {
     ReadYourWrites,
     /// No replica is within the read's `max_lag`.
     MaxLag,
+    /// The session's reads run serializable, which only the primary does.
+    Serializable,
     /// Set by the session for units with nothing to classify (Sync, Close, ...): they
     /// stay with the server that runs the client's work now.
     FollowsActive,
@@ -96,6 +101,7 @@ impl Decision {
             Reason::PartialUnit => "partial_unit",
             Reason::ReadYourWrites => "read_your_writes",
             Reason::MaxLag => "max_lag",
+            Reason::Serializable => "serializable",
             Reason::FollowsActive => "follows_active",
         }
     }
@@ -152,6 +158,9 @@ pub fn decide<'a>(
     }
     if read.target == Target::Primary {
         return to_primary(Reason::Read(read.reason.clone()));
+    }
+    if session.serializable {
+        return to_primary(Reason::Serializable);
     }
     if session.causal == Causal::Primary {
         return to_primary(Reason::ReadYourWrites);

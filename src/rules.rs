@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use regex::Regex;
 
-use crate::classify::{Class, Hint, QName, PIN_FUNCTIONS, WRITE_FUNCTIONS};
+use crate::classify::{Class, Hint, QName};
 use crate::config::{group_mask, Fallback, Routing, Target};
 
 mod gate;
@@ -190,8 +190,10 @@ pub struct Rules {
     primary_table_labels: Vec<Arc<str>>,
     primary_functions: Vec<QName>,
     primary_function_labels: Vec<Arc<str>>,
-    /// Functions whose volatility need not be looked up (declared either way).
-    declared_functions: Vec<QName>,
+    /// Functions whose volatility need not be looked up: declared read-only (matched
+    /// exactly) or as writes (the classifier makes their reads writes).
+    read_only_functions: Vec<QName>,
+    write_functions: Vec<QName>,
     rules: Vec<Rule>,
     /// The node groups by bit (`Config::groups`), for hints that name one.
     groups: Vec<String>,
@@ -204,8 +206,6 @@ impl Rules {
     pub fn from_config(r: &Routing, groups: &[String], previous: Option<&Rules>) -> Rules {
         let names = |v: &[String]| v.iter().map(|n| QName::parse(n)).collect::<Vec<_>>();
         let labels = |prefix: &str, v: &[String]| v.iter().map(|n| Arc::from(format!("{prefix}:{n}"))).collect();
-        let mut declared_functions = names(&r.read_only_functions);
-        declared_functions.extend(names(&r.write_functions));
         Rules {
             default_read: r.default_read,
             default_label: Arc::from("default_read"),
@@ -215,7 +215,8 @@ impl Rules {
             primary_table_labels: labels("primary_tables", &r.primary_tables),
             primary_functions: names(&r.primary_functions),
             primary_function_labels: labels("primary_functions", &r.primary_functions),
-            declared_functions,
+            read_only_functions: names(&r.read_only_functions),
+            write_functions: names(&r.write_functions),
             rules: r
                 .rules
                 .iter()
@@ -284,14 +285,13 @@ impl Rules {
     }
 
     /// Functions in `class` whose volatility must be looked up before the read may go to a
-    /// replica: not built in (`pg_catalog` or our write/pin lists) and not declared by the
-    /// DBA as read-only or write.
+    /// replica: every call (built-in ones too: the server's catalog says which are
+    /// volatile) except those declared by the DBA as read-only, named exactly as declared
+    /// (`public.f` is not `audit.f`, and an unqualified name only an unqualified call), or
+    /// as writes. Our own write and pin lists never reach here: such a class is a write.
     pub fn unknown_functions<'a>(&self, class: &'a Class) -> impl Iterator<Item = &'a QName> + use<'a, '_> {
         class.functions.iter().filter(move |f| {
-            f.schema.as_deref() != Some("pg_catalog")
-                && !WRITE_FUNCTIONS.contains(&f.name.as_str())
-                && !PIN_FUNCTIONS.contains(&f.name.as_str())
-                && !self.declared_functions.iter().any(|d| f.matches(d))
+            !self.read_only_functions.iter().any(|d| *f == d) && !self.write_functions.iter().any(|d| f.matches(d))
         })
     }
 }

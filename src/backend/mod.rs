@@ -7,4 +7,4 @@ mod limit;
 mod pool;
 
 pub use conn::{ServerConn, MAX_SERVER_MESSAGE};
-pub use pool::{Checked, PoolInfo, Pools, Purpose};
+pub use pool::{Checked, LoginParams, PoolInfo, Pools, Purpose};

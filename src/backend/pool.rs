@@ -125,7 +125,15 @@ pub struct PoolInfo {
 }
 
 /// ParameterStatus (name, value) pairs.
-type Params = Vec<(String, String)>;
+/// What a login learns from a primary connection brought to its startup settings.
+#[derive(Debug, Clone, Default)]
+pub struct LoginParams {
+    /// The ParameterStatus reports, in the server's spelling.
+    pub reported: Vec<(String, String)>,
+    /// `default_transaction_isolation` there: role, database and startup defaults, which
+    /// the client's messages never show.
+    pub default_isolation: String,
+}
 
 /// Distinct startup-settings sets whose login parameters are remembered.
 const MAX_LOGIN_PARAM_SETS: usize = 1024;
@@ -154,7 +162,7 @@ pub struct Pools {
     /// ParameterStatus values a primary connection reported once brought to a client's
     /// startup settings, per (user, database, settings fingerprint): what the next client
     /// with the same startup packet is told at login without borrowing a connection.
-    login_params: DashMap<(String, String, u64), Arc<Params>>,
+    login_params: DashMap<(String, String, u64), Arc<LoginParams>>,
     config: Live,
     topology: Arc<Topology>,
     /// How many client pools (one per node, user, database and startup set) exist.
@@ -299,17 +307,17 @@ impl Pools {
     }
 
     /// What a primary connection reported with these startup settings, if known.
-    pub fn login_params(&self, user: &str, database: &str, settings: u64) -> Option<Arc<Vec<(String, String)>>> {
+    pub fn login_params(&self, user: &str, database: &str, settings: u64) -> Option<Arc<LoginParams>> {
         self.login_params.get(&(user.to_string(), database.to_string(), settings)).map(|p| p.clone())
     }
 
     /// Remembers what a primary connection reported with these startup settings. Clients
     /// choose their startup parameters, so the map is bounded: when full it starts over.
-    pub fn store_login_params(&self, user: &str, database: &str, settings: u64, params: Vec<(String, String)>) {
+    pub fn store_login_params(&self, user: &str, database: &str, settings: u64, params: Arc<LoginParams>) {
         if self.login_params.len() >= MAX_LOGIN_PARAM_SETS {
             self.login_params.clear();
         }
-        self.login_params.insert((user.to_string(), database.to_string(), settings), Arc::new(params));
+        self.login_params.insert((user.to_string(), database.to_string(), settings), params);
     }
 
     /// Borrows a connection to `node` for a client of `user`/`database` whose startup

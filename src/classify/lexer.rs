@@ -264,9 +264,12 @@ pub fn statements<'t>(sql: &str, tokens: &'t [Token]) -> Vec<&'t [Token]> {
                 }
                 start = i + 1;
             }
+            // Only a CREATE FUNCTION or PROCEDURE has such a body: elsewhere `begin atomic`
+            // is a column and its alias (`SELECT begin atomic FROM ...`).
             Kind::Word
                 if depth == 0
                     && i > start
+                    && tokens[start].is(sql, "create")
                     && t.is(sql, "begin")
                     && tokens.get(i + 1).is_some_and(|n| n.is(sql, "atomic")) =>
             {

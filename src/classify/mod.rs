@@ -33,7 +33,6 @@ pub use hint::{hint, parse_token, route_hint, After, Hint};
 pub use lexer::Dialect;
 pub use refs::QName;
 pub use session::SettingChange;
-pub use statement::{PIN_FUNCTIONS, WRITE_FUNCTIONS};
 
 /// Where a statement may run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -186,6 +185,7 @@ const LABELS: &[&str] = &[
     "write:delete",
     "write:merge",
     "write:copy from",
+    "write:copy to file",
     "write:create",
     "write:alter",
     "write:drop",
@@ -203,6 +203,7 @@ const LABELS: &[&str] = &[
     "write:comment",
     "write:notify",
     "write:begin",
+    "write:begin serializable",
     "write:close",
     "write:fetch",
     "write:move",
@@ -253,6 +254,7 @@ pub fn reason_label(reason: &str) -> &'static str {
 const NO_DATA_WRITTEN: &[&str] = &[
     "pin:",
     "write:begin",
+    "write:begin serializable",
     "write:close",
     "write:unlisten",
     "write:fetch",
@@ -301,13 +303,17 @@ impl Classifier {
     pub fn statement_ends(sql: &str, dialect: Dialect) -> Vec<usize> {
         let tokens = lexer::tokenize_in(sql, dialect);
         let statements = lexer::statements(sql, &tokens);
+        // One cursor over the tokens for all statements: linear in the text.
+        let mut cursor = 0;
         statements
             .iter()
             .map(|stmt| {
                 let last = stmt.last().map_or(0, |t| t.end);
+                while tokens.get(cursor).is_some_and(|t| t.start < last) {
+                    cursor += 1;
+                }
                 // The semicolon that ends it, when there is one.
-                let next = tokens.iter().find(|t| t.start >= last);
-                match next {
+                match tokens.get(cursor) {
                     Some(t) if t.kind == lexer::Kind::Semicolon => t.end,
                     _ => last,
                 }
@@ -368,6 +374,7 @@ impl Classifier {
     fn classify_uncached(&self, sql: &str, tokens: &[lexer::Token]) -> Class {
         let mut class = classify_statements(sql, tokens);
         let (relations, functions) = refs::references(sql, tokens);
+        class = with_function_effects(class, &functions);
         if !class.is_write() {
             let declared_writes = self.write_functions.read().unwrap_or_else(|p| p.into_inner());
             let declared = functions.iter().find(|f| declared_writes.iter().any(|w| f.matches(w)));
@@ -379,6 +386,28 @@ impl Classifier {
         class.functions = functions;
         class
     }
+}
+
+/// The built-in functions a text calls, in whatever spelling it names them (quoted,
+/// schema-qualified, `U&` escapes: `refs` resolves them as PostgreSQL does), that write,
+/// lock or leave session state: the statements go to the primary, and pin the session
+/// where the effect outlives the transaction. The AST walk sees unquoted names too; this
+/// is the check no spelling gets around.
+fn with_function_effects(mut class: Class, functions: &[QName]) -> Class {
+    let builtin = |f: &&QName| f.schema.as_deref().is_none_or(|s| s == "pg_catalog");
+    for effect in functions.iter().filter(builtin).filter_map(|f| statement::function_effect(&f.name)) {
+        if class.pins.is_none() {
+            class.pins = effect.pins.clone();
+        }
+        if !class.is_write() {
+            let pins = class.pins.take();
+            let steps = std::mem::take(&mut class.steps);
+            let writes = effect.writes_data;
+            let steps = steps.into_iter().map(|s| Step { writes_data: s.writes_data || writes, ..s }).collect();
+            class = Class { steps, pins, begins: class.begins, ..effect };
+        }
+    }
+    class
 }
 
 /// Scratch buffers beyond this size (bytes of statement text) are not kept between

@@ -139,66 +139,124 @@ const NOT_FUNCTIONS: &[&str] = &[
 ];
 
 /// `name(columns) AS (` or `AS MATERIALIZED`/`AS NOT MATERIALIZED`: a CTE's column list,
-/// not a call. `open` indexes the `(`.
-fn is_cte_columns(sql: &str, toks: &[Token], open: usize) -> bool {
-    let mut depth = 0usize;
-    for (k, t) in toks.iter().enumerate().skip(open) {
+/// not a call. `close` is the index of the `)` that closes the `(` at the call site.
+fn is_cte_columns(sql: &str, toks: &[Token], close: Option<usize>) -> bool {
+    close.is_some_and(|k| {
+        toks.get(k + 1).is_some_and(|a| a.is(sql, "as"))
+            && toks.get(k + 2).is_some_and(|n| n.is_punct(sql, '(') || n.is(sql, "materialized") || n.is(sql, "not"))
+    })
+}
+
+/// For each token, the index of the `)` closing it when it is a `(` (one pass, so the
+/// work stays linear however deep the nesting).
+fn closing_parens(sql: &str, toks: &[Token]) -> Vec<Option<usize>> {
+    let mut close = vec![None; toks.len()];
+    let mut open = Vec::new();
+    for (k, t) in toks.iter().enumerate() {
         if t.is_punct(sql, '(') {
-            depth += 1;
+            open.push(k);
         } else if t.is_punct(sql, ')') {
-            depth -= 1;
-            if depth == 0 {
-                return toks.get(k + 1).is_some_and(|a| a.is(sql, "as"))
-                    && toks
-                        .get(k + 2)
-                        .is_some_and(|n| n.is_punct(sql, '(') || n.is(sql, "materialized") || n.is(sql, "not"));
+            if let Some(o) = open.pop() {
+                close[o] = Some(k);
             }
         }
     }
-    false
+    close
 }
 
-fn ident(sql: &str, t: &Token) -> Option<String> {
+/// The name at `toks[i]` as PostgreSQL resolves it, and the index of the token after it
+/// (past a `UESCAPE 'c'` clause). Unquoted names fold to lower case; quoted ones keep
+/// theirs; `U&"..."` ones are decoded (`\XXXX`, `\+XXXXXX`, or the UESCAPE character).
+fn ident(sql: &str, toks: &[Token], i: usize) -> Option<(String, usize)> {
+    let t = toks.get(i)?;
     match t.kind {
-        Kind::Word => Some(t.text(sql).to_ascii_lowercase()),
+        Kind::Word => Some((t.text(sql).to_ascii_lowercase(), i + 1)),
         Kind::QuotedIdent => {
-            let inner = t.text(sql).trim_start_matches('"');
-            let inner = inner.strip_suffix('"').unwrap_or(inner);
-            Some(inner.replace("\"\"", "\""))
+            let text = t.text(sql);
+            let unicode = text.starts_with(['u', 'U']);
+            let inner = text.trim_start_matches(['u', 'U', '&']).trim_start_matches('"');
+            let inner = inner.strip_suffix('"').unwrap_or(inner).replace("\"\"", "\"");
+            if !unicode {
+                return Some((inner, i + 1));
+            }
+            let escape = toks.get(i + 1).filter(|u| u.is(sql, "uescape")).and_then(|_| toks.get(i + 2));
+            let (esc, next) = match escape {
+                Some(lit) if lit.kind == Kind::Literal => {
+                    let c = lit.text(sql).trim_matches('\'').chars().next().unwrap_or('\\');
+                    (c, i + 3)
+                }
+                _ => ('\\', i + 1),
+            };
+            Some((decode_unicode(&inner, esc).unwrap_or(inner), next))
         }
         _ => None,
     }
 }
 
+/// The body of a `U&"..."` identifier: `esc` followed by 4 hex digits, `+` and 6, or
+/// itself. `None` when an escape is malformed (the server rejects the text).
+pub fn decode_unicode(body: &str, esc: char) -> Option<String> {
+    let mut out = String::with_capacity(body.len());
+    let mut chars = body.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != esc {
+            out.push(c);
+            continue;
+        }
+        if chars.peek() == Some(&esc) {
+            chars.next();
+            out.push(esc);
+            continue;
+        }
+        let digits = if chars.peek() == Some(&'+') {
+            chars.next();
+            6
+        } else {
+            4
+        };
+        let hex: String = chars.by_ref().take(digits).collect();
+        if hex.len() != digits {
+            return None;
+        }
+        out.push(char::from_u32(u32::from_str_radix(&hex, 16).ok()?)?);
+    }
+    Some(out)
+}
+
 /// (relations mentioned, functions called), deduplicated.
 pub fn references(sql: &str, toks: &[Token]) -> (Vec<QName>, Vec<QName>) {
     let (mut relations, mut functions) = (Vec::new(), Vec::new());
+    let close = closing_parens(sql, toks);
+    let mut seen = std::collections::HashSet::new();
     let mut i = 0;
     while i < toks.len() {
-        let Some(first) = ident(sql, &toks[i]) else {
+        let Some((first, mut j)) = ident(sql, toks, i) else {
             i += 1;
             continue;
         };
         let mut parts = vec![first];
-        let mut j = i + 1;
         while j + 1 < toks.len() && toks[j].is_punct(sql, '.') {
-            match ident(sql, &toks[j + 1]) {
-                Some(p) => parts.push(p),
+            match ident(sql, toks, j + 1) {
+                Some((p, next)) => {
+                    parts.push(p);
+                    j = next;
+                }
                 None => break,
             }
-            j += 2;
         }
         let name = parts.pop().unwrap_or_default();
         let q = QName { schema: parts.pop(), name };
-        let call = toks.get(j).is_some_and(|t| t.is_punct(sql, '(')) && !is_cte_columns(sql, toks, j);
+        let call = toks.get(j).is_some_and(|t| t.is_punct(sql, '(')) && !is_cte_columns(sql, toks, close[j]);
         let keyword = q.schema.is_none() && toks[i].kind == Kind::Word && NOT_FUNCTIONS.contains(&q.name.as_str());
         let list = match (call, keyword) {
             (true, true) => None,
             (true, false) => Some(&mut functions),
             (false, _) => Some(&mut relations),
         };
-        if let Some(list) = list.filter(|l| !l.contains(&q)) {
-            list.push(q);
+        if let Some(list) = list {
+            if seen.insert((call, q.clone())) {
+                list.push(q);
+            }
         }
         i = j;
     }
@@ -234,6 +292,21 @@ mod tests {
         let sql = "SELECT 1 FROM t WHERE a IN (1) AND EXISTS (SELECT 1) AND CAST(x AS int) = ANY (y)";
         let (_, funcs) = references(sql, &tokenize(sql));
         assert!(funcs.is_empty(), "{funcs:?}");
+    }
+
+    /// Issue 22, item 7: `U&` identifiers name what their escapes spell.
+    #[test]
+    fn unicode_escaped_names_are_decoded() {
+        let sql =
+            r#"SELECT 1 FROM U&"\0062alances" b, u&"w!0061llets"  UESCAPE '!' WHERE U&"\+000066x"(1) AND "Odd""q" > 0"#;
+        let (rels, funcs) = references(sql, &tokenize(sql));
+        assert!(rels.contains(&q(None, "balances")), "{rels:?}");
+        assert!(rels.contains(&q(None, "wallets")), "{rels:?}");
+        assert!(funcs.contains(&q(None, "fx")), "{funcs:?}");
+        assert!(rels.contains(&q(None, "Odd\"q")), "{rels:?}");
+        assert_eq!(decode_unicode(r"d\0061ta", '\\').as_deref(), Some("data"));
+        assert_eq!(decode_unicode(r"a\\b", '\\').as_deref(), Some(r"a\b"));
+        assert_eq!(decode_unicode(r"a\00", '\\'), None);
     }
 
     #[test]

@@ -19,6 +19,11 @@ pub enum SettingChange {
     ResetAll,
 }
 
+/// Settings that say who the session is. `RESET ALL` (what a pooled connection gets
+/// between clients) leaves them as they are, in any spelling (`SET "role"`,
+/// `SET session_authorization = ...`), so they pin the session.
+pub const IDENTITY: &[&str] = &["role", "session_authorization"];
+
 fn starts_statement(sql: &str, t: &Token) -> bool {
     t.is(sql, "set") || t.is(sql, "reset") || t.is(sql, "discard")
 }
@@ -52,19 +57,27 @@ pub fn classify(sql: &str, toks: &[Token], first: &str) -> Class {
             if rest.first().is_some_and(|t| t.is(sql, "session")) {
                 rest = &rest[1..];
                 if rest.first().is_some_and(|t| t.is(sql, "characteristics")) {
-                    let name = "session characteristics".to_string();
-                    return tracked(SettingChange::Set { name, statement }, "session:set");
+                    let mut c = Class::read("session:set");
+                    let settings = characteristics(sql, &rest[1..]).unwrap_or_else(|| {
+                        vec![SettingChange::Set { name: "session characteristics".to_string(), statement }]
+                    });
+                    c.steps.push(Step { settings, ..Step::default() });
+                    return c;
                 }
             }
             let Some(t) = rest.first() else {
                 return Class::write("write:set");
             };
             if t.is(sql, "local") || t.is(sql, "transaction") || t.is(sql, "constraints") {
+                if names_serializable(sql, rest) {
+                    // A standby refuses serializable mode; this belongs where a serializable
+                    // transaction can run.
+                    return Class::write("write:begin serializable");
+                }
                 // Ends with the transaction, which is pinned to one server anyway.
                 return Class::read("session:set local");
             }
-            if t.is(sql, "role") || t.is(sql, "authorization") {
-                // RESET ALL does not undo these: keep the session on one server.
+            if t.is(sql, "authorization") {
                 return Class::pinning("set role");
             }
             let name = if t.is(sql, "time") && rest.get(1).is_some_and(|z| z.is(sql, "zone")) {
@@ -72,13 +85,23 @@ pub fn classify(sql: &str, toks: &[Token], first: &str) -> Class {
             } else {
                 qualified_name(sql, rest)
             };
+            if IDENTITY.contains(&name.as_str()) {
+                // RESET ALL does not undo these: keep the session on one server.
+                return Class::pinning("set role");
+            }
+            if name == "transaction_isolation" && names_serializable(sql, rest) {
+                return Class::write("write:begin serializable");
+            }
             tracked(SettingChange::Set { name, statement }, "session:set")
         }
         "reset" => match rest.first() {
             Some(t) if t.is(sql, "all") => tracked(SettingChange::ResetAll, "session:reset"),
-            Some(t) if t.is(sql, "role") || t.is(sql, "session") => Class::pinning("set role"),
+            Some(t) if t.is(sql, "session") => Class::pinning("set role"),
             Some(_) => {
                 let name = qualified_name(sql, rest);
+                if IDENTITY.contains(&name.as_str()) {
+                    return Class::pinning("set role");
+                }
                 tracked(SettingChange::Reset { name }, "session:reset")
             }
             None => Class::write("write:reset"),
@@ -88,6 +111,51 @@ pub fn classify(sql: &str, toks: &[Token], first: &str) -> Class {
             _ => Class::read("session:discard"),
         },
     }
+}
+
+/// Does the statement name the serializable isolation level (as a keyword or a value)?
+pub fn names_serializable(sql: &str, toks: &[Token]) -> bool {
+    toks.iter().any(|t| t.text(sql).to_ascii_lowercase().contains("serializable"))
+}
+
+/// `SET SESSION CHARACTERISTICS AS TRANSACTION mode [, ...]` as the settings it changes
+/// (`default_transaction_isolation`, `_read_only`, `_deferrable`), so that a later one
+/// changing another mode does not replace it. `None` when a mode is not understood.
+fn characteristics(sql: &str, toks: &[Token]) -> Option<Vec<SettingChange>> {
+    let words: Vec<String> =
+        toks.iter().filter(|t| !t.is_punct(sql, ',')).map(|t| t.text(sql).to_ascii_lowercase()).collect();
+    let mut w: Vec<&str> = words.iter().map(String::as_str).collect();
+    if w.first() != Some(&"as") || w.get(1) != Some(&"transaction") {
+        return None;
+    }
+    w.drain(..2);
+    let set = |name: &str, value: &str| SettingChange::Set {
+        name: name.to_string(),
+        statement: format!("SET {name} = '{value}'"),
+    };
+    let mut out = Vec::new();
+    while !w.is_empty() {
+        let (change, used) = match w.as_slice() {
+            ["isolation", "level", "serializable", ..] => (set("default_transaction_isolation", "serializable"), 3),
+            ["isolation", "level", "repeatable", "read", ..] => {
+                (set("default_transaction_isolation", "repeatable read"), 4)
+            }
+            ["isolation", "level", "read", "committed", ..] => {
+                (set("default_transaction_isolation", "read committed"), 4)
+            }
+            ["isolation", "level", "read", "uncommitted", ..] => {
+                (set("default_transaction_isolation", "read uncommitted"), 4)
+            }
+            ["read", "only", ..] => (set("default_transaction_read_only", "on"), 2),
+            ["read", "write", ..] => (set("default_transaction_read_only", "off"), 2),
+            ["deferrable", ..] => (set("default_transaction_deferrable", "on"), 1),
+            ["not", "deferrable", ..] => (set("default_transaction_deferrable", "off"), 2),
+            _ => return None,
+        };
+        out.push(change);
+        w.drain(..used);
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 /// `name` or `prefix.name` (custom settings such as `myapp.tenant`).

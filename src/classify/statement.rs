@@ -7,8 +7,6 @@ use super::{ast, session, Class, TxOp};
 /// Functions that write, take locks, or need the primary wherever they appear.
 /// Matched case-insensitively on the unqualified name (`pg_catalog.nextval` too).
 pub const WRITE_FUNCTIONS: &[&str] = &[
-    "nextval",
-    "setval",
     "txid_current",
     "txid_current_if_assigned",
     "pg_current_xact_id",
@@ -43,6 +41,15 @@ pub const WRITE_FUNCTIONS: &[&str] = &[
 /// Functions whose effect outlives the transaction on that connection: they pin the
 /// session to the primary.
 pub const PIN_FUNCTIONS: &[&str] = &[
+    // Sequence state (`currval`, `lastval`) lives in the server session that ran
+    // `nextval` or `setval`: a later statement must find it on the same connection.
+    "nextval",
+    "setval",
+    "currval",
+    "lastval",
+    "setseed",
+    "dblink_connect",
+    "dblink_connect_u",
     "pg_advisory_lock",
     "pg_advisory_lock_shared",
     "pg_try_advisory_lock",
@@ -92,6 +99,9 @@ pub fn classify(sql: &str, toks: &[Token]) -> Class {
         "copy" => {
             if copies_from(sql, toks) {
                 Class::write("write:copy from")
+            } else if !copies_to_stdout(sql, toks) {
+                // A file or a program on the server's host: a side effect on that node.
+                Class::write("write:copy to file")
             } else {
                 ast::classify_copy_to(sql, toks)
             }
@@ -118,6 +128,22 @@ fn copies_from(sql: &str, toks: &[Token]) -> bool {
     true
 }
 
+/// `COPY ... TO STDOUT`: the first TO outside parentheses is followed by STDOUT (not a
+/// file name or `PROGRAM`).
+fn copies_to_stdout(sql: &str, toks: &[Token]) -> bool {
+    let mut depth = 0i32;
+    for (i, t) in toks.iter().enumerate().skip(1) {
+        if t.is_punct(sql, '(') {
+            depth += 1;
+        } else if t.is_punct(sql, ')') {
+            depth -= 1;
+        } else if depth == 0 && t.is(sql, "to") {
+            return toks.get(i + 1).is_some_and(|n| n.is(sql, "stdout"));
+        }
+    }
+    false
+}
+
 /// `CREATE [GLOBAL|LOCAL] {TEMP|TEMPORARY} ...`: temp objects live in one connection.
 fn is_temp_create(sql: &str, toks: &[Token]) -> bool {
     toks.iter().skip(1).take(3).any(|t| t.is(sql, "temp") || t.is(sql, "temporary"))
@@ -136,7 +162,14 @@ fn begin(sql: &str, toks: &[Token]) -> Class {
             }
         }
     }
-    let mut c = if read_only { Class::read("begin read only") } else { Class::write("write:begin") };
+    // A standby refuses serializable transactions ("cannot use serializable mode in a hot
+    // standby"): only the primary runs them as a direct connection would.
+    let serializable = toks.iter().any(|t| t.is(sql, "serializable"));
+    let mut c = match (read_only, serializable) {
+        (_, true) => Class::write("write:begin serializable"),
+        (true, false) => Class::read("begin read only"),
+        (false, false) => Class::write("write:begin"),
+    };
     c.begins = Some(read_only);
     c
 }

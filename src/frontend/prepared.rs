@@ -7,13 +7,18 @@
 //! that lacks the statement gets a Parse injected in front of it.
 
 use std::borrow::Cow;
-use std::hash::{Hash, Hasher};
-use std::sync::Arc;
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::sync::{Arc, OnceLock};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::classify::Class;
 use crate::protocol::{build_into, put_cstr, BodyReader, ReadError};
+
+/// The keys of the hash that names statements on servers: random per process, so that a
+/// client cannot compute another statement's server name, nor make two texts share one.
+static SERVER_NAME_KEYS: OnceLock<RandomState> = OnceLock::new();
 
 #[derive(Debug)]
 pub struct Prepared {
@@ -27,9 +32,7 @@ pub struct Prepared {
 
 impl Prepared {
     pub fn new(named: bool, tail: Bytes, class: Arc<Class>) -> Self {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        tail.hash(&mut h);
-        let hash = h.finish();
+        let hash = SERVER_NAME_KEYS.get_or_init(RandomState::new).hash_one(&tail);
         let server_name = if named { format!("pgr_{hash:016x}") } else { String::new() };
         Prepared { hash, server_name, tail, class }
     }
@@ -127,6 +130,30 @@ pub fn client_name(server_name: &str) -> Option<String> {
     Some(String::from_utf8_lossy(&bytes?).into_owned())
 }
 
+/// A server message's text with every quoted server statement name (`"pgr_..."`) shown
+/// as the client's: `lookup` maps a `pgr_<hash>` name to the client's name, and names
+/// made by `missing_name` are read back. One pass from left to right: a replacement is
+/// never searched again, so no name (the client may call its statement `pgr_<hash>`
+/// itself) can make it loop, and the work is linear in the message's size.
+pub fn show_client_names(body: &[u8], lookup: impl Fn(&str) -> Option<String>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len());
+    let mut rest = body;
+    while let Some(at) = memchr::memmem::find(rest, b"\"pgr_") {
+        let Some(len) = memchr::memchr(b'"', &rest[at + 1..]) else { break };
+        let (head, quoted) = (&rest[..at + 1], &rest[at + 1..at + 1 + len]);
+        out.extend_from_slice(head);
+        let server = String::from_utf8_lossy(quoted);
+        match lookup(&server).or_else(|| client_name(&server)) {
+            Some(name) => out.extend_from_slice(name.as_bytes()),
+            None => out.extend_from_slice(quoted),
+        }
+        out.push(b'"');
+        rest = &rest[at + 2 + len..];
+    }
+    out.extend_from_slice(rest);
+    out
+}
+
 pub fn put_target(buf: &mut BytesMut, tag: u8, kind: u8, name: &str) {
     build_into(buf, tag, |b| {
         b.put_u8(kind);
@@ -171,5 +198,19 @@ mod tests {
         assert_ne!(name_key(b"\xe9"), name_key(b"\xe8"));
         assert_eq!(client_name(&missing_name("s1")).as_deref(), Some("s1"));
         assert_eq!(client_name("pgr_0123"), None);
+    }
+
+    /// Issue 22, item 1: a client statement named exactly like its server copy made the
+    /// rewrite find its own replacement forever (one spinning runtime thread).
+    #[test]
+    fn a_client_name_equal_to_the_server_name_is_shown_once() {
+        let body = b"SERROR\0Mbind message supplies 1 parameters, but prepared statement \"pgr_00ff\" requires 0\0\0";
+        let shown = show_client_names(body, |s| (s == "pgr_00ff").then(|| "pgr_00ff".to_string()));
+        assert_eq!(shown, body.to_vec());
+        let shown = show_client_names(body, |s| (s == "pgr_00ff").then(|| "\"pgr_00ff\" \"pgr_00ff\"".to_string()));
+        assert_eq!(shown.windows(8).filter(|w| w == b"pgr_00ff").count(), 2);
+        let missing = format!("x \"{}\" and \"pgr_unknown\" \"pgr_", missing_name("s1"));
+        let shown = show_client_names(missing.as_bytes(), |_| None);
+        assert_eq!(String::from_utf8(shown).unwrap(), "x \"s1\" and \"pgr_unknown\" \"pgr_");
     }
 }

@@ -85,6 +85,24 @@ impl Settings {
         self.entries.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 
+    /// Is the session's default isolation serializable? `login` is the login's own
+    /// default (role, database, startup), in force unless the session set another.
+    pub fn serializable(&self, login: bool) -> bool {
+        match self.entry("default_transaction_isolation") {
+            Some(stmt) if self.startup.iter().any(|(_, s)| s == stmt) => login,
+            Some(stmt) => {
+                let lower = stmt.to_ascii_lowercase();
+                let value = lower.split_once("default_transaction_isolation").map_or("", |(_, v)| v);
+                if value.contains("default") {
+                    login
+                } else {
+                    value.contains("serializable")
+                }
+            }
+            None => login,
+        }
+    }
+
     pub fn apply(&mut self, change: &SettingChange) {
         match change {
             SettingChange::Set { name, statement } => self.put(name.clone(), statement.clone()),
@@ -204,6 +222,25 @@ mod tests {
         // ... plus what the client changed since, startup settings included.
         changed.apply(&SettingChange::Set { name: "work_mem".into(), statement: "SET work_mem = '2MB'".into() });
         assert_eq!(changed.sync_sql(true), "RESET ALL;SET work_mem = '2MB'");
+    }
+
+    /// Issue 22, item 6: the isolation a read will run at, whoever set it.
+    #[test]
+    fn serializable_follows_the_last_setting_and_the_login() {
+        let set = |name: &str, statement: &str| SettingChange::Set { name: name.into(), statement: statement.into() };
+        let mut s = Settings::from_startup(&[p("user", "u")]);
+        assert!(!s.serializable(false));
+        assert!(s.serializable(true), "role or database default");
+        s.apply(&set("default_transaction_isolation", "SET default_transaction_isolation TO SERIALIZABLE"));
+        assert!(s.serializable(false));
+        s.apply(&set("default_transaction_isolation", "set default_transaction_isolation = 'read committed'"));
+        assert!(!s.serializable(true));
+        s.apply(&set("default_transaction_isolation", "SET default_transaction_isolation TO DEFAULT"));
+        assert!(s.serializable(true) && !s.serializable(false));
+        s.apply(&SettingChange::ResetAll);
+        assert!(!s.serializable(false));
+        let started = Settings::from_startup(&[p("options", "-c default_transaction_isolation=serializable")]);
+        assert!(started.serializable(true), "a startup value is the login's, which the server reported");
     }
 
     #[test]

@@ -50,6 +50,7 @@ fn decision_table() {
     let write = Class::write("write:update");
     let free = SessionView::default();
     let pinned = SessionView { pinned: true, ..free };
+    let serializable = SessionView { serializable: true, ..free };
     let partial = SessionView { partial_unit: true, ..free };
     let partial_in_tx = SessionView { partial_unit: true, in_transaction_on: Some(2), ..free };
     let in_tx_on_0 = SessionView { in_transaction_on: Some(0), ..free };
@@ -105,6 +106,17 @@ fn decision_table() {
         ("write with no primary errors", &write, free, &primaryless, 0, None, ""),
         ("read with no primary still uses replica", &read, free, &primaryless, 0, Some(0), "default_read"),
         ("read, no replica, no primary errors", &read, free, &nothing_usable, 0, None, ""),
+        ("serializable session reads on the primary", &read, serializable, &healthy, 1, Some(0), "serializable"),
+        ("serializable read with no primary errors", &read, serializable, &primaryless, 0, None, ""),
+        (
+            "serializable transaction stays",
+            &read,
+            SessionView { in_transaction_on: Some(1), ..serializable },
+            &healthy,
+            0,
+            Some(1),
+            "in_transaction",
+        ),
     ];
     for (name, class, session, t, ticket, want, reason) in cases {
         let got = decide(class, &default_read(), session, t, now, ticket);

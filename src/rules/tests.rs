@@ -67,6 +67,10 @@ groups = ["analytics"]
 /// The catalog as the session would learn it: these functions are built in or stable;
 /// `insert_row` and `my_volatile_fn` are volatile user functions; anything else is
 /// unknown (and so a write).
+fn not_volatile(name: &str) -> bool {
+    NOT_VOLATILE.contains(&name) || crate::catalog::harmless_volatile(name)
+}
+
 const NOT_VOLATILE: &[&str] = &[
     "count",
     "sum",
@@ -113,8 +117,7 @@ impl World {
     fn route(&self, sql: &str, app: &str, user: &str) -> (&'static str, String) {
         let mut class = self.classifier.classify(sql);
         if !class.is_write() {
-            let volatile =
-                self.rules.unknown_functions(&class).find(|f| !NOT_VOLATILE.contains(&f.name.as_str())).cloned();
+            let volatile = self.rules.unknown_functions(&class).find(|f| !not_volatile(&f.name)).cloned();
             if let Some(f) = volatile {
                 class = Arc::new(Class::write(format!("write:function {} (volatile)", f.display())));
             }
@@ -260,7 +263,7 @@ const CASES: &[(&str, &str, &str, &str, &str)] = &[
     ("SELECT wallet_balance(1)", "backoffice", "app", R, "rule:backoffice reports"),
     ("SELECT 1", "backoffice", "app", R, "rule:backoffice reports"),
     ("UPDATE balances SET amount = 0", "backoffice", "app", P, "write:update"),
-    ("SELECT nextval('s')", "backoffice", "app", P, "write:function nextval"),
+    ("SELECT nextval('s')", "backoffice", "app", P, "pin:function nextval"),
     ("select * from ledger_report where day = 1", "", "app", R, "rule:report pattern"),
     ("SELECT x FROM ledger_report JOIN balances USING (id)", "", "app", R, "rule:report pattern"),
     ("SELECT * FROM audit_log", "", "app", P, "rule:audit"),
@@ -275,7 +278,7 @@ const CASES: &[(&str, &str, &str, &str, &str)] = &[
     ("/* pgroute: route=replica */ SELECT * FROM audit_log", "", "app", R, "hint"),
     ("SELECT * FROM balances /* pgroute: route=replica */;", "", "app", R, "hint"),
     ("/* pgroute: route=replica */ UPDATE t SET x = 1", "", "app", P, "write:update"),
-    ("/* pgroute: route=replica */ SELECT nextval('s')", "", "app", P, "write:function nextval"),
+    ("/* pgroute: route=replica */ SELECT nextval('s')", "", "app", P, "pin:function nextval"),
     ("/* pgroute: route=replica */ SELECT * FROM t FOR UPDATE", "", "app", P, "write:select for update"),
     ("/* pgroute: colour=blue */ SELECT 1", "", "app", R, D),
     ("SELECT '/* pgroute: route=primary */'", "", "app", R, D),
@@ -311,7 +314,7 @@ const CASES: &[(&str, &str, &str, &str, &str)] = &[
     ("SELECT * INTO t2 FROM t", "", "app", P, "write:select into"),
     ("EXPLAIN ANALYZE DELETE FROM t", "", "app", P, "write:explain analyze delete"),
     ("EXPLAIN (ANALYZE, BUFFERS) UPDATE t SET x = 1", "", "app", P, "write:explain analyze update"),
-    ("EXPLAIN ANALYZE SELECT nextval('s')", "", "app", P, "write:explain analyze function nextval"),
+    ("EXPLAIN ANALYZE SELECT nextval('s')", "", "app", P, "pin:function nextval"),
     ("unknown_command foo", "", "app", P, "write:unknown_command"),
     ("BEGIN", "", "app", P, "write:begin"),
     ("START TRANSACTION READ WRITE", "", "app", P, "write:begin"),
@@ -338,11 +341,11 @@ const CASES: &[(&str, &str, &str, &str, &str)] = &[
     ("WITH x AS (WITH y AS (DELETE FROM t RETURNING 1) SELECT * FROM y) SELECT * FROM x", "", "app", P, "write:data-modifying cte"),
     ("WITH ins AS (INSERT INTO t VALUES (1)) SELECT 1", "", "app", P, "write:data-modifying cte"),
     // --- functions that write or need the primary, anywhere
-    ("SELECT nextval('orders_id_seq')", "", "app", P, "write:function nextval"),
-    ("select NEXTVAL('s')", "", "app", P, "write:function nextval"),
-    ("SELECT pg_catalog.nextval('s')", "", "app", P, "write:function nextval"),
-    ("SELECT setval('s', 10)", "", "app", P, "write:function setval"),
-    ("SELECT * FROM t WHERE id = (SELECT nextval('s'))", "", "app", P, "write:function nextval"),
+    ("SELECT nextval('orders_id_seq')", "", "app", P, "pin:function nextval"),
+    ("select NEXTVAL('s')", "", "app", P, "pin:function nextval"),
+    ("SELECT pg_catalog.nextval('s')", "", "app", P, "pin:function nextval"),
+    ("SELECT setval('s', 10)", "", "app", P, "pin:function setval"),
+    ("SELECT * FROM t WHERE id = (SELECT nextval('s'))", "", "app", P, "pin:function nextval"),
     ("SELECT id FROM t WHERE id > txid_current()", "", "app", P, "write:function txid_current"),
     ("SELECT pg_current_xact_id()", "", "app", P, "write:function pg_current_xact_id"),
     ("SELECT pg_current_wal_lsn()", "", "app", P, "write:function pg_current_wal_lsn"),
@@ -353,7 +356,7 @@ const CASES: &[(&str, &str, &str, &str, &str)] = &[
     ("SELECT dblink_exec('x', 'y')", "", "app", P, "write:function dblink_exec"),
     ("SELECT pg_advisory_xact_lock(1)", "", "app", P, "write:function pg_advisory_xact_lock"),
     ("SELECT pg_try_advisory_xact_lock(1)", "", "app", P, "write:function pg_try_advisory_xact_lock"),
-    ("WITH s AS (SELECT setval('q', 1)) SELECT * FROM s", "", "app", P, "write:function setval"),
+    ("WITH s AS (SELECT setval('q', 1)) SELECT * FROM s", "", "app", P, "pin:function setval"),
     ("SELECT credit_account(7, 100)", "", "app", P, "write:function credit_account"),
     ("SELECT * FROM t WHERE credit_account(id, 1) IS NOT NULL", "", "app", P, "write:function credit_account"),
     ("SELECT insert_row(1)", "", "app", P, "write:function insert_row (volatile)"),

@@ -31,7 +31,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::prepared::Prepared;
 use super::settings::Settings;
 use super::Shared;
-use crate::backend::Checked;
+use crate::backend::{Checked, LoginParams};
 use crate::cancel;
 use crate::classify::{Class, Dialect, Step};
 use crate::metrics;
@@ -159,6 +159,9 @@ pub struct Session {
     ledger: ledger::Ledger,
     /// Why the session is pinned to the primary, if it is.
     pinned: Option<String>,
+    /// The login's `default_transaction_isolation` (role, database, startup defaults) is
+    /// serializable: unless the session sets another, its reads need the primary.
+    login_serializable: bool,
     /// The unit being forwarded became a write only when its functions were looked up:
     /// each of its statements counts as a data write.
     unit_forced_write: bool,
@@ -284,6 +287,7 @@ pub async fn run(
         portals: Vec::new(),
         ledger: ledger::Ledger::default(),
         pinned: None,
+        login_serializable: false,
         unit_forced_write: false,
         unit_timeout: None,
         restore_timeout: false,
@@ -344,14 +348,20 @@ impl Session {
                 })?;
                 // A startup value the server refuses ends the login, as it would there.
                 self.attach(node, false).await.map_err(|e| PgError { severity: "FATAL", ..e })?;
-                let conn = self.held.get(node).ok_or_else(internal)?;
-                let p = conn.params.clone();
+                let conn = self.held.get_mut(node).ok_or_else(internal)?;
+                let isolation =
+                    conn.query_text("SELECT pg_catalog.current_setting('default_transaction_isolation')").await;
+                let p = Arc::new(LoginParams {
+                    reported: conn.params.clone(),
+                    default_isolation: isolation.map_err(|e| PgError { severity: "FATAL", ..e })?.unwrap_or_default(),
+                });
                 self.maybe_release();
                 self.shared.pools.store_login_params(&self.user, &self.database, hash, p.clone());
-                Arc::new(p)
+                p
             }
         };
-        for (name, value) in reported.iter() {
+        self.login_serializable = reported.default_isolation == "serializable";
+        for (name, value) in reported.reported.iter() {
             self.note_parameter(name, value);
             self.cwbuf.extend_from_slice(protocol::parameter_status(name, value).raw());
         }

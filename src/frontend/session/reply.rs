@@ -14,7 +14,7 @@ use crate::frontend::prepared::{self, Prepared};
 use crate::protocol::{self, split_frame, tag, BodyReader, Frame};
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+    memchr::memmem::find(hay, needle)
 }
 
 /// The unit the server is answering now: whether it is the first part of a split Query,
@@ -281,7 +281,6 @@ impl Session {
             Some(Expect::Ready { names, .. }) => names,
             _ => &[],
         };
-        let mut text = body.to_vec();
         // Names the unit used first, then any other name of the same statement (also one
         // whose Close a later unit still has in flight).
         let closing = self.expect.iter().filter_map(|e| match e {
@@ -289,22 +288,15 @@ impl Session {
             _ => None,
         });
         let known: Vec<(&String, &Arc<Prepared>)> = self.statements.iter().chain(closing).collect();
-        let candidates = used.iter().filter_map(|u| known.iter().find(|(n, _)| *n == u)).chain(known.iter());
-        for (name, stmt) in candidates {
-            let server = format!("\"{}\"", stmt.server_name);
-            while let Some(at) = find(&text, server.as_bytes()) {
-                text.splice(at..at + server.len(), format!("\"{name}\"").into_bytes());
-            }
-        }
-        // Names the client never prepared, sent as `missing_name`.
-        let mut from = 0;
-        while let Some(at) = find(&text[from..], b"\"pgr_missing_").map(|i| from + i) {
-            let end = text[at + 1..].iter().position(|&b| b == b'"').map_or(text.len(), |e| at + 1 + e);
-            let server = String::from_utf8_lossy(&text[at + 1..end]).into_owned();
-            let Some(name) = prepared::client_name(&server) else { break };
-            from = at + 1 + name.len();
-            text.splice(at + 1..end, name.into_bytes());
-        }
+        let lookup = |server: &str| {
+            let by_server = |(_, p): &&(&String, &Arc<Prepared>)| p.server_name == server;
+            used.iter()
+                .filter_map(|u| known.iter().find(|(n, _)| *n == u))
+                .find(by_server)
+                .or_else(|| known.iter().find(by_server))
+                .map(|(n, _)| n.to_string())
+        };
+        let text = prepared::show_client_names(body, lookup);
         Some(protocol::build(frame.tag(), |b| b.extend_from_slice(&text)))
     }
 

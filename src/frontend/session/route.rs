@@ -417,6 +417,7 @@ impl Session {
             pinned: self.pinned.is_some(),
             partial_unit: !scan.complete,
             causal: need.causal,
+            serializable: self.settings.serializable(self.login_serializable),
         };
         let ctx = Context { application_name: &self.application_name, user: &self.user, database: &self.database };
         let read = self.shared.rules().route_read(&class, text, &hint, &ctx);
@@ -547,6 +548,8 @@ impl Session {
         for f in rules.unknown_functions(&class) {
             let may_write = match self.shared.functions.cached(f, now) {
                 Some(known) => known,
+                // A name PostgreSQL would truncate: not looked up, not remembered.
+                None if !FunctionCatalog::storable(f) => true,
                 // Boxed: a catalog lookup holds a server connection; it happens once per
                 // function per cache TTL and must not set the size of every client's task.
                 None => match Box::pin(self.lookup_volatility(f)).await {
