@@ -96,11 +96,14 @@ struct Rule {
 }
 
 impl Rule {
-    fn matches(&self, class: &Class, sql: &str, ctx: &Context) -> bool {
+    /// Could the rule match some statement of a session in `ctx`?
+    fn may_match(&self, ctx: &Context) -> bool {
         let eq = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
-        eq(&self.application_name, ctx.application_name)
-            && eq(&self.user, ctx.user)
-            && eq(&self.database, ctx.database)
+        eq(&self.application_name, ctx.application_name) && eq(&self.user, ctx.user) && eq(&self.database, ctx.database)
+    }
+
+    fn matches(&self, class: &Class, sql: &str, ctx: &Context) -> bool {
+        self.may_match(ctx)
             && self.pattern.as_ref().is_none_or(|p| p.is_match(sql))
             && (self.tables.is_empty() || any_match(&class.relations, &self.tables).is_some())
             && (self.functions.is_empty() || any_match(&class.functions, &self.functions).is_some())
@@ -186,6 +189,7 @@ pub struct Rules {
     node_local: Option<Arc<str>>,
     default_label: Arc<str>,
     hint_label: Arc<str>,
+    read_only_block_label: Arc<str>,
     primary_tables: Vec<QName>,
     primary_table_labels: Vec<Arc<str>>,
     primary_functions: Vec<QName>,
@@ -211,6 +215,7 @@ impl Rules {
             default_label: Arc::from("default_read"),
             node_local: r.node_local_to_primary.then(|| Arc::from("node_local")),
             hint_label: Arc::from("hint"),
+            read_only_block_label: Arc::from("read_only_block"),
             primary_tables: names(&r.primary_tables),
             primary_table_labels: labels("primary_tables", &r.primary_tables),
             primary_functions: names(&r.primary_functions),
@@ -271,6 +276,19 @@ impl Rules {
         }
         if let Some(rule) = self.rules.iter().find(|r| r.matches(class, sql, ctx)) {
             return ReadRoute { max_lag: rule.max_lag, limits: rule.limits.clone(), ..to(rule.route, &rule.label) };
+        }
+        if class.begins == Some(true) {
+            // A read-only block runs where it begins, whatever its statements read later:
+            // where a money table, a money function or a primary rule could claim one of
+            // them, the block begins on the primary; a rule's max_lag bounds its replica.
+            let primary = !self.primary_tables.is_empty()
+                || !self.primary_functions.is_empty()
+                || self.rules.iter().any(|r| r.may_match(ctx) && r.route == Target::Primary);
+            if primary {
+                return to(Target::Primary, &self.read_only_block_label);
+            }
+            let max_lag = self.rules.iter().filter(|r| r.may_match(ctx)).filter_map(|r| r.max_lag).min();
+            return ReadRoute { max_lag, ..to(self.default_read, &self.default_label) };
         }
         if let Some(label) = self.node_local.as_ref().filter(|_| is_node_local(class)) {
             return to(Target::Primary, label);

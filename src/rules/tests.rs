@@ -67,8 +67,12 @@ groups = ["analytics"]
 /// The catalog as the session would learn it: these functions are built in or stable;
 /// `insert_row` and `my_volatile_fn` are volatile user functions; anything else is
 /// unknown (and so a write).
-fn not_volatile(name: &str) -> bool {
-    NOT_VOLATILE.contains(&name) || crate::catalog::harmless_volatile(name)
+/// The test catalog: names in pg_catalog, public or unqualified by name; other schemas hold
+/// only volatile functions.
+fn not_volatile(f: &QName) -> bool {
+    let name = f.name.as_str();
+    f.schema.as_deref().is_none_or(|s| s == "pg_catalog" || s == "public")
+        && (NOT_VOLATILE.contains(&name) || crate::catalog::harmless_volatile(name))
 }
 
 const NOT_VOLATILE: &[&str] = &[
@@ -117,7 +121,7 @@ impl World {
     fn route(&self, sql: &str, app: &str, user: &str) -> (&'static str, String) {
         let mut class = self.classifier.classify(sql);
         if !class.is_write() {
-            let volatile = self.rules.unknown_functions(&class).find(|f| !not_volatile(&f.name)).cloned();
+            let volatile = self.rules.unknown_functions(&class).find(|f| !not_volatile(f)).cloned();
             if let Some(f) = volatile {
                 class = Arc::new(Class::write(format!("write:function {} (volatile)", f.display())));
             }
@@ -217,9 +221,44 @@ const CASES: &[(&str, &str, &str, &str, &str)] = &[
     ("SELECT count(*) FILTER (WHERE x > 0) FROM t", "", "app", R, D),
     ("SELECT * FROM generate_series(1, 10)", "", "app", R, D),
     ("SELECT current_setting('application_name')", "", "app", R, D),
-    ("BEGIN READ ONLY", "", "app", R, D),
-    ("START TRANSACTION READ ONLY", "", "app", R, D),
-    ("begin transaction isolation level repeatable read, read only", "", "app", R, D),
+    // --- a read-only block begins where its money reads could have to run (issue 22, item 3)
+    ("BEGIN READ ONLY", "", "app", P, "read_only_block"),
+    ("START TRANSACTION READ ONLY", "", "app", P, "read_only_block"),
+    ("begin transaction isolation level repeatable read, read only", "", "app", P, "read_only_block"),
+    ("BEGIN READ ONLY", "backoffice", "app", R, "rule:backoffice reports"),
+    ("BEGIN READ ONLY; SELECT 1 FROM t", "analytics-report", "app", "analytics", "rule:heavy report"),
+    // --- serializable transactions: a standby refuses them (issue 22, item 6)
+    ("BEGIN ISOLATION LEVEL SERIALIZABLE READ ONLY DEFERRABLE", "", "app", P, "write:begin serializable"),
+    ("START TRANSACTION READ ONLY, ISOLATION LEVEL SERIALIZABLE", "backoffice", "app", P, "write:begin serializable"),
+    ("BEGIN READ ONLY; SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", "backoffice", "app", P, "write:begin serializable"),
+    ("SET LOCAL transaction_isolation = 'serializable'", "", "app", P, "write:begin serializable"),
+    ("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE", "", "app", R, D),
+    // --- built-in functions in every spelling (issue 22, items 2 and 7)
+    ("SELECT \"pg_catalog\".\"pg_advisory_xact_lock\"(42)", "", "app", P, "write:function pg_advisory_xact_lock"),
+    ("SELECT \"pg_advisory_xact_lock\"(42)", "backoffice", "app", P, "write:function pg_advisory_xact_lock"),
+    ("SELECT PG_CATALOG . \"pg_advisory_lock\" /* c */ (42)", "", "app", P, "pin:function pg_advisory_lock"),
+    ("SELECT U&\"pg\\005fadvisory\\005flock\"(42)", "", "app", P, "pin:function pg_advisory_lock"),
+    ("SELECT \"set_config\"('a.b', '1', false)", "", "app", P, "pin:function set_config"),
+    ("SELECT x FROM t, LATERAL (SELECT \"pg_catalog\".\"nextval\"('s')) n", "", "app", P, "pin:function nextval"),
+    ("SELECT currval('s')", "", "app", P, "pin:function currval"),
+    ("SELECT \"lastval\"()", "", "app", P, "pin:function lastval"),
+    ("SELECT pg_cancel_backend(1)", "", "app", P, "write:function pg_cancel_backend (volatile)"),
+    ("SELECT pg_catalog.pg_reload_conf()", "", "app", P, "write:function pg_catalog.pg_reload_conf (volatile)"),
+    ("SELECT evil.format_amount(1)", "", "app", P, "write:function evil.format_amount (volatile)"),
+    ("SELECT * FROM U&\"\\0062alances\"", "", "app", P, "primary_tables:balances"),
+    ("SELECT * FROM u&\"b!0061lances\" UESCAPE '!'", "", "app", P, "primary_tables:balances"),
+    // --- COPY to a file or a program is a side effect on that node
+    ("COPY t TO '/tmp/x'", "", "app", P, "write:copy to file"),
+    ("COPY (SELECT 1) TO PROGRAM 'cat'", "", "app", P, "write:copy to file"),
+    ("copy t to stdout", "", "app", R, D),
+    // --- who the session is: any spelling pins (issue 22, item 4)
+    ("SET \"role\" = tenant_b", "", "app", P, "pin:set role"),
+    ("SET SESSION \"role\" TO 'tenant_b'", "", "app", P, "pin:set role"),
+    ("set session_authorization = 'x'", "", "app", P, "pin:set role"),
+    ("SET SESSION AUTHORIZATION x", "", "app", P, "pin:set role"),
+    ("RESET \"role\"", "", "app", P, "pin:set role"),
+    // --- `begin atomic` outside a function body is a column and its alias
+    ("SELECT begin atomic FROM (SELECT 1 AS begin) s; DROP TABLE t", "", "app", P, "write:drop"),
     ("SET search_path TO app, public", "", "app", R, D),
     ("SET LOCAL work_mem = '1MB'", "", "app", R, D),
     ("RESET ALL", "", "app", R, D),
@@ -249,7 +288,7 @@ const CASES: &[(&str, &str, &str, &str, &str)] = &[
     ("SELECT * FROM public.ledger", "", "app", P, "primary_tables:public.ledger"),
     ("SELECT * FROM \"Odd Table\"", "", "app", P, "primary_tables:\"Odd Table\""),
     ("EXPLAIN SELECT * FROM balances", "", "app", P, "primary_tables:balances"),
-    ("BEGIN READ ONLY; SELECT * FROM payments; COMMIT", "", "app", P, "primary_tables:payments"),
+    ("BEGIN READ ONLY; SELECT * FROM payments; COMMIT", "", "app", P, "read_only_block"),
     ("SELECT 1; SELECT * FROM bets", "", "app", P, "primary_tables:bets"),
     ("SELECT (SELECT sum(amount) FROM payments) AS total", "", "app", P, "primary_tables:payments"),
     ("SELECT * FROM v_balances_summary, balances", "", "app", P, "primary_tables:balances"),
@@ -399,6 +438,25 @@ fn every_statement_goes_where_it_must_with_its_reason() {
     }
     assert!(CASES.len() >= 150, "the table keeps at least 150 statements");
     assert!(failures.is_empty(), "{} of {} cases wrong:\n{}", failures.len(), CASES.len(), failures.join("\n"));
+}
+
+/// With no money tables, functions or primary rules, a read-only block may begin on a
+/// replica, bounded by the strictest max_lag a rule of the session could apply.
+#[test]
+fn read_only_blocks_use_replicas_when_no_rule_could_claim_a_read() {
+    let ctx = Context { application_name: "", user: "app", database: "app" };
+    let begin = Classifier::new(0).classify("BEGIN READ ONLY");
+    let plain = Rules::from_config(&crate::config::Routing::default(), &[], None);
+    let read = plain.route_read(&begin, "BEGIN READ ONLY", &hint(""), &ctx);
+    assert_eq!((read.target, &*read.reason, read.max_lag), (Target::Replica, "default_read", None));
+    let cfg = Config::parse(
+        "[[routing.rules]]\nname = \"fresh\"\npattern = \"orders\"\nroute = \"replica\"\nmax_lag = \"1s\"\n[[nodes]]\nname = \"p\"\nhost = \"h\"\nport = 1\nrole = \"primary\"\n",
+        "t.toml",
+    )
+    .expect("config");
+    let lagged = Rules::from_config(&cfg.routing, &[], None);
+    let read = lagged.route_read(&begin, "BEGIN READ ONLY", &hint(""), &ctx);
+    assert_eq!((read.target, read.max_lag), (Target::Replica, Some(std::time::Duration::from_secs(1))));
 }
 
 #[test]
