@@ -47,6 +47,8 @@ pub struct Shared {
     pub pause: tokio::sync::watch::Sender<Option<Paused>>,
     /// Clients past their startup packet, against `[listen] max_client_conn`.
     clients: AtomicUsize,
+    /// Connections accepted and not logged in yet (`[listen] max_logins`).
+    logins: AtomicUsize,
     /// Clients per user and per database, against the optional per-name limits.
     pub(crate) clients_per_user: crate::frontend::limits::Counts,
     pub(crate) clients_per_db: crate::frontend::limits::Counts,
@@ -105,6 +107,7 @@ impl Shared {
             stats: Default::default(),
             pause: tokio::sync::watch::Sender::new(None),
             clients: AtomicUsize::new(0),
+            logins: AtomicUsize::new(0),
             clients_per_user: Default::default(),
             clients_per_db: Default::default(),
             shutdown: tokio::sync::watch::Sender::new(false),
@@ -132,6 +135,10 @@ impl Shared {
     /// Clients connected now (past their startup packet).
     pub fn clients(&self) -> usize {
         self.clients.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn logins_counter(&self) -> &AtomicUsize {
+        &self.logins
     }
 
     pub(crate) fn clients_counter(&self) -> &AtomicUsize {

@@ -14,6 +14,7 @@ pub fn run(c: &Console) -> Reply {
     put("listen.max_startup_packet", l.max_startup_packet.to_string());
     put("listen.login_timeout", format!("{:?}", l.login_timeout));
     put("listen.max_client_conn", l.max_client_conn.to_string());
+    put("listen.max_logins", l.max_logins.to_string());
     let limit = |v: Option<usize>| v.map_or("unlimited".to_string(), |n| n.to_string());
     put("listen.max_user_client_conn", limit(l.max_user_client_conn));
     put("listen.max_db_client_conn", limit(l.max_db_client_conn));

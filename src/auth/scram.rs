@@ -108,11 +108,25 @@ impl Verifier {
     }
 
     /// A verifier no proof can satisfy, used for unknown users so that the exchange looks
-    /// the same as for a real user and reveals nothing.
-    pub fn impossible() -> Self {
-        let mut v = Verifier::new("");
-        rand::thread_rng().fill_bytes(&mut v.stored_key);
-        v
+    /// the same as for a real user and reveals nothing: the same salt for the same name
+    /// on every attempt (a keyed hash of it, the key random per process), as a known
+    /// user's salt stays, and no PBKDF2 (nothing is derived: there is no password), so a
+    /// flood of unknown names costs the runtime thread only a hash each.
+    pub fn impossible(user: &str) -> Self {
+        static KEY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+        let key = KEY.get_or_init(|| {
+            let mut k = [0u8; 32];
+            rand::thread_rng().fill_bytes(&mut k);
+            k
+        });
+        let mut stored_key = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut stored_key);
+        Verifier {
+            salt: hmac(key, user.as_bytes())[..16].to_vec(),
+            iterations: ITERATIONS,
+            stored_key,
+            server_key: hmac(key, b"Server Key"),
+        }
     }
 }
 
@@ -323,13 +337,25 @@ mod tests {
         assert_eq!(bound("pw", "bad", plus(ours), offered(true)), Err(ScramError("wrong password")));
     }
 
+    /// Issue 22, item 7: an unknown name gets the same salt on every attempt (two
+    /// attempts no longer tell it from a known user), and no proof passes.
     #[test]
-    fn impossible_verifier_rejects_any_proof() {
-        let (mut client, first) = ClientExchange::start("", ClientBinding::Unsupported);
-        let (server, sf) =
-            ServerExchange::start(Verifier::impossible(), first.as_bytes(), Binding::Unavailable).unwrap();
-        let cf = client.respond(sf.as_bytes()).unwrap();
-        assert!(server.finish(cf.as_bytes()).is_err());
+    fn impossible_verifier_rejects_any_proof_with_a_stable_salt() {
+        let salt_of = |user: &str| {
+            let (_, first) = ClientExchange::start("", ClientBinding::Unsupported);
+            let (_, sf) =
+                ServerExchange::start(Verifier::impossible(user), first.as_bytes(), Binding::Unavailable).unwrap();
+            sf.split(',').find(|p| p.starts_with("s=")).map(str::to_string)
+        };
+        assert_eq!(salt_of("nobody"), salt_of("nobody"));
+        assert_ne!(salt_of("nobody"), salt_of("somebody"));
+        for password in ["", "x"] {
+            let (mut client, first) = ClientExchange::start(password, ClientBinding::Unsupported);
+            let (server, sf) =
+                ServerExchange::start(Verifier::impossible("nobody"), first.as_bytes(), Binding::Unavailable).unwrap();
+            let cf = client.respond(sf.as_bytes()).unwrap();
+            assert!(server.finish(cf.as_bytes()).is_err());
+        }
     }
 
     #[test]

@@ -57,10 +57,15 @@ pub struct Listen {
     /// How long a new connection may take to authenticate.
     #[serde(default = "default_login_timeout", with = "duration::serde_str")]
     pub login_timeout: Duration,
-    /// Clients at once (from their startup packet on, logins included): one more is
-    /// refused with 53300, the others are untouched.
+    /// Logged-in clients at once: one more is refused with 53300 once its password is
+    /// checked, the others are untouched.
     #[serde(default = "default_max_client_conn")]
     pub max_client_conn: usize,
+    /// Connections not logged in yet (from accept to a checked password): one more is
+    /// refused with 53300 at once. Connections that never log in can hold these, never
+    /// the places of logged-in clients.
+    #[serde(default = "default_max_logins")]
+    pub max_logins: usize,
     /// Clients at once per user (unlimited when absent).
     pub max_user_client_conn: Option<usize>,
     /// Clients at once per database (unlimited when absent).
@@ -577,6 +582,9 @@ fn default_login_timeout() -> Duration {
 fn default_max_client_conn() -> usize {
     10_000
 }
+fn default_max_logins() -> usize {
+    256
+}
 fn default_shutdown_timeout() -> Duration {
     Duration::from_secs(30)
 }
@@ -616,6 +624,7 @@ impl Default for Listen {
             max_startup_packet: default_max_startup_packet(),
             login_timeout: default_login_timeout(),
             max_client_conn: default_max_client_conn(),
+            max_logins: default_max_logins(),
             max_user_client_conn: None,
             max_db_client_conn: None,
             shutdown_timeout: default_shutdown_timeout(),

@@ -3,32 +3,62 @@
 //! limit is refused with 53300 at login; the others are untouched. Each place is given back
 //! when its holder is dropped (also when a session's task unwinds).
 
-use std::sync::atomic::Ordering;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use dashmap::DashMap;
 
 use super::Shared;
 
-/// A client's place under `[listen] max_client_conn`, counted from its startup packet (as
-/// PostgreSQL does).
-pub struct ClientSlot(Arc<Shared>);
+/// Which shared counter a [`Slot`] counts in (a type, so that a slot is one pointer).
+pub trait Counter {
+    fn counter(shared: &Shared) -> &AtomicUsize;
+}
 
-impl ClientSlot {
-    pub fn take(shared: &Arc<Shared>) -> Option<Self> {
-        let max = shared.config().listen.max_client_conn;
-        shared
-            .clients_counter()
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
-            .ok()?;
-        Some(ClientSlot(shared.clone()))
+/// Logged-in clients (`[listen] max_client_conn`).
+pub struct Clients;
+/// Connections not logged in yet (`[listen] max_logins`).
+pub struct Logins;
+
+impl Counter for Clients {
+    fn counter(shared: &Shared) -> &AtomicUsize {
+        shared.clients_counter()
     }
 }
 
-impl Drop for ClientSlot {
-    fn drop(&mut self) {
-        self.0.clients_counter().fetch_sub(1, Ordering::AcqRel);
+impl Counter for Logins {
+    fn counter(shared: &Shared) -> &AtomicUsize {
+        shared.logins_counter()
     }
+}
+
+/// A place under a limit on a shared counter, given back when dropped.
+pub struct Slot<C: Counter>(Arc<Shared>, PhantomData<C>);
+
+impl<C: Counter> Slot<C> {
+    fn take(shared: &Arc<Shared>, max: usize) -> Option<Self> {
+        C::counter(shared).fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)).ok()?;
+        Some(Slot(shared.clone(), PhantomData))
+    }
+}
+
+impl<C: Counter> Drop for Slot<C> {
+    fn drop(&mut self) {
+        C::counter(&self.0).fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A logged-in client's place under `[listen] max_client_conn`, taken once its password
+/// is checked: connections that never log in cannot lock real clients out.
+pub fn client_slot(shared: &Arc<Shared>) -> Option<Slot<Clients>> {
+    Slot::take(shared, shared.config().listen.max_client_conn)
+}
+
+/// A connection's place under `[listen] max_logins`, from accept until it has logged in
+/// (or gone).
+pub fn login_slot(shared: &Arc<Shared>) -> Option<Slot<Logins>> {
+    Slot::take(shared, shared.config().listen.max_logins)
 }
 
 /// Clients per name (user or database). Entries go when their count does, so the map

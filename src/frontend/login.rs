@@ -56,7 +56,7 @@ pub async fn authenticate(
             }
         }
         AuthMethod::ScramSha256 => {
-            let verifier = shared.verifier(user).unwrap_or_else(scram::Verifier::impossible);
+            let verifier = shared.verifier(user).unwrap_or_else(|| scram::Verifier::impossible(user));
             let mut mechs = BytesMut::new();
             if end_point.is_some() {
                 mechs.put_slice(scram::MECHANISM_PLUS.as_bytes());

@@ -20,8 +20,11 @@ use crate::metrics;
 use crate::protocol::{sqlstate, PgError};
 pub use crate::shared::Shared;
 
-use limits::{ClientSlot, NamedSlots};
+use limits::NamedSlots;
 use startup::{Startup, StartupError};
+
+/// How long the accept loop waits after a failed accept.
+const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Accepts clients until shutdown; each gets its own task.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
@@ -37,7 +40,10 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
         let (stream, peer) = match accepted {
             Ok(s) => s,
             Err(e) => {
+                // Out of file descriptors (EMFILE) and the like: the error repeats until
+                // something closes, so wait a little rather than spin the runtime thread.
                 tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
                 continue;
             }
         };
@@ -94,6 +100,17 @@ async fn open(
 
 async fn handle(tcp: TcpStream, shared: Arc<Shared>) {
     let mut stream = ClientStream::Plain(tcp);
+    // Every connection counts from accept until it has logged in: sockets that send
+    // nothing, or never answer the password challenge, hold these places only.
+    let Some(login) = limits::login_slot(&shared) else {
+        let max = shared.config().listen.max_logins;
+        tracing::warn!(max, "connection refused: max_logins in progress");
+        let e = PgError::fatal(
+            sqlstate::TOO_MANY_CONNECTIONS,
+            format!("sorry, too many logins in progress (pgroute max_logins = {max})"),
+        );
+        return refuse(&mut stream, &e).await;
+    };
     let mut end_point = None;
     let login_timeout = shared.config().listen.login_timeout;
     let startup = tokio::time::timeout(login_timeout, open(&mut stream, &mut end_point, &shared)).await;
@@ -115,40 +132,20 @@ async fn handle(tcp: TcpStream, shared: Arc<Shared>) {
             .with_hint("Connect with sslmode=require (or verify-full).");
         return refuse(&mut stream, &e).await;
     }
-    // As PostgreSQL does, the limit is checked once the startup packet has been read.
-    let Some(_slot) = ClientSlot::take(&shared) else {
-        let max = shared.config().listen.max_client_conn;
-        tracing::warn!(max, "client refused: max_client_conn reached");
-        let e = PgError::fatal(
-            sqlstate::TOO_MANY_CONNECTIONS,
-            format!("sorry, too many clients already (pgroute max_client_conn = {max})"),
-        );
-        return refuse(&mut stream, &e).await;
-    };
     let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     let Some(user) = get("user") else {
         let e = PgError::fatal(sqlstate::PROTOCOL_VIOLATION, "no PostgreSQL user name specified in startup packet");
         return refuse(&mut stream, &e).await;
     };
     let database = get("database").unwrap_or_else(|| user.clone());
-    let _named = match NamedSlots::take(&shared, &user, &database) {
-        Ok(s) => s,
-        Err((what, max)) => {
-            tracing::warn!(user = %user, database = %database, limit = what, max, "client refused: per-{what} limit reached");
-            let e = PgError::fatal(
-                sqlstate::TOO_MANY_CONNECTIONS,
-                format!("too many clients for this {what} already (pgroute max_{what}_client_conn = {max})"),
-            );
-            return refuse(&mut stream, &e).await;
-        }
-    };
     if get("replication").is_some_and(|v| v != "false" && v != "0" && v != "off") {
         let e = PgError::fatal(sqlstate::FEATURE_NOT_SUPPORTED, "pgroute does not proxy replication connections");
         return refuse(&mut stream, &e).await;
     }
+    // Boxed: the exchange happens once per client and must not set the size of its task.
     let auth = tokio::time::timeout(
         login_timeout,
-        login::authenticate(&mut stream, &shared, &user, end_point.as_ref().map(|e| e.as_slice())),
+        Box::pin(login::authenticate(&mut stream, &shared, &user, end_point.as_ref().map(|e| e.as_slice()))),
     )
     .await;
     match auth {
@@ -162,6 +159,28 @@ async fn handle(tcp: TcpStream, shared: Arc<Shared>) {
             return refuse(&mut stream, &e).await;
         }
     }
+    drop(login);
+    // The client limits count logged-in clients only.
+    let Some(_slot) = limits::client_slot(&shared) else {
+        let max = shared.config().listen.max_client_conn;
+        tracing::warn!(max, "client refused: max_client_conn reached");
+        let e = PgError::fatal(
+            sqlstate::TOO_MANY_CONNECTIONS,
+            format!("sorry, too many clients already (pgroute max_client_conn = {max})"),
+        );
+        return refuse(&mut stream, &e).await;
+    };
+    let _named = match NamedSlots::take(&shared, &user, &database) {
+        Ok(s) => s,
+        Err((what, max)) => {
+            tracing::warn!(user = %user, database = %database, limit = what, max, "client refused: per-{what} limit reached");
+            let e = PgError::fatal(
+                sqlstate::TOO_MANY_CONNECTIONS,
+                format!("too many clients for this {what} already (pgroute max_{what}_client_conn = {max})"),
+            );
+            return refuse(&mut stream, &e).await;
+        }
+    };
     if database == crate::admin::DATABASE {
         if !shared.config().admin.is_admin(&user) {
             tracing::warn!(user = %user, "console refused: not in [admin] users");
