@@ -73,11 +73,23 @@ impl KeyMap {
         for k in keys {
             self.entries.insert(k.clone(), KeyCommit { at, position: None });
         }
-        while self.entries.len() > self.capacity.load(Ordering::Relaxed) {
-            let oldest = self.entries.iter().min_by_key(|e| e.value().at).map(|e| (e.key().clone(), e.value().at));
-            let Some((k, t)) = oldest else { break };
-            self.entries.remove(&k);
-            self.raise_floor(t);
+        let capacity = self.capacity.load(Ordering::Relaxed);
+        if self.entries.len() > capacity {
+            // The oldest eighth goes at once (and what is over capacity): one pass over the
+            // map every capacity/8 new keys, not one per key.
+            let mut all: Vec<(Instant, String)> =
+                self.entries.iter().map(|e| (e.value().at, e.key().clone())).collect();
+            let evict = (all.len() - capacity + capacity / 8).min(all.len());
+            if evict > 0 {
+                all.select_nth_unstable_by_key(evict - 1, |(at, _)| *at);
+                let newest = all[..evict].iter().map(|(at, _)| *at).max();
+                for (_, k) in &all[..evict] {
+                    self.entries.remove(k);
+                }
+                if let Some(t) = newest {
+                    self.raise_floor(t);
+                }
+            }
         }
         crate::metrics::key_map_size(self.entries.len());
     }

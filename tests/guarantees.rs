@@ -384,3 +384,24 @@ async fn logins_in_progress_have_their_own_limit() {
     let b = common::connect_when_free(&p.conninfo("app")).await;
     assert_eq!(simple_value(&b, "SELECT 2").await, "2");
 }
+
+/// Item 7: a client that learns pgroute's server statement names (the primary's
+/// `pg_prepared_statements` shows them) and DEALLOCATEs one must not break the client
+/// whose statement it was: the connection it ran on is closed, not pooled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_deallocating_server_statements_breaks_no_other_client() {
+    let p = proxy_with("[pool]\nsize = 1\n[routing]\ndefault_read = \"primary\"\n").await;
+    let a = p.client().await;
+    let stmt = a.prepare("SELECT $1::int + 100").await.unwrap();
+    assert_eq!(a.query_one(&stmt, &[&1i32]).await.unwrap().get::<_, i32>(0), 101);
+    let b = p.client().await;
+    let names = common::rows(&b, "SELECT name FROM pg_prepared_statements WHERE name LIKE 'pgr\\_%'").await;
+    assert!(!names.is_empty(), "the pooled connection holds the statement");
+    for n in &names {
+        b.simple_query(&format!("DEALLOCATE \"{}\"", n[0])).await.unwrap();
+    }
+    b.simple_query("DO $$ BEGIN PERFORM 1; END $$").await.unwrap();
+    for i in 0..5 {
+        assert_eq!(a.query_one(&stmt, &[&i]).await.unwrap().get::<_, i32>(0), 100 + i);
+    }
+}

@@ -99,13 +99,20 @@ impl Checked {
 
     /// Returns the connection to its pool (when `reusable` and not poisoned) or closes it.
     pub fn release(mut self, reusable: bool) {
-        if let (true, Some(conn)) = (reusable, self.conn.take().filter(|c| !c.poisoned)) {
+        // A connection holding many clients' statements is closed rather than pooled: the
+        // server's memory for them is bounded, and the next connection starts with none.
+        let keep = |c: &ServerConn| !c.poisoned && c.prepared.len() <= MAX_SERVER_STATEMENTS;
+        if let (true, Some(conn)) = (reusable, self.conn.take().filter(keep)) {
             self.pool.gauges.add(0, 1);
             let mut idle = self.pool.idle.lock().unwrap_or_else(|p| p.into_inner());
             idle.push(conn);
         }
     }
 }
+
+/// Statements (`pgr_<hash>`) a pooled server connection may hold; past this it is closed
+/// when given back.
+pub const MAX_SERVER_STATEMENTS: usize = 1000;
 
 /// A pool as the console shows it.
 #[derive(Debug, Clone)]

@@ -1,22 +1,36 @@
 //! The bounded classification cache, keyed by normalised statement text.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use dashmap::DashMap;
 
 use super::Class;
 
+/// Statement texts longer than this (normalised, in bytes) are classified every time,
+/// never kept: the cache's memory stays bounded however large the texts clients send.
+const MAX_KEY: usize = 16 * 1024;
+/// All keys together, in bytes: past this the cache starts over.
+const MAX_BYTES: usize = 32 * 1024 * 1024;
+
 pub struct Cache {
     map: DashMap<String, Arc<Class>>,
     capacity: usize,
+    /// Bytes of the keys held (their classes hold at most as much again in names).
+    bytes: AtomicUsize,
     hits: AtomicU64,
     misses: AtomicU64,
 }
 
 impl Cache {
     pub fn new(capacity: usize) -> Self {
-        Cache { map: DashMap::new(), capacity, hits: AtomicU64::new(0), misses: AtomicU64::new(0) }
+        Cache {
+            map: DashMap::new(),
+            capacity,
+            bytes: AtomicUsize::new(0),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
     }
 
     pub fn get(&self, key: &str) -> Option<Arc<Class>> {
@@ -30,17 +44,24 @@ impl Cache {
     /// are few, so a full cache means churn (ad-hoc literals the lexer could not fold), and
     /// starting over is cheaper and simpler than tracking recency on every hit.
     pub fn insert(&self, key: String, class: Arc<Class>) {
-        if self.capacity == 0 {
+        if self.capacity == 0 || key.len() > MAX_KEY {
             return;
         }
-        if self.map.len() >= self.capacity {
-            self.map.clear();
+        if self.map.len() >= self.capacity || self.bytes.load(Ordering::Relaxed) + key.len() > MAX_BYTES {
+            self.clear();
         }
+        self.bytes.fetch_add(key.len(), Ordering::Relaxed);
         self.map.insert(key, class);
     }
 
     pub fn clear(&self) {
         self.map.clear();
+        self.bytes.store(0, Ordering::Relaxed);
+    }
+
+    /// Bytes of the keys held.
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
     }
 
     pub fn len(&self) -> usize {

@@ -65,6 +65,21 @@ pub fn parse_token(text: &str) -> After {
     parsed.unwrap_or(After::Malformed)
 }
 
+/// Longest tagged key kept as written; longer ones are kept as a keyed hash of fixed size.
+const MAX_KEY: usize = 64;
+
+/// A tagged key as the shared key map holds it. Clients choose keys: one longer than
+/// `MAX_KEY` bytes becomes `#<hash>` (random keys per process), so the map's memory is
+/// bounded by its capacity. Two keys sharing a hash only make reads wait for more.
+fn key(k: &str) -> String {
+    use std::hash::BuildHasher;
+    static KEYS: std::sync::OnceLock<std::collections::hash_map::RandomState> = std::sync::OnceLock::new();
+    if k.len() <= MAX_KEY {
+        return k.to_string();
+    }
+    format!("#{:016x}", KEYS.get_or_init(Default::default).hash_one(k))
+}
+
 /// Finds a `pgroute:` hint; unknown keys are ignored with a debug log.
 pub fn hint(sql: &str) -> Hint {
     let mut out = Hint::default();
@@ -86,7 +101,7 @@ pub fn hint(sql: &str) -> Hint {
                 Some(("route", "primary")) => (out.route, in_keys) = (Some(Target::Primary), false),
                 Some(("route", "replica")) => (out.route, in_keys) = (Some(Target::Replica), false),
                 Some(("key", k)) if !k.is_empty() => {
-                    out.keys.push(k.to_string());
+                    out.keys.push(key(k));
                     in_keys = true;
                 }
                 Some(("after", v)) => (out.after, in_keys) = (Some(parse_token(v)), false),
@@ -98,7 +113,7 @@ pub fn hint(sql: &str) -> Hint {
                     Ok(d) => (out.narrow().max_lag, in_keys) = (Some(d), false),
                     Err(e) => tracing::debug!(hint = part, error = %e, "invalid max_lag hint ignored"),
                 },
-                None if in_keys => out.keys.push(part.to_string()),
+                None if in_keys => out.keys.push(key(part)),
                 _ => {
                     in_keys = false;
                     tracing::debug!(hint = part, "unknown pgroute hint ignored");
@@ -148,6 +163,10 @@ mod tests {
         assert_eq!(h.route, Some(Target::Primary));
         assert_eq!(hint("UPDATE w SET b = 1 /* pgroute: key=w:1 */").keys, vec!["w:1".to_string()]);
         assert!(hint("SELECT 1 /* pgroute: key= */").keys.is_empty());
+        let long = "w".repeat(100_000);
+        let keys = hint(&format!("SELECT 1 /* pgroute: key={long} */")).keys;
+        assert_eq!(keys, hint(&format!("UPDATE t SET a = 1 /* pgroute: key={long} */")).keys, "the same key both ways");
+        assert!(keys[0].len() <= MAX_KEY, "kept at a bounded size");
         assert_eq!(
             hint("SELECT 1 /* pgroute: max_lag=200ms */").max_lag(),
             Some(std::time::Duration::from_millis(200))

@@ -66,6 +66,10 @@ pub struct Class {
     pub relations: Vec<QName>,
     /// Functions the text calls (for function rules and volatility checks).
     pub functions: Vec<QName>,
+    /// Names SQL-level prepared statements (`DEALLOCATE`, `EXECUTE`) or runs dynamic SQL
+    /// (`DO`): it could drop or run pgroute's own statements on that server connection,
+    /// which is then closed rather than pooled.
+    pub touches_statements: bool,
 }
 
 impl Class {
@@ -79,6 +83,7 @@ impl Class {
             relations: Vec::new(),
             functions: Vec::new(),
             writes_data: false,
+            touches_statements: false,
         }
     }
 
@@ -109,6 +114,7 @@ impl Class {
         }
         self.steps.extend(next.steps);
         self.writes_data |= next.writes_data;
+        self.touches_statements |= next.touches_statements;
     }
 
     /// Every session setting change of the text, in order.
@@ -127,7 +133,7 @@ impl Class {
     /// declared write function): every statement counts as writing data.
     pub fn into_write(self, reason: impl Into<String>) -> Class {
         let steps = self.steps.into_iter().map(|s| Step { writes_data: true, ..s }).collect();
-        Class { steps, writes_data: true, ..Class::write(reason) }
+        Class { steps, writes_data: true, touches_statements: self.touches_statements, ..Class::write(reason) }
     }
 }
 
@@ -404,7 +410,7 @@ fn with_function_effects(mut class: Class, functions: &[QName]) -> Class {
             let steps = std::mem::take(&mut class.steps);
             let writes = effect.writes_data;
             let steps = steps.into_iter().map(|s| Step { writes_data: s.writes_data || writes, ..s }).collect();
-            class = Class { steps, pins, begins: class.begins, ..effect };
+            class = Class { steps, pins, begins: class.begins, touches_statements: class.touches_statements, ..effect };
         }
     }
     class

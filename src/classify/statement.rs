@@ -71,6 +71,13 @@ fn word(sql: &str, t: Option<&Token>) -> Option<String> {
 }
 
 pub fn classify(sql: &str, toks: &[Token]) -> Class {
+    let mut class = classify_by_keyword(sql, toks);
+    class.touches_statements =
+        toks.first().is_some_and(|t| t.is(sql, "deallocate") || t.is(sql, "execute") || t.is(sql, "do"));
+    class
+}
+
+fn classify_by_keyword(sql: &str, toks: &[Token]) -> Class {
     let Some(first) = word(sql, toks.first()) else {
         // `(SELECT ...)`, or something odd: let the parser decide.
         return ast::classify(sql, toks);

@@ -132,6 +132,20 @@ fn full_cache_starts_over_instead_of_growing() {
     assert!(c.cache().len() <= 3);
 }
 
+/// Issue 22, item 7: the cache is bounded in bytes, not only in entries.
+#[test]
+fn large_texts_are_classified_but_not_kept() {
+    let c = Classifier::new(10_000);
+    let huge = format!("SELECT 1 FROM t WHERE {}", "a = b AND ".repeat(10_000));
+    for i in 0..20 {
+        let sql = format!("{huge} c{i} = 1");
+        assert!(!c.classify(&sql).is_write());
+    }
+    assert!(c.cache().bytes() < 64 * 1024, "{} bytes kept", c.cache().bytes());
+    c.classify("SELECT 1");
+    assert_eq!(c.cache().len(), 1);
+}
+
 #[test]
 fn only_data_writes_make_a_session_causal() {
     let c = Classifier::new(10);

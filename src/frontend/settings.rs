@@ -3,6 +3,7 @@
 //! statement uses (see ARCHITECTURE.md, "Session state"), so a setting made once is in
 //! force everywhere, as on a single server.
 
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 
 use crate::classify::SettingChange;
@@ -104,16 +105,47 @@ impl Settings {
     }
 
     pub fn apply(&mut self, change: &SettingChange) {
-        match change {
-            SettingChange::Set { name, statement } => self.put(name.clone(), statement.clone()),
-            SettingChange::Reset { name } => {
-                self.entries.retain(|(n, _)| n != name);
-                if let Some(base) = self.startup.iter().find(|(n, _)| n == name) {
-                    self.entries.push(base.clone());
+        self.apply_all([change]);
+    }
+
+    /// Applies changes in order, in time linear in the changes and the settings held (a
+    /// Query of 100,000 SETs does not re-scan the settings for each).
+    pub fn apply_all<'a>(&mut self, changes: impl IntoIterator<Item = &'a SettingChange>) {
+        let mut changes = changes.into_iter().peekable();
+        if changes.peek().is_none() {
+            return;
+        }
+        let mut slots: Vec<Option<(String, String)>> =
+            std::mem::take(&mut self.entries).into_iter().map(Some).collect();
+        let index = |slots: &[Option<(String, String)>]| -> HashMap<String, usize> {
+            slots.iter().enumerate().filter_map(|(i, e)| e.as_ref().map(|(n, _)| (n.clone(), i))).collect()
+        };
+        let mut at = index(&slots);
+        let mut put =
+            |slots: &mut Vec<Option<(String, String)>>, at: &mut HashMap<String, usize>, e: (String, String)| {
+                if let Some(i) = at.insert(e.0.clone(), slots.len()) {
+                    slots[i] = None;
+                }
+                slots.push(Some(e));
+            };
+        for change in changes {
+            match change {
+                SettingChange::Set { name, statement } => put(&mut slots, &mut at, (name.clone(), statement.clone())),
+                SettingChange::Reset { name } => {
+                    if let Some(i) = at.remove(name) {
+                        slots[i] = None;
+                    }
+                    if let Some(base) = self.startup.iter().find(|(n, _)| n == name) {
+                        put(&mut slots, &mut at, base.clone());
+                    }
+                }
+                SettingChange::ResetAll => {
+                    slots = self.startup.iter().cloned().map(Some).collect();
+                    at = index(&slots);
                 }
             }
-            SettingChange::ResetAll => self.entries = self.startup.clone(),
         }
+        self.entries = slots.into_iter().flatten().collect();
         self.rehash();
     }
 

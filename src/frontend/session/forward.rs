@@ -44,6 +44,9 @@ impl Session {
                 self.note_pin(&class);
                 if let Some(conn) = self.held.get_mut(node) {
                     conn.unnamed = None;
+                    // The client's own SQL may drop or run pgroute's statements there: no
+                    // other client gets this connection after it.
+                    conn.poisoned |= class.touches_statements;
                 }
                 self.swbuf.extend_from_slice(f.raw());
                 for index in 0..class.steps.len() {

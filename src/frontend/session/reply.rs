@@ -351,7 +351,7 @@ impl Session {
     /// records its tagged keys.
     pub(super) fn settle(&mut self, node: usize, committed: Committed) {
         let before = self.settings.hash();
-        committed.settings.iter().for_each(|c| self.settings.apply(c));
+        self.settings.apply_all(&committed.settings);
         // The connection ran these very statements: it now has the new settings.
         if let Some(conn) = self.held.get_mut(node) {
             if conn.settings_hash == before {
