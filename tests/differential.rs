@@ -189,14 +189,36 @@ impl Gen {
     }
 
     /// What pins a session to the primary; for the `app_md5` client.
+    /// Also what changes who the session is, its settings outside SET, its sequence
+    /// state and its locks, in the spellings applications and SQL generators use: the
+    /// fresh clients after each case must see none of it.
     fn pinning_block(&mut self, c: usize) -> Vec<Step> {
-        let sql = match self.rng.gen_range(0..5) {
+        let sql = match self.rng.gen_range(0..13) {
             0 => format!("LISTEN ch{c}; NOTIFY ch{c}, 'hello'; SELECT 1"),
             1 => "CREATE TEMP TABLE IF NOT EXISTS tmp (x int); INSERT INTO tmp VALUES (1); SELECT count(*) FROM tmp"
                 .into(),
             2 => format!("SELECT pg_advisory_lock({c}); SELECT pg_advisory_unlock({c})"),
             3 => "PREPARE p AS SELECT 42; EXECUTE p".into(),
-            _ => "DEALLOCATE p; UNLISTEN *".into(),
+            4 => "DEALLOCATE p; UNLISTEN *".into(),
+            5 => {
+                self.pick(&["SET \"role\" = diff_tenant", "SET SESSION ROLE diff_tenant", "SET role TO 'diff_tenant'"])
+                    .to_string()
+                    + "; SELECT current_user, session_user"
+            }
+            6 => "SET session_authorization = 'app_md5'; SET SESSION AUTHORIZATION DEFAULT; SELECT current_user".into(),
+            7 => self
+                .pick(&[
+                    "SELECT set_config('role', 'diff_tenant', false)",
+                    "SELECT \"set_config\"('search_path', 'public, pg_catalog', false)",
+                    "SELECT pg_catalog.set_config('diff.tenant', 'b', false)",
+                    "SELECT \"pg_catalog\".\"set_config\"('work_mem', '7MB', false)",
+                ])
+                .to_string(),
+            8 => "SELECT nextval('diff_seq') > 0; SELECT currval('diff_seq') > 0, lastval() > 0".into(),
+            9 => format!("SELECT \"pg_advisory_lock\"({c}), pg_catalog.pg_try_advisory_lock({})", c + 100),
+            10 => "DECLARE held CURSOR WITH HOLD FOR SELECT 1; FETCH held".into(),
+            11 => "PREPARE diff_q AS SELECT 7; SELECT name FROM pg_prepared_statements ORDER BY name".into(),
+            _ => "RESET role; SELECT current_user".into(),
         };
         vec![q(sql.as_bytes())]
     }
@@ -225,14 +247,44 @@ impl Gen {
             // Every setting's value, and where it came from when it differs from the
             // built-in default (see ARCHITECTURE.md, known divergences, for why not always).
             q(b"SELECT name, setting, CASE WHEN setting IS DISTINCT FROM boot_val THEN source END FROM pg_settings ORDER BY 1"),
-            q(format!("DROP TABLE {t}").as_bytes()),
+            // The pinning client may have changed its role: back to the login's user to
+            // drop it.
+            q(format!("{}DROP TABLE {t}", if pinning { "SET ROLE NONE; " } else { "" }).as_bytes()),
         ]);
         let mut params = vec![("client_encoding", enc.to_string())];
         if self.rng.gen_bool(0.3) {
             params.push(("application_name", format!("client{c}")));
         }
+        if pinning && self.rng.gen_bool(0.2) {
+            params.push(("options", "-c role=diff_tenant".to_string()));
+        }
         Client { user: if pinning { "app_md5" } else { "app" }, params, blocks }
     }
+}
+
+/// What a client that logs in fresh as `user` sees of its session: who it is, every
+/// setting (and its source where it differs from the built-in default), the advisory
+/// locks, prepared statements, cursors, temp tables and LISTEN channels of its backend,
+/// and its sequence state. It must be what a fresh direct connection sees: nothing any
+/// earlier client did.
+async fn fresh_view(port: u16, user: &str, params: &[(&str, &str)]) -> Vec<String> {
+    let (mut w, _) = Wire::connect(port, user, user, params).await;
+    let mut lines = Vec::new();
+    for probe in [
+        "SELECT current_user, session_user",
+        "SELECT name, setting, CASE WHEN setting IS DISTINCT FROM boot_val THEN source END FROM pg_settings ORDER BY 1",
+        "SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = 'advisory'",
+        "SELECT name, statement FROM pg_prepared_statements ORDER BY name",
+        "SELECT name FROM pg_cursors ORDER BY name",
+        "SELECT count(*) FROM pg_class WHERE relnamespace = pg_my_temp_schema()",
+        "SELECT * FROM pg_listening_channels()",
+        "SELECT lastval()",
+    ] {
+        let pid = w.pid;
+        lines.extend(w.query(probe.as_bytes()).await.iter().map(|m| wire::render_for(m, pid)));
+    }
+    w.terminate().await;
+    lines
 }
 
 /// Runs a case's clients against `port`, blocks interleaved in `order`; returns each
@@ -280,6 +332,16 @@ async fn random_sessions_see_the_same_replies_as_on_a_direct_connection() {
     let first: usize = std::env::var("PGROUTE_DIFF_FIRST").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
     let p = proxy_with("[pool]\nsize = 1\n[routing]\nread_your_writes = \"lsn\"\n").await;
     let primary = cluster().primary_port;
+    cluster()
+        .direct(0)
+        .await
+        .batch_execute(
+            "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'diff_tenant') THEN CREATE ROLE diff_tenant; END IF; END $$; \
+             GRANT diff_tenant TO app, app_md5; CREATE SEQUENCE IF NOT EXISTS diff_seq; GRANT USAGE ON SEQUENCE diff_seq TO app_md5, diff_tenant",
+        )
+        .await
+        .unwrap();
+    cluster().wait_replicas_caught_up().await;
     let mut sessions = 0;
     for case in first..cases {
         let mut g = Gen { rng: StdRng::seed_from_u64(seed.wrapping_mul(1_000_003).wrapping_add(case as u64)), key: 0 };
@@ -294,6 +356,23 @@ async fn random_sessions_see_the_same_replies_as_on_a_direct_connection() {
         let direct = run(&format!("seed {seed} case {case}, direct"), primary, &clients, &order).await;
         let routed = run(&format!("seed {seed} case {case}, pgroute"), p.port, &clients, &order).await;
         sessions += n;
+        // Isolation: after every case, a fresh client like each of the case's (the same
+        // user and startup parameters, so the same pools; no role in its options) sees
+        // exactly what a fresh direct connection sees.
+        for client in &clients {
+            let (user, params) = (client.user, &client.params);
+            let params: Vec<(&str, &str)> =
+                params.iter().filter(|(k, _)| *k != "options").map(|(k, v)| (*k, v.as_str())).collect();
+            let (want, got) = (fresh_view(primary, user, &params).await, fresh_view(p.port, user, &params).await);
+            if want != got {
+                let at = want.iter().zip(&got).take_while(|(x, y)| x == y).count();
+                panic!(
+                    "seed {seed} case {case}: a fresh {user} client sees what others left behind, from line {at}\ndirect: {:#?}\npgroute: {:#?}",
+                    &want[at.min(want.len())..],
+                    &got[at.min(got.len())..]
+                );
+            }
+        }
         for c in 0..n {
             for (b, (d, r)) in direct[c].iter().zip(&routed[c]).enumerate() {
                 if d != r {
@@ -319,5 +398,7 @@ async fn random_sessions_see_the_same_replies_as_on_a_direct_connection() {
             }
         }
     }
-    eprintln!("differential: {cases} cases, {sessions} sessions, seed {seed}: no divergence");
+    eprintln!(
+        "differential: {cases} cases, {sessions} sessions, seed {seed}: no divergence, fresh clients saw nothing"
+    );
 }

@@ -95,7 +95,11 @@ async fn writes_hidden_in_reads_and_unparseable_text_go_to_the_primary() {
     // Extended protocol too: the statement's own class decides.
     let next: i64 = client.query_one(&format!("SELECT nextval('{t}_s')"), &[]).await.unwrap().get(0);
     assert!(next >= 2);
-    // Multi-statement reads may use a replica.
+    // nextval leaves sequence state (currval, lastval) in the server session: the session
+    // is pinned to the primary from then on. Multi-statement reads of another session may
+    // use a replica.
+    assert_eq!(server_port(&client).await, c.primary_port, "pinned by nextval");
+    let client = p.client().await;
     let port = simple_value(&client, "SELECT 1; SELECT inet_server_port()").await;
     assert_eq!(port, "1");
     let msgs = client.simple_query("SELECT 1; SELECT inet_server_port()").await.unwrap();

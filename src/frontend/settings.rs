@@ -104,6 +104,7 @@ impl Settings {
         }
     }
 
+    #[cfg(test)]
     pub fn apply(&mut self, change: &SettingChange) {
         self.apply_all([change]);
     }
@@ -121,13 +122,12 @@ impl Settings {
             slots.iter().enumerate().filter_map(|(i, e)| e.as_ref().map(|(n, _)| (n.clone(), i))).collect()
         };
         let mut at = index(&slots);
-        let mut put =
-            |slots: &mut Vec<Option<(String, String)>>, at: &mut HashMap<String, usize>, e: (String, String)| {
-                if let Some(i) = at.insert(e.0.clone(), slots.len()) {
-                    slots[i] = None;
-                }
-                slots.push(Some(e));
-            };
+        let put = |slots: &mut Vec<Option<(String, String)>>, at: &mut HashMap<String, usize>, e: (String, String)| {
+            if let Some(i) = at.insert(e.0.clone(), slots.len()) {
+                slots[i] = None;
+            }
+            slots.push(Some(e));
+        };
         for change in changes {
             match change {
                 SettingChange::Set { name, statement } => put(&mut slots, &mut at, (name.clone(), statement.clone())),

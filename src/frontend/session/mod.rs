@@ -16,6 +16,7 @@ mod held;
 mod in_doubt;
 mod ledger;
 mod local;
+mod own_statements;
 mod reply;
 mod route;
 mod rule_timeout;
@@ -91,6 +92,9 @@ enum Own {
     /// A rule's `statement_timeout` set in front of a unit, or the client's own value put
     /// back behind it (`rule_timeout`).
     Timeout,
+    /// Every statement dropped in front of a read of `pg_prepared_statements`
+    /// (`own_statements`).
+    Forget,
 }
 
 impl Expect {

@@ -43,7 +43,9 @@ impl Session {
             let mut forward = true;
             tracing::trace!(tag = %(frame.tag() as char), "server frame");
             let reading = match self.expect.front() {
-                Some(Expect::Ready { own: Some(o @ (Own::Position | Own::Xid | Own::Timeout)), .. }) => Some(*o),
+                Some(Expect::Ready {
+                    own: Some(o @ (Own::Position | Own::Xid | Own::Timeout | Own::Forget)), ..
+                }) => Some(*o),
                 _ => None,
             };
             if let (Some(own), true) =
@@ -59,7 +61,7 @@ impl Session {
                             self.lsn_answer = commit_lsn::parse_row(frame.body()).map(|lsn| (end(lsn), wal.timeline));
                         }
                         Own::Xid => self.xid_answered(frame.body(), wal.timeline),
-                        Own::Timeout | Own::Prepare => {}
+                        Own::Timeout | Own::Prepare | Own::Forget => {}
                     }
                 }
                 continue;

@@ -198,6 +198,7 @@ impl Session {
                 if commits {
                     self.track_commit(commit_only);
                 }
+                self.hide_other_statements(decision.node, &class);
                 self.set_rule_timeout();
                 self.intake = Intake::Open;
             }
