@@ -385,9 +385,10 @@ async fn logins_in_progress_have_their_own_limit() {
     assert_eq!(simple_value(&b, "SELECT 2").await, "2");
 }
 
-/// Item 7: a client that learns pgroute's server statement names (the primary's
-/// `pg_prepared_statements` shows them) and DEALLOCATEs one must not break the client
-/// whose statement it was: the connection it ran on is closed, not pooled.
+/// Item 7: another client's statements are neither visible (their texts are that
+/// client's) nor droppable: a client that finds pgroute's server statements through
+/// dynamic SQL and DEALLOCATEs them must not break the client whose statements they were
+/// (the connection it ran on is closed, not pooled).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_deallocating_server_statements_breaks_no_other_client() {
     let p = proxy_with("[pool]\nsize = 1\n[routing]\ndefault_read = \"primary\"\n").await;
@@ -395,13 +396,34 @@ async fn a_client_deallocating_server_statements_breaks_no_other_client() {
     let stmt = a.prepare("SELECT $1::int + 100").await.unwrap();
     assert_eq!(a.query_one(&stmt, &[&1i32]).await.unwrap().get::<_, i32>(0), 101);
     let b = p.client().await;
-    let names = common::rows(&b, "SELECT name FROM pg_prepared_statements WHERE name LIKE 'pgr\\_%'").await;
-    assert!(!names.is_empty(), "the pooled connection holds the statement");
-    for n in &names {
-        b.simple_query(&format!("DEALLOCATE \"{}\"", n[0])).await.unwrap();
-    }
-    b.simple_query("DO $$ BEGIN PERFORM 1; END $$").await.unwrap();
+    b.simple_query(
+        "DO $$ DECLARE r record; BEGIN \
+         FOR r IN EXECUTE 'SELECT name FROM pg_' || 'prepared_statements' LOOP EXECUTE format('DEALLOCATE %I', r.name); END LOOP; \
+         END $$",
+    )
+    .await
+    .unwrap();
     for i in 0..5 {
         assert_eq!(a.query_one(&stmt, &[&i]).await.unwrap().get::<_, i32>(0), 100 + i);
     }
+    let c = p.client().await;
+    let seen = common::rows(&c, "SELECT name, statement FROM pg_prepared_statements").await;
+    assert!(seen.is_empty(), "a fresh client sees no other client's statements: {seen:?}");
+}
+
+/// Item 7: the named statements one client may hold are bounded; past the bound a Parse
+/// is refused with 54000 and the session goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_holds_a_bounded_number_of_prepared_statements() {
+    let p = proxy_with("").await;
+    let (mut w, _) = Wire::connect(p.port, "app", "app", &[]).await;
+    let many: Vec<u8> = (0..10_000).flat_map(|i| wire::parse(&format!("s{i}"), b"SELECT 1")).collect();
+    w.send(&[many, wire::sync()].concat()).await;
+    let replies = w.until_ready(1).await;
+    assert!(wire::errors(&replies).is_empty(), "10,000 statements are allowed");
+    w.send(&[wire::parse("one_more", b"SELECT 1"), wire::sync()].concat()).await;
+    assert_eq!(wire::errors(&w.until_ready(1).await), vec!["54000"]);
+    w.send(&[wire::close(b'S', "s0"), wire::sync(), wire::parse("one_more", b"SELECT 2"), wire::sync()].concat()).await;
+    assert!(wire::errors(&w.until_ready(2).await).is_empty(), "a closed statement frees its place");
+    assert_eq!(w.column("SELECT 3").await, vec![Some("3".to_string())]);
 }

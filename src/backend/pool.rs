@@ -183,6 +183,15 @@ pub struct Pools {
 /// server's defaults instead of their login's).
 const MAX_CLIENT_POOLS: usize = 256;
 
+/// Does a startup packet set the session's role or authorization (directly or in
+/// `options`)? Over-approximates: a value merely mentioning them counts.
+fn names_identity(startup: &[(String, String)]) -> bool {
+    startup.iter().any(|(n, v)| {
+        let mentions = |s: &str| s.contains("role") || s.contains("session_authorization");
+        mentions(n) || (n == "options" && mentions(v))
+    })
+}
+
 impl Pools {
     pub fn new(config: Live, topology: Arc<Topology>) -> Self {
         let pool = &config.load().pool;
@@ -210,9 +219,12 @@ impl Pools {
         if let Some(p) = self.map.get(&key) {
             return p.clone();
         }
-        // Past the bound, another startup set shares the pool opened without settings.
+        // Past the bound, another startup set shares the pool opened without settings;
+        // never one that says who the session is (`RESET ALL` would not undo a replayed
+        // role for the pool's next client). Those are as many as the roles there are.
         if matches!(purpose, Purpose::Clients(k) if k != 0)
             && self.client_pools.load(std::sync::atomic::Ordering::Relaxed) >= MAX_CLIENT_POOLS
+            && !names_identity(startup)
         {
             tracing::debug!(%user, %database, "too many startup parameter sets: pooled without them");
             return self.pool(node, user, database, Purpose::Clients(0), &[]);
@@ -450,5 +462,20 @@ impl Pools {
         let wait = self.config.load().pool.checkout_timeout;
         let name = self.topology.addr(node).map_or_else(String::new, |a| a.name);
         limits.acquire(node, &name, reserve_ok, wait).await.map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::names_identity;
+
+    #[test]
+    fn startup_sets_naming_a_role_never_share_a_pool() {
+        let p = |k: &str, v: &str| vec![(k.to_string(), v.to_string())];
+        assert!(names_identity(&p("options", "-c role=tenant_b")));
+        assert!(names_identity(&p("options", "--session_authorization=x")));
+        assert!(names_identity(&p("role", "x")));
+        assert!(!names_identity(&p("options", "-c search_path=app")));
+        assert!(!names_identity(&p("application_name", "billing")));
     }
 }

@@ -36,7 +36,13 @@ struct Scan {
     commits: bool,
     /// ... and every statement is a plain COMMIT.
     commit_only: bool,
+    /// Named statements the unit Parses that the client does not hold yet.
+    new_names: usize,
 }
+
+/// Named prepared statements one client may hold at once: one more Parse is refused with
+/// 54000, the client's session goes on.
+const MAX_CLIENT_STATEMENTS: usize = 10_000;
 
 impl Session {
     /// Routes and forwards queued client frames until the queue is empty or the next
@@ -305,6 +311,7 @@ impl Session {
             complete: false,
             commits: false,
             commit_only: true,
+            new_names: 0,
         };
         // Buffers kept in the session between units, so a unit allocates none.
         let (mut parsed_here, mut others) = std::mem::take(&mut self.scan_scratch);
@@ -321,6 +328,7 @@ impl Session {
                     let body = f.raw().slice(5..);
                     let (c, text) = match split_parse(&body) {
                         Ok((name, sql, tail)) => {
+                            scan.new_names += usize::from(!name.is_empty() && !self.statements.contains_key(&name));
                             let c = classify_text(classifier, self.encoding, self.dialect, sql);
                             let text = tail.slice(..sql.len());
                             parsed_here.push((name, c.clone(), text.clone()));
@@ -384,6 +392,13 @@ impl Session {
     /// volatility first has them looked up; reads are placed by the rules.
     /// Also returns the topology snapshot the decision was made on.
     async fn route_unit(&mut self, scan: Scan) -> Result<(Decision, Arc<Class>, Arc<Snapshot>), PgError> {
+        if self.statements.len() + scan.new_names > MAX_CLIENT_STATEMENTS {
+            return Err(PgError::error(
+                sqlstate::PROGRAM_LIMIT_EXCEEDED,
+                format!("pgroute: a client may hold at most {MAX_CLIENT_STATEMENTS} named prepared statements"),
+            )
+            .with_hint("Close or DEALLOCATE statements the application no longer uses."));
+        }
         let mut executes = scan.executes;
         let scanned_writes = scan.class.as_ref().is_some_and(|c| c.writes_data);
         let class = match scan.class {
