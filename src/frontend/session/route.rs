@@ -36,8 +36,9 @@ struct Scan {
     commits: bool,
     /// ... and every statement is a plain COMMIT.
     commit_only: bool,
-    /// Named statements the unit Parses that the client does not hold yet.
-    new_names: usize,
+    /// Named statements the unit Parses that the client does not hold yet (saturating;
+    /// small, to keep the client task's future small).
+    new_names: u16,
 }
 
 /// Named prepared statements one client may hold at once: one more Parse is refused with
@@ -328,7 +329,8 @@ impl Session {
                     let body = f.raw().slice(5..);
                     let (c, text) = match split_parse(&body) {
                         Ok((name, sql, tail)) => {
-                            scan.new_names += usize::from(!name.is_empty() && !self.statements.contains_key(&name));
+                            let new = !name.is_empty() && !self.statements.contains_key(&name);
+                            scan.new_names = scan.new_names.saturating_add(u16::from(new));
                             let c = classify_text(classifier, self.encoding, self.dialect, sql);
                             let text = tail.slice(..sql.len());
                             parsed_here.push((name, c.clone(), text.clone()));
@@ -392,7 +394,7 @@ impl Session {
     /// volatility first has them looked up; reads are placed by the rules.
     /// Also returns the topology snapshot the decision was made on.
     async fn route_unit(&mut self, scan: Scan) -> Result<(Decision, Arc<Class>, Arc<Snapshot>), PgError> {
-        if self.statements.len() + scan.new_names > MAX_CLIENT_STATEMENTS {
+        if self.statements.len() + usize::from(scan.new_names) > MAX_CLIENT_STATEMENTS {
             return Err(PgError::error(
                 sqlstate::PROGRAM_LIMIT_EXCEEDED,
                 format!("pgroute: a client may hold at most {MAX_CLIENT_STATEMENTS} named prepared statements"),
