@@ -48,7 +48,7 @@ pub struct Shared {
     /// Clients past their startup packet, against `[listen] max_client_conn`.
     clients: AtomicUsize,
     /// Connections accepted and not logged in yet (`[listen] max_logins`).
-    logins: AtomicUsize,
+    logins: crate::frontend::limits::PendingLogins,
     /// Clients per user and per database, against the optional per-name limits.
     pub(crate) clients_per_user: crate::frontend::limits::Counts,
     pub(crate) clients_per_db: crate::frontend::limits::Counts,
@@ -107,7 +107,7 @@ impl Shared {
             stats: Default::default(),
             pause: tokio::sync::watch::Sender::new(None),
             clients: AtomicUsize::new(0),
-            logins: AtomicUsize::new(0),
+            logins: Default::default(),
             clients_per_user: Default::default(),
             clients_per_db: Default::default(),
             shutdown: tokio::sync::watch::Sender::new(false),
@@ -137,7 +137,7 @@ impl Shared {
         self.clients.load(Ordering::Acquire)
     }
 
-    pub(crate) fn logins_counter(&self) -> &AtomicUsize {
+    pub(crate) fn pending_logins(&self) -> &crate::frontend::limits::PendingLogins {
         &self.logins
     }
 

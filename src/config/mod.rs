@@ -61,9 +61,9 @@ pub struct Listen {
     /// checked, the others are untouched.
     #[serde(default = "default_max_client_conn")]
     pub max_client_conn: usize,
-    /// Connections not logged in yet (from accept to a checked password): one more is
-    /// refused with 53300 at once. Connections that never log in can hold these, never
-    /// the places of logged-in clients.
+    /// Connections not logged in yet (from accept to a checked password): one more takes
+    /// the place of the one that has waited longest, which gets 53300. Connections that
+    /// never log in hold these, never the places of logged-in clients.
     #[serde(default = "default_max_logins")]
     pub max_logins: usize,
     /// Clients at once per user (unlimited when absent).

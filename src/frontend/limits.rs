@@ -3,62 +3,92 @@
 //! limit is refused with 53300 at login; the others are untouched. Each place is given back
 //! when its holder is dropped (also when a session's task unwinds).
 
-use std::marker::PhantomData;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
 use std::sync::Arc;
+use tokio::sync::Notify;
 
 use dashmap::DashMap;
 
 use super::Shared;
 
-/// Which shared counter a [`Slot`] counts in (a type, so that a slot is one pointer).
-pub trait Counter {
-    fn counter(shared: &Shared) -> &AtomicUsize;
-}
-
-/// Logged-in clients (`[listen] max_client_conn`).
-pub struct Clients;
-/// Connections not logged in yet (`[listen] max_logins`).
-pub struct Logins;
-
-impl Counter for Clients {
-    fn counter(shared: &Shared) -> &AtomicUsize {
-        shared.clients_counter()
-    }
-}
-
-impl Counter for Logins {
-    fn counter(shared: &Shared) -> &AtomicUsize {
-        shared.logins_counter()
-    }
-}
-
-/// A place under a limit on a shared counter, given back when dropped.
-pub struct Slot<C: Counter>(Arc<Shared>, PhantomData<C>);
-
-impl<C: Counter> Slot<C> {
-    fn take(shared: &Arc<Shared>, max: usize) -> Option<Self> {
-        C::counter(shared).fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)).ok()?;
-        Some(Slot(shared.clone(), PhantomData))
-    }
-}
-
-impl<C: Counter> Drop for Slot<C> {
-    fn drop(&mut self) {
-        C::counter(&self.0).fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
 /// A logged-in client's place under `[listen] max_client_conn`, taken once its password
 /// is checked: connections that never log in cannot lock real clients out.
-pub fn client_slot(shared: &Arc<Shared>) -> Option<Slot<Clients>> {
-    Slot::take(shared, shared.config().listen.max_client_conn)
+pub struct ClientSlot(Arc<Shared>);
+
+impl ClientSlot {
+    pub fn take(shared: &Arc<Shared>) -> Option<Self> {
+        let max = shared.config().listen.max_client_conn;
+        shared
+            .clients_counter()
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .ok()?;
+        Some(ClientSlot(shared.clone()))
+    }
 }
 
-/// A connection's place under `[listen] max_logins`, from accept until it has logged in
-/// (or gone).
-pub fn login_slot(shared: &Arc<Shared>) -> Option<Slot<Logins>> {
-    Slot::take(shared, shared.config().listen.max_logins)
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        self.0.clients_counter().fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Connections not logged in yet, oldest first (`[listen] max_logins`).
+#[derive(Default)]
+pub struct PendingLogins {
+    queue: Mutex<VecDeque<(u64, Arc<Notify>)>>,
+    next: AtomicU64,
+}
+
+impl PendingLogins {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<(u64, Arc<Notify>)>> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A connection's place among the logins in progress, from accept until it has logged in
+/// (or gone). With `max_logins` of them already there, a new one takes the place of the
+/// one that has waited longest, which is told so and ends (`LoginSlot::evicted`): a real
+/// client logs in within milliseconds, so sockets that never finish cannot keep it out,
+/// however many they are.
+pub struct LoginSlot {
+    shared: Arc<Shared>,
+    id: u64,
+    evicted: Arc<Notify>,
+}
+
+impl LoginSlot {
+    pub fn take(shared: &Arc<Shared>) -> Self {
+        let max = shared.config().listen.max_logins.max(1);
+        let logins = shared.pending_logins();
+        let id = logins.next.fetch_add(1, Ordering::Relaxed);
+        let evicted = Arc::new(Notify::new());
+        let mut queue = logins.lock();
+        while queue.len() >= max {
+            if let Some((_, oldest)) = queue.pop_front() {
+                oldest.notify_one();
+            }
+        }
+        queue.push_back((id, evicted.clone()));
+        drop(queue);
+        LoginSlot { shared: shared.clone(), id, evicted }
+    }
+
+    /// Resolves when a newer login took this one's place.
+    pub async fn evicted(&self) {
+        self.evicted.notified().await
+    }
+}
+
+impl Drop for LoginSlot {
+    fn drop(&mut self) {
+        let mut queue = self.shared.pending_logins().lock();
+        if let Some(i) = queue.iter().position(|(id, _)| *id == self.id) {
+            queue.remove(i);
+        }
+    }
 }
 
 /// Clients per name (user or database). Entries go when their count does, so the map

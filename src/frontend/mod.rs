@@ -20,7 +20,7 @@ use crate::metrics;
 use crate::protocol::{sqlstate, PgError};
 pub use crate::shared::Shared;
 
-use limits::NamedSlots;
+use limits::{ClientSlot, LoginSlot, NamedSlots};
 use startup::{Startup, StartupError};
 
 /// How long the accept loop waits after a failed accept.
@@ -55,6 +55,35 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
             tracing::debug!(%peer, "client gone");
         });
     }
+}
+
+/// What ended a login before it finished.
+enum Cut {
+    Timeout,
+    /// A newer login took its place among `[listen] max_logins`.
+    Evicted,
+}
+
+/// `f` within the login's time, unless a newer login takes its place first.
+async fn within<F: std::future::Future>(
+    slot: &LoginSlot,
+    timeout: std::time::Duration,
+    f: F,
+) -> Result<F::Output, Cut> {
+    tokio::select! {
+        r = tokio::time::timeout(timeout, f) => r.map_err(|_| Cut::Timeout),
+        _ = slot.evicted() => Err(Cut::Evicted),
+    }
+}
+
+fn evicted(shared: &Shared) -> PgError {
+    let max = shared.config().listen.max_logins;
+    // Debug, not WARN: under a flood of unfinished logins this happens for each.
+    tracing::debug!(max, "login ended: max_logins in progress, this one waited longest");
+    PgError::fatal(
+        sqlstate::TOO_MANY_CONNECTIONS,
+        format!("sorry, too many logins in progress (pgroute max_logins = {max}); this one waited longest"),
+    )
 }
 
 async fn refuse(stream: &mut ClientStream, err: &PgError) {
@@ -101,21 +130,16 @@ async fn open(
 async fn handle(tcp: TcpStream, shared: Arc<Shared>) {
     let mut stream = ClientStream::Plain(tcp);
     // Every connection counts from accept until it has logged in: sockets that send
-    // nothing, or never answer the password challenge, hold these places only.
-    let Some(login) = limits::login_slot(&shared) else {
-        let max = shared.config().listen.max_logins;
-        tracing::warn!(max, "connection refused: max_logins in progress");
-        let e = PgError::fatal(
-            sqlstate::TOO_MANY_CONNECTIONS,
-            format!("sorry, too many logins in progress (pgroute max_logins = {max})"),
-        );
-        return refuse(&mut stream, &e).await;
-    };
+    // nothing, or never answer the password challenge, hold these places only, and the
+    // oldest gives its place up to a newer one.
+    // Boxed: one pointer in the client's task (whose future must stay small).
+    let login = Box::new(LoginSlot::take(&shared));
     let mut end_point = None;
     let login_timeout = shared.config().listen.login_timeout;
-    let startup = tokio::time::timeout(login_timeout, open(&mut stream, &mut end_point, &shared)).await;
+    let startup = within(&login, login_timeout, open(&mut stream, &mut end_point, &shared)).await;
     let params = match startup {
-        Err(_) => {
+        Err(Cut::Evicted) => return refuse(&mut stream, &evicted(&shared)).await,
+        Err(Cut::Timeout) => {
             let e = PgError::fatal(sqlstate::PROTOCOL_VIOLATION, "pgroute: no startup packet in time");
             return refuse(&mut stream, &e).await;
         }
@@ -143,7 +167,8 @@ async fn handle(tcp: TcpStream, shared: Arc<Shared>) {
         return refuse(&mut stream, &e).await;
     }
     // Boxed: the exchange happens once per client and must not set the size of its task.
-    let auth = tokio::time::timeout(
+    let auth = within(
+        &login,
         login_timeout,
         Box::pin(login::authenticate(&mut stream, &shared, &user, end_point.as_ref().map(|e| e.as_slice()))),
     )
@@ -154,14 +179,15 @@ async fn handle(tcp: TcpStream, shared: Arc<Shared>) {
             tracing::info!(user = %user, "client authentication failed");
             return refuse(&mut stream, &e).await;
         }
-        Err(_) => {
+        Err(Cut::Evicted) => return refuse(&mut stream, &evicted(&shared)).await,
+        Err(Cut::Timeout) => {
             let e = PgError::fatal(sqlstate::PROTOCOL_VIOLATION, "pgroute: authentication timed out");
             return refuse(&mut stream, &e).await;
         }
     }
     drop(login);
     // The client limits count logged-in clients only.
-    let Some(_slot) = limits::client_slot(&shared) else {
+    let Some(_slot) = ClientSlot::take(&shared) else {
         let max = shared.config().listen.max_client_conn;
         tracing::warn!(max, "client refused: max_client_conn reached");
         let e = PgError::fatal(
