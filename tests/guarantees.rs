@@ -13,7 +13,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use common::wire::{self, Wire};
-use common::{cluster, connect, proxy_with, simple_value, table, try_connect};
+use common::{cluster, connect, proxy_with, simple_value, table};
 
 /// `SELECT ..., inet_server_port()`: the port of the server that ran it (last column).
 async fn ran_on(client: &tokio_postgres::Client, sql: &str) -> u16 {
