@@ -17,7 +17,7 @@ fuzz_target!(|data: &[u8]| {
         Some(i) => (&rest[..i], &rest[i + 1..]),
         None => (rest, &[][..]),
     };
-    if let Ok((exchange, _)) = ServerExchange::start(Verifier::impossible(), first, binding) {
+    if let Ok((exchange, _)) = ServerExchange::start(Verifier::impossible("nobody"), first, binding) {
         assert!(exchange.finish(last).is_err(), "no proof satisfies the impossible verifier");
     }
 });

@@ -23,6 +23,9 @@ pub use crate::shared::Shared;
 use limits::{ClientSlot, LoginSlot, NamedSlots};
 use startup::{Startup, StartupError};
 
+/// How long a failed login waits before its error is sent.
+const AUTH_FAILURE_DELAY: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// How long the accept loop waits after a failed accept.
 const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(50);
 
@@ -177,6 +180,10 @@ async fn handle(tcp: TcpStream, shared: Arc<Shared>) {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
             tracing::info!(user = %user, "client authentication failed");
+            // As PostgreSQL's auth_delay: a client guessing names or passwords waits
+            // before each answer, so one connection cannot make the runtime thread run
+            // logins back to back. The wait costs no CPU and holds only its login place.
+            tokio::time::sleep(AUTH_FAILURE_DELAY).await;
             return refuse(&mut stream, &e).await;
         }
         Err(Cut::Evicted) => return refuse(&mut stream, &evicted(&shared)).await,

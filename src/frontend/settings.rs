@@ -81,6 +81,11 @@ impl Settings {
         self.entries.push((name, stmt));
     }
 
+    /// How many settings the client has made (startup ones included).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
     /// What the client last set `name` to: its SET statement, or its startup value.
     pub fn entry(&self, name: &str) -> Option<&str> {
         self.entries.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.as_str())

@@ -17,6 +17,10 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     memchr::memmem::find(hay, needle)
 }
 
+/// Past this many session settings, the session stays on one server (the primary)
+/// rather than have them replayed wherever its next statement runs.
+const MAX_REPLAYED_SETTINGS: usize = 1000;
+
 /// The unit the server is answering now: whether it is the first part of a split Query,
 /// and whether it is pgroute's own.
 fn unit_answering(expect: &std::collections::VecDeque<Expect>) -> Option<(bool, bool)> {
@@ -354,6 +358,15 @@ impl Session {
     pub(super) fn settle(&mut self, node: usize, committed: Committed) {
         let before = self.settings.hash();
         self.settings.apply_all(&committed.settings);
+        if self.settings.len() > MAX_REPLAYED_SETTINGS && self.pinned.is_none() {
+            // Replaying them on every server the session moves to would cost the servers
+            // that much each time: one server connection keeps them instead.
+            tracing::debug!(
+                settings = self.settings.len(),
+                "session pinned to the primary: too many settings to replay"
+            );
+            self.pinned = Some("many settings".into());
+        }
         // The connection ran these very statements: it now has the new settings.
         if let Some(conn) = self.held.get_mut(node) {
             if conn.settings_hash == before {
