@@ -296,42 +296,19 @@ async fn side_effects_in_other_spellings_run_on_the_primary() {
 
 /// The salt in a SCRAM server-first message for `user`.
 async fn scram_salt(port: u16, user: &str) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    s.write_all(&pgroute::protocol::startup_message(&[("user", user), ("database", "app")])).await.unwrap();
-    let mut w = RawReader { s, buf: bytes::BytesMut::new() };
-    let (tag, mut body) = w.next().await;
-    assert_eq!((tag, body.get_i32()), (b'R', 10), "SASL offered");
+    let mut w = Wire::unauthenticated(TcpStream::connect(("127.0.0.1", port)).await.unwrap());
+    w.send(&pgroute::protocol::startup_message(&[("user", user), ("database", "app")])).await;
+    let mut m = w.read().await;
+    assert_eq!((m.tag, m.body.get_i32()), (b'R', 10), "SASL offered");
     let first = "n,,n=,r=abcdefghijklmnop";
     let mut msg = b"SCRAM-SHA-256\0".to_vec();
     msg.extend_from_slice(&(first.len() as i32).to_be_bytes());
     msg.extend_from_slice(first.as_bytes());
-    w.s.write_all(&wire::frame(b'p', &msg)).await.unwrap();
-    let (tag, mut body) = w.next().await;
-    assert_eq!((tag, body.get_i32()), (b'R', 11), "server-first");
-    let text = String::from_utf8_lossy(&body).into_owned();
+    w.send(&wire::frame(b'p', &msg)).await;
+    let mut m = w.read().await;
+    assert_eq!((m.tag, m.body.get_i32()), (b'R', 11), "server-first");
+    let text = String::from_utf8_lossy(&m.body).into_owned();
     text.split(',').find(|p| p.starts_with("s=")).expect("salt").to_string()
-}
-
-struct RawReader {
-    s: TcpStream,
-    buf: bytes::BytesMut,
-}
-
-impl RawReader {
-    async fn next(&mut self) -> (u8, bytes::Bytes) {
-        use tokio::io::AsyncReadExt;
-        loop {
-            if self.buf.len() >= 5 {
-                let len = i32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
-                if self.buf.len() > len {
-                    let tag = self.buf[0];
-                    self.buf.advance(5);
-                    return (tag, self.buf.split_to(len - 4).freeze());
-                }
-            }
-            assert!(self.s.read_buf(&mut self.buf).await.unwrap() > 0, "closed");
-        }
-    }
 }
 
 /// Item 7: two attempts no longer tell which users exist: an unknown name got a fresh
@@ -380,10 +357,10 @@ async fn logins_in_progress_have_their_own_limit() {
     let b = connect(&p.conninfo("app")).await;
     assert_eq!(simple_value(&b, "SELECT 2").await, "2", "a real login gets in");
     // The oldest silent socket was told why it lost its place.
-    let mut oldest = RawReader { s: silent.remove(0), buf: bytes::BytesMut::new() };
-    let (tag, body) = tokio::time::timeout(Duration::from_secs(5), oldest.next()).await.expect("an answer");
-    let text = String::from_utf8_lossy(&body).into_owned();
-    assert_eq!(tag, b'E');
+    let mut oldest = Wire::unauthenticated(silent.remove(0));
+    let m = tokio::time::timeout(Duration::from_secs(5), oldest.read()).await.expect("an answer");
+    let text = String::from_utf8_lossy(&m.body).into_owned();
+    assert_eq!(m.tag, b'E');
     assert!(text.contains("53300") && text.contains("max_logins = 4"), "{text}");
     assert_eq!(simple_value(&a, "SELECT 1").await, "1");
 }

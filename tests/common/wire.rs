@@ -162,6 +162,11 @@ impl Wire {
         }
     }
 
+    /// A connection that has not logged in (for tests of the login itself).
+    pub fn unauthenticated(stream: TcpStream) -> Wire {
+        Wire { stream, buf: BytesMut::new(), pid: 0, secret: 0 }
+    }
+
     pub async fn send(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).await.expect("send");
     }
