@@ -89,6 +89,11 @@ fn evicted(shared: &Shared) -> PgError {
     )
 }
 
+async fn refuse_later(stream: &mut ClientStream, err: PgError) {
+    tokio::time::sleep(AUTH_FAILURE_DELAY).await;
+    refuse(stream, &err).await
+}
+
 async fn refuse(stream: &mut ClientStream, err: &PgError) {
     metrics::client_error(&err.code);
     let _ = stream.write_all(err.to_frame().raw()).await;
@@ -183,8 +188,8 @@ async fn handle(tcp: TcpStream, shared: Arc<Shared>) {
             // As PostgreSQL's auth_delay: a client guessing names or passwords waits
             // before each answer, so one connection cannot make the runtime thread run
             // logins back to back. The wait costs no CPU and holds only its login place.
-            tokio::time::sleep(AUTH_FAILURE_DELAY).await;
-            return refuse(&mut stream, &e).await;
+            // Boxed: the timer and the error must not set the size of every client's task.
+            return Box::pin(refuse_later(&mut stream, e)).await;
         }
         Err(Cut::Evicted) => return refuse(&mut stream, &evicted(&shared)).await,
         Err(Cut::Timeout) => {

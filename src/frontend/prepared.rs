@@ -33,7 +33,7 @@ pub struct Prepared {
 impl Prepared {
     pub fn new(named: bool, tail: Bytes, class: Arc<Class>) -> Self {
         let hash = SERVER_NAME_KEYS.get_or_init(RandomState::new).hash_one(&tail);
-        let server_name = if named { format!("pgr_{hash:016x}") } else { String::new() };
+        let server_name = if named { server_name(hash) } else { String::new() };
         Prepared { hash, server_name, tail, class }
     }
 
@@ -56,6 +56,11 @@ impl Prepared {
     pub fn put_parse(&self, buf: &mut BytesMut) {
         Self::put_renamed_parse(buf, &self.server_name, &self.tail)
     }
+}
+
+/// The name on servers of the named statement whose text and types hash to `hash`.
+pub fn server_name(hash: u64) -> String {
+    format!("pgr_{hash:016x}")
 }
 
 /// A statement or portal name as a map key. Names are bytes in the client's encoding; one

@@ -1,11 +1,13 @@
 //! A read of `pg_prepared_statements` sees what it would on a direct connection: none of
 //! the statements other clients left on the pooled server connection (their texts are
 //! theirs). In front of a unit that names the view, with nothing in flight, pgroute drops
-//! every statement the connection holds (`DEALLOCATE ALL`, a unit of its own in the same
-//! flight); the client's own statements are prepared again where they are next used.
+//! every protocol-level statement the connection holds (its own `pgr_` names, each a
+//! unit of its own in the same flight), never the client's SQL-level `PREPARE`s; the
+//! client's protocol-level statements are prepared again where they are next used.
 
 use super::{Own, Session};
 use crate::classify::Class;
+use crate::frontend::prepared;
 
 impl Session {
     /// Once the unit's server is attached, before its first message.
@@ -14,8 +16,11 @@ impl Session {
             return;
         }
         let Some(conn) = self.held.get_mut(node) else { return };
-        conn.prepared.clear();
+        // One unit each, so that one the server does not hold (an error) leaves the others.
+        let held: Vec<u64> = conn.prepared.drain().collect();
         conn.unnamed = None;
-        self.send_own_query("DEALLOCATE ALL", Own::Forget);
+        for hash in held {
+            self.send_own_query(&format!("DEALLOCATE \"{}\"", prepared::server_name(hash)), Own::Forget);
+        }
     }
 }
