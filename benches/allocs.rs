@@ -97,7 +97,7 @@ fn full_run() -> bool {
 /// Starts pgroute on a thread of its own whose allocations are counted; returns its port.
 fn start_proxy() -> u16 {
     let text = common::cluster()
-        .config("[health]\ninterval = \"10s\"\nmax_sample_age = \"60s\"\n[routing]\nread_your_writes = \"lsn\"\n");
+        .config("[health]\ninterval = \"10s\"\nmax_sample_age = \"60s\"\n[routing]\ncausal_scope = \"instance\"\n");
     let config = pgroute::config::Config::parse(&text, "allocs.toml").expect("bench config");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {

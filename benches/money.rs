@@ -1,4 +1,4 @@
-//! The money workload, with read-your-writes in each of its modes, side by side.
+//! The money workload, with each causal scope side by side.
 //!
 //!   cargo bench --bench money            # 3 x 8 s per setup, 8 wallets, 4 browsers
 //!   MONEY_REPS=5 MONEY_SECS=20 MONEY_WALLETS=16 MONEY_BROWSERS=4 cargo bench --bench money
@@ -7,16 +7,23 @@
 //! makes replica 1 apply WAL 2 s late (it stays in rotation: `max_replica_lag = "30s"`)
 //! and keeps replica 2 healthy. Then runs the same workload direct to the primary and
 //! through pgroute (in this process, on a thread of its own, one event loop as in
-//! production) with `read_your_writes` = `off`, `window`, `lsn` with `causal_wait = "0s"`,
-//! and `lsn` with the default `causal_wait`, each on its own schema.
+//! production), each on its own schema:
+//! - `none`: `causal_scope = "none"`, untagged (a naive read/write split: the control,
+//!   which must show anomalies);
+//! - `default`: the shipped configuration (`instance` scope), untagged: what an
+//!   application that never heard of pgroute's tags gets;
+//! - `default-0s`: the same with `causal_wait = "0s"` (never wait: the primary instead);
+//! - `session+tags`: `causal_scope = "session"` with every money read tagged
+//!   `key=...` (read-your-writes per session and per key);
+//! - `cluster`: `causal_scope = "cluster"`, untagged (the primary's position at each read).
 //!
 //! A wallet's teller has three connections and loops over:
 //! 1. a deposit on connection A (a transaction), then A reads the balance: it must be
 //!    what the deposit's UPDATE returned (else a stale balance);
 //! 2. a provider webhook delivered twice, to A and B: each checks whether the provider's
-//!    transaction id is already credited (a read tagged `key=ptx:...`) and credits if
-//!    not (a double credit when B does not see A's credit);
-//! 3. a withdrawal created on A (tagged `key=wd:...`), whose status B and C check before
+//!    transaction id is already credited (a read, tagged `key=ptx:...` in the tagged
+//!    setups) and credits if not (a double credit when B does not see A's credit);
+//! 3. a withdrawal created on A (tagged `key=wd:...` likewise), whose status B and C check before
 //!    paying it out (a double payout when C does not see B's payout; a stale read when
 //!    the withdrawal is missing).
 //!
@@ -26,7 +33,8 @@
 //! browsing reads. At the end the books are checked on the primary: double credits and
 //! payouts, deposits acknowledged but missing (lost), and the ledger against the
 //! balances. Under `cargo test` (no `--bench`) it runs 1 s per setup with fewer clients
-//! and fails if any setup other than `off` shows an anomaly.
+//! and fails if any setup other than `none` shows an anomaly; under `--bench` it also
+//! fails if `none` shows none (the control could not fail).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -41,15 +49,22 @@ struct Setup {
     name: &'static str,
     /// The `[routing]` lines for pgroute; `None`: direct to the primary.
     routing: Option<&'static str>,
+    /// Money reads and writes carry `/* pgroute: key=... */` tags.
+    tagged: bool,
 }
 
-const SETUPS: [Setup; 5] = [
-    Setup { name: "direct", routing: None },
-    Setup { name: "off", routing: Some("read_your_writes = \"off\"") },
-    Setup { name: "window", routing: Some("read_your_writes = \"window\"") },
-    Setup { name: "lsn", routing: Some("read_your_writes = \"lsn\"\ncausal_wait = \"0s\"") },
-    Setup { name: "lsn+wait", routing: Some("read_your_writes = \"lsn\"") },
+const SETUPS: [Setup; 6] = [
+    Setup { name: "direct", routing: None, tagged: false },
+    Setup { name: "none", routing: Some("causal_scope = \"none\""), tagged: false },
+    Setup { name: "default", routing: Some(""), tagged: false },
+    Setup { name: "default-0s", routing: Some("causal_wait = \"0s\""), tagged: false },
+    Setup { name: "session+tags", routing: Some("causal_scope = \"session\""), tagged: true },
+    Setup { name: "cluster", routing: Some("causal_scope = \"cluster\""), tagged: false },
 ];
+
+/// Indexes in `SETUPS`: the control and the default.
+const NONE: usize = 1;
+const DEFAULT: usize = 2;
 
 #[derive(Default)]
 struct Tally {
@@ -65,12 +80,22 @@ struct Tally {
 
 struct Run {
     schema: String,
+    tagged: bool,
     primary_port: u16,
     tally: Tally,
     stop: AtomicBool,
 }
 
 impl Run {
+    /// The key tag for a money statement, in the tagged setups.
+    fn tag(&self, key: &str) -> String {
+        if self.tagged {
+            format!("/* pgroute: key={key} */ ")
+        } else {
+            String::new()
+        }
+    }
+
     fn add(&self, counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
     }
@@ -122,13 +147,12 @@ async fn teller(run: Arc<Run>, conns: [Client; 3], wallet: i64) {
         }
         // 2. A webhook delivered twice: check, then credit.
         let ptx = format!("ptx-{wallet}-{round}");
+        let tag = run.tag(&format!("ptx:{ptx}"));
         for conn in [a, b] {
-            let check = format!(
-                "/* pgroute: key=ptx:{ptx} */ SELECT count(*), inet_server_port() FROM {s}.ledger WHERE provider_tx = '{ptx}'"
-            );
+            let check = format!("{tag}SELECT count(*), inet_server_port() FROM {s}.ledger WHERE provider_tx = '{ptx}'");
             if run.money_read(conn, &check).await == "0" {
                 let credit = format!(
-                    "/* pgroute: key=ptx:{ptx} */ BEGIN; UPDATE {s}.accounts SET balance = balance + 5 WHERE id = {wallet}; \
+                    "{tag}BEGIN; UPDATE {s}.accounts SET balance = balance + 5 WHERE id = {wallet}; \
                      INSERT INTO {s}.ledger (account_id, kind, amount, provider_tx) VALUES ({wallet}, 'webhook', 5, '{ptx}'); COMMIT"
                 );
                 run.first_row(conn, &credit).await;
@@ -136,20 +160,21 @@ async fn teller(run: Arc<Run>, conns: [Client; 3], wallet: i64) {
         }
         // 3. A withdrawal, checked by two other connections before each pays it out.
         let wd = wallet * 10_000_000 + round;
+        let tag = run.tag(&format!("wd:{wd}"));
         let create = format!(
-            "/* pgroute: key=wd:{wd} */ INSERT INTO {s}.withdrawals (id, account_id, amount, status) VALUES ({wd}, {wallet}, 1, 'pending')"
+            "{tag}INSERT INTO {s}.withdrawals (id, account_id, amount, status) VALUES ({wd}, {wallet}, 1, 'pending')"
         );
         run.first_row(a, &create).await;
         for conn in [b, c] {
             let check = format!(
-                "/* pgroute: key=wd:{wd} */ SELECT coalesce((SELECT status FROM {s}.withdrawals WHERE id = {wd}), 'missing'), inet_server_port()"
+                "{tag}SELECT coalesce((SELECT status FROM {s}.withdrawals WHERE id = {wd}), 'missing'), inet_server_port()"
             );
             let status = run.money_read(conn, &check).await;
             if status == "missing" {
                 run.add(&run.tally.stale, 1);
             } else if status == "pending" {
                 let pay = format!(
-                    "/* pgroute: key=wd:{wd} */ BEGIN; UPDATE {s}.withdrawals SET status = 'paid', payouts = payouts + 1 WHERE id = {wd}; \
+                    "{tag}BEGIN; UPDATE {s}.withdrawals SET status = 'paid', payouts = payouts + 1 WHERE id = {wd}; \
                      UPDATE {s}.accounts SET balance = balance - 1 WHERE id = {wallet}; \
                      INSERT INTO {s}.ledger (account_id, kind, amount, provider_tx) VALUES ({wallet}, 'withdrawal', -1, 'wd-{wd}'); COMMIT"
                 );
@@ -235,7 +260,7 @@ fn wait_counters(metrics: &str) -> [f64; 3] {
         counter(metrics, "pgroute_replay_polls_total"),
         counter(metrics, "pgroute_causal_waits_total{outcome=\"replica\"}")
             + counter(metrics, "pgroute_causal_waits_total{outcome=\"primary\"}"),
-        counter(metrics, "pgroute_causal_wait_seconds_total"),
+        counter(metrics, "pgroute_causal_wait_seconds_sum"),
     ]
 }
 
@@ -307,11 +332,13 @@ fn share(part: u64, whole: u64) -> String {
 }
 
 /// Runs the workload once against `port` (pgroute, or the primary itself).
-async fn run_once(schema: &str, port: u16, user: &str, wallets: i64, browsers: i64, secs: u64) -> (f64, Tally) {
+async fn run_once(setup: &Setup, schema: &str, port: u16, user: &str, counts: (i64, i64), secs: u64) -> (f64, Tally) {
+    let (wallets, browsers) = counts;
     let cluster = common::cluster();
     let conninfo = format!("host=127.0.0.1 port={port} user={user} password={user} dbname=app");
     let run = Arc::new(Run {
         schema: schema.to_string(),
+        tagged: setup.tagged,
         primary_port: cluster.primary_port,
         tally: Tally::default(),
         stop: AtomicBool::new(false),
@@ -373,7 +400,7 @@ async fn main() {
             let (elapsed, tally) = match setup.routing {
                 Some(routing) => {
                     let (port, stop, thread) = start_proxy(routing);
-                    let result = run_once(&schema, port, "app", wallets, browsers, secs).await;
+                    let result = run_once(setup, &schema, port, "app", (wallets, browsers), secs).await;
                     let _ = stop.send(());
                     let waits = wait_counters(&thread.join().expect("pgroute thread"));
                     for ((sum, now), before) in figures[i].waits.iter_mut().zip(waits).zip(waits_so_far) {
@@ -382,13 +409,13 @@ async fn main() {
                     waits_so_far = waits;
                     result
                 }
-                None => run_once(&schema, cluster.primary_port, "postgres", wallets, browsers, secs).await,
+                None => run_once(setup, &schema, cluster.primary_port, "postgres", (wallets, browsers), secs).await,
             };
             let audit = audit(&schema, tally.deposits_acked.load(Ordering::Relaxed)).await;
             rates[i] = tally.rounds.load(Ordering::Relaxed) as f64 / elapsed;
             figures[i].add(elapsed, &tally, audit);
         }
-        ratios.push(rates[4] / rates[3]);
+        ratios.push(rates[DEFAULT] / rates[NONE]);
     }
     delayed.batch_execute("ALTER SYSTEM RESET recovery_min_apply_delay").await.expect("reset");
     delayed.batch_execute("SELECT pg_reload_conf()").await.expect("reload");
@@ -398,11 +425,11 @@ async fn main() {
          replica 1 applies WAL 2 s late, replica 2 is healthy"
     );
     println!(
-        "{:<9} {:>9} {:>8} {:>7} {:>7} {:>7} {:>7} {:>7} {:>6} {:>7} {:>7} {:>5} {:>8}",
+        "{:<12} {:>9} {:>8} {:>7} {:>7} {:>7} {:>7} {:>7} {:>6} {:>7} {:>7} {:>5} {:>8}",
         "setup",
         "rounds/s",
         "stmts/s",
-        "vs lsn",
+        "vs none",
         "money@r",
         "brows@r",
         "polls/s",
@@ -413,12 +440,12 @@ async fn main() {
         "lost",
         "mismatch"
     );
-    let reference = figures[3].rate();
+    let reference = figures[NONE].rate();
     let mut anomalies_where_none_allowed = Vec::new();
     for (setup, f) in SETUPS.iter().zip(&figures) {
         let [stale, double_credit, double_payout, lost, mismatch] = f.anomalies;
         println!(
-            "{:<9} {:>9.1} {:>8.0} {:>7.2} {:>7} {:>7} {:>7.0} {:>7} {:>6} {:>7} {:>7} {:>5} {:>8}",
+            "{:<12} {:>9.1} {:>8.0} {:>7.2} {:>7} {:>7} {:>7.0} {:>7} {:>6} {:>7} {:>7} {:>5} {:>8}",
             setup.name,
             f.rate(),
             f.statements as f64 / f.secs,
@@ -433,16 +460,22 @@ async fn main() {
             lost,
             mismatch
         );
-        if setup.name != "off" && f.anomalies.iter().sum::<u64>() > 0 {
+        if setup.name != "none" && f.anomalies.iter().sum::<u64>() > 0 {
             anomalies_where_none_allowed.push(setup.name);
         }
     }
     let each: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
     println!(
         "(money@r, brows@r: share of money and browsing reads a replica answered; polls/s: replay positions \
-         pgroute asked replicas for; wait ms: mean wait of a read that waited for a replica; vs lsn: rounds/s against lsn with causal_wait = 0s; lsn+wait / lsn in each \
-         repetition: {})",
+         pgroute asked replicas for; wait ms: mean wait of a read that waited for a replica; vs none: rounds/s against \
+         causal_scope = none; default / none in each repetition: {})",
         each.join(", ")
     );
     assert!(anomalies_where_none_allowed.is_empty(), "anomalies in {anomalies_where_none_allowed:?}");
+    if full {
+        assert!(
+            figures[NONE].anomalies.iter().sum::<u64>() > 0,
+            "the control (causal_scope = none) showed no anomaly: the workload cannot tell the scopes apart"
+        );
+    }
 }

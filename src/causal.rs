@@ -1,3 +1,6 @@
+//! What reads must see, shared by every session of this pgroute: the commits it
+//! acknowledged ([`Acked`], for `causal_scope = "instance"`), and tagged keys.
+//!
 //! Tagged keys for read-your-writes across connections: a write tagged
 //! `/* pgroute: key=wallet:42 */` records when it committed, in a map shared by every
 //! session of this pgroute; a read tagged with the same key, from any connection, is routed
@@ -33,6 +36,55 @@ impl KeyCommit {
             _ => None,
         };
         KeyCommit { at: self.at.max(other.at), position }
+    }
+}
+
+/// The latest commit pgroute acknowledged to a client: the highest exact position (on
+/// the newest timeline seen), and the time of the latest acknowledged commit whose
+/// position was not learned (a COPY, a failed position query), which a read then takes
+/// from the primary's position sampled after it.
+#[derive(Default)]
+pub struct Acked {
+    state: Mutex<AckedState>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct AckedState {
+    /// `(lsn, timeline)`: every acknowledged commit with a known position is at or before it.
+    pub position: Option<(u64, Option<u32>)>,
+    /// The latest acknowledged commit whose position is not known.
+    pub unpositioned: Option<Instant>,
+}
+
+impl Acked {
+    fn lock(&self) -> std::sync::MutexGuard<'_, AckedState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn get(&self) -> AckedState {
+        *self.lock()
+    }
+
+    /// A commit at `(lsn, timeline)` is about to be acknowledged; also what stands in for
+    /// the acknowledged commits of an older timeline or of unknown positions once the
+    /// primary's position after them is known (`settled`: the unpositioned time it covers).
+    pub fn record(&self, lsn: u64, timeline: Option<u32>, settled: Option<Instant>) {
+        let mut s = self.lock();
+        s.position = Some(match s.position {
+            // A later timeline's positions follow all of an earlier one's that survived.
+            Some((old, tl)) if tl == timeline || tl.is_none() || timeline.is_none() => (old.max(lsn), tl.or(timeline)),
+            Some((old, tl)) if tl > timeline => (old, tl),
+            _ => (lsn, timeline),
+        });
+        if settled.is_some() && s.unpositioned <= settled {
+            s.unpositioned = None;
+        }
+    }
+
+    /// A commit whose position is not known is about to be acknowledged.
+    pub fn record_unpositioned(&self, at: Instant) {
+        let mut s = self.lock();
+        s.unpositioned = Some(s.unpositioned.map_or(at, |t| t.max(at)));
     }
 }
 
@@ -141,6 +193,25 @@ impl KeyMap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn acknowledged_positions_only_rise_and_a_newer_timeline_wins() {
+        let a = Acked::default();
+        assert_eq!(a.get(), AckedState::default(), "nothing acknowledged: nothing to see");
+        a.record(100, Some(1), None);
+        a.record(90, Some(1), None);
+        assert_eq!(a.get().position, Some((100, Some(1))), "an answer that arrives late lowers nothing");
+        a.record(10, Some(2), None);
+        assert_eq!(a.get().position, Some((10, Some(2))), "after a failover the new timeline's position");
+        a.record(500, Some(1), None);
+        assert_eq!(a.get().position, Some((10, Some(2))), "the old timeline's later answer does not undo it");
+        let t0 = Instant::now();
+        a.record_unpositioned(t0 + Duration::from_millis(5));
+        a.record(20, Some(2), Some(t0));
+        assert!(a.get().unpositioned.is_some(), "a sample from before the commit does not cover it");
+        a.record(30, Some(2), Some(t0 + Duration::from_millis(6)));
+        assert_eq!(a.get(), AckedState { position: Some((30, Some(2))), unpositioned: None });
+    }
 
     #[test]
     fn keys_remember_commits_and_eviction_fails_safe() {

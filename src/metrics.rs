@@ -12,11 +12,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use crate::classify::Classifier;
+use crate::config::CausalScope;
 
 #[derive(Default)]
 struct Registry {
-    /// routes by node, then reason (nested so that counting needs no allocation)
-    routes: DashMap<String, DashMap<String, AtomicU64>>,
+    /// routes by node, then reason (nested so that counting needs no allocation), then
+    /// the read's causal scope (`SCOPE_LABELS`)
+    routes: DashMap<String, DashMap<String, [AtomicU64; SCOPES]>>,
     /// errors sent to clients, by SQLSTATE
     errors: DashMap<String, AtomicU64>,
     parse_errors: AtomicU64,
@@ -32,8 +34,8 @@ struct Registry {
     key_evictions: AtomicU64,
     causal_waits: DashMap<String, AtomicU64>,
     replay_polls: AtomicU64,
-    /// Microseconds reads spent waiting for a replica (causal_wait), all outcomes.
-    causal_wait_micros: AtomicU64,
+    /// How long reads waited for a replica (causal_wait), all outcomes: a histogram.
+    causal_wait: Histogram,
     writes_refused: DashMap<String, AtomicU64>,
     in_doubt: DashMap<String, AtomicU64>,
     /// per rule with `max_concurrent` (names from the configuration)
@@ -51,11 +53,58 @@ pub fn in_doubt(outcome: &str) {
     bump(&registry().in_doubt, outcome.to_string());
 }
 
+/// The `scope` label of a route: a read's causal scope, or `-` for what is no read placed
+/// by the read rules (writes, pins, statements inside a transaction).
+const SCOPE_LABELS: [&str; SCOPES] = ["-", "none", "session", "instance", "cluster"];
+const SCOPES: usize = 5;
+
+fn scope_index(scope: Option<CausalScope>) -> usize {
+    match scope {
+        None => 0,
+        Some(CausalScope::None) => 1,
+        Some(CausalScope::Session) => 2,
+        Some(CausalScope::Instance) => 3,
+        Some(CausalScope::Cluster) => 4,
+    }
+}
+
+/// Upper bounds (seconds) of the causal wait histogram's buckets.
+const WAIT_BUCKETS: [f64; 11] = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
+
+/// A Prometheus histogram of durations: counts per bucket (not cumulative: rendering
+/// adds them up), the sum in microseconds.
+#[derive(Default)]
+struct Histogram {
+    buckets: [AtomicU64; WAIT_BUCKETS.len() + 1],
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    fn observe(&self, took: std::time::Duration) {
+        let secs = took.as_secs_f64();
+        let i = WAIT_BUCKETS.iter().position(|b| secs <= *b).unwrap_or(WAIT_BUCKETS.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(u64::try_from(took.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str) {
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        let mut total = 0;
+        for (i, b) in self.buckets.iter().enumerate() {
+            total += b.load(Ordering::Relaxed);
+            let le = WAIT_BUCKETS.get(i).map_or("+Inf".to_string(), |b| b.to_string());
+            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {total}");
+        }
+        let _ = writeln!(out, "{name}_sum {}", self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count {total}");
+    }
+}
+
 /// A read waited `took` for a replica to catch up (causal_wait); where it went in the end.
 pub fn causal_wait(outcome: &str, took: std::time::Duration) {
     let r = registry();
     bump(&r.causal_waits, outcome.to_string());
-    r.causal_wait_micros.fetch_add(u64::try_from(took.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    r.causal_wait.observe(took);
 }
 
 /// The replay watch asked a replica for its replay position.
@@ -102,31 +151,34 @@ fn bump<K: std::hash::Hash + Eq>(map: &DashMap<K, AtomicU64>, key: K) {
     map.entry(key).or_default().fetch_add(1, Ordering::Relaxed);
 }
 
-pub fn route(node: &str, reason: &str) {
+/// A routing decision: its node, its reason, and for a read placed by the read rules,
+/// its causal scope.
+pub fn route(node: &str, reason: &str, scope: Option<CausalScope>) {
     let r = registry();
+    let i = scope_index(scope);
     if let Some(by_reason) = r.routes.get(node) {
         if let Some(c) = by_reason.get(reason) {
-            c.fetch_add(1, Ordering::Relaxed);
+            c[i].fetch_add(1, Ordering::Relaxed);
             return;
         }
     }
-    bump(&r.routes.entry(node.to_string()).or_default(), reason.to_string());
+    r.routes.entry(node.to_string()).or_default().entry(reason.to_string()).or_default()[i]
+        .fetch_add(1, Ordering::Relaxed);
 }
 
-/// Routing decisions so far: (node, reason, count), sorted.
-pub fn routes() -> Vec<(String, String, u64)> {
-    let mut all: Vec<(String, String, u64)> = registry()
-        .routes
-        .iter()
-        .flat_map(|by_node| {
-            let node = by_node.key().clone();
-            by_node
-                .value()
-                .iter()
-                .map(move |e| (node.clone(), e.key().clone(), e.value().load(Ordering::Relaxed)))
-                .collect::<Vec<_>>()
-        })
-        .collect();
+/// Routing decisions so far: (node, reason, scope, count), sorted, counts above zero.
+pub fn routes() -> Vec<(String, String, &'static str, u64)> {
+    let mut all: Vec<(String, String, &'static str, u64)> = Vec::new();
+    for by_node in registry().routes.iter() {
+        for e in by_node.value().iter() {
+            for (scope, c) in SCOPE_LABELS.iter().zip(e.value()) {
+                let n = c.load(Ordering::Relaxed);
+                if n > 0 {
+                    all.push((by_node.key().clone(), e.key().clone(), scope, n));
+                }
+            }
+        }
+    }
     all.sort();
     all
 }
@@ -203,16 +255,13 @@ pub fn render(classifier: &Classifier) -> String {
     let r = registry();
     let mut out = String::new();
     let _ = writeln!(out, "# TYPE pgroute_routes_total counter");
-    for by_node in r.routes.iter() {
-        for e in by_node.value().iter() {
-            let _ = writeln!(
-                out,
-                "pgroute_routes_total{{node=\"{}\",reason=\"{}\"}} {}",
-                escape(by_node.key()),
-                escape(e.key()),
-                e.value().load(Ordering::Relaxed)
-            );
-        }
+    for (node, reason, scope, n) in routes() {
+        let _ = writeln!(
+            out,
+            "pgroute_routes_total{{node=\"{}\",reason=\"{}\",scope=\"{scope}\"}} {n}",
+            escape(&node),
+            escape(&reason)
+        );
     }
     labeled_counter(&mut out, "pgroute_client_errors_total", "sqlstate", &r.errors);
     let _ = writeln!(out, "# TYPE pgroute_parse_errors_total counter");
@@ -278,9 +327,7 @@ pub fn render(classifier: &Classifier) -> String {
     let _ = writeln!(out, "# TYPE pgroute_key_map_evictions_total counter");
     let _ = writeln!(out, "pgroute_key_map_evictions_total {}", r.key_evictions.load(Ordering::Relaxed));
     labeled_counter(&mut out, "pgroute_causal_waits_total", "outcome", &r.causal_waits);
-    let _ = writeln!(out, "# TYPE pgroute_causal_wait_seconds_total counter");
-    let waited = r.causal_wait_micros.load(Ordering::Relaxed) as f64 / 1e6;
-    let _ = writeln!(out, "pgroute_causal_wait_seconds_total {waited}");
+    r.causal_wait.render(&mut out, "pgroute_causal_wait_seconds");
     let _ = writeln!(out, "# TYPE pgroute_replay_polls_total counter");
     let _ = writeln!(out, "pgroute_replay_polls_total {}", r.replay_polls.load(Ordering::Relaxed));
     let _ = writeln!(out, "# TYPE pgroute_split_brain gauge");

@@ -70,8 +70,8 @@ pub enum Reason {
     NoReplica,
     /// The unit's remaining statements are not known yet: primary, where anything may run.
     PartialUnit,
-    /// The session wrote and no replica is known to have its write yet.
-    ReadYourWrites,
+    /// No replica is known to have the commits the read's causal scope needs yet.
+    Causal,
     /// No replica is within the read's `max_lag`.
     MaxLag,
     /// The session's reads run serializable, which only the primary does.
@@ -99,7 +99,7 @@ impl Decision {
             Reason::Pinned => "pinned",
             Reason::NoReplica => "no_replica",
             Reason::PartialUnit => "partial_unit",
-            Reason::ReadYourWrites => "read_your_writes",
+            Reason::Causal => "causal",
             Reason::MaxLag => "max_lag",
             Reason::Serializable => "serializable",
             Reason::FollowsActive => "follows_active",
@@ -163,7 +163,7 @@ pub fn decide<'a>(
         return to_primary(Reason::Serializable);
     }
     if session.causal == Causal::Primary {
-        return to_primary(Reason::ReadYourWrites);
+        return to_primary(Reason::Causal);
     }
     let no_replica = |why: Reason| {
         if why == Reason::NoReplica && topo.no_replica_error {
@@ -209,7 +209,7 @@ fn place_read(
                     && (timeline.is_none() || n.wal.timeline == timeline)
                     && fresh_enough(n)
             };
-            (pick_replica_where(topo, now, pick, caught_up), Reason::ReadYourWrites)
+            (pick_replica_where(topo, now, pick, caught_up), Reason::Causal)
         }
         _ if read.max_lag.is_some() => (pick_replica_where(topo, now, pick, fresh_enough), Reason::MaxLag),
         _ => (pick_replica_where(topo, now, pick, fresh_enough), Reason::NoReplica),

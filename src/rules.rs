@@ -11,7 +11,7 @@ use std::sync::Arc;
 use regex::Regex;
 
 use crate::classify::{Class, Hint, QName};
-use crate::config::{group_mask, Fallback, Routing, Target};
+use crate::config::{group_mask, CausalScope, Fallback, Routing, Target};
 
 mod gate;
 pub use gate::{Admitted, Gate};
@@ -34,6 +34,9 @@ pub struct ReadRoute {
     /// A node group and a concurrency cap (a rule's; a hint's group). Shared: a client
     /// task holds a `ReadRoute` across awaits, so it stays small.
     pub limits: Option<Arc<Limits>>,
+    /// The acknowledged commits the read must see, when a hint or rule chose (else
+    /// `[routing] causal_scope`).
+    pub scope: Option<CausalScope>,
 }
 
 impl ReadRoute {
@@ -93,6 +96,7 @@ struct Rule {
     route: Target,
     max_lag: Option<std::time::Duration>,
     limits: Option<Arc<Limits>>,
+    scope: Option<CausalScope>,
 }
 
 impl Rule {
@@ -236,6 +240,7 @@ impl Rules {
                     route: rule.route,
                     max_lag: rule.max_lag,
                     limits: limits(rule, groups, previous),
+                    scope: rule.causal_scope,
                 })
                 .collect(),
             groups: groups.to_vec(),
@@ -261,6 +266,9 @@ impl Rules {
         if let Some(lag) = hint.max_lag() {
             read.max_lag = Some(lag);
         }
+        if hint.scope.is_some() {
+            read.scope = hint.scope;
+        }
         read
     }
 
@@ -270,12 +278,14 @@ impl Rules {
             reason: reason.clone(),
             max_lag: None,
             limits: None,
+            scope: None,
         };
         if let Some(target) = hint {
             return to(target, &self.hint_label);
         }
         if let Some(rule) = self.rules.iter().find(|r| r.matches(class, sql, ctx)) {
-            return ReadRoute { max_lag: rule.max_lag, limits: rule.limits.clone(), ..to(rule.route, &rule.label) };
+            let (max_lag, limits, scope) = (rule.max_lag, rule.limits.clone(), rule.scope);
+            return ReadRoute { max_lag, limits, scope, ..to(rule.route, &rule.label) };
         }
         if class.begins == Some(true) {
             // A read-only block runs where it begins, whatever its statements read later:

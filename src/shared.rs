@@ -40,6 +40,10 @@ pub struct Shared {
     pub functions: FunctionCatalog,
     /// Tagged keys for read-your-writes across connections.
     pub keys: KeyMap,
+    /// The latest commit acknowledged to a client (`causal_scope = "instance"`).
+    pub acked: crate::causal::Acked,
+    /// Held while a session asks the primary for its position (one ask at a time).
+    pub position_asks: tokio::sync::Mutex<()>,
     /// Reads waiting for a replica to replay a position (`health::ReplayWatch` serves them).
     pub replay_waits: Arc<crate::health::Waits>,
     pub stats: crate::stats::Stats,
@@ -103,6 +107,8 @@ impl Shared {
             rules: RwLock::new(Arc::new(Rules::from_config(&cfg.routing, &cfg.groups(), None))),
             functions: FunctionCatalog::new(cfg.routing.function_cache_ttl),
             keys: KeyMap::new(cfg.routing.key_map_size, cfg.routing.key_ttl),
+            acked: Default::default(),
+            position_asks: Default::default(),
             replay_waits: Arc::default(),
             stats: Default::default(),
             pause: tokio::sync::watch::Sender::new(None),
@@ -196,7 +202,7 @@ impl Shared {
     }
 
     /// Applies a new configuration to the running proxy, without dropping sessions:
-    /// routing (rules, caches cleared, `read_your_writes`, `causal_wait`, `balance`),
+    /// routing (rules, caches cleared, `causal_scope`, `causal_wait`, `balance`),
     /// health thresholds (the monitor reads them each round), users and passwords, nodes
     /// added, removed, moved or re-weighted, pool sizes and timeouts, TLS certificates. Returns what was done,
     /// one line each, including the settings that only a restart applies; an error changes

@@ -43,7 +43,7 @@ async fn a_committed_write_reports_a_position_at_or_past_its_commit() {
     let t = table("causal");
     let primary = c.direct(0).await;
     primary.batch_execute(&format!("CREATE TABLE {t} (id int); GRANT ALL ON {t} TO app")).await.unwrap();
-    let proxy = proxy_with("[routing]\nread_your_writes = \"lsn\"\n").await;
+    let proxy = proxy_with("[routing]\ncausal_scope = \"session\"\n").await;
     let (mut w, _) = Wire::connect(proxy.port, "app", "app", &[("database", "app")]).await;
     let insert_lsn = "SELECT (pg_current_wal_insert_lsn() - '0/0')::text";
     let timeline: String =
@@ -133,7 +133,7 @@ async fn a_read_right_after_a_commit_waits_for_a_replica_not_the_primary() {
     // milliseconds), and probes too slow to help within it: only asking the replicas
     // where they are can send these reads to one.
     let proxy = proxy_with(
-        "[routing]\nread_your_writes = \"lsn\"\ncausal_wait = \"200ms\"\n\
+        "[routing]\ncausal_scope = \"session\"\ncausal_wait = \"200ms\"\n\
          [health]\ninterval = \"2s\"\nmax_sample_age = \"10s\"\n",
     )
     .await;

@@ -54,7 +54,7 @@ async fn every_console_command_answers_through_psql() {
     let rules = console_ok(&p, "SHOW RULES");
     assert!(rules.contains("1|reports|replica|backoffice|"), "{rules}");
     let config = console_ok(&p, "SHOW CONFIG");
-    assert!(config.contains("routing.read_your_writes|off"), "{config}");
+    assert!(config.contains("routing.causal_scope|none"), "{config}");
     assert!(config.contains("users.app|auth=scramsha256") || config.contains("users.app|auth="), "{config}");
     assert!(!config.contains("password"), "no passwords: {config}");
     assert!(console_ok(&p, "SHOW VERSION").contains("pgroute "));
@@ -171,16 +171,16 @@ fn replace_in(path: &std::path::Path, from: &str, to: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_applies_every_section_and_keeps_sessions() {
     let c = cluster();
-    let extra = "[routing]\nread_your_writes = \"window\"\nsticky_window = \"60s\"\n[pool]\nsize = 5\n[health]\nmax_replica_lag = \"2s\"\n";
+    let extra = "[routing]\ndefault_read = \"primary\"\n[pool]\nsize = 5\n[health]\nmax_replica_lag = \"2s\"\n";
     let (p, path) = proxy_from_file(extra, "console-reload").await;
     let console = p.console().await;
     let app = p.client().await;
     let t = table("reload");
     app.batch_execute(&format!("CREATE TABLE {t} (id int)")).await.unwrap();
-    assert_eq!(server_port(&app).await, c.primary_port, "window mode: reads after a write stay on the primary");
+    assert_eq!(server_port(&app).await, c.primary_port, "default_read = primary");
 
-    // Routing: the running session follows the new read_your_writes at once.
-    replace_in(&path, "read_your_writes = \"window\"", "read_your_writes = \"off\"");
+    // Routing: the running session follows the new default_read at once.
+    replace_in(&path, "default_read = \"primary\"", "default_read = \"replica\"");
     // Pools: size.
     replace_in(&path, "size = 5", "size = 7");
     // Health thresholds.
@@ -211,13 +211,17 @@ async fn reload_applies_every_section_and_keeps_sessions() {
     let notices = console.simple_query("RELOAD").await.expect("reload");
     assert!(!notices.is_empty());
     for _ in 0..6 {
-        assert_eq!(server_port(&app).await, c.replica_ports[0], "off: reads on the remaining replica, same session");
+        assert_eq!(
+            server_port(&app).await,
+            c.replica_ports[0],
+            "replica: reads on the remaining replica, same session"
+        );
     }
     let config = rows(&console, "SHOW CONFIG").await;
     let get = |k: &str| config.iter().find(|r| r[0] == k).map(|r| r[1].clone()).unwrap_or_default();
     assert_eq!(get("pool.size"), "7");
     assert_eq!(get("health.max_replica_lag"), "3s");
-    assert_eq!(get("routing.read_your_writes"), "off");
+    assert_eq!(get("routing.default_read"), "replica");
     let pools = rows(&console, "SHOW POOLS").await;
     assert!(pools.iter().any(|r| r[0] == "pg0" && r[5] == "7"), "existing pools resized: {pools:?}");
     let nodes = rows(&console, "SHOW NODES").await;
@@ -232,7 +236,7 @@ async fn reload_applies_every_section_and_keeps_sessions() {
     superuser.batch_execute(&set_password("app_md5")).await.unwrap();
 
     // pg2 comes back under its name: probed again and used.
-    std::fs::write(&path, text.replacen("read_your_writes = \"window\"", "read_your_writes = \"off\"", 1)).unwrap();
+    std::fs::write(&path, text.replacen("default_read = \"primary\"", "default_read = \"replica\"", 1)).unwrap();
     console.simple_query("RELOAD").await.expect("reload");
     let mut reached = false;
     for _ in 0..50 {

@@ -327,13 +327,27 @@ async fn run(side: &str, port: u16, clients: &[Client], order: &[usize]) -> Vec<
     out
 }
 
+/// Every block the clients sent, in the order they ran: `client N: step || step`.
+fn sent_in_order(clients: &[Client], order: &[usize]) -> Vec<String> {
+    let mut next = vec![0usize; clients.len()];
+    order
+        .iter()
+        .map(|&c| {
+            let block = &clients[c].blocks[next[c]];
+            next[c] += 1;
+            let steps: Vec<String> = block.iter().map(|s| String::from_utf8_lossy(&s.bytes).into_owned()).collect();
+            format!("client {c}: {}", steps.join(" || "))
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_sessions_see_the_same_replies_as_on_a_direct_connection() {
     let cases: usize = std::env::var("PGROUTE_DIFF_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(12);
     let seed: u64 = std::env::var("PGROUTE_DIFF_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
     // Replays from one case on (to reproduce a divergence quickly).
     let first: usize = std::env::var("PGROUTE_DIFF_FIRST").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
-    let p = proxy_with("[pool]\nsize = 1\n[routing]\nread_your_writes = \"lsn\"\n").await;
+    let p = proxy_with("[pool]\nsize = 1\n[routing]\ncausal_scope = \"session\"\n").await;
     let primary = cluster().primary_port;
     cluster()
         .direct(0)
@@ -356,6 +370,12 @@ async fn random_sessions_see_the_same_replies_as_on_a_direct_connection() {
             let j = g.rng.gen_range(0..=i);
             order.swap(i, j);
         }
+        // PGROUTE_DIFF_CLIENTS=1,3: only these clients' blocks are sent (to narrow a
+        // divergence down); the others log in and out.
+        if let Ok(only) = std::env::var("PGROUTE_DIFF_CLIENTS") {
+            let only: Vec<usize> = only.split(',').filter_map(|c| c.parse().ok()).collect();
+            order.retain(|c| only.contains(c));
+        }
         let direct = run(&format!("seed {seed} case {case}, direct"), primary, &clients, &order).await;
         let routed = run(&format!("seed {seed} case {case}, pgroute"), p.port, &clients, &order).await;
         sessions += n;
@@ -370,9 +390,10 @@ async fn random_sessions_see_the_same_replies_as_on_a_direct_connection() {
             if want != got {
                 let at = want.iter().zip(&got).take_while(|(x, y)| x == y).count();
                 panic!(
-                    "seed {seed} case {case}: a fresh {user} client sees what others left behind, from line {at}\ndirect: {:#?}\npgroute: {:#?}",
+                    "seed {seed} case {case}: a fresh {user} client sees what others left behind, from line {at}\ndirect: {:#?}\npgroute: {:#?}\nthe case's clients sent, in order: {:#?}",
                     &want[at.min(want.len())..],
-                    &got[at.min(got.len())..]
+                    &got[at.min(got.len())..],
+                    sent_in_order(&clients, &order)
                 );
             }
         }

@@ -11,7 +11,7 @@ use std::process::Command;
 use common::{proxy_with, TestProxy};
 
 /// The shipped default (the tests' own default is `off`).
-const LSN: &str = "[routing]\nread_your_writes = \"lsn\"\n";
+const LSN: &str = "[routing]\ncausal_scope = \"session\"\n";
 
 fn run(p: &TestProxy, program: &str, args: &[&str], dir: &str) {
     let root = env!("CARGO_MANIFEST_DIR");

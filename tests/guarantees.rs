@@ -407,3 +407,30 @@ async fn a_client_holds_a_bounded_number_of_prepared_statements() {
     assert!(wire::errors(&w.until_ready(2).await).is_empty(), "a closed statement frees its place");
     assert_eq!(w.column("SELECT 3").await, vec![Some("3".to_string())]);
 }
+
+/// Differential seed 2 case 46 (found by the long run): a statement is read on a replica,
+/// then its name is Parsed again with BEGIN. The BEGIN's unit prepares the client's
+/// statements on the primary first (pgroute's own unit, still in flight), so the second
+/// Parse could not count on that copy and forgot it, while the server kept it: the next
+/// client's read of pg_prepared_statements saw the first client's text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_prepared_for_a_transaction_and_taken_again_is_not_left_for_the_next_client() {
+    let p = proxy_with("[pool]\nsize = 1\n").await;
+    let (mut a, _) = Wire::connect(p.port, "app", "app", &[]).await;
+    let read = [
+        wire::parse("s1", b"SELECT 10 / $1::int"),
+        wire::bind("", "s1", &[Some(b"5")]),
+        wire::execute("", 0),
+        wire::sync(),
+    ];
+    a.send(&read.concat()).await;
+    assert_eq!(wire::rows(&a.until_ready(1).await), vec![vec![Some("2".to_string())]]);
+    let taken = [wire::parse("s1", b"BEGIN"), wire::bind("", "s1", &[]), wire::execute("", 0), wire::sync()];
+    a.send(&taken.concat()).await;
+    assert_eq!(wire::errors(&a.until_ready(1).await), vec!["42P05"], "the name is taken, as on one server");
+    let (mut b, _) = Wire::connect(p.port, "app", "app", &[]).await;
+    let seen = wire::rows(&b.query(b"SELECT name, statement FROM pg_prepared_statements").await);
+    assert!(seen.is_empty(), "a fresh client sees no other client's statements: {seen:?}");
+    a.send(&read[1..].concat()).await;
+    assert_eq!(wire::rows(&a.until_ready(1).await), vec![vec![Some("2".to_string())]], "and s1 still works");
+}

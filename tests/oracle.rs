@@ -302,7 +302,7 @@ const CONTEXTS: &[Context] = &[
 
 /// Units routed to replicas so far, by node.
 fn replica_units() -> u64 {
-    pgroute::metrics::routes().iter().filter(|(node, _, _)| node != "pg0").map(|(_, _, n)| n).sum()
+    pgroute::metrics::routes().iter().filter(|(node, ..)| node != "pg0").map(|(.., n)| n).sum()
 }
 
 /// Runs `sql` in `context` through pgroute on `client` (a fresh client of `port`);

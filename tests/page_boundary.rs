@@ -30,7 +30,7 @@ async fn a_commit_ending_at_a_page_boundary_is_read_on_a_replica() {
     let t = table("boundary");
     let direct = c.direct(0).await;
     direct.batch_execute(&format!("CREATE TABLE {t} (id int); GRANT ALL ON {t} TO app")).await.unwrap();
-    let p = proxy_with("[routing]\nread_your_writes = \"lsn\"\ncausal_wait = \"500ms\"\n").await;
+    let p = proxy_with("[routing]\ncausal_scope = \"session\"\ncausal_wait = \"500ms\"\n").await;
     let (mut writer, _) = Wire::connect(p.port, "app", "app", &[("database", "app")]).await;
     let reader = p.client().await;
     let insert = format!("INSERT INTO {t} VALUES (1)");

@@ -17,8 +17,8 @@ async fn a_session_reads_its_own_writes_and_the_naive_split_does_not() {
     c.direct(0).await.batch_execute(&format!("CREATE TABLE {t} (id int); GRANT ALL ON {t} TO app")).await.unwrap();
     tokio::time::sleep(Duration::from_millis(2500)).await;
 
-    // lsn mode (the default): every read right after a write sees it.
-    let lsn = proxy_with(&format!("[routing]\nread_your_writes = \"lsn\"\n{HEALTH}")).await;
+    // Session scope: every read right after a write sees it.
+    let lsn = proxy_with(&format!("[routing]\ncausal_scope = \"session\"\n{HEALTH}")).await;
     let writer = lsn.client().await;
     for i in 0..10 {
         writer.batch_execute(&format!("INSERT INTO {t} VALUES ({i})")).await.unwrap();
@@ -68,7 +68,7 @@ async fn a_session_reads_its_own_writes_and_the_naive_split_does_not() {
     assert!(metrics.contains("pgroute_key_map_entries"), "{metrics}");
 
     // causal_wait: rather than the primary, a read may wait for a replica to catch up.
-    let waiting = proxy_with(&format!("[routing]\nread_your_writes = \"lsn\"\ncausal_wait = \"1s\"\n{HEALTH}")).await;
+    let waiting = proxy_with(&format!("[routing]\ncausal_scope = \"session\"\ncausal_wait = \"1s\"\n{HEALTH}")).await;
     let wc = waiting.client().await;
     for i in 0..3 {
         wc.batch_execute(&format!("INSERT INTO {t} VALUES ({})", 700 + i)).await.unwrap();
@@ -78,20 +78,11 @@ async fn a_session_reads_its_own_writes_and_the_naive_split_does_not() {
     let metrics = pgroute::metrics::render(&waiting.proxy.shared.classifier);
     assert!(metrics.contains("pgroute_causal_waits_total{outcome=\"replica\"}"), "{metrics}");
 
-    // window mode: the primary for sticky_window, then replicas again.
-    let window =
-        proxy_with(&format!("[routing]\nread_your_writes = \"window\"\nsticky_window = \"1s\"\n{HEALTH}")).await;
-    let w = window.client().await;
-    w.batch_execute(&format!("INSERT INTO {t} VALUES (100)")).await.unwrap();
-    assert_eq!(server_port(&w).await, c.primary_port);
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    assert!(c.replica_ports.contains(&server_port(&w).await));
-
     // off (a naive read/write split): reads right after writes miss them. Only the
     // delayed replica stays in rotation, so the outcome does not depend on round robin.
     common::node_ctl("node-stop", 2);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let off = proxy_with(&format!("[routing]\nread_your_writes = \"off\"\n{HEALTH}")).await;
+    let off = proxy_with(&format!("[routing]\ncausal_scope = \"none\"\n{HEALTH}")).await;
     let naive = off.client().await;
     let base: i64 =
         simple_value(&lsn.client().await, &format!("/* pgroute: route=primary */ SELECT count(*) FROM {t}"))

@@ -22,7 +22,7 @@ async fn write(writer: &mut Wire, sql: &str) -> String {
 async fn tokens_order_reads_across_a_promotion() {
     let c = cluster();
     let p = common::proxy_auto(
-        "[routing]\nread_your_writes = \"lsn\"\ncausal_wait = \"500ms\"\n\
+        "[routing]\ncausal_scope = \"session\"\ncausal_wait = \"500ms\"\n\
          [health]\ninterval = \"100ms\"\nprimary_wait = \"10s\"\n",
     )
     .await;

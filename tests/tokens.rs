@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::wire::{self, Wire};
 use common::{cluster, proxy_with, table};
 
-const CONFIG: &str = "[routing]\nread_your_writes = \"lsn\"\ncausal_wait = \"200ms\"\n\
+const CONFIG: &str = "[routing]\ncausal_scope = \"session\"\ncausal_wait = \"200ms\"\n\
                       [health]\nmax_replica_lag = \"30s\"\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

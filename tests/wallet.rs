@@ -2,7 +2,9 @@
 //! connections (handled check-then-insert without a unique constraint, as a naive
 //! application would), and withdrawals paid out after a status check on another
 //! connection, against a cluster whose only replica in rotation is 2s behind. With
-//! read-your-writes and key tags: no anomaly. With a naive read/write split: anomalies.
+//! `session` scope and key tags: no anomaly; with the default `instance` scope and no
+//! tags: no anomaly. With a naive read/write split (`none`), or `session` scope without
+//! tags: anomalies (the controls that show these tests can fail).
 
 mod common;
 
@@ -20,29 +22,33 @@ struct Anomalies {
 async fn teller(
     conns: [tokio_postgres::Client; 3],
     mode: String,
+    tagged: bool,
     schema: String,
     account: i64,
     rounds: i64,
 ) -> Anomalies {
     let [a, b, c] = conns;
+    // Untagged: the key comments are taken out, as an application that never heard of
+    // them would send its SQL.
+    let sql = |text: String| if tagged { text } else { untagged(&text) };
     let mut found = Anomalies::default();
     for i in 0..rounds {
         // 1. Deposit, then read the balance on the same connection.
         let before: i64 = simple_value(
             &a,
-            &format!("/* pgroute: route=primary */ SELECT balance FROM {schema}.accounts WHERE id = {account}"),
+            &sql(format!("/* pgroute: route=primary */ SELECT balance FROM {schema}.accounts WHERE id = {account}")),
         )
         .await
         .parse()
         .unwrap();
-        a.batch_execute(&format!(
+        a.batch_execute(&sql(format!(
             "BEGIN; UPDATE {schema}.accounts SET balance = balance + 10 WHERE id = {account};
              INSERT INTO {schema}.ledger (account_id, kind, amount, provider_tx) VALUES ({account}, 'deposit', 10, 'dep-{mode}-{account}-{i}');
              COMMIT"
-        ))
+        )))
         .await
         .unwrap();
-        let after: i64 = simple_value(&a, &format!("SELECT balance FROM {schema}.accounts WHERE id = {account}"))
+        let after: i64 = simple_value(&a, &sql(format!("SELECT balance FROM {schema}.accounts WHERE id = {account}")))
             .await
             .parse()
             .unwrap();
@@ -54,17 +60,17 @@ async fn teller(
         for conn in [&a, &b] {
             let seen = simple_value(
                 conn,
-                &format!(
+                &sql(format!(
                     "SELECT count(*) FROM {schema}.ledger WHERE provider_tx = '{ptx}' /* pgroute: key=ptx:{ptx} */"
-                ),
+                )),
             )
             .await;
             if seen == "0" {
-                conn.batch_execute(&format!(
+                conn.batch_execute(&sql(format!(
                     "BEGIN; UPDATE {schema}.accounts SET balance = balance + 5 WHERE id = {account};
                      INSERT INTO {schema}.ledger (account_id, kind, amount, provider_tx) VALUES ({account}, 'webhook', 5, '{ptx}');
                      COMMIT /* pgroute: key=ptx:{ptx} */"
-                ))
+                )))
                 .await
                 .unwrap();
             }
@@ -72,20 +78,20 @@ async fn teller(
         // 3. A withdrawal created on one connection, paid out after a status check on
         // others: a second payout attempt must see it paid.
         let wd = account * 1000 + i;
-        a.batch_execute(&format!(
+        a.batch_execute(&sql(format!(
             "INSERT INTO {schema}.withdrawals (id, account_id, amount, status) VALUES ({wd}, {account}, 1, 'pending') /* pgroute: key=wd:{wd} */"
-        ))
+        )))
         .await
         .unwrap();
         for conn in [&b, &c] {
-            let status = simple_value(conn, &format!("SELECT coalesce((SELECT status FROM {schema}.withdrawals WHERE id = {wd}), 'missing') /* pgroute: key=wd:{wd} */")).await;
+            let status = simple_value(conn, &sql(format!("SELECT coalesce((SELECT status FROM {schema}.withdrawals WHERE id = {wd}), 'missing') /* pgroute: key=wd:{wd} */"))).await;
             if status == "pending" {
-                conn.batch_execute(&format!(
+                conn.batch_execute(&sql(format!(
                     "BEGIN; UPDATE {schema}.withdrawals SET status = 'paid', payouts = payouts + 1 WHERE id = {wd};
                      UPDATE {schema}.accounts SET balance = balance - 1 WHERE id = {account};
                      INSERT INTO {schema}.ledger (account_id, kind, amount, provider_tx) VALUES ({account}, 'withdrawal', -1, 'wd-{mode}-{wd}');
                      COMMIT /* pgroute: key=wd:{wd} */"
-                ))
+                )))
                 .await
                 .unwrap();
             }
@@ -94,14 +100,26 @@ async fn teller(
     found
 }
 
+/// The SQL without its `/* pgroute: key=... */` comments.
+fn untagged(sql: &str) -> String {
+    let mut out = String::new();
+    let mut rest = sql;
+    while let Some(start) = rest.find("/* pgroute: key=") {
+        out.push_str(&rest[..start]);
+        let end = rest[start..].find("*/").map_or(rest.len(), |e| start + e + 2);
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Three tellers, one per account, each with three connections, run concurrently.
-async fn workload(mode: &str, schema: &str, rounds: i64) -> Anomalies {
-    let p =
-        proxy_with(&format!("[routing]\nread_your_writes = \"{mode}\"\n[health]\nmax_replica_lag = \"30s\"\n")).await;
+async fn workload(mode: &str, tagged: bool, schema: &str, rounds: i64) -> Anomalies {
+    let p = proxy_with(&format!("[routing]\ncausal_scope = \"{mode}\"\n[health]\nmax_replica_lag = \"30s\"\n")).await;
     let mut tellers = Vec::new();
     for account in 1..=3 {
         let conns = [p.client().await, p.client().await, p.client().await];
-        tellers.push(tokio::spawn(teller(conns, mode.to_string(), schema.to_string(), account, rounds)));
+        tellers.push(tokio::spawn(teller(conns, mode.to_string(), tagged, schema.to_string(), account, rounds)));
     }
     let mut found = Anomalies::default();
     for t in tellers {
@@ -125,14 +143,17 @@ async fn workload(mode: &str, schema: &str, rounds: i64) -> Anomalies {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_money_anomalies_with_read_your_writes_and_some_without() {
+async fn no_money_anomalies_by_default_or_with_key_tags_and_some_without() {
     let c = cluster();
     let delayed = c.delay_replica(1, "2s").await;
     // The delayed replica is the only one in rotation: every replica read could be stale.
     common::node_ctl("node-stop", 2);
     let mut results = Vec::new();
-    for mode in ["lsn", "off"] {
-        let schema = table(&format!("wallet_{mode}"));
+    // (scope, tagged): the default scope untagged, session scope with tags, and the two
+    // controls.
+    let runs = [("instance", false), ("session", true), ("none", true), ("session", false)];
+    for (mode, tagged) in runs {
+        let schema = table(&format!("wallet_{mode}_{}", if tagged { "tagged" } else { "untagged" }));
         c.direct(0)
             .await
             .batch_execute(&format!(
@@ -146,16 +167,18 @@ async fn no_money_anomalies_with_read_your_writes_and_some_without() {
             .await
             .unwrap();
         tokio::time::sleep(Duration::from_millis(2500)).await;
-        let found = workload(mode, &schema, 8).await;
-        eprintln!("wallet workload, read_your_writes = {mode}: {found:?}");
+        let found = workload(mode, tagged, &schema, 8).await;
+        eprintln!("wallet workload, causal_scope = {mode}, tagged = {tagged}: {found:?}");
         results.push(found);
     }
-    assert_eq!(results[0], Anomalies::default(), "read-your-writes with key tags: no anomaly");
-    let naive = &results[1];
-    assert!(
-        naive.stale_balances + naive.double_credits + naive.double_payouts > 0,
-        "the naive split must show anomalies (else this test could not fail): {naive:?}"
-    );
+    assert_eq!(results[0], Anomalies::default(), "the default scope, untagged: no anomaly");
+    assert_eq!(results[1], Anomalies::default(), "session scope with key tags: no anomaly");
+    for (control, found) in [("the naive split", &results[2]), ("session scope untagged", &results[3])] {
+        assert!(
+            found.stale_balances + found.double_credits + found.double_payouts > 0,
+            "{control} must show anomalies (else this test could not fail): {found:?}"
+        );
+    }
     delayed.batch_execute("ALTER SYSTEM RESET recovery_min_apply_delay").await.unwrap();
     delayed.batch_execute("SELECT pg_reload_conf()").await.unwrap();
     common::node_ctl("node-start", 2);

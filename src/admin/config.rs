@@ -34,13 +34,11 @@ pub fn run(c: &Console) -> Reply {
     put("routing.function_cache_ttl", format!("{:?}", r.function_cache_ttl));
     put("routing.rules", r.rules.len().to_string());
     put("routing.balance", format!("{:?}", r.balance));
-    put("routing.read_your_writes", format!("{:?}", r.read_your_writes).to_lowercase());
-    put("routing.sticky_window", format!("{:?}", r.sticky_window));
+    put("routing.causal_scope", r.causal_scope.label().into());
     put("routing.causal_wait", r.causal_wait.map_or("off".into(), |w| format!("{w:?}")));
     put("routing.node_local_to_primary", r.node_local_to_primary.to_string());
     put("routing.key_map_size", r.key_map_size.to_string());
     put("routing.key_ttl", format!("{:?}", r.key_ttl));
-    put("routing.key_scope", format!("{:?}", r.key_scope).to_lowercase());
     let h = &cfg.health;
     put("health.interval", format!("{:?}", h.interval));
     put("health.max_sample_age", format!("{:?}", h.max_sample_age()));

@@ -36,7 +36,7 @@ pub fn run(c: &Console) -> Reply {
     ]);
     for (i, r) in config.routing.rules.iter().enumerate() {
         let reason = format!("rule:{}", r.name.get_ref());
-        let matched: u64 = routes.iter().filter(|(_, why, _)| *why == reason).map(|(_, _, n)| n).sum();
+        let matched: u64 = routes.iter().filter(|(_, why, _, _)| *why == reason).map(|(_, _, _, n)| n).sum();
         let target = match r.route {
             crate::config::Target::Primary => "primary",
             crate::config::Target::Replica => "replica",

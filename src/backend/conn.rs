@@ -29,6 +29,10 @@ pub struct ServerConn {
     pub params: Vec<(String, String)>,
     /// Hashes of the named statements pgroute has prepared on this connection.
     pub prepared: HashSet<u64>,
+    /// Hashes whose server statement may be here though `prepared` no longer counts it
+    /// (an error skipped the Close that would have dropped it, or a Parse that did not
+    /// fail as expected): dropped with the rest before a read of pg_prepared_statements.
+    pub stray: HashSet<u64>,
     /// Hash of the unnamed statement last parsed here, if known.
     pub unnamed: Option<u64>,
     /// Fingerprint of the client session settings applied here (0: as opened).
@@ -85,6 +89,7 @@ impl ServerConn {
             secret: 0,
             params: Vec::new(),
             prepared: HashSet::new(),
+            stray: HashSet::new(),
             unnamed: None,
             settings_hash: 0,
             opened_with: 0,

@@ -101,7 +101,7 @@ impl Checked {
     pub fn release(mut self, reusable: bool) {
         // A connection holding many clients' statements is closed rather than pooled: the
         // server's memory for them is bounded, and the next connection starts with none.
-        let keep = |c: &ServerConn| !c.poisoned && c.prepared.len() <= MAX_SERVER_STATEMENTS;
+        let keep = |c: &ServerConn| !c.poisoned && c.prepared.len() + c.stray.len() <= MAX_SERVER_STATEMENTS;
         if let (true, Some(conn)) = (reusable, self.conn.take().filter(keep)) {
             self.pool.gauges.add(0, 1);
             let mut idle = self.pool.idle.lock().unwrap_or_else(|p| p.into_inner());

@@ -2,7 +2,7 @@
 //! `/* pgroute: route=primary */` or `/* pgroute: route=replica */`. A hint only ever
 //! chooses among places a read may go; it can never send a write to a replica.
 
-use crate::config::Target;
+use crate::config::{CausalScope, Target};
 
 /// A statement's `pgroute:` hint: a route for reads, and tagged keys
 /// (`key=wallet:42,wallet:43`) for read-your-writes across connections.
@@ -13,6 +13,9 @@ pub struct Hint {
     /// `after=<timeline>/<lsn>`: a causal token (`pgroute.commit_lsn` from any
     /// connection, through any pgroute): only a node that has that commit.
     pub after: Option<After>,
+    /// `scope=none|session|instance|cluster`: which acknowledged commits the read must
+    /// see, over any rule's and the configured default.
+    pub scope: Option<CausalScope>,
     /// `max_lag=`, `group=`, `fallback=`: rare, so boxed (a session holds its hint across
     /// awaits, and a client's task must stay small).
     pub narrow: Option<Box<Narrow>>,
@@ -105,6 +108,9 @@ pub fn hint(sql: &str) -> Hint {
                     in_keys = true;
                 }
                 Some(("after", v)) => (out.after, in_keys) = (Some(parse_token(v)), false),
+                Some(("scope", v)) if CausalScope::parse(v).is_some() => {
+                    (out.scope, in_keys) = (CausalScope::parse(v), false)
+                }
                 Some(("group", g)) if !g.is_empty() => (out.narrow().group, in_keys) = (g.to_string(), false),
                 Some(("fallback", f)) if crate::config::Fallback::parse(f).is_some() => {
                     (out.narrow().fallback, in_keys) = (crate::config::Fallback::parse(f), false)
@@ -172,5 +178,13 @@ mod tests {
             Some(std::time::Duration::from_millis(200))
         );
         assert_eq!(hint("SELECT 1 /* pgroute: max_lag=soon */").max_lag(), None);
+    }
+
+    #[test]
+    fn scopes() {
+        assert_eq!(hint("/* pgroute: scope=none */ SELECT 1").scope, Some(CausalScope::None));
+        assert_eq!(hint("SELECT 1 /* pgroute: key=w:1 scope=cluster */").scope, Some(CausalScope::Cluster));
+        assert_eq!(hint("SELECT 1 /* pgroute: key=w:1 scope=cluster */").keys, vec!["w:1".to_string()]);
+        assert_eq!(hint("SELECT 1 /* pgroute: scope=everything */").scope, None, "unknown: the default stands");
     }
 }

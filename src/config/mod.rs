@@ -139,14 +139,11 @@ pub struct Routing {
     /// How reads are spread over usable replicas.
     #[serde(default = "default_balance")]
     pub balance: Balance,
-    /// How a session's reads are routed after it writes.
-    #[serde(default = "default_ryw")]
-    pub read_your_writes: ReadYourWrites,
-    /// `window` mode: how long a session's reads stay on the primary after a write.
-    #[serde(default = "default_sticky_window", with = "duration::serde_str")]
-    pub sticky_window: Duration,
-    /// `lsn` mode: how long a read may wait for a replica to catch up with the session's
-    /// write before it goes to the primary (`"0s"`: not at all).
+    /// Which acknowledged commits a read must see (rules and hints may choose another).
+    #[serde(default)]
+    pub causal_scope: CausalScope,
+    /// How long a read may wait for a replica to reach the commits its scope needs before
+    /// it goes to the primary (`"0s"`: not at all).
     #[serde(default = "default_causal_wait", with = "duration::serde_opt")]
     pub causal_wait: Option<Duration>,
     /// Reads of views and functions whose answer depends on the node (`pg_stat_activity`,
@@ -160,22 +157,42 @@ pub struct Routing {
     /// How long a tagged key is remembered.
     #[serde(default = "default_key_ttl", with = "duration::serde_str")]
     pub key_ttl: Duration,
-    /// Whose writes a tagged read must see: this instance's (`instance`), or any
-    /// instance's serving the cluster (`cluster`: the primary's position at the read).
-    #[serde(default)]
-    pub key_scope: KeyScope,
 }
 
-/// `[routing] key_scope`.
+/// `causal_scope`: which commits a read must see, besides those its causal token names.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum KeyScope {
-    /// A tagged read sees the latest commit of its keys made through this pgroute.
+pub enum CausalScope {
+    /// Only the lag threshold: a read may miss any recent commit.
+    None,
+    /// The session's own commits and the latest commit of its tagged keys.
+    Session,
+    /// Every commit pgroute acknowledged to any client before the read arrived.
     #[default]
     Instance,
-    /// A tagged read sees every commit the primary had made when the read arrived, so
-    /// writes through other pgroute instances count too.
+    /// Every commit the primary had made when the read arrived: through other pgroute
+    /// instances or directly too (one round trip to the primary, shared by the reads
+    /// that arrived while it was asked).
     Cluster,
+}
+
+impl CausalScope {
+    /// Every scope, in the order labels index them.
+    pub const ALL: [CausalScope; 4] =
+        [CausalScope::None, CausalScope::Session, CausalScope::Instance, CausalScope::Cluster];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            CausalScope::None => "none",
+            CausalScope::Session => "session",
+            CausalScope::Instance => "instance",
+            CausalScope::Cluster => "cluster",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<CausalScope> {
+        CausalScope::ALL.into_iter().find(|s| s.label() == text)
+    }
 }
 
 fn default_true() -> bool {
@@ -188,25 +205,6 @@ fn default_key_map_size() -> usize {
 
 fn default_key_ttl() -> Duration {
     Duration::from_secs(60)
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ReadYourWrites {
-    /// Only rules, hints and lag thresholds apply.
-    Off,
-    /// After a write commits, reads go to the primary for `sticky_window`.
-    Window,
-    /// After a write commits, reads go only to replicas that have replayed past it.
-    Lsn,
-}
-
-fn default_ryw() -> ReadYourWrites {
-    ReadYourWrites::Lsn
-}
-
-fn default_sticky_window() -> Duration {
-    Duration::from_secs(2)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -265,6 +263,8 @@ pub struct Rule {
     /// (set before the statement, the client's own value back after it).
     #[serde(default, with = "duration::serde_opt")]
     pub statement_timeout: Option<Duration>,
+    /// Which acknowledged commits the rule's reads must see (default: `[routing]`'s).
+    pub causal_scope: Option<CausalScope>,
 }
 
 impl Rule {
@@ -658,13 +658,11 @@ impl Default for Routing {
             function_cache_ttl: default_function_ttl(),
             rules: Vec::new(),
             balance: default_balance(),
-            read_your_writes: default_ryw(),
-            sticky_window: default_sticky_window(),
+            causal_scope: CausalScope::default(),
             causal_wait: default_causal_wait(),
             node_local_to_primary: true,
             key_map_size: default_key_map_size(),
             key_ttl: default_key_ttl(),
-            key_scope: KeyScope::Instance,
         }
     }
 }
@@ -693,6 +691,25 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Keys earlier versions took, and what replaced them.
+const RETIRED: [(&str, &str); 3] = [
+    (
+        "read_your_writes",
+        "[routing] causal_scope replaced it: \"off\" is causal_scope = \"none\", \"lsn\" is the default \
+         (\"instance\", or \"session\" for only the session's own writes), \"window\" is closest to causal_wait = \"0s\"",
+    ),
+    ("sticky_window", "the window mode it served is gone: see [routing] causal_scope and causal_wait"),
+    ("key_scope", "[routing] causal_scope replaced it: key_scope = \"cluster\" is causal_scope = \"cluster\""),
+];
+
+/// A parse error's message, with the replacement when it names a retired key.
+fn retired(message: &str) -> String {
+    match RETIRED.iter().find(|(key, _)| message.starts_with(&format!("unknown field `{key}`"))) {
+        Some((key, instead)) => format!("{key} is no longer a key: {instead}"),
+        None => message.to_string(),
+    }
+}
+
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text =
@@ -706,7 +723,7 @@ impl Config {
             let (line, col) = offset.map(|o| line_col(text, o)).unwrap_or((1, 1));
             ConfigError(format!("{origin}:{line}:{col}: {}", msg.trim_end()))
         };
-        let cfg: Config = toml::from_str(text).map_err(|e| at(e.span().map(|s| s.start), e.message()))?;
+        let cfg: Config = toml::from_str(text).map_err(|e| at(e.span().map(|s| s.start), &retired(e.message())))?;
         cfg.validate(text).map_err(|(offset, msg)| at(offset, &msg))?;
         Ok(cfg)
     }
@@ -792,6 +809,9 @@ impl Config {
                 if let Err(e) = compile_pattern(p.get_ref()) {
                     return Err((Some(p.span().start), format!("invalid pattern: {e}")));
                 }
+            }
+            if r.causal_scope.is_some() && r.route == Target::Primary {
+                return Err((Some(r.name.span().start), "causal_scope needs route = \"replica\"".into()));
             }
             match &r.group {
                 Some(g) if r.route == Target::Primary => {

@@ -28,6 +28,34 @@ fn minimal_config_gets_documented_defaults() {
     assert_eq!(c.nodes[0].weight, 1);
     assert_eq!(c.users[0].auth, AuthMethod::ScramSha256);
     assert_eq!(c.user("app").and_then(|u| u.password()).as_deref(), Some("secret"));
+    assert_eq!(c.routing.causal_scope, CausalScope::Instance, "reads see every acknowledged commit by default");
+    assert_eq!(c.routing.causal_wait, Some(Duration::from_millis(5)));
+}
+
+#[test]
+fn causal_scopes_and_the_keys_they_replaced() {
+    let routing = |lines: &str| format!("[routing]\n{lines}\n{MINIMAL}");
+    for (text, scope) in
+        [("none", CausalScope::None), ("session", CausalScope::Session), ("cluster", CausalScope::Cluster)]
+    {
+        let c = Config::parse(&routing(&format!("causal_scope = \"{text}\"")), "proxy.toml").unwrap();
+        assert_eq!(c.routing.causal_scope, scope);
+    }
+    let e = err(&routing("causal_scope = \"everything\""));
+    assert!(e.starts_with("proxy.toml:2:"), "{e}");
+    for (key, says) in [
+        ("read_your_writes = \"lsn\"", "causal_scope replaced it"),
+        ("sticky_window = \"2s\"", "window mode it served is gone"),
+        ("key_scope = \"cluster\"", "causal_scope = \"cluster\""),
+    ] {
+        let e = err(&routing(key));
+        assert!(e.starts_with("proxy.toml:2:1: ") && e.contains("is no longer a key") && e.contains(says), "{e}");
+    }
+    let rule = "[[routing.rules]]\nname = \"office\"\nroute = \"replica\"\ncausal_scope = \"none\"\n";
+    let c = Config::parse(&format!("{rule}{MINIMAL}"), "proxy.toml").unwrap();
+    assert_eq!(c.routing.rules[0].causal_scope, Some(CausalScope::None));
+    let e = err(&format!("{}{MINIMAL}", rule.replace("\"replica\"", "\"primary\"")));
+    assert!(e.contains("causal_scope needs route = \"replica\""), "{e}");
 }
 
 #[test]

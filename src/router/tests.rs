@@ -34,7 +34,7 @@ fn topo(now: Instant, replicas: &[(u32, bool)], with_primary: bool) -> Snapshot 
 }
 
 fn default_read() -> ReadRoute {
-    ReadRoute { target: Target::Replica, reason: Arc::from("default_read"), max_lag: None, limits: None }
+    ReadRoute { target: Target::Replica, reason: Arc::from("default_read"), max_lag: None, limits: None, scope: None }
 }
 
 fn pinned_class() -> Class {
@@ -164,8 +164,10 @@ fn read_rules_choose_only_among_places_a_read_may_go() {
         reason: Arc::from("primary_tables:balances"),
         max_lag: None,
         limits: None,
+        scope: None,
     };
-    let to_replica = ReadRoute { target: Target::Replica, reason: Arc::from("hint"), max_lag: None, limits: None };
+    let to_replica =
+        ReadRoute { target: Target::Replica, reason: Arc::from("hint"), max_lag: None, limits: None, scope: None };
     let read = Class::read("read");
     let write = Class::write("write:update");
     let free = SessionView::default();
@@ -283,12 +285,12 @@ fn reads_after_a_write_need_a_replica_that_has_replayed_it() {
         let d = decide(&read, &default_read(), view(causal), &t, now, ticket).unwrap();
         (d.node, d.label(&read).to_string())
     };
-    assert_eq!(label(Causal::Primary, 0), (0, "read_your_writes".into()), "LSN not known yet: primary");
+    assert_eq!(label(Causal::Primary, 0), (0, "causal".into()), "LSN not known yet: primary");
     let need = |lsn, timeline| Causal::Lsn { lsn, timeline };
     for ticket in 0..4 {
         assert_eq!(label(need(200, Some(1)), ticket).0, 2, "only the replica past the commit");
     }
-    assert_eq!(label(need(400, Some(1)), 0), (0, "read_your_writes".into()), "none has it yet");
+    assert_eq!(label(need(400, Some(1)), 0), (0, "causal".into()), "none has it yet");
     assert_eq!(label(need(200, Some(2)), 0).0, 0, "never compare LSNs across timelines");
     let mut seen = [0; 3];
     for ticket in 0..4 {
@@ -311,6 +313,7 @@ fn max_lag_keeps_reads_off_replicas_further_behind() {
         reason: Arc::from("hint"),
         max_lag: Some(Duration::from_millis(200)),
         limits: None,
+        scope: None,
     };
     for ticket in 0..4 {
         assert_eq!(decide(&read, &fresh, SessionView::default(), &t, now, ticket).unwrap().node, 2);
@@ -381,10 +384,7 @@ fn group_reads_stay_in_their_group_and_fall_back_as_configured() {
         error(decide(&read, &group(Fallback::Error, 0b10), wrote, &behind, now, 0)),
         sqlstate::CONNECTION_FAILURE
     );
-    assert_eq!(
-        node(decide(&read, &group(Fallback::Primary, 0b10), wrote, &behind, now, 0)),
-        Ok((0, Reason::ReadYourWrites))
-    );
+    assert_eq!(node(decide(&read, &group(Fallback::Primary, 0b10), wrote, &behind, now, 0)), Ok((0, Reason::Causal)));
     assert_eq!(node(decide(&read, &group(Fallback::Default, 0b10), wrote, &behind, now, 0)), Ok((1, report.clone())));
     behind.nodes[2].wal = wal(300);
     assert_eq!(node(decide(&read, &group(Fallback::Error, 0b10), wrote, &behind, now, 0)), Ok((2, report)));

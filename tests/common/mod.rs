@@ -56,13 +56,13 @@ impl Cluster {
     pub fn config(&self, extra: &str) -> String {
         let listen = "[listen]\naddress = \"127.0.0.1:0\"\n";
         // Tests of other features check which node answered right after writing; they
-        // run without read-your-writes unless they ask for it (tests/ryw.rs does).
-        let extra = if extra.contains("read_your_writes") {
+        // run with causal_scope = "none" unless they ask for a scope (tests/ryw.rs does).
+        let extra = if extra.contains("causal_scope") {
             extra.to_string()
         } else if extra.contains("[routing]\n") {
-            extra.replace("[routing]\n", "[routing]\nread_your_writes = \"off\"\n")
+            extra.replace("[routing]\n", "[routing]\ncausal_scope = \"none\"\n")
         } else {
-            format!("{extra}\n[routing]\nread_your_writes = \"off\"\n")
+            format!("{extra}\n[routing]\ncausal_scope = \"none\"\n")
         };
         let mut c =
             if extra.contains("[listen]\n") { extra.replace("[listen]\n", listen) } else { format!("{listen}{extra}") };

@@ -1,30 +1,32 @@
-//! What a read needs after writes it must see (read-your-writes, tagged keys, causal
-//! tokens), and learning positions fast enough that it rarely has to leave the replicas.
+//! What a read must see (`causal_scope`), and learning positions fast enough that it
+//! rarely has to leave the replicas.
 //!
 //! A requirement is a [`Causal`]: nothing, the primary, or a replica that replayed a WAL
-//! position on a timeline. The positions come from:
-//! - the session's own commit (`commit_lsn.rs`: exact, asked behind the commit);
-//! - a tagged key's latest commit through this instance: the primary's position from the
-//!   first probe begun after it;
-//! - `key_scope = "cluster"`: the primary's position when the read arrived (a write made
-//!   through another instance was acknowledged before that);
-//! - a causal token: its own position, or, from an older timeline (a failover since),
-//!   the new primary's position when the read arrived, which every surviving commit of
-//!   the old timeline precedes.
+//! position on a timeline. By scope, a read needs:
+//! - `none`: only what its causal token names;
+//! - `session`: also the session's own last commit (`commit_lsn.rs`: its exact position,
+//!   asked behind the commit) and its tagged keys' latest commits through this instance;
+//! - `instance`: also every commit this pgroute acknowledged to any client before the
+//!   read arrived ([`crate::causal::Acked`], raised before each acknowledgement);
+//! - `cluster`: also every commit the primary had made at the read's arrival (through
+//!   other instances, or directly): its position from a sample sent after the arrival.
 //!
-//! When a needed primary position is not known yet, the session asks the primary for it
-//! ([`Session::ask_primary_position`], one round trip on a pooled connection, shared with
-//! every session through the topology) rather than send the read to the primary. While a
-//! read waits for a replica to reach a position (`causal_wait`), `health::ReplayWatch`
-//! asks the replicas for their replay positions back to back.
+//! A position pgroute knows only as "the primary's, sampled after time T" (a commit whose
+//! position was not learned, a token from before a failover, a cluster-scope arrival)
+//! comes from the topology's primary sample; when none is recent enough, the session asks
+//! the primary ([`Session::ask_primary_position`], one round trip on a pooled connection,
+//! one at a time: reads that arrived while one was asked share its answer) rather than
+//! send the read to the primary. While a read waits for a replica to reach a position
+//! (`causal_wait`), `health::ReplayWatch` asks the replicas for their replay positions
+//! back to back.
 
 use std::time::Instant;
 
 use super::commit_lsn::{parse_lsn, QUERY as INSERT_POSITION_QUERY};
 use super::Session;
-use crate::causal::KeyCommit;
+use crate::causal::{Acked, KeyCommit};
 use crate::classify::After;
-use crate::config::{KeyScope, ReadYourWrites, Role};
+use crate::config::{CausalScope, Role};
 use crate::router::Causal;
 use crate::topology::Snapshot;
 
@@ -36,97 +38,100 @@ pub(super) struct Need {
     pub position_unknown: bool,
 }
 
-/// What the read brings: when it arrived, its tagged keys' latest local commit (or, in
-/// cluster scope, its arrival), and its causal token.
+/// What the read brings: when it arrived, the scope it reads in, its tagged keys' latest
+/// local commit, and its causal token.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct ReadFacts {
     pub arrived: Instant,
+    pub scope: CausalScope,
     pub keys_since: Option<KeyCommit>,
     pub after: Option<After>,
 }
 
 impl ReadFacts {
-    /// `keyed`: the read carries key tags. Cluster scope needs every commit the primary
-    /// had made at arrival, whoever made it; instance scope the keys' local commits.
-    pub(super) fn new(session: &Session, arrived: Instant, keyed: Option<&[String]>, after: Option<After>) -> Self {
-        let keys_since =
-            keyed.filter(|k| !k.is_empty()).and_then(|keys| match session.shared.config().routing.key_scope {
-                KeyScope::Cluster => Some(KeyCommit { at: arrived, position: None }),
-                KeyScope::Instance => session.shared.keys.since(keys, arrived),
-            });
-        ReadFacts { arrived, keys_since, after }
+    /// `keyed`: the read carries key tags (they count from `session` scope up).
+    pub(super) fn new(
+        session: &Session,
+        arrived: Instant,
+        scope: CausalScope,
+        keyed: Option<&[String]>,
+        after: Option<After>,
+    ) -> Self {
+        let keys_since = keyed
+            .filter(|k| !k.is_empty() && scope != CausalScope::None)
+            .and_then(|keys| session.shared.keys.since(keys, arrived));
+        ReadFacts { arrived, scope, keys_since, after }
     }
 }
 
 impl Session {
-    /// What this read needs: after the session's own last committed write, after the
-    /// commits its key tags stand for, and after its causal token.
+    /// What this read needs in its scope: its causal token; from `session` up the
+    /// session's own last commit and its keys' commits; from `instance` up every
+    /// acknowledged commit; in `cluster` the primary's position at its arrival.
     pub(super) fn causal(&mut self, snap: &Snapshot, now: Instant, facts: ReadFacts) -> Need {
         let mut unknown = false;
-        let own = self.own_causal(snap, now, &mut unknown);
-        let config = self.shared.config();
-        let routing = &config.routing;
-        let keyed = match (facts.keys_since, routing.read_your_writes) {
-            (None, _) | (_, ReadYourWrites::Off) => Causal::None,
-            (Some(k), ReadYourWrites::Window) if now < k.at + routing.sticky_window => Causal::Primary,
-            (Some(_), ReadYourWrites::Window) => Causal::None,
-            (Some(k), ReadYourWrites::Lsn) => match k.position {
-                Some((lsn, timeline)) if timeline == primary_timeline(snap, now) => Causal::Lsn { lsn, timeline },
-                _ => position_after(snap, now, k.at, &mut unknown),
-            },
-        };
-        let token = token_causal(snap, now, facts.arrived, facts.after, &mut unknown);
-        let causal = stricter(stricter(own, keyed), token);
+        let mut causal = token_causal(snap, now, facts.arrived, facts.after, &mut unknown);
+        if facts.scope != CausalScope::None {
+            let own = self.own_causal(snap, now, &mut unknown);
+            let keyed = match facts.keys_since {
+                None => Causal::None,
+                Some(k) => match k.position {
+                    Some((lsn, timeline)) if timeline == primary_timeline(snap, now) => Causal::Lsn { lsn, timeline },
+                    _ => position_after(snap, now, k.at, &mut unknown),
+                },
+            };
+            causal = stricter(stricter(own, keyed), causal);
+        }
+        if matches!(facts.scope, CausalScope::Instance | CausalScope::Cluster) {
+            causal = stricter(causal, acked_causal(&self.shared.acked, snap, now, &mut unknown));
+        }
+        if facts.scope == CausalScope::Cluster {
+            causal = stricter(causal, position_after(snap, now, facts.arrived, &mut unknown));
+        }
         Need { causal, position_unknown: unknown && causal == Causal::Primary }
     }
 
     /// What this session's reads need after its own last committed write.
     fn own_causal(&mut self, snap: &Snapshot, now: Instant, unknown: &mut bool) -> Causal {
         let Some(since) = self.dirty_since else { return Causal::None };
-        let config = self.shared.config();
-        let routing = &config.routing;
-        match routing.read_your_writes {
-            ReadYourWrites::Off => Causal::None,
-            ReadYourWrites::Window if now < since + routing.sticky_window => Causal::Primary,
-            ReadYourWrites::Window => {
-                self.dirty_since = None;
-                Causal::None
-            }
-            ReadYourWrites::Lsn => {
-                // After a failover the old timeline's LSN means nothing: what the new
-                // primary has at or after now stands in for it.
-                if let (Some((_, Some(tl))), Some(now_tl)) = (self.commit_lsn, primary_timeline(snap, now)) {
-                    if tl != now_tl {
-                        self.dirty_since = Some(now);
-                        self.commit_lsn = None;
-                        *unknown = true;
-                        return Causal::Primary;
-                    }
-                }
-                if self.commit_lsn.is_none() {
-                    self.commit_lsn = primary_lsn_after(snap, now, since);
-                }
-                let Some((lsn, timeline)) = self.commit_lsn else {
-                    *unknown = true;
-                    return Causal::Primary;
-                };
-                let replicas = || snap.nodes.iter().filter(|n| n.role == Role::Replica && n.usable(now));
-                let all_caught_up = replicas().count() > 0
-                    && replicas().all(|n| n.wal.replay_lsn.is_some_and(|r| r >= lsn) && n.wal.timeline == timeline);
-                if all_caught_up {
-                    self.dirty_since = None;
-                    self.commit_lsn = None;
-                    return Causal::None;
-                }
-                Causal::Lsn { lsn, timeline }
+        // After a failover the old timeline's LSN means nothing: what the new primary has
+        // at or after now stands in for it.
+        if let (Some((_, Some(tl))), Some(now_tl)) = (self.commit_lsn, primary_timeline(snap, now)) {
+            if tl != now_tl {
+                self.dirty_since = Some(now);
+                self.commit_lsn = None;
+                *unknown = true;
+                return Causal::Primary;
             }
         }
+        if self.commit_lsn.is_none() {
+            self.commit_lsn = primary_lsn_after(snap, now, since);
+        }
+        let Some((lsn, timeline)) = self.commit_lsn else {
+            *unknown = true;
+            return Causal::Primary;
+        };
+        let replicas = || snap.nodes.iter().filter(|n| n.role == Role::Replica && n.usable(now));
+        let all_caught_up = replicas().count() > 0
+            && replicas().all(|n| n.wal.replay_lsn.is_some_and(|r| r >= lsn) && n.wal.timeline == timeline);
+        if all_caught_up {
+            self.dirty_since = None;
+            self.commit_lsn = None;
+            return Causal::None;
+        }
+        Causal::Lsn { lsn, timeline }
     }
 
     /// Asks the primary for its WAL insert position now, on a pooled connection, and
     /// notes it in the topology as a sample sent at the moment the query went out (so
     /// every read that arrived before that can use it).
-    pub(super) async fn ask_primary_position(&mut self, snap: &Snapshot) {
+    /// One ask at a time: a read that waited for another's finds a sample sent after it
+    /// arrived (`since`) and asks nothing, so reads arriving together share one ask.
+    pub(super) async fn ask_primary_position(&mut self, snap: &Snapshot, since: Instant) {
+        let _turn = self.shared.position_asks.lock().await;
+        if primary_sample(&self.shared.topology.snapshot(), Instant::now()).is_some_and(|(sent, ..)| sent > since) {
+            return;
+        }
         let Some(node) = snap.primary(Instant::now()) else { return };
         let (key, startup) = self.settings.startup();
         let Ok(mut conn) = self.shared.pools.checkout(node, &self.user, &self.database, key, startup).await else {
@@ -157,7 +162,48 @@ fn stricter(a: Causal, b: Causal) -> Causal {
     }
 }
 
-/// What a causal token requires, whatever the read-your-writes mode: a node that replayed
+/// What the commits acknowledged through this instance require. Those of an older
+/// timeline (a failover since) need a position of the new primary's: every commit of the
+/// old timeline that survived precedes it. Those whose position was not learned need the
+/// primary's position from a sample sent after them. Either, once known, is recorded in
+/// their place, so later reads need that fixed position, not each newer sample.
+fn acked_causal(acked: &Acked, snap: &Snapshot, now: Instant, unknown: &mut bool) -> Causal {
+    let state = acked.get();
+    let current = primary_timeline(snap, now);
+    let mut causal = match state.position {
+        None => Causal::None,
+        Some((lsn, timeline)) if timeline.is_none() || current.is_none() || timeline == current => {
+            Causal::Lsn { lsn, timeline }
+        }
+        // A timeline the monitor has not seen the primary on: only the primary is sure.
+        Some((_, timeline)) if timeline > current => return Causal::Primary,
+        Some(_) => match primary_sample(snap, now) {
+            Some((_, lsn, timeline)) => {
+                acked.record(lsn, timeline, None);
+                Causal::Lsn { lsn, timeline }
+            }
+            None => {
+                *unknown = true;
+                return Causal::Primary;
+            }
+        },
+    };
+    if let Some(at) = state.unpositioned {
+        match primary_sample(snap, now).filter(|(sent, ..)| *sent > at) {
+            Some((sent, lsn, timeline)) => {
+                acked.record(lsn, timeline, Some(sent));
+                causal = stricter(causal, Causal::Lsn { lsn, timeline });
+            }
+            None => {
+                *unknown = true;
+                return Causal::Primary;
+            }
+        }
+    }
+    causal
+}
+
+/// What a causal token requires, whatever the scope: a node that replayed
 /// to it on the primary's timeline now. A token from an older timeline (written before a
 /// failover) needs the new primary's position at the read's arrival; one from a timeline
 /// pgroute has not seen, or a malformed one: the primary.
@@ -194,12 +240,14 @@ fn position_after(snap: &Snapshot, now: Instant, since: Instant, unknown: &mut b
 /// session's [`Session::ask_primary_position`]): at or past every commit acknowledged
 /// before `since`.
 fn primary_lsn_after(snap: &Snapshot, now: Instant, since: Instant) -> Option<(u64, Option<u32>)> {
+    primary_sample(snap, now).filter(|(sent, ..)| *sent > since).map(|(_, lsn, timeline)| (lsn, timeline))
+}
+
+/// The confirmed primary's latest position sample: when it was sent, the position, the
+/// timeline.
+fn primary_sample(snap: &Snapshot, now: Instant) -> Option<(Instant, u64, Option<u32>)> {
     let wal = snap.primary(now).map(|p| snap.nodes[p].wal)?;
-    if wal.started.is_some_and(|s| s > since) {
-        wal.current_lsn.map(|lsn| (lsn, wal.timeline))
-    } else {
-        None
-    }
+    Some((wal.started?, wal.current_lsn?, wal.timeline))
 }
 
 #[cfg(test)]

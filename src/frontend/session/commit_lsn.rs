@@ -1,4 +1,5 @@
-//! The exact commit position of a session's write (read-your-writes in `lsn` mode).
+//! The exact commit position of a write, learned before the client is told it committed
+//! (what `causal_scope` builds on).
 //!
 //! Behind a unit that may commit a data write on the primary, pgroute sends its own
 //! `SELECT` of the primary's WAL insert position, on the same connection,
@@ -6,15 +7,18 @@
 //! at or past the unit's commit record, and it costs the client no round trip. The
 //! client's ReadyForQuery is held until that answer is in (microseconds later); then the
 //! client gets `ParameterStatus pgroute.commit_lsn = <timeline>/<lsn>` (its causal token)
-//! and its ReadyForQuery. The session's next reads need a replica at that position; reads
-//! that arrive before the answer wait for it.
+//! and its ReadyForQuery. Before that, the position is this instance's acknowledged
+//! position ([`crate::causal::Acked`]): every read arriving from then on, from any client,
+//! needs a replica at it (`instance` scope). The server's CommandComplete frames of the
+//! unit are held with the ReadyForQuery (`reply.rs`), so no part of the acknowledgement
+//! reaches the client first. The session's own next reads wait for the answer.
 //!
 //! Never behind a unit that may start COPY FROM STDIN (the server would take the query
 //! for COPY data), nor behind the first part of a split Query.
 
 use super::{Own, Session};
 use crate::classify::{parse_token, After};
-use crate::config::{ReadYourWrites, Role};
+use crate::config::Role;
 use crate::frontend::settings::Settings;
 use crate::protocol::{self, BodyReader};
 
@@ -101,9 +105,6 @@ impl Session {
         if !unit.may_commit || unit.may_copy || split {
             return;
         }
-        if self.shared.config().routing.read_your_writes != ReadYourWrites::Lsn {
-            return;
-        }
         let Some(node) = self.active else { return };
         let snapshot = self.shared.topology.snapshot();
         if snapshot.nodes.get(node).is_none_or(|n| n.role != Role::Primary) {
@@ -118,9 +119,12 @@ impl Session {
     pub(super) fn commit_lsn_answered(&mut self) {
         self.lsn_pending = false;
         let answer = self.lsn_answer.take();
+        let unit_answer = std::mem::take(&mut self.held_ack);
+        self.cwbuf.extend_from_slice(&unit_answer);
         if std::mem::take(&mut self.lsn_for_commit) {
             match answer {
                 Some((lsn, timeline)) => {
+                    self.shared.acked.record(lsn, timeline, None);
                     self.commit_lsn = Some((lsn, timeline));
                     if let Some((keys, at)) = self.keys_awaiting_position.take() {
                         self.shared.keys.record_position(&keys, at, (lsn, timeline));
@@ -129,7 +133,10 @@ impl Session {
                         self.cwbuf.extend_from_slice(protocol::parameter_status(REPORT, &token(lsn, tl)).raw());
                     }
                 }
-                None => tracing::debug!("the commit position query failed: positions from the probes stand in"),
+                None => {
+                    tracing::debug!("the commit position query failed: positions from the probes stand in");
+                    self.shared.acked.record_unpositioned(std::time::Instant::now());
+                }
             }
         }
         self.keys_awaiting_position = None;

@@ -78,7 +78,10 @@ impl Session {
                     // transaction), and forgotten: its next use prepares it afresh.
                     if !self.holds(node, &taken)? {
                         if let Some(conn) = self.held.get_mut(node) {
+                            // With the new text, or (when an earlier Parse in flight made
+                            // it after all) with the old: either way not the statement.
                             conn.prepared.remove(&taken.hash);
+                            conn.stray.insert(taken.hash);
                         }
                         Prepared::put_renamed_parse(&mut self.swbuf, &taken.server_name, &stmt.tail);
                         self.expect.push_back(Expect::Parse { forward: false, hash: None, name: None });

@@ -375,6 +375,14 @@ impl Session {
     pub(super) async fn connection_lost(&mut self, node: usize) -> Result<(), End> {
         let name = self.forget_server(node);
         self.swbuf.clear();
+        if self.lsn_pending {
+            // A unit's commit may be acknowledged below without its position: reads from
+            // now on need the primary's position after now. What came of its answer goes
+            // out as it came.
+            self.shared.acked.record_unpositioned(std::time::Instant::now());
+        }
+        let unit_answer = std::mem::take(&mut self.held_ack);
+        self.cwbuf.extend_from_slice(&unit_answer);
         let pending = self.expect.iter().filter(|e| matches!(e, Expect::Ready { own: None, .. })).count();
         let commits = self.expect.iter().any(|e| matches!(e, Expect::Ready { own: None, commits: true, .. }));
         if !commits && self.active_for_reads && self.tx_status == b'I' && self.pinned.is_none() {
@@ -639,6 +647,8 @@ impl Session {
             }
         }
         let committed = self.ledger.ready(b'I');
+        // Its position is not known: reads need the primary's after now.
+        self.lsn_for_commit = false;
         self.settle(node, committed);
         self.reset_after_loss();
         self.tx_status = b'I';
@@ -650,6 +660,7 @@ impl Session {
         self.in_flight = 0;
         self.lsn_pending = false;
         self.lsn_for_commit = false;
+        self.holding_ack = false;
         self.keys_awaiting_position = None;
         self.doubt.finish();
         self.portals.clear();

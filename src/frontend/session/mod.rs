@@ -178,6 +178,8 @@ pub struct Session {
     /// The unit being routed was placed by a rule with `reserve = true`: a connection it
     /// needs may come from `[pool] reserve`.
     unit_reserve: bool,
+    /// The causal scope of the unit being routed, when it is a read the read rules place.
+    unit_scope: Option<crate::config::CausalScope>,
     /// Tagged keys of the unit being forwarded.
     unit_keys: Vec<String>,
     /// Tagged keys of the commit whose position query is in flight, and the time they
@@ -205,6 +207,10 @@ pub struct Session {
     lsn_for_commit: bool,
     /// The client's ReadyForQuery, held until the position query behind its unit answers.
     held_ready: Option<Frame>,
+    /// The unit's answer from its first CommandComplete, held with it (`holding_ack`:
+    /// frames go here now).
+    held_ack: BytesMut,
+    holding_ack: bool,
     /// `scan_unit`'s buffers: statements parsed in the unit, distinct classes seen.
     scan_scratch: (Vec<ParsedHere>, Vec<Arc<Class>>),
     /// The Query being forwarded is the first part of a split one; the rest waits here
@@ -296,6 +302,7 @@ pub async fn run(
         unit_timeout: None,
         restore_timeout: false,
         unit_reserve: false,
+        unit_scope: None,
         unit_keys: Vec::new(),
         keys_awaiting_position: None,
         unit_names: Vec::new(),
@@ -309,6 +316,8 @@ pub async fn run(
         lsn_answer: None,
         lsn_for_commit: false,
         held_ready: None,
+        held_ack: BytesMut::new(),
+        holding_ack: false,
         split_rest: None,
         splitting: false,
         held_reports: Vec::new(),

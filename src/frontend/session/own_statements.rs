@@ -1,13 +1,18 @@
 //! A read of `pg_prepared_statements` sees what it would on a direct connection: none of
 //! the statements other clients left on the pooled server connection (their texts are
-//! theirs). In front of a unit that names the view, with nothing in flight, pgroute drops
-//! every protocol-level statement the connection holds (its own `pgr_` names, each a
-//! unit of its own in the same flight), never the client's SQL-level `PREPARE`s; the
-//! client's protocol-level statements are prepared again where they are next used.
+//! theirs). In front of a unit that names the view, with nothing in flight, pgroute
+//! closes every protocol-level statement the connection may hold (its own `pgr_` names:
+//! those it counts, and the strays an error left uncounted), never the client's SQL-level
+//! `PREPARE`s; the client's protocol-level statements are prepared again where they are
+//! next used. Close messages, one unit of pgroute's own: closing a statement that is not
+//! there is no error, and Close works in any transaction state, aborted too.
 
-use super::{Own, Session};
+use std::time::Instant;
+
+use super::{Expect, Own, Session};
 use crate::classify::Class;
 use crate::frontend::prepared;
+use crate::protocol::tag;
 
 impl Session {
     /// Once the unit's server is attached, before its first message.
@@ -16,11 +21,24 @@ impl Session {
             return;
         }
         let Some(conn) = self.held.get_mut(node) else { return };
-        // One unit each, so that one the server does not hold (an error) leaves the others.
-        let held: Vec<u64> = conn.prepared.drain().collect();
-        conn.unnamed = None;
-        for hash in held {
-            self.send_own_query(&format!("DEALLOCATE \"{}\"", prepared::server_name(hash)), Own::Forget);
+        let mut held: Vec<u64> = conn.prepared.drain().collect();
+        held.extend(conn.stray.drain());
+        if held.is_empty() {
+            return;
         }
+        for hash in held {
+            prepared::put_target(&mut self.swbuf, tag::CLOSE, b'S', &prepared::server_name(hash));
+            self.expect.push_back(Expect::Close { forward: false, closed: None });
+        }
+        self.swbuf.extend_from_slice(crate::protocol::sync().raw());
+        self.expect.push_back(Expect::Ready {
+            sync: true,
+            names: Vec::new(),
+            split: false,
+            own: Some(Own::Forget),
+            commits: false,
+            sent: Instant::now(),
+        });
+        self.in_flight += 1;
     }
 }

@@ -21,6 +21,18 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 /// rather than have them replayed wherever its next statement runs.
 const MAX_REPLAYED_SETTINGS: usize = 1000;
 
+/// The part of a unit's answer held back until the commit position behind it is known:
+/// beyond this, what is held goes out (the commit is then told before its position is
+/// recorded: only a unit that commits and then returns this much more can do that).
+const MAX_HELD_ACK: usize = 64 * 1024;
+
+/// Is the unit being answered now a client's, with pgroute's position query behind it?
+fn position_follows(expect: &std::collections::VecDeque<Expect>) -> bool {
+    let mut readies = expect.iter().filter(|e| matches!(e, Expect::Ready { .. }));
+    matches!(readies.next(), Some(Expect::Ready { own: None, .. }))
+        && matches!(readies.next(), Some(Expect::Ready { own: Some(Own::Position), .. }))
+}
+
 /// The unit the server is answering now: whether it is the first part of a split Query,
 /// and whether it is pgroute's own.
 fn unit_answering(expect: &std::collections::VecDeque<Expect>) -> Option<(bool, bool)> {
@@ -116,8 +128,11 @@ impl Session {
                     for e in skipped.into_iter().rev() {
                         match e {
                             Expect::Parse { hash, name, .. } => {
+                                // Skipped with the Close in front of it: a copy from
+                                // before may still be there.
                                 if let Some(h) = hash {
                                     conn.prepared.remove(&h);
+                                    conn.stray.insert(h);
                                 }
                                 let created = name.filter(|n| self.statements.get(n).map(|p| p.hash) == hash);
                                 if let Some(n) = created {
@@ -133,7 +148,9 @@ impl Session {
                                     Expect::Close { closed: Some((_, p)), .. } => p.hash == stmt.hash,
                                     _ => false,
                                 });
-                                if !later {
+                                if later {
+                                    conn.stray.insert(stmt.hash);
+                                } else {
                                     conn.prepared.insert(stmt.hash);
                                 }
                                 self.statements.insert(n, stmt);
@@ -148,6 +165,7 @@ impl Session {
                         // Prepared statements are not transactional: gone at once, for the
                         // client as on its server.
                         conn.prepared.clear();
+                        conn.stray.clear();
                         conn.unnamed = None;
                         self.statements.clear();
                         if t == "DISCARD ALL" {
@@ -195,6 +213,7 @@ impl Session {
                 }
                 tag::READY_FOR_QUERY => {
                     self.copy_in = false;
+                    self.holding_ack = false;
                     let status = frame.body().first().copied().unwrap_or(b'I');
                     // Anything still expected before this ReadyForQuery never came.
                     let mut unanswered = false;
@@ -261,16 +280,22 @@ impl Session {
                 continue;
             }
             self.doubt.answered(frame.tag());
-            match frame.tag() {
-                tag::ERROR_RESPONSE | tag::NOTICE_RESPONSE => {
-                    let shown = self.client_names(&frame);
-                    self.cwbuf.extend_from_slice(shown.as_ref().unwrap_or(&frame).raw());
-                }
-                tag::NOTIFICATION_RESPONSE => {
-                    let shown = self.own_notification(&frame);
-                    self.cwbuf.extend_from_slice(shown.as_ref().unwrap_or(&frame).raw());
-                }
-                _ => self.cwbuf.extend_from_slice(frame.raw()),
+            let shown = match frame.tag() {
+                tag::ERROR_RESPONSE | tag::NOTICE_RESPONSE => self.client_names(&frame),
+                tag::NOTIFICATION_RESPONSE => self.own_notification(&frame),
+                _ => None,
+            };
+            // From its first CommandComplete, the answer of a unit that may commit waits
+            // with its ReadyForQuery for the commit's position (`commit_lsn.rs`).
+            if frame.tag() == tag::COMMAND_COMPLETE && !self.holding_ack && position_follows(&self.expect) {
+                self.holding_ack = true;
+            }
+            let out = if self.holding_ack { &mut self.held_ack } else { &mut self.cwbuf };
+            out.extend_from_slice(shown.as_ref().unwrap_or(&frame).raw());
+            if self.holding_ack && self.held_ack.len() > MAX_HELD_ACK {
+                self.cwbuf.extend_from_slice(&self.held_ack);
+                self.held_ack.clear();
+                self.holding_ack = false;
             }
         }
         self.maybe_release();
@@ -375,6 +400,11 @@ impl Session {
         }
         if committed.wrote {
             let now = std::time::Instant::now();
+            if !self.lsn_for_commit {
+                // Acknowledged now, with no position asked behind it (COPY, a split
+                // Query): reads from now on need the primary's position after it.
+                self.shared.acked.record_unpositioned(now);
+            }
             self.dirty_since = Some(now);
             self.commit_lsn = None;
             if !committed.keys.is_empty() {

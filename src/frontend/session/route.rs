@@ -193,7 +193,8 @@ impl Session {
                 }
                 let node_name = snapshot.nodes.get(decision.node).map_or("", |n| n.name.as_str());
                 tracing::debug!(node = %node_name, reason = decision.label(&class), "route");
-                metrics::route(node_name, decision.metric_label(&class));
+                let scope = self.unit_scope.filter(|_| decision.reason != Reason::FollowsActive);
+                metrics::route(node_name, decision.metric_label(&class), scope);
                 self.note_pin(&class);
                 let begins = |c: &Class| c.steps.iter().any(|s| s.tx == TxOp::Begin);
                 if self.in_flight == 0
@@ -425,8 +426,12 @@ impl Session {
         let hint = hint(text);
         let after = hint.after.or_else(|| super::commit_lsn::setting_token(&self.settings));
         let now = Instant::now();
+        let ctx = Context { application_name: &self.application_name, user: &self.user, database: &self.database };
+        let read = self.shared.rules().route_read(&class, text, &hint, &ctx);
+        let config = self.shared.config();
+        let scope = read.scope.unwrap_or(config.routing.causal_scope);
         // Tagged keys: a write records them when it commits; a read must see their commits.
-        let facts = ReadFacts::new(self, now, (!class.writes_data).then_some(hint.keys.as_slice()), after);
+        let facts = ReadFacts::new(self, now, scope, (!class.writes_data).then_some(hint.keys.as_slice()), after);
         self.unit_keys = if class.writes_data { hint.keys.clone() } else { Vec::new() };
         let mut need = self.causal(&snapshot, now, facts);
         let view = SessionView {
@@ -437,13 +442,12 @@ impl Session {
             causal: need.causal,
             serializable: self.settings.serializable(self.login_serializable),
         };
-        let ctx = Context { application_name: &self.application_name, user: &self.user, database: &self.database };
-        let read = self.shared.rules().route_read(&class, text, &hint, &ctx);
         // Only reads that run something advance the round robin, so that a driver's
         // rhythm (prepare, execute, close; or read, write, read, write) cannot pin all of
         // its reads to one replica.
-        let replica_read =
-            executes && !class.is_write() && class.pins.is_none() && view.in_transaction_on.is_none() && !view.pinned;
+        let placed_read = !class.is_write() && class.pins.is_none() && view.in_transaction_on.is_none() && !view.pinned;
+        self.unit_scope = placed_read.then_some(scope);
+        let replica_read = executes && placed_read;
         let ticket = if replica_read {
             self.shared.tickets.fetch_add(1, Ordering::Relaxed)
         } else {
@@ -451,14 +455,13 @@ impl Session {
         };
         // Failover: with no primary, wait up to primary_wait for one to appear, never send
         // the unit elsewhere meanwhile.
-        let config = self.shared.config();
         let (primary_wait, interval) = (config.health.primary_wait, config.health.interval);
         let deadline = now + primary_wait;
         let mut snapshot = snapshot;
         let loads = if snapshot.least_connections { self.shared.topology.loads() } else { Vec::new() };
         let pick = Pick { ticket, loads: snapshot.least_connections.then_some(loads.as_slice()) };
         // causal_wait: a read that would go to the primary only because no replica has the
-        // session's write yet may wait that long for one to catch up.
+        // commits its scope needs yet may wait that long for one to catch up.
         let causal_deadline = config.routing.causal_wait.map(|w| now + w);
         let mut view = view;
         let mut waited = false;
@@ -469,7 +472,7 @@ impl Session {
         loop {
             match router::decide(&class, &read, view, &snapshot, now, pick) {
                 Ok(decision)
-                    if decision.reason == Reason::ReadYourWrites
+                    if decision.reason == Reason::Causal
                         && need.position_unknown
                         && !asked_primary
                         && causal_deadline.is_some() =>
@@ -479,14 +482,15 @@ impl Session {
                     // when the read may wait for a replica to reach it: else no replica
                     // known now would have it.
                     asked_primary = true;
-                    self.ask_primary_position(&snapshot).await;
+                    // Boxed: rare, and it must not set the size of every client's task.
+                    Box::pin(self.ask_primary_position(&snapshot, facts.arrived)).await;
                     now = Instant::now();
                     snapshot = self.shared.topology.snapshot();
                     need = self.causal(&snapshot, now, facts);
                     view.causal = need.causal;
                 }
                 Ok(decision)
-                    if decision.reason == Reason::ReadYourWrites
+                    if decision.reason == Reason::Causal
                         && matches!(view.causal, Causal::Lsn { .. })
                         && causal_deadline.is_some_and(|d| now < d) =>
                 {
@@ -507,7 +511,7 @@ impl Session {
                 }
                 Ok(decision) => {
                     if waited {
-                        let caught_up = decision.reason != Reason::ReadYourWrites;
+                        let caught_up = decision.reason != Reason::Causal;
                         let outcome = if caught_up { "replica" } else { "primary" };
                         metrics::causal_wait(outcome, now.saturating_duration_since(waited_from));
                     }
