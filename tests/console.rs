@@ -48,7 +48,7 @@ async fn every_console_command_answers_through_psql() {
     assert!(served >= 1, "queries counted: {stats}");
     let routes = console_ok(&p, "SHOW ROUTES");
     assert!(
-        routes.lines().any(|l| l.ends_with(|c: char| c.is_ascii_digit()) && l.contains("|default_read|")),
+        routes.lines().any(|l| l.ends_with(|c: char| c.is_ascii_digit()) && l.contains("|default_read|none|")),
         "{routes}"
     );
     let rules = console_ok(&p, "SHOW RULES");
@@ -62,6 +62,17 @@ async fn every_console_command_answers_through_psql() {
     let explain = console_ok(&p, "EXPLAIN SELECT * FROM t FOR UPDATE");
     assert!(explain.contains("route: primary (pg0)") && explain.contains("reason: write:"), "{explain}");
     assert!(console_ok(&p, "EXPLAIN SELECT 1").contains("route: replica"), "reads go to a replica");
+    let explain = console_ok(&p, "EXPLAIN SELECT 1");
+    assert!(explain.contains("causal scope: none (default)"), "{explain}");
+    // After a commit through this pgroute, an instance-scope read needs its position.
+    let acked = table("console_acked");
+    app.batch_execute(&format!("CREATE TABLE {acked} (id int); INSERT INTO {acked} VALUES (1)")).await.unwrap();
+    let explain = console_ok(&p, "EXPLAIN /* pgroute: scope=instance */ SELECT 1");
+    assert!(
+        explain.contains("causal scope: instance (hint or rule)")
+            && explain.contains("the latest commit acknowledged through this pgroute"),
+        "{explain}"
+    );
     assert!(console_ok(&p, "RELOAD").contains("RELOAD"));
     assert!(console_ok(&p, "DRAIN pg1").contains("DRAIN"));
     assert!(console_ok(&p, "UNDRAIN pg1").contains("UNDRAIN"));

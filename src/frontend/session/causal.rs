@@ -127,16 +127,22 @@ impl Session {
     /// every read that arrived before that can use it).
     /// One ask at a time: a read that waited for another's finds a sample sent after it
     /// arrived (`since`) and asks nothing, so reads arriving together share one ask.
+    /// The connection is checked out before the turn is taken: a session waiting for its
+    /// own pool (a client holding all of its user's connections) holds up no one else.
     pub(super) async fn ask_primary_position(&mut self, snap: &Snapshot, since: Instant) {
-        let _turn = self.shared.position_asks.lock().await;
-        if primary_sample(&self.shared.topology.snapshot(), Instant::now()).is_some_and(|(sent, ..)| sent > since) {
-            return;
-        }
+        let answered = |shared: &crate::shared::Shared| {
+            primary_sample(&shared.topology.snapshot(), Instant::now()).is_some_and(|(sent, ..)| sent > since)
+        };
         let Some(node) = snap.primary(Instant::now()) else { return };
         let (key, startup) = self.settings.startup();
         let Ok(mut conn) = self.shared.pools.checkout(node, &self.user, &self.database, key, startup).await else {
             return;
         };
+        let _turn = self.shared.position_asks.lock().await;
+        if answered(&self.shared) {
+            conn.release(true);
+            return;
+        }
         let sent = Instant::now();
         let answer = conn.query_text(INSERT_POSITION_QUERY).await;
         conn.release(answer.is_ok());
