@@ -14,7 +14,8 @@
 //! `PGROUTE_DIFF_CASES` (default 12) and `PGROUTE_DIFF_SEED` (default 1) choose the run;
 //! the long run is documented in the README:
 //! `PGROUTE_DIFF_CASES=7000 PGROUTE_DIFF_SEED=2 cargo test --release --test differential -- --nocapture`
-//! (about 21,000 sessions). `PGROUTE_DIFF_FIRST` replays from one case on.
+//! (about 21,000 sessions). `PGROUTE_DIFF_FIRST` replays from one case on,
+//! `PGROUTE_DIFF_CLIENTS=1,3` sends only those clients' blocks.
 
 mod common;
 
