@@ -10,6 +10,7 @@ const USAGE: &str = "usage:
   pgroute --check-config proxy.toml   validate the configuration and exit (0 valid, 1 not)
   pgroute explain --config proxy.toml [--application-name A] [--user U] [--database D] \"SQL\"
                                       where the statement would go, and why (offline)
+  pgroute config-reference            every configuration key, its default and meaning (Markdown)
   pgroute --version";
 
 enum Command {
@@ -48,6 +49,10 @@ fn parse_args() -> Result<Command, String> {
     match args.as_slice() {
         [flag, path] if flag == "--config" || flag == "-c" => Ok(Command::Run(path.into())),
         [flag, path] if flag == "--check-config" => Ok(Command::Check(path.into())),
+        [cmd] if cmd == "config-reference" => {
+            print!("{}", pgroute::config::reference::markdown());
+            std::process::exit(0)
+        }
         [flag] if flag == "--version" || flag == "-V" => {
             println!("pgroute {}", env!("CARGO_PKG_VERSION"));
             std::process::exit(0)

@@ -4,7 +4,8 @@
 //! The configuration is held in an [`ArcSwap`]: a session reads the current one for each
 //! unit it routes (`Shared::config`), so a reload reaches running sessions at their next
 //! statement. What cannot change while running (the listen and metrics addresses, the
-//! worker threads, the classification cache's size) is reported as needing a restart.
+//! worker threads, the classification cache's size: the keys `config::reference` marks
+//! restart) is reported as needing a restart.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -18,6 +19,7 @@ use crate::cancel;
 use crate::catalog::FunctionCatalog;
 use crate::causal::KeyMap;
 use crate::classify::Classifier;
+use crate::config::reference::Applies;
 use crate::config::{Config, Live};
 use crate::rules::Rules;
 use crate::topology::{NodeChanges, Topology};
@@ -213,19 +215,13 @@ impl Shared {
         let tls = crate::tls::Acceptor::from_config(&new.tls)?;
         let nodes = self.topology.reconfigure(&new)?;
         let mut done = Vec::new();
-        for (what, changed) in [
-            ("[listen] address", old.listen.address != new.listen.address),
-            ("[listen] workers", old.listen.workers != new.listen.workers),
-            ("[admin] metrics_address", old.admin.metrics_address != new.admin.metrics_address),
-            ("[routing] cache_size", old.routing.cache_size != new.routing.cache_size),
-            (
-                "[pool] node_limit and reserve",
-                (old.pool.node_limit, old.pool.reserve) != (new.pool.node_limit, new.pool.reserve),
-            ),
-        ] {
-            if changed {
-                tracing::warn!(setting = what, "changed in the file, applied only at restart");
-                done.push(format!("{what} changed: applied at the next restart"));
+        let (before, after) = (crate::config::reference::settings(&old), crate::config::reference::settings(&new));
+        let value = |rows: &[(String, String)], key: &str| rows.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+        let restart_only = crate::config::reference::KEYS.iter().filter(|k| k.applies == Applies::Restart);
+        for key in restart_only {
+            if value(&before, key.path) != value(&after, key.path) {
+                tracing::warn!(setting = key.path, "changed in the file, applied only at restart");
+                done.push(format!("{} changed: applied at the next restart", key.path));
             }
         }
         done.extend(self.node_changes(&nodes, "reload"));

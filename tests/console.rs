@@ -55,7 +55,8 @@ async fn every_console_command_answers_through_psql() {
     assert!(rules.contains("1|reports|replica|backoffice|"), "{rules}");
     let config = console_ok(&p, "SHOW CONFIG");
     assert!(config.contains("routing.causal_scope|none"), "{config}");
-    assert!(config.contains("users.app|auth=scramsha256") || config.contains("users.app|auth="), "{config}");
+    assert!(config.contains("users.app.auth|scram-sha-256"), "{config}");
+    assert!(config.contains("listen.workers|1") && config.contains("topology.source|static"), "{config}");
     assert!(!config.contains("password"), "no passwords: {config}");
     assert!(console_ok(&p, "SHOW VERSION").contains("pgroute "));
     assert!(console_ok(&p, "SHOW HELP").contains("UNFENCE <node>"));

@@ -5,12 +5,13 @@
 //! names, every user has a password source where its auth method needs one.
 
 mod duration;
+pub mod reference;
 mod tls;
 
 use std::path::Path;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 pub use duration::parse_duration;
@@ -19,7 +20,7 @@ pub use tls::{ClientCert, ClientTlsMode, ServerTlsMode, Tls};
 /// The configuration in force, swapped whole by a reload.
 pub type Live = std::sync::Arc<arc_swap::ArcSwap<Config>>;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
@@ -43,44 +44,38 @@ pub struct Config {
     pub users: Vec<User>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Listen {
-    #[serde(default = "default_listen_address")]
     pub address: String,
     /// Largest protocol message accepted from a client, in bytes.
-    #[serde(default = "default_max_message_size")]
     pub max_message_size: usize,
     /// Largest startup packet accepted, in bytes.
-    #[serde(default = "default_max_startup_packet")]
     pub max_startup_packet: usize,
     /// How long a new connection may take to authenticate.
-    #[serde(default = "default_login_timeout", with = "duration::serde_str")]
+    #[serde(with = "duration::serde_str")]
     pub login_timeout: Duration,
     /// Logged-in clients at once: one more is refused with 53300 once its password is
     /// checked, the others are untouched.
-    #[serde(default = "default_max_client_conn")]
     pub max_client_conn: usize,
     /// Connections not logged in yet (from accept to a checked password): one more takes
     /// the place of the one that has waited longest, which gets 53300. Connections that
     /// never log in hold these, never the places of logged-in clients.
-    #[serde(default = "default_max_logins")]
     pub max_logins: usize,
     /// Clients at once per user (unlimited when absent).
     pub max_user_client_conn: Option<usize>,
     /// Clients at once per database (unlimited when absent).
     pub max_db_client_conn: Option<usize>,
     /// SIGTERM: how long running transactions may take to finish before pgroute exits.
-    #[serde(default = "default_shutdown_timeout", with = "duration::serde_str")]
+    #[serde(with = "duration::serde_str")]
     pub shutdown_timeout: Duration,
     /// Threads that run client sessions, pools and the monitor. 1: one event loop on one
     /// thread (PgBouncer's shape; no wake-ups between threads, measured fastest where the
     /// servers share the proxy's cores); more: a work-stealing runtime of that many.
-    #[serde(default = "default_workers")]
     pub workers: usize,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PoolMode {
     /// A server connection is held for one transaction (or one statement outside one).
@@ -89,78 +84,64 @@ pub enum PoolMode {
     Session,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Pool {
-    #[serde(default = "default_pool_mode")]
     pub mode: PoolMode,
     /// Maximum server connections per (node, user, database).
-    #[serde(default = "default_pool_size")]
     pub size: usize,
-    #[serde(default = "default_checkout_timeout", with = "duration::serde_str")]
+    #[serde(with = "duration::serde_str")]
     pub checkout_timeout: Duration,
-    #[serde(default = "default_connect_timeout", with = "duration::serde_str")]
+    #[serde(with = "duration::serde_str")]
     pub connect_timeout: Duration,
     /// At most this many server connections on loan to one node at once, across all
     /// client pools (none: each pool's `size` is the only bound).
     pub node_limit: Option<usize>,
     /// Of `node_limit`, this many only for sessions a rule with `reserve = true` placed.
-    #[serde(default)]
     pub reserve: usize,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Routing {
     /// Entries in the classification cache (keyed by normalised statement text).
-    #[serde(default = "default_cache_size")]
     pub cache_size: usize,
     /// Where plain reads go when no rule, hint or table/function list decides.
-    #[serde(default = "default_read")]
     pub default_read: Target,
     /// Any read that mentions one of these tables goes to the primary.
-    #[serde(default)]
     pub primary_tables: Vec<String>,
     /// Any read that calls one of these functions goes to the primary.
-    #[serde(default)]
     pub primary_functions: Vec<String>,
     /// Extra functions to treat as writes wherever they are called.
-    #[serde(default)]
     pub write_functions: Vec<String>,
     /// Volatile user functions that are nonetheless safe on a replica.
-    #[serde(default)]
     pub read_only_functions: Vec<String>,
     /// How long a looked-up function volatility is trusted.
-    #[serde(default = "default_function_ttl", with = "duration::serde_str")]
+    #[serde(with = "duration::serde_str")]
     pub function_cache_ttl: Duration,
     /// Ordered rules for reads; the first whose matchers all match decides.
-    #[serde(default)]
     pub rules: Vec<Rule>,
     /// How reads are spread over usable replicas.
-    #[serde(default = "default_balance")]
     pub balance: Balance,
     /// Which acknowledged commits a read must see (rules and hints may choose another).
-    #[serde(default)]
     pub causal_scope: CausalScope,
     /// How long a read may wait for a replica to reach the commits its scope needs before
     /// it goes to the primary (`"0s"`: not at all).
-    #[serde(default = "default_causal_wait", with = "duration::serde_opt")]
+    #[serde(with = "duration::serde_opt")]
     pub causal_wait: Option<Duration>,
     /// Reads of views and functions whose answer depends on the node (`pg_stat_activity`,
     /// `pg_locks`, `pg_is_in_recovery()`, ...) go to the primary, as a direct connection to
     /// it would answer them. `false` lets them go wherever reads go.
-    #[serde(default = "default_true")]
     pub node_local_to_primary: bool,
     /// Tagged keys (`/* pgroute: key=... */`) remembered at most.
-    #[serde(default = "default_key_map_size")]
     pub key_map_size: usize,
     /// How long a tagged key is remembered.
-    #[serde(default = "default_key_ttl", with = "duration::serde_str")]
+    #[serde(with = "duration::serde_str")]
     pub key_ttl: Duration,
 }
 
 /// `causal_scope`: which commits a read must see, besides those its causal token names.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CausalScope {
     /// Only the lag threshold: a read may miss any recent commit.
@@ -195,19 +176,7 @@ impl CausalScope {
     }
 }
 
-fn default_true() -> bool {
-    true
-}
-
-fn default_key_map_size() -> usize {
-    100_000
-}
-
-fn default_key_ttl() -> Duration {
-    Duration::from_secs(60)
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Balance {
     /// Weighted round robin.
@@ -216,11 +185,7 @@ pub enum Balance {
     LeastConnections,
 }
 
-fn default_balance() -> Balance {
-    Balance::RoundRobin
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Target {
     Primary,
@@ -228,7 +193,7 @@ pub enum Target {
 }
 
 /// A routing rule for reads. All the matchers given must match; rules never move writes.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
     pub name: Spanned<String>,
@@ -274,7 +239,7 @@ impl Rule {
 }
 
 /// What a read sent to a node group does when no replica of the group can take it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Fallback {
     /// The replicas of the default group, as a plain read.
@@ -298,36 +263,32 @@ impl Fallback {
 }
 
 /// Health monitoring and the thresholds that make a replica usable for reads.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Health {
     /// How often every node is probed.
-    #[serde(default = "default_interval", with = "duration::serde_str")]
+    #[serde(with = "duration::serde_str")]
     pub interval: Duration,
     /// A sample older than this is stale: the node is unusable until a fresh one arrives.
     /// Default: three intervals.
-    #[serde(default, with = "duration::serde_opt")]
+    #[serde(with = "duration::serde_opt")]
     pub max_sample_age: Option<Duration>,
     /// Replicas further behind than this (time) take no reads.
-    #[serde(default = "default_max_lag", with = "duration::serde_str")]
+    #[serde(with = "duration::serde_str")]
     pub max_replica_lag: Duration,
     /// Replicas further behind than this (bytes of WAL) take no reads.
-    #[serde(default = "default_max_lag_bytes")]
     pub max_replica_lag_bytes: u64,
     /// Lag above this logs a WARN once per episode.
-    #[serde(default = "default_alert_lag", with = "duration::serde_str")]
+    #[serde(with = "duration::serde_str")]
     pub alert_lag: Duration,
     /// Consecutive failed probes that mark a node down.
-    #[serde(default = "default_threshold")]
     pub failure_threshold: u32,
     /// Consecutive good probes that bring a down node back.
-    #[serde(default = "default_threshold")]
     pub recovery_threshold: u32,
     /// Where reads go when no replica is usable.
-    #[serde(default = "default_when_no_replica")]
     pub when_no_replica: WhenNoReplica,
     /// How long a write waits for a primary to appear (failover) before it fails.
-    #[serde(default = "default_primary_wait", with = "duration::serde_str")]
+    #[serde(with = "duration::serde_str")]
     pub primary_wait: Duration,
     /// The `[[users]]` entry the monitor logs in as (default: the first with a password).
     pub user: Option<String>,
@@ -335,7 +296,7 @@ pub struct Health {
     pub database: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum WhenNoReplica {
     Primary,
@@ -344,7 +305,7 @@ pub enum WhenNoReplica {
 
 /// Who says which node is the primary: the nodes' own roles and probes (`static`, the
 /// default), or Patroni's leader, checked against the node's own probe (`patroni`).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TopologySource {
     #[serde(default)]
@@ -359,7 +320,7 @@ pub struct TopologySource {
     pub member_tls_ca_file: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Source {
     #[default]
@@ -418,44 +379,22 @@ impl Health {
 impl Default for Health {
     fn default() -> Self {
         Health {
-            interval: default_interval(),
+            interval: Duration::from_millis(100),
             max_sample_age: None,
-            max_replica_lag: default_max_lag(),
-            max_replica_lag_bytes: default_max_lag_bytes(),
-            alert_lag: default_alert_lag(),
-            failure_threshold: default_threshold(),
-            recovery_threshold: default_threshold(),
-            when_no_replica: default_when_no_replica(),
-            primary_wait: default_primary_wait(),
+            max_replica_lag: Duration::from_secs(1),
+            max_replica_lag_bytes: 16 * 1024 * 1024,
+            alert_lag: Duration::from_millis(500),
+            failure_threshold: 3,
+            recovery_threshold: 3,
+            when_no_replica: WhenNoReplica::Primary,
+            primary_wait: Duration::from_secs(5),
             user: None,
             database: None,
         }
     }
 }
 
-fn default_interval() -> Duration {
-    Duration::from_millis(100)
-}
-fn default_max_lag() -> Duration {
-    Duration::from_secs(1)
-}
-fn default_max_lag_bytes() -> u64 {
-    16 * 1024 * 1024
-}
-fn default_alert_lag() -> Duration {
-    Duration::from_millis(500)
-}
-fn default_threshold() -> u32 {
-    3
-}
-fn default_primary_wait() -> Duration {
-    Duration::from_secs(5)
-}
-fn default_when_no_replica() -> WhenNoReplica {
-    WhenNoReplica::Primary
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Admin {
     /// Where Prometheus metrics are served (`GET /metrics`); off when absent.
@@ -471,7 +410,7 @@ impl Admin {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Primary,
@@ -480,7 +419,7 @@ pub enum Role {
     Auto,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Node {
     pub name: Spanned<String>,
@@ -516,7 +455,7 @@ impl Node {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 pub enum AuthMethod {
     #[serde(rename = "scram-sha-256")]
     ScramSha256,
@@ -526,7 +465,7 @@ pub enum AuthMethod {
     Trust,
 }
 
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct User {
     pub name: Spanned<String>,
@@ -561,54 +500,6 @@ impl User {
     }
 }
 
-fn default_listen_address() -> String {
-    "127.0.0.1:6432".into()
-}
-fn default_causal_wait() -> Option<Duration> {
-    Some(Duration::from_millis(5))
-}
-fn default_workers() -> usize {
-    1
-}
-fn default_max_message_size() -> usize {
-    64 * 1024 * 1024
-}
-fn default_max_startup_packet() -> usize {
-    10_000
-}
-fn default_login_timeout() -> Duration {
-    Duration::from_secs(15)
-}
-fn default_max_client_conn() -> usize {
-    10_000
-}
-fn default_max_logins() -> usize {
-    256
-}
-fn default_shutdown_timeout() -> Duration {
-    Duration::from_secs(30)
-}
-fn default_pool_mode() -> PoolMode {
-    PoolMode::Transaction
-}
-fn default_pool_size() -> usize {
-    20
-}
-fn default_checkout_timeout() -> Duration {
-    Duration::from_secs(5)
-}
-fn default_connect_timeout() -> Duration {
-    Duration::from_secs(5)
-}
-fn default_cache_size() -> usize {
-    10_000
-}
-fn default_read() -> Target {
-    Target::Replica
-}
-fn default_function_ttl() -> Duration {
-    Duration::from_secs(60)
-}
 fn default_weight() -> u32 {
     1
 }
@@ -619,16 +510,16 @@ fn default_auth() -> AuthMethod {
 impl Default for Listen {
     fn default() -> Self {
         Listen {
-            address: default_listen_address(),
-            max_message_size: default_max_message_size(),
-            max_startup_packet: default_max_startup_packet(),
-            login_timeout: default_login_timeout(),
-            max_client_conn: default_max_client_conn(),
-            max_logins: default_max_logins(),
+            address: "127.0.0.1:6432".into(),
+            max_message_size: 64 * 1024 * 1024,
+            max_startup_packet: 10_000,
+            login_timeout: Duration::from_secs(15),
+            max_client_conn: 10_000,
+            max_logins: 256,
             max_user_client_conn: None,
             max_db_client_conn: None,
-            shutdown_timeout: default_shutdown_timeout(),
-            workers: default_workers(),
+            shutdown_timeout: Duration::from_secs(30),
+            workers: 1,
         }
     }
 }
@@ -636,10 +527,10 @@ impl Default for Listen {
 impl Default for Pool {
     fn default() -> Self {
         Pool {
-            mode: default_pool_mode(),
-            size: default_pool_size(),
-            checkout_timeout: default_checkout_timeout(),
-            connect_timeout: default_connect_timeout(),
+            mode: PoolMode::Transaction,
+            size: 20,
+            checkout_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
             node_limit: None,
             reserve: 0,
         }
@@ -649,20 +540,20 @@ impl Default for Pool {
 impl Default for Routing {
     fn default() -> Self {
         Routing {
-            cache_size: default_cache_size(),
-            default_read: default_read(),
+            cache_size: 10_000,
+            default_read: Target::Replica,
             primary_tables: Vec::new(),
             primary_functions: Vec::new(),
             write_functions: Vec::new(),
             read_only_functions: Vec::new(),
-            function_cache_ttl: default_function_ttl(),
+            function_cache_ttl: Duration::from_secs(60),
             rules: Vec::new(),
-            balance: default_balance(),
+            balance: Balance::RoundRobin,
             causal_scope: CausalScope::default(),
-            causal_wait: default_causal_wait(),
+            causal_wait: Some(Duration::from_millis(5)),
             node_local_to_primary: true,
-            key_map_size: default_key_map_size(),
-            key_ttl: default_key_ttl(),
+            key_map_size: 100_000,
+            key_ttl: Duration::from_secs(60),
         }
     }
 }

@@ -1,10 +1,10 @@
 //! `[tls]` (clients to pgroute) and the per-node `tls` settings (pgroute to servers).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 /// Whether clients may, or must, use TLS.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ClientTlsMode {
     /// SSLRequest is answered `N`.
@@ -17,7 +17,7 @@ pub enum ClientTlsMode {
 }
 
 /// Client certificates (mutual TLS).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ClientCert {
     /// Not asked for.
@@ -27,7 +27,7 @@ pub enum ClientCert {
     Verify,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tls {
     #[serde(default)]
@@ -43,7 +43,7 @@ pub struct Tls {
 }
 
 /// How pgroute connects to one server (libpq's `sslmode` values).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 pub enum ServerTlsMode {
     #[serde(rename = "disable")]
     Disable,
