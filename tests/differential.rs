@@ -427,3 +427,28 @@ async fn random_sessions_see_the_same_replies_as_on_a_direct_connection() {
         "differential: {cases} cases, {sessions} sessions, seed {seed}: no divergence, fresh clients saw nothing"
     );
 }
+
+/// Seed 2 case 2294 (found by the long run): a Query that ends a read-only transaction on
+/// a replica and goes on is split there; an error in the rest gave its position in the
+/// rest's text, not the client's. Characters, not bytes: the first part holds `ä`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_after_a_split_transaction_end_points_where_a_direct_connection_does() {
+    let p = proxy_with("").await;
+    let texts: [&[u8]; 3] = [
+        b"BEGIN READ ONLY",
+        "/* \u{e4}\u{e4} */ ROLLBACK; BEGIN; SELECT count(*) FROM no_such_table_2294".as_bytes(),
+        b"ROLLBACK",
+    ];
+    let mut seen = Vec::new();
+    for port in [cluster().primary_port, p.port] {
+        let (mut w, _) = Wire::connect(port, "app", "app", &[("client_encoding", "UTF8")]).await;
+        let mut replies = Vec::new();
+        for sql in texts {
+            replies.extend(render_all(&w.query(sql).await));
+        }
+        w.terminate().await;
+        seen.push(replies);
+    }
+    assert!(seen[0].iter().any(|l| l.contains("C=42P01") && l.contains("P=")), "{:?}", seen[0]);
+    assert_eq!(seen[1], seen[0], "through pgroute as on a direct connection");
+}

@@ -127,6 +127,30 @@ pub fn error_fields(body: &[u8]) -> (String, String) {
     (code, msg)
 }
 
+/// An ErrorResponse or NoticeResponse with its statement position (`P`) moved on by
+/// `by` characters: the text it was counted in began that far into the client's.
+/// `None` when the message has no position (or one that is not a number).
+pub fn shift_position(frame: &Frame, by: u32) -> Option<Frame> {
+    let mut fields: Vec<(u8, &[u8])> = Vec::new();
+    let mut r = BodyReader::new(frame.body());
+    while let Ok(field) = r.u8() {
+        if field == 0 {
+            break;
+        }
+        fields.push((field, r.cstr_bytes().ok()?));
+    }
+    let position: u32 =
+        fields.iter().find(|(f, _)| *f == b'P').and_then(|(_, v)| std::str::from_utf8(v).ok()?.parse().ok())?;
+    let shifted = position.saturating_add(by).to_string();
+    Some(build(frame.tag(), |b| {
+        for (field, value) in &fields {
+            b.put_u8(*field);
+            put_cstr(b, if *field == b'P' { shifted.as_bytes() } else { value });
+        }
+        b.put_u8(0);
+    }))
+}
+
 pub fn ready_for_query(status: u8) -> Frame {
     build(b'Z', |b| b.put_u8(status))
 }

@@ -214,8 +214,11 @@ pub struct Session {
     /// `scan_unit`'s buffers: statements parsed in the unit, distinct classes seen.
     scan_scratch: (Vec<ParsedHere>, Vec<Arc<Class>>),
     /// The Query being forwarded is the first part of a split one; the rest waits here
-    /// for the first part's answer.
-    split_rest: Option<Frame>,
+    /// for the first part's answer, with the characters of the first part.
+    split_rest: Option<(Frame, u32)>,
+    /// The rest of a split Query is being answered: its error positions are counted from
+    /// where it began in the client's text, this many characters in.
+    rest_offset: Option<u32>,
     splitting: bool,
     /// ParameterStatus reports of a split Query's first part, held for the client's
     /// ReadyForQuery (where one server would have sent them).
@@ -319,6 +322,7 @@ pub async fn run(
         held_ack: BytesMut::new(),
         holding_ack: false,
         split_rest: None,
+        rest_offset: None,
         splitting: false,
         held_reports: Vec::new(),
         failed_since_ready: false,

@@ -244,11 +244,13 @@ impl Session {
                     // have in the one Query, unless this part failed (then the server
                     // would have skipped the rest, and this is the client's answer).
                     let failed = std::mem::take(&mut self.failed_since_ready);
-                    if let Some(rest) = self.split_rest.take().filter(|_| split) {
+                    self.rest_offset = None;
+                    if let Some((rest, offset)) = self.split_rest.take().filter(|_| split) {
                         if !failed {
                             forward = false;
                             self.queued_bytes += rest.raw().len();
                             self.inq.push_front(rest);
+                            self.rest_offset = Some(offset);
                         }
                     }
                     // The position query behind this unit answers next: the client's
@@ -281,7 +283,14 @@ impl Session {
             }
             self.doubt.answered(frame.tag());
             let shown = match frame.tag() {
-                tag::ERROR_RESPONSE | tag::NOTICE_RESPONSE => self.client_names(&frame),
+                tag::ERROR_RESPONSE | tag::NOTICE_RESPONSE => {
+                    let named = self.client_names(&frame);
+                    // The rest of a split Query: positions as in the client's whole text.
+                    match self.rest_offset {
+                        Some(by) => protocol::shift_position(named.as_ref().unwrap_or(&frame), by).or(named),
+                        None => named,
+                    }
+                }
                 tag::NOTIFICATION_RESPONSE => self.own_notification(&frame),
                 _ => None,
             };

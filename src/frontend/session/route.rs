@@ -246,13 +246,14 @@ impl Session {
             return false;
         };
         let (first, rest) = (protocol::query_bytes(&first), protocol::query_bytes(&raw[first.len()..]));
+        let offset = u32::try_from(sql[..ends[cut]].chars().count()).unwrap_or(u32::MAX);
         tracing::debug!("query split at the end of a read-only transaction on a replica");
         if let Some(f) = self.pop_frame() {
             drop(f);
         }
         self.queued_bytes += first.raw().len();
         self.inq.push_front(first);
-        self.split_rest = Some(rest);
+        self.split_rest = Some((rest, offset));
         self.splitting = true;
         true
     }
