@@ -47,18 +47,22 @@ password = "app"
 TOML
 }
 
-start_proxy() { # binary port [primary-only] -> pid
-    config "$2" "${3:-}" >"$work/proxy-$2.toml"
+launch_proxy() { # binary config-file port -> pid, once it accepts connections
     # In a session of its own, as a service runs and as PgBouncer's -d runs: with the
     # kernel's autogroup scheduling, a proxy sharing pgbench's session shares its CPU share
     # too, and runnable backends waited up to ~100 ms (p99 2-3x, measured).
-    RUST_LOG=warn setsid "$1" --config "$work/proxy-$2.toml" >/dev/null 2>&1 </dev/null &
+    RUST_LOG=warn setsid "$1" --config "$2" >/dev/null 2>&1 </dev/null &
     local pid=$!
     for _ in $(seq 50); do
-        (echo >/dev/tcp/127.0.0.1/"$2") 2>/dev/null && break
+        (echo >/dev/tcp/127.0.0.1/"$3") 2>/dev/null && break
         sleep 0.1
     done
     echo "$pid"
+}
+
+start_proxy() { # binary port [primary-only] -> pid
+    config "$2" "${3:-}" >"$work/proxy-$2.toml"
+    launch_proxy "$1" "$work/proxy-$2.toml" "$2"
 }
 
 proxy_port=$(free_port)

@@ -25,13 +25,7 @@ port=$(free_port)
     config "$port" | sed "s/^\[listen\]$/[listen]\nmax_client_conn = $((idle + 100))/"
     printf '\n[[users]]\nname = "postgres"\nauth = "trust"\n'
 } >"$work/idle.toml"
-# A session of its own, as benches/common.sh starts it (autogroup scheduling).
-RUST_LOG=warn setsid target/release/pgroute --config "$work/idle.toml" >/dev/null 2>&1 </dev/null &
-pid=$!
-for _ in $(seq 50); do
-    (echo >/dev/tcp/127.0.0.1/"$port") 2>/dev/null && break
-    sleep 0.1
-done
+pid=$(launch_proxy target/release/pgroute "$work/idle.toml" "$port")
 
 read -r before_tps _ < <(tps "$port" "$pid" simple -S)
 before=$(rss_kib "$pid")

@@ -16,12 +16,7 @@ source benches/common.sh
 
 none_port=$(free_port)
 config "$none_port" | sed 's/^\[pool\]$/[routing]\ncausal_scope = "none"\n[pool]/' >"$work/none.toml"
-RUST_LOG=warn setsid target/release/pgroute --config "$work/none.toml" >/dev/null 2>&1 </dev/null &
-none_pid=$!
-for _ in $(seq 50); do
-    (echo >/dev/tcp/127.0.0.1/"$none_port") 2>/dev/null && break
-    sleep 0.1
-done
+none_pid=$(launch_proxy target/release/pgroute "$work/none.toml" "$none_port")
 trap 'kill "$none_pid" 2>/dev/null || true; cleanup' EXIT
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
