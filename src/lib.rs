@@ -41,6 +41,7 @@ pub mod config;
 pub mod explain;
 pub mod frontend;
 pub mod health;
+pub mod limits;
 pub mod metrics;
 pub mod protocol;
 pub mod router;

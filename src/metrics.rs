@@ -11,7 +11,6 @@ use dashmap::DashMap;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use crate::classify::Classifier;
 use crate::config::CausalScope;
 
 #[derive(Default)]
@@ -27,8 +26,9 @@ struct Registry {
     /// per node: (up, usable, lag seconds, lag bytes, timeline, probe seconds, is primary),
     /// -1 unknown
     nodes: DashMap<String, [f64; 7]>,
-    /// per node: the reason of its verdict (`health::REASONS`)
+    /// per node: the reason of its verdict, one of `reason_set`
     reasons: DashMap<String, &'static str>,
+    reason_set: OnceLock<&'static [&'static str]>,
     split_brain: AtomicI64,
     key_map_size: AtomicI64,
     key_evictions: AtomicU64,
@@ -129,17 +129,33 @@ pub fn node_probe(node: &str, took: std::time::Duration) {
     registry().nodes.entry(node.to_string()).or_insert([-1.0; 7])[5] = took.as_secs_f64();
 }
 
+/// A node's health verdict, as the monitor records it.
+pub struct NodeVerdict {
+    pub up: bool,
+    pub usable: bool,
+    pub lag: Option<std::time::Duration>,
+    pub lag_bytes: Option<u64>,
+    pub timeline: Option<u32>,
+    pub primary: bool,
+    /// Why (one of `reasons`).
+    pub why: &'static str,
+    /// Every reason a verdict can give: one series each, so an alert can say why.
+    pub reasons: &'static [&'static str],
+}
+
 /// Records a node's health verdict.
-pub fn node_state(node: &str, v: &crate::health::Verdict, down: bool, timeline: Option<u32>, primary: bool) {
-    let mut e = registry().nodes.entry(node.to_string()).or_insert([-1.0; 7]);
-    e[6] = if primary { 1.0 } else { 0.0 };
-    e[0] = if down { 0.0 } else { 1.0 };
+pub fn node_state(node: &str, v: NodeVerdict) {
+    let r = registry();
+    let mut e = r.nodes.entry(node.to_string()).or_insert([-1.0; 7]);
+    e[6] = if v.primary { 1.0 } else { 0.0 };
+    e[0] = if v.up { 1.0 } else { 0.0 };
     e[1] = if v.usable { 1.0 } else { 0.0 };
     e[2] = v.lag.map_or(-1.0, |l| l.as_secs_f64());
     e[3] = v.lag_bytes.map_or(-1.0, |b| b as f64);
-    e[4] = timeline.map_or(-1.0, f64::from);
+    e[4] = v.timeline.map_or(-1.0, f64::from);
     drop(e);
-    registry().reasons.insert(node.to_string(), v.why);
+    r.reasons.insert(node.to_string(), v.why);
+    let _ = r.reason_set.set(v.reasons);
 }
 
 fn registry() -> &'static Registry {
@@ -251,7 +267,19 @@ fn labeled_counter(out: &mut String, name: &str, label: &str, values: &DashMap<S
 }
 
 /// The whole registry in Prometheus text format.
-pub fn render(classifier: &Classifier) -> String {
+/// What the classification cache has counted: (hits, misses). The classifier implements it,
+/// so that this module depends on nothing it measures.
+pub trait CacheStats {
+    fn cache_stats(&self) -> (u64, u64);
+}
+
+impl<T: CacheStats + ?Sized> CacheStats for Arc<T> {
+    fn cache_stats(&self) -> (u64, u64) {
+        self.as_ref().cache_stats()
+    }
+}
+
+pub fn render(classifier: &impl CacheStats) -> String {
     let r = registry();
     let mut out = String::new();
     let _ = writeln!(out, "# TYPE pgroute_routes_total counter");
@@ -302,7 +330,7 @@ pub fn render(classifier: &Classifier) -> String {
     // say why a node left the rotation.
     let _ = writeln!(out, "# TYPE pgroute_node_reason gauge");
     for e in r.reasons.iter() {
-        for reason in crate::health::REASONS {
+        for reason in r.reason_set.get().copied().unwrap_or_default() {
             let on = u8::from(e.value() == reason);
             let _ = writeln!(out, "pgroute_node_reason{{node=\"{}\",reason=\"{reason}\"}} {on}", escape(e.key()));
         }
@@ -332,7 +360,7 @@ pub fn render(classifier: &Classifier) -> String {
     let _ = writeln!(out, "pgroute_replay_polls_total {}", r.replay_polls.load(Ordering::Relaxed));
     let _ = writeln!(out, "# TYPE pgroute_split_brain gauge");
     let _ = writeln!(out, "pgroute_split_brain {}", r.split_brain.load(Ordering::Relaxed));
-    let (hits, misses) = classifier.cache().stats();
+    let (hits, misses) = classifier.cache_stats();
     let _ = writeln!(out, "# TYPE pgroute_classify_cache_hits_total counter");
     let _ = writeln!(out, "pgroute_classify_cache_hits_total {hits}");
     let _ = writeln!(out, "# TYPE pgroute_classify_cache_misses_total counter");
@@ -341,7 +369,7 @@ pub fn render(classifier: &Classifier) -> String {
 }
 
 /// Serves `render()` to any HTTP request on `listener`.
-pub async fn serve(listener: TcpListener, classifier: Arc<Classifier>) {
+pub async fn serve<C: CacheStats + Send + Sync + 'static>(listener: TcpListener, classifier: Arc<C>) {
     loop {
         let Ok((mut sock, _)) = listener.accept().await else {
             continue;
@@ -350,7 +378,7 @@ pub async fn serve(listener: TcpListener, classifier: Arc<Classifier>) {
         tokio::spawn(async move {
             let mut buf = [0u8; 1024];
             let _ = tokio::time::timeout(std::time::Duration::from_secs(2), sock.read(&mut buf)).await;
-            let body = render(&classifier);
+            let body = render(classifier.as_ref());
             let head = format!(
                 "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
                 body.len()

@@ -8,7 +8,7 @@
 //! restart) is reported as needing a restart.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, RwLock};
 
 use arc_swap::{ArcSwap, ArcSwapOption, Guard};
@@ -51,13 +51,8 @@ pub struct Shared {
     pub stats: crate::stats::Stats,
     /// `PAUSE`: databases whose new transactions wait (`None`: every database).
     pub pause: tokio::sync::watch::Sender<Option<Paused>>,
-    /// Clients past their startup packet, against `[listen] max_client_conn`.
-    clients: AtomicUsize,
-    /// Connections accepted and not logged in yet (`[listen] max_logins`).
-    logins: crate::frontend::limits::PendingLogins,
-    /// Clients per user and per database, against the optional per-name limits.
-    pub(crate) clients_per_user: crate::frontend::limits::Counts,
-    pub(crate) clients_per_db: crate::frontend::limits::Counts,
+    /// Clients logged in and logging in, against the `[listen]` limits.
+    pub limits: Arc<crate::limits::ClientLimits>,
     /// `[tls]`: how clients' SSLRequests are answered (`None`: TLS off). Rebuilt from the
     /// files at each reload.
     tls: ArcSwapOption<crate::tls::Acceptor>,
@@ -114,10 +109,7 @@ impl Shared {
             replay_waits: Arc::default(),
             stats: Default::default(),
             pause: tokio::sync::watch::Sender::new(None),
-            clients: AtomicUsize::new(0),
-            logins: Default::default(),
-            clients_per_user: Default::default(),
-            clients_per_db: Default::default(),
+            limits: Default::default(),
             shutdown: tokio::sync::watch::Sender::new(false),
             config_path: Default::default(),
             config,
@@ -140,17 +132,9 @@ impl Shared {
         self.config.clone()
     }
 
-    /// Clients connected now (past their startup packet).
+    /// Clients logged in now.
     pub fn clients(&self) -> usize {
-        self.clients.load(Ordering::Acquire)
-    }
-
-    pub(crate) fn pending_logins(&self) -> &crate::frontend::limits::PendingLogins {
-        &self.logins
-    }
-
-    pub(crate) fn clients_counter(&self) -> &AtomicUsize {
-        &self.clients
+        self.limits.clients()
     }
 
     pub fn rules(&self) -> Arc<Rules> {

@@ -47,8 +47,8 @@ use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 
 use crate::cancel::ClientInfo;
-use crate::frontend::Shared;
 use crate::protocol::{self, sqlstate, tag, BodyReader, PgError};
+use crate::shared::Shared;
 use crate::tls::ClientStream;
 
 pub use command::{parse, Command, Show};

@@ -23,6 +23,12 @@ mod lexer;
 mod refs;
 mod session;
 mod statement;
+impl crate::metrics::CacheStats for Classifier {
+    fn cache_stats(&self) -> (u64, u64) {
+        self.cache.stats()
+    }
+}
+
 #[cfg(test)]
 mod tests;
 

@@ -17,6 +17,24 @@ use toml::Spanned;
 pub use duration::parse_duration;
 pub use tls::{ClientCert, ClientTlsMode, ServerTlsMode, Tls};
 
+/// A `[topology] patroni_urls` entry: `http://host:port`, the only form accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PatroniUrl {
+    pub host: String,
+    pub port: u16,
+}
+
+impl PatroniUrl {
+    pub fn parse(url: &str) -> Option<PatroniUrl> {
+        let rest = url.strip_prefix("http://")?.trim_end_matches('/');
+        let (host, port) = rest.rsplit_once(':')?;
+        if host.is_empty() || host.contains('/') {
+            return None;
+        }
+        Some(PatroniUrl { host: host.to_string(), port: port.parse().ok()? })
+    }
+}
+
 /// The configuration in force, swapped whole by a reload.
 pub type Live = std::sync::Arc<arc_swap::ArcSwap<Config>>;
 
@@ -652,9 +670,7 @@ impl Config {
             if self.topology.patroni_urls.is_empty() {
                 return Err((None, "[topology] source = \"patroni\" needs patroni_urls".into()));
             }
-            if let Some(bad) =
-                self.topology.patroni_urls.iter().find(|u| crate::health::patroni::Url::parse(u).is_none())
-            {
+            if let Some(bad) = self.topology.patroni_urls.iter().find(|u| PatroniUrl::parse(u).is_none()) {
                 return Err((None, format!("[topology] patroni_urls: {bad:?} is not http://host:port")));
             }
             if let Some(n) = self.nodes.iter().find(|n| n.role != Role::Auto) {

@@ -2,7 +2,6 @@
 //! per-client session that routes and forwards messages.
 
 mod encoding;
-pub(crate) mod limits;
 mod login;
 mod prepared;
 mod session;
@@ -20,7 +19,7 @@ use crate::metrics;
 use crate::protocol::{sqlstate, PgError};
 pub use crate::shared::Shared;
 
-use limits::{ClientSlot, LoginSlot, NamedSlots};
+use crate::limits::{ClientSlot, LoginSlot, NamedSlots};
 use startup::{Startup, StartupError};
 
 /// How long a failed login waits before its error is sent.
@@ -141,7 +140,7 @@ async fn handle(tcp: TcpStream, shared: Arc<Shared>) {
     // nothing, or never answer the password challenge, hold these places only, and the
     // oldest gives its place up to a newer one.
     // Boxed: one pointer in the client's task (whose future must stay small).
-    let login = Box::new(LoginSlot::take(&shared));
+    let login = Box::new(LoginSlot::take(&shared.limits, shared.config().listen.max_logins));
     let mut end_point = None;
     let login_timeout = shared.config().listen.login_timeout;
     let startup = within(&login, login_timeout, open(&mut stream, &mut end_point, &shared)).await;
@@ -199,8 +198,8 @@ async fn handle(tcp: TcpStream, shared: Arc<Shared>) {
     }
     drop(login);
     // The client limits count logged-in clients only.
-    let Some(_slot) = ClientSlot::take(&shared) else {
-        let max = shared.config().listen.max_client_conn;
+    let max = shared.config().listen.max_client_conn;
+    let Some(_slot) = ClientSlot::take(&shared.limits, max) else {
         tracing::warn!(max, "client refused: max_client_conn reached");
         let e = PgError::fatal(
             sqlstate::TOO_MANY_CONNECTIONS,
@@ -208,7 +207,9 @@ async fn handle(tcp: TcpStream, shared: Arc<Shared>) {
         );
         return refuse(&mut stream, &e).await;
     };
-    let _named = match NamedSlots::take(&shared, &user, &database) {
+    let listen = &shared.config().listen;
+    let per_name = (listen.max_user_client_conn, listen.max_db_client_conn);
+    let _named = match NamedSlots::take(&shared.limits, &user, &database, per_name) {
         Ok(s) => s,
         Err((what, max)) => {
             tracing::warn!(user = %user, database = %database, limit = what, max, "client refused: per-{what} limit reached");

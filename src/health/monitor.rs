@@ -532,7 +532,17 @@ impl Monitor {
                 node.alerting = over;
             }
             let timeline = node.sample.as_ref().and_then(|s| s.timeline);
-            metrics::node_state(&name, &v, node.down, timeline, role == Role::Primary);
+            let verdict = metrics::NodeVerdict {
+                up: !node.down,
+                usable: v.usable,
+                lag: v.lag,
+                lag_bytes: v.lag_bytes,
+                timeline,
+                primary: role == Role::Primary,
+                why: v.why,
+                reasons: super::REASONS,
+            };
+            metrics::node_state(&name, verdict);
             let fresh_until = node.sample.as_ref().map(|s| s.taken + t.max_sample_age);
             let wal = node.sample.as_ref().map_or_else(Wal::default, |s| Wal {
                 started: Some(s.started),

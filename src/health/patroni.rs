@@ -10,26 +10,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::config::PatroniUrl;
+
 /// An answer larger than this is not a cluster description.
 const MAX_ANSWER: usize = 1 << 20;
-
-/// `http://host:port`, the only form accepted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Url {
-    pub host: String,
-    pub port: u16,
-}
-
-impl Url {
-    pub fn parse(url: &str) -> Option<Url> {
-        let rest = url.strip_prefix("http://")?.trim_end_matches('/');
-        let (host, port) = rest.rsplit_once(':')?;
-        if host.is_empty() || host.contains('/') {
-            return None;
-        }
-        Some(Url { host: host.to_string(), port: port.parse().ok()? })
-    }
-}
 
 /// One member as `GET /cluster` describes it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -98,7 +82,7 @@ pub fn read_exclusions(members: &[Member], nodes: &[(String, u16)]) -> Vec<Optio
 pub async fn fetch(urls: &[String], timeout: Duration) -> Result<Vec<Member>, String> {
     let mut last = String::from("no patroni_urls");
     for url in urls {
-        let Some(u) = Url::parse(url) else { continue };
+        let Some(u) = PatroniUrl::parse(url) else { continue };
         match tokio::time::timeout(timeout, get(&u, "/cluster")).await {
             Ok(Ok(body)) => match parse_cluster(&body) {
                 Ok(m) => return Ok(m),
@@ -112,7 +96,7 @@ pub async fn fetch(urls: &[String], timeout: Duration) -> Result<Vec<Member>, St
 }
 
 /// One HTTP/1.0 GET; the body of a 200 answer.
-async fn get(u: &Url, path: &str) -> Result<String, String> {
+async fn get(u: &PatroniUrl, path: &str) -> Result<String, String> {
     let mut s = tokio::net::TcpStream::connect((u.host.as_str(), u.port)).await.map_err(|e| e.to_string())?;
     let request = format!("GET {path} HTTP/1.0\r\nHost: {}:{}\r\nAccept: application/json\r\n\r\n", u.host, u.port);
     s.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
@@ -178,10 +162,13 @@ mod tests {
 
     #[test]
     fn urls_and_answers_that_are_not_patronis_are_refused() {
-        assert_eq!(Url::parse("http://127.0.0.1:8008"), Some(Url { host: "127.0.0.1".into(), port: 8008 }));
-        assert_eq!(Url::parse("http://db1:8008/"), Some(Url { host: "db1".into(), port: 8008 }));
+        assert_eq!(
+            PatroniUrl::parse("http://127.0.0.1:8008"),
+            Some(PatroniUrl { host: "127.0.0.1".into(), port: 8008 })
+        );
+        assert_eq!(PatroniUrl::parse("http://db1:8008/"), Some(PatroniUrl { host: "db1".into(), port: 8008 }));
         for bad in ["https://x:1", "http://x", "http://:1", "http://x:port", "x:1", "http://a/b:1"] {
-            assert_eq!(Url::parse(bad), None, "{bad}");
+            assert_eq!(PatroniUrl::parse(bad), None, "{bad}");
         }
         assert!(parse_cluster("{}").is_err());
         assert!(parse_cluster("<html>").is_err());

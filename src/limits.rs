@@ -2,9 +2,12 @@
 //! `max_user_client_conn` / `max_db_client_conn` per user and per database. A client over a
 //! limit is refused with 53300 at login; the others are untouched. Each place is given back
 //! when its holder is dropped (also when a session's task unwinds).
+//!
+//! [`ClientLimits`] holds the counts (one in `Shared`); the places hold it, and the
+//! caller passes the limits in force, so this depends on nothing else of pgroute's.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use std::sync::Arc;
@@ -12,26 +15,37 @@ use tokio::sync::Notify;
 
 use dashmap::DashMap;
 
-use super::Shared;
+/// Every count the limits keep.
+#[derive(Default)]
+pub struct ClientLimits {
+    /// Logged-in clients.
+    clients: AtomicUsize,
+    logins: PendingLogins,
+    per_user: Counts,
+    per_db: Counts,
+}
+
+impl ClientLimits {
+    /// Clients logged in now.
+    pub fn clients(&self) -> usize {
+        self.clients.load(Ordering::Acquire)
+    }
+}
 
 /// A logged-in client's place under `[listen] max_client_conn`, taken once its password
 /// is checked: connections that never log in cannot lock real clients out.
-pub struct ClientSlot(Arc<Shared>);
+pub struct ClientSlot(Arc<ClientLimits>);
 
 impl ClientSlot {
-    pub fn take(shared: &Arc<Shared>) -> Option<Self> {
-        let max = shared.config().listen.max_client_conn;
-        shared
-            .clients_counter()
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
-            .ok()?;
-        Some(ClientSlot(shared.clone()))
+    pub fn take(limits: &Arc<ClientLimits>, max: usize) -> Option<Self> {
+        limits.clients.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)).ok()?;
+        Some(ClientSlot(limits.clone()))
     }
 }
 
 impl Drop for ClientSlot {
     fn drop(&mut self) {
-        self.0.clients_counter().fetch_sub(1, Ordering::AcqRel);
+        self.0.clients.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -54,15 +68,15 @@ impl PendingLogins {
 /// client logs in within milliseconds, so sockets that never finish cannot keep it out,
 /// however many they are.
 pub struct LoginSlot {
-    shared: Arc<Shared>,
+    limits: Arc<ClientLimits>,
     id: u64,
     evicted: Arc<Notify>,
 }
 
 impl LoginSlot {
-    pub fn take(shared: &Arc<Shared>) -> Self {
-        let max = shared.config().listen.max_logins.max(1);
-        let logins = shared.pending_logins();
+    pub fn take(limits: &Arc<ClientLimits>, max: usize) -> Self {
+        let max = max.max(1);
+        let logins = &limits.logins;
         let id = logins.next.fetch_add(1, Ordering::Relaxed);
         let evicted = Arc::new(Notify::new());
         let mut queue = logins.lock();
@@ -73,7 +87,7 @@ impl LoginSlot {
         }
         queue.push_back((id, evicted.clone()));
         drop(queue);
-        LoginSlot { shared: shared.clone(), id, evicted }
+        LoginSlot { limits: limits.clone(), id, evicted }
     }
 
     /// Resolves when a newer login took this one's place.
@@ -84,7 +98,7 @@ impl LoginSlot {
 
 impl Drop for LoginSlot {
     fn drop(&mut self) {
-        let mut queue = self.shared.pending_logins().lock();
+        let mut queue = self.limits.logins.lock();
         if let Some(i) = queue.iter().position(|(id, _)| *id == self.id) {
             queue.remove(i);
         }
@@ -122,31 +136,36 @@ impl Counts {
 
 /// A client's places under the per-user and per-database limits.
 pub struct NamedSlots {
-    shared: Arc<Shared>,
+    limits: Arc<ClientLimits>,
     user: String,
     database: String,
 }
 
 impl NamedSlots {
     /// Err: which limit (`user` or `db`) is full, and its value.
-    pub fn take(shared: &Arc<Shared>, user: &str, database: &str) -> Result<Self, (&'static str, usize)> {
-        let listen = &shared.config().listen;
-        let (per_user, per_db) = (listen.max_user_client_conn, listen.max_db_client_conn);
-        if !shared.clients_per_user.take(user, per_user) {
+    /// `max`: `[listen] max_user_client_conn` and `max_db_client_conn`.
+    pub fn take(
+        limits: &Arc<ClientLimits>,
+        user: &str,
+        database: &str,
+        max: (Option<usize>, Option<usize>),
+    ) -> Result<Self, (&'static str, usize)> {
+        let (per_user, per_db) = max;
+        if !limits.per_user.take(user, per_user) {
             return Err(("user", per_user.unwrap_or_default()));
         }
-        if !shared.clients_per_db.take(database, per_db) {
-            shared.clients_per_user.give_back(user);
+        if !limits.per_db.take(database, per_db) {
+            limits.per_user.give_back(user);
             return Err(("db", per_db.unwrap_or_default()));
         }
-        Ok(NamedSlots { shared: shared.clone(), user: user.to_string(), database: database.to_string() })
+        Ok(NamedSlots { limits: limits.clone(), user: user.to_string(), database: database.to_string() })
     }
 }
 
 impl Drop for NamedSlots {
     fn drop(&mut self) {
-        self.shared.clients_per_user.give_back(&self.user);
-        self.shared.clients_per_db.give_back(&self.database);
+        self.limits.per_user.give_back(&self.user);
+        self.limits.per_db.give_back(&self.database);
     }
 }
 
