@@ -128,7 +128,10 @@ async fn group_reads_land_only_on_their_group_and_fall_back_as_configured() {
     assert!(db.message().contains("group \"analytics\""), "{db:?}");
     assert_eq!(simple_value(&app, &hinted("group=analytics fallback=primary")).await, c.primary_port.to_string());
     assert_eq!(simple_value(&app, &hinted("group=analytics fallback=default")).await, default.to_string());
-    assert!(app.simple_query(&hinted("group=nosuchgroup")).await.is_err(), "a group no node is in has no replica");
+    let e = app.simple_query(&hinted("group=nosuchgroup")).await.expect_err("a group no node is in has no replica");
+    let db = e.as_db_error().expect("a server error");
+    assert_eq!(db.code().code(), "08006", "{db:?}");
+    assert!(db.message().contains("group \"nosuchgroup\""), "{db:?}");
     console.simple_query("UNDRAIN pg1").await.unwrap();
     assert_eq!(server_port(&report).await, analytics);
 }

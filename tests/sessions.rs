@@ -164,11 +164,14 @@ async fn copy_in_and_out_through_the_proxy() {
 async fn errors_leave_the_session_usable() {
     let p = proxy().await;
     let client = p.client().await;
-    assert!(client.simple_query("SELECT * FROM no_such_table").await.is_err());
-    assert!(client.query("SELEC 1", &[]).await.is_err());
+    let code = |e: tokio_postgres::Error| e.code().map(|c| c.code().to_string()).unwrap_or_default();
+    let e = client.simple_query("SELECT * FROM no_such_table").await.unwrap_err();
+    assert!(format!("{e:?}").contains("no_such_table"), "{e:?}");
+    assert_eq!(code(e), "42P01");
+    assert_eq!(code(client.query("SELEC 1", &[]).await.unwrap_err()), "42601");
     assert_eq!(simple_value(&client, "SELECT 2").await, "2");
     client.batch_execute("BEGIN").await.unwrap();
-    assert!(client.batch_execute("SELECT 1/0").await.is_err());
+    assert_eq!(code(client.batch_execute("SELECT 1/0").await.unwrap_err()), "22012");
     let err = client.batch_execute("SELECT 1").await.unwrap_err();
     assert_eq!(err.code().map(|c| c.code()), Some("25P02"), "the failed transaction stays failed");
     client.batch_execute("ROLLBACK").await.unwrap();
@@ -187,7 +190,9 @@ async fn a_server_dying_mid_query_gives_an_error_not_a_hang() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     killer.execute(&format!("SELECT pg_terminate_backend({pid})"), &[]).await.unwrap();
     let result = tokio::time::timeout(Duration::from_secs(15), sleeper).await.expect("no hang").unwrap();
-    assert!(result.is_err(), "the client learns its query failed");
+    let e = result.expect_err("the client learns its query failed");
+    // The server's own FATAL, as a direct connection would get it.
+    assert_eq!(e.code().map(|c| c.code()), Some("57P01"), "{e:?}");
     // The pool replaces the dead connection for everyone else.
     let fresh = p.client().await;
     fresh.batch_execute("BEGIN; SELECT 1; COMMIT").await.unwrap();
