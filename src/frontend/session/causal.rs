@@ -310,6 +310,44 @@ mod tests {
     }
 
     #[test]
+    fn acknowledged_commits_need_their_position_or_the_primarys_after_them() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        // The primary is on timeline 2; its last sample was sent at 10 ms, at 0x500.
+        let snap = primary(ms(20), 2, ms(10), 0x500);
+        let check = |acked: &Acked| {
+            let mut unknown = false;
+            (acked_causal(acked, &snap, ms(20), &mut unknown), unknown)
+        };
+        let acked = Acked::default();
+        assert_eq!(check(&acked), (Causal::None, false), "nothing acknowledged: nothing needed");
+        acked.record(0x400, Some(2), None);
+        assert_eq!(check(&acked), (Causal::Lsn { lsn: 0x400, timeline: Some(2) }, false));
+        // Acknowledged before a failover: the new primary's position stands in, and is
+        // recorded, so later reads need that fixed position.
+        let old = Acked::default();
+        old.record(0x9999, Some(1), None);
+        assert_eq!(check(&old), (Causal::Lsn { lsn: 0x500, timeline: Some(2) }, false));
+        assert_eq!(old.get().position, Some((0x500, Some(2))));
+        // A timeline the primary has not been seen on: only the primary is sure.
+        let newer = Acked::default();
+        newer.record(0x10, Some(3), None);
+        assert_eq!(check(&newer), (Causal::Primary, false));
+        // A commit acknowledged with no position: a sample sent after it covers it.
+        let unpositioned = Acked::default();
+        unpositioned.record_unpositioned(ms(5));
+        assert_eq!(check(&unpositioned), (Causal::Lsn { lsn: 0x500, timeline: Some(2) }, false));
+        assert_eq!(
+            unpositioned.get(),
+            crate::causal::AckedState { position: Some((0x500, Some(2))), unpositioned: None }
+        );
+        let too_recent = Acked::default();
+        too_recent.record(0x400, Some(2), None);
+        too_recent.record_unpositioned(ms(15));
+        assert_eq!(check(&too_recent), (Causal::Primary, true), "no sample since: ask the primary");
+    }
+
+    #[test]
     fn two_requirements_combine_to_the_later_position_or_the_primary() {
         let lsn = |lsn, tl| Causal::Lsn { lsn, timeline: Some(tl) };
         assert_eq!(stricter(Causal::None, lsn(5, 1)), lsn(5, 1));
