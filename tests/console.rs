@@ -48,13 +48,13 @@ async fn every_console_command_answers_through_psql() {
     assert!(served >= 1, "queries counted: {stats}");
     let routes = console_ok(&p, "SHOW ROUTES");
     assert!(
-        routes.lines().any(|l| l.ends_with(|c: char| c.is_ascii_digit()) && l.contains("|default_read|none|")),
+        routes.lines().any(|l| l.ends_with(|c: char| c.is_ascii_digit()) && l.contains("|default_read|instance|")),
         "{routes}"
     );
     let rules = console_ok(&p, "SHOW RULES");
     assert!(rules.contains("1|reports|replica|backoffice|"), "{rules}");
     let config = console_ok(&p, "SHOW CONFIG");
-    assert!(config.contains("routing.causal_scope|none"), "{config}");
+    assert!(config.contains("routing.causal_scope|instance"), "{config}");
     assert!(config.contains("users.app.auth|scram-sha-256"), "{config}");
     assert!(config.contains("listen.workers|1") && config.contains("topology.source|static"), "{config}");
     assert!(!config.contains("password"), "no passwords: {config}");
@@ -64,7 +64,7 @@ async fn every_console_command_answers_through_psql() {
     assert!(explain.contains("route: primary (pg0)") && explain.contains("reason: write:"), "{explain}");
     assert!(console_ok(&p, "EXPLAIN SELECT 1").contains("route: replica"), "reads go to a replica");
     let explain = console_ok(&p, "EXPLAIN SELECT 1");
-    assert!(explain.contains("causal scope: none (default)"), "{explain}");
+    assert!(explain.contains("causal scope: instance (default)"), "{explain}");
     // After a commit through this pgroute, an instance-scope read needs its position.
     let acked = table("console_acked");
     app.batch_execute(&format!("CREATE TABLE {acked} (id int); INSERT INTO {acked} VALUES (1)")).await.unwrap();

@@ -57,8 +57,20 @@ async fn a_transaction_runs_on_one_node_from_begin_to_commit() {
     }
     client.batch_execute("COMMIT").await.unwrap();
 
-    client.batch_execute("BEGIN READ ONLY").await.unwrap();
-    let first: i32 = client.query_one("SELECT inet_server_port()", &[]).await.unwrap().get(0);
+    // The block's reads must see that commit (the default causal scope): once a replica
+    // is known to have it, the block may begin there.
+    c.wait_replicas_caught_up().await;
+    let mut first = 0;
+    for attempt in 0..50 {
+        client.batch_execute("BEGIN READ ONLY").await.unwrap();
+        first = client.query_one("SELECT inet_server_port()", &[]).await.unwrap().get(0);
+        if c.replica_ports.contains(&(first as u16)) {
+            eprintln!("BEGIN READ ONLY on a replica at attempt {attempt}");
+            break;
+        }
+        client.batch_execute("COMMIT").await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     assert!(c.replica_ports.contains(&(first as u16)), "BEGIN READ ONLY may use a replica");
     for _ in 0..4 {
         let port: i32 = client.query_one("SELECT inet_server_port()", &[]).await.unwrap().get(0);

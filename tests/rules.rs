@@ -70,7 +70,9 @@ async fn money_reads_rules_hints_and_volatile_functions_reach_the_primary() {
     let refused = replica.simple_query(&format!("SELECT {insert_row}(2)")).await.unwrap_err();
     assert_eq!(refused.code().map(|s| s.code()), Some("25006"), "{refused}");
     assert_eq!(simple_value(&app, &format!("SELECT {insert_row}(2)")).await, "2");
-    // Declared read-only: stays on a replica despite VOLATILE.
+    // Declared read-only: stays on a replica despite VOLATILE (once the replicas have the
+    // write above, which the default causal scope makes every read wait for).
+    c.wait_replicas_caught_up().await;
     let port = simple_value(&app, &format!("SELECT inet_server_port() || {fmt}(1)")).await;
     assert!(port.ends_with(" EUR") && !port.starts_with(&primary.to_string()), "{port}");
 

@@ -29,6 +29,10 @@ async fn named_prepared_statements_work_on_whichever_server_they_land() {
         let row = client.query_one(&read, &[&i]).await.unwrap();
         ports.insert(row.get::<_, i32>(0) as u16);
         assert_eq!(row.get::<_, i32>(1), i + 1);
+    }
+    // The writes after the reads: a read right after a write would wait for a replica to
+    // have it, or go to the primary (the default causal scope).
+    for i in 0..10 {
         client.execute(&write, &[&i, &format!("v{i}")]).await.unwrap();
     }
     let replicas: HashSet<u16> = c.replica_ports.iter().copied().collect();

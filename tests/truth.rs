@@ -65,7 +65,8 @@ async fn non_utf8_client_encodings_are_routed_and_forwarded_unchanged() {
         let write = [format!("INSERT INTO {t} VALUES ('").as_bytes(), text, b"') RETURNING v"].concat();
         for sql in [read, write] {
             let (a, b) = (direct.query(&sql).await, routed.query(&sql).await);
-            assert_eq!(render_all(&a), render_all(&b), "{enc}");
+            let token = |l: &String| !l.starts_with("S pgroute.commit_lsn|");
+            assert_eq!(render_all(&a), render_all(&b).into_iter().filter(token).collect::<Vec<_>>(), "{enc}");
             assert!(wire::errors(&b).is_empty(), "{enc}: {:?}", render_all(&b));
         }
         let _ = rl;
@@ -209,7 +210,11 @@ async fn databases_that_do_not_exist_leave_no_pools_or_metrics() {
 async fn same(direct: &mut Wire, routed: &mut Wire, bytes: &[u8], readies: usize) -> Vec<String> {
     direct.send(bytes).await;
     routed.send(bytes).await;
-    let (a, b) = (render_all(&direct.until_ready(readies).await), render_all(&routed.until_ready(readies).await));
+    // pgroute's one documented addition, its causal token after a committed write
+    // (tests/causal.rs checks it), is not a difference.
+    let token = |l: &String| !l.starts_with("S pgroute.commit_lsn|");
+    let a = render_all(&direct.until_ready(readies).await);
+    let b: Vec<String> = render_all(&routed.until_ready(readies).await).into_iter().filter(token).collect();
     assert_eq!(a, b);
     b
 }

@@ -6,7 +6,8 @@
 //! `causal_wait` + `interval` behind) for `pg_last_wal_replay_lsn()`, back to back (one
 //! question in flight per replica), on a connection of its own with the monitor's login,
 //! notes the answers in the topology and wakes the waiting reads, which decide again.
-//! With no waiter it sleeps.
+//! With no waiter it keeps one connection per usable replica open (a login takes longer
+//! than the default `causal_wait`, so the first wait would otherwise miss) and sleeps.
 //!
 //! At most one question per replica per round trip however many reads wait, and none
 //! when no read waits: measured against a check per waiting read and against a poll every
@@ -99,7 +100,12 @@ impl ReplayWatch {
     pub async fn run(mut self) {
         loop {
             while !self.waits.any() {
-                self.waits.arrived.notified().await;
+                // Idle: the connections a first wait would need are opened now (a login
+                // takes longer than the default causal_wait), then kept; checked every
+                // health interval, so a replica that becomes usable has one soon.
+                self.warm().await;
+                let every = self.cfg.health.interval;
+                let _ = tokio::time::timeout(every, self.waits.arrived.notified()).await;
             }
             if !self.poll().await {
                 tokio::time::sleep(IDLE_ROUND).await;
@@ -107,9 +113,9 @@ impl ReplayWatch {
         }
     }
 
-    /// Asks every replica that could serve a waiting read soon, all at once. False when
-    /// none answered.
-    async fn poll(&mut self) -> bool {
+    /// A reload may move nodes or change the monitor's login: the connections made under
+    /// the previous configuration are closed.
+    fn follow_config(&mut self) {
         let cfg = self.config.load_full();
         // The topology takes a reload's node addresses before the configuration is swapped.
         if !Arc::ptr_eq(&cfg, &self.cfg) {
@@ -117,6 +123,35 @@ impl ReplayWatch {
             self.cfg = cfg;
             self.conns.clear();
         }
+    }
+
+    /// Opens a connection to every usable replica that has none.
+    async fn warm(&mut self) {
+        self.follow_config();
+        let limit = self.cfg.health.max_sample_age().max(Duration::from_millis(50));
+        let snap = self.topology.snapshot();
+        let now = Instant::now();
+        self.conns.resize_with(snap.nodes.len(), || None);
+        let (topology, login) = (&self.topology, &self.login);
+        let opens = self.conns.iter_mut().enumerate().filter(|(i, c)| {
+            let n = &snap.nodes[*i];
+            c.is_none() && n.role == Role::Replica && n.usable(now) && !n.drained
+        });
+        let opens = opens.map(|(i, conn)| async move {
+            let Some(addr) = topology.addr(i) else { return };
+            let password = login.password.as_deref();
+            let open = ServerConn::connect(&addr, i, &login.user, password, &login.database, &[], limit);
+            if let Ok(Ok(c)) = tokio::time::timeout(limit, open).await {
+                *conn = Some(c);
+            }
+        });
+        futures_util::future::join_all(opens).await;
+    }
+
+    /// Asks every replica that could serve a waiting read soon, all at once. False when
+    /// none answered.
+    async fn poll(&mut self) -> bool {
+        self.follow_config();
         let skip_lag = self.cfg.routing.causal_wait.unwrap_or_default() + self.cfg.health.interval;
         let limit = self.cfg.health.max_sample_age().max(Duration::from_millis(50));
         let snap = self.topology.snapshot();

@@ -55,15 +55,7 @@ impl Cluster {
     /// A proxy configuration for this cluster; `extra` is appended (TOML).
     pub fn config(&self, extra: &str) -> String {
         let listen = "[listen]\naddress = \"127.0.0.1:0\"\n";
-        // Tests of other features check which node answered right after writing; they
-        // run with causal_scope = "none" unless they ask for a scope (tests/ryw.rs does).
-        let extra = if extra.contains("causal_scope") {
-            extra.to_string()
-        } else if extra.contains("[routing]\n") {
-            extra.replace("[routing]\n", "[routing]\ncausal_scope = \"none\"\n")
-        } else {
-            format!("{extra}\n[routing]\ncausal_scope = \"none\"\n")
-        };
+        // The shipped defaults, unless a test's `extra` says otherwise (and why).
         let mut c =
             if extra.contains("[listen]\n") { extra.replace("[listen]\n", listen) } else { format!("{listen}{extra}") };
         c.push_str(&format!(
