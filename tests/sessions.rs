@@ -24,19 +24,24 @@ async fn named_prepared_statements_work_on_whichever_server_they_land() {
     // both replicas, so the statement must be re-prepared where it is missing.
     let read = client.prepare("SELECT inet_server_port(), $1::int + 1").await.unwrap();
     let write = client.prepare(&format!("INSERT INTO {t} VALUES ($1, $2)")).await.unwrap();
+    // Until both replicas ran it: a read may also go to the primary when a replica's
+    // replay of the CREATE TABLE is not known within causal_wait (a loaded machine).
+    let replicas: HashSet<u16> = c.replica_ports.iter().copied().collect();
     let mut ports = HashSet::new();
-    for i in 0..10 {
+    for i in 0..50 {
         let row = client.query_one(&read, &[&i]).await.unwrap();
         ports.insert(row.get::<_, i32>(0) as u16);
         assert_eq!(row.get::<_, i32>(1), i + 1);
+        if ports.is_superset(&replicas) {
+            break;
+        }
     }
     // The writes after the reads: a read right after a write would wait for a replica to
     // have it, or go to the primary (the default causal scope).
     for i in 0..10 {
         client.execute(&write, &[&i, &format!("v{i}")]).await.unwrap();
     }
-    let replicas: HashSet<u16> = c.replica_ports.iter().copied().collect();
-    assert_eq!(ports, replicas);
+    assert!(ports.is_superset(&replicas), "the prepared read ran on {ports:?}, not on both replicas {replicas:?}");
     let n: i64 = c.direct(0).await.query_one(&format!("SELECT count(*) FROM {t}"), &[]).await.unwrap().get(0);
     assert_eq!(n, 10, "every execution of the prepared INSERT reached the primary");
     // Close is honoured: a closed statement is gone for the client.

@@ -48,6 +48,25 @@ pub(super) struct ReadFacts {
     pub after: Option<After>,
 }
 
+/// Read-your-writes: this session's last committed write and what is known of its
+/// position.
+#[derive(Default)]
+pub(super) struct Ryw {
+    /// A commit-position query is in flight: reads wait for its answer.
+    pub position_pending: bool,
+    /// Its answer: the LSN and the node's timeline.
+    pub position_answer: Option<(u64, Option<u32>)>,
+    /// The unit before it committed a data write: the answer is this session's position.
+    pub for_commit: bool,
+    /// When the session's last write committed, and the primary LSN known to be at or past
+    /// it (from the first probe begun after the commit).
+    pub dirty_since: Option<Instant>,
+    pub commit_lsn: Option<(u64, Option<u32>)>,
+    /// Tagged keys of the commit whose position query is in flight, and the time they
+    /// were recorded with.
+    pub keys_awaiting_position: Option<(Vec<String>, Instant)>,
+}
+
 impl ReadFacts {
     /// `keyed`: the read carries key tags (they count from `session` scope up).
     pub(super) fn new(
@@ -93,21 +112,21 @@ impl Session {
 
     /// What this session's reads need after its own last committed write.
     fn own_causal(&mut self, snap: &Snapshot, now: Instant, unknown: &mut bool) -> Causal {
-        let Some(since) = self.dirty_since else { return Causal::None };
+        let Some(since) = self.ryw.dirty_since else { return Causal::None };
         // After a failover the old timeline's LSN means nothing: what the new primary has
         // at or after now stands in for it.
-        if let (Some((_, Some(tl))), Some(now_tl)) = (self.commit_lsn, primary_timeline(snap, now)) {
+        if let (Some((_, Some(tl))), Some(now_tl)) = (self.ryw.commit_lsn, primary_timeline(snap, now)) {
             if tl != now_tl {
-                self.dirty_since = Some(now);
-                self.commit_lsn = None;
+                self.ryw.dirty_since = Some(now);
+                self.ryw.commit_lsn = None;
                 *unknown = true;
                 return Causal::Primary;
             }
         }
-        if self.commit_lsn.is_none() {
-            self.commit_lsn = primary_lsn_after(snap, now, since);
+        if self.ryw.commit_lsn.is_none() {
+            self.ryw.commit_lsn = primary_lsn_after(snap, now, since);
         }
-        let Some((lsn, timeline)) = self.commit_lsn else {
+        let Some((lsn, timeline)) = self.ryw.commit_lsn else {
             *unknown = true;
             return Causal::Primary;
         };
@@ -115,8 +134,8 @@ impl Session {
         let all_caught_up = replicas().count() > 0
             && replicas().all(|n| n.wal.replay_lsn.is_some_and(|r| r >= lsn) && n.wal.timeline == timeline);
         if all_caught_up {
-            self.dirty_since = None;
-            self.commit_lsn = None;
+            self.ryw.dirty_since = None;
+            self.ryw.commit_lsn = None;
             return Causal::None;
         }
         Causal::Lsn { lsn, timeline }
@@ -135,7 +154,8 @@ impl Session {
         };
         let Some(node) = snap.primary(Instant::now()) else { return };
         let (key, startup) = self.settings.startup();
-        let Ok(mut conn) = self.shared.pools.checkout(node, &self.user, &self.database, key, startup).await else {
+        let Ok(mut conn) = self.shared.pools.checkout(node, &self.who.user, &self.who.database, key, startup).await
+        else {
             return;
         };
         let _turn = self.shared.position_asks.lock().await;

@@ -101,36 +101,36 @@ impl Session {
     /// At the end of a unit: sends the position query behind it when it may commit a
     /// write on the primary.
     pub(super) fn ask_commit_lsn(&mut self, split: bool) {
-        let unit = std::mem::take(&mut self.unit_commits);
+        let unit = std::mem::take(&mut self.unit.commits);
         if !unit.may_commit || unit.may_copy || split {
             return;
         }
-        let Some(node) = self.active else { return };
+        let Some(node) = self.server.active else { return };
         let snapshot = self.shared.topology.snapshot();
         if snapshot.nodes.get(node).is_none_or(|n| n.role != Role::Primary) {
             return;
         }
         self.send_own_query(QUERY, Own::Position);
-        self.lsn_pending = true;
+        self.ryw.position_pending = true;
     }
 
     /// The position query's ReadyForQuery: a committed write's position is recorded and
     /// reported, then the client's held ReadyForQuery goes out.
     pub(super) fn commit_lsn_answered(&mut self) {
-        self.lsn_pending = false;
-        let answer = self.lsn_answer.take();
-        let unit_answer = std::mem::take(&mut self.held_ack);
-        self.cwbuf.extend_from_slice(&unit_answer);
-        if std::mem::take(&mut self.lsn_for_commit) {
+        self.ryw.position_pending = false;
+        let answer = self.ryw.position_answer.take();
+        let unit_answer = std::mem::take(&mut self.answer.ack);
+        self.client.wbuf.extend_from_slice(&unit_answer);
+        if std::mem::take(&mut self.ryw.for_commit) {
             match answer {
                 Some((lsn, timeline)) => {
                     self.shared.acked.record(lsn, timeline, None);
-                    self.commit_lsn = Some((lsn, timeline));
-                    if let Some((keys, at)) = self.keys_awaiting_position.take() {
+                    self.ryw.commit_lsn = Some((lsn, timeline));
+                    if let Some((keys, at)) = self.ryw.keys_awaiting_position.take() {
                         self.shared.keys.record_position(&keys, at, (lsn, timeline));
                     }
                     if let Some(tl) = timeline {
-                        self.cwbuf.extend_from_slice(protocol::parameter_status(REPORT, &token(lsn, tl)).raw());
+                        self.client.wbuf.extend_from_slice(protocol::parameter_status(REPORT, &token(lsn, tl)).raw());
                     }
                 }
                 None => {
@@ -139,10 +139,10 @@ impl Session {
                 }
             }
         }
-        self.keys_awaiting_position = None;
+        self.ryw.keys_awaiting_position = None;
         self.release_reports();
-        if let Some(ready) = self.held_ready.take() {
-            self.cwbuf.extend_from_slice(ready.raw());
+        if let Some(ready) = self.answer.ready.take() {
+            self.client.wbuf.extend_from_slice(ready.raw());
         }
     }
 }

@@ -9,9 +9,6 @@ use super::{End, Expect, Own, Session};
 use crate::classify::{Class, TxOp};
 use crate::frontend::prepared::{self, Prepared};
 
-/// Portals remembered per session (named portals beyond this are forgotten oldest first;
-/// an Execute of a forgotten one counts as a write).
-const MAX_PORTALS: usize = 64;
 use crate::protocol::{sqlstate, tag, BodyReader, Frame, PgError};
 
 fn malformed(e: impl std::fmt::Display) -> End {
@@ -20,35 +17,35 @@ fn malformed(e: impl std::fmt::Display) -> End {
 
 impl Session {
     pub(super) fn forward(&mut self, f: Frame) -> Result<(), End> {
-        let node = self.active.ok_or_else(|| End::Fatal(super::internal()))?;
+        let node = self.server.active.ok_or_else(|| End::Fatal(super::internal()))?;
         tracing::trace!(tag = %(f.tag() as char), "client frame");
-        if self.doubt.active() {
+        if self.tx.doubt.active() {
             let t = match (f.tag(), f.body().first()) {
                 (tag::DESCRIBE, Some(b'S')) => super::in_doubt::DESCRIBE_STATEMENT,
                 (tag::DESCRIBE, _) => super::in_doubt::DESCRIBE_PORTAL,
                 (t, _) => t,
             };
-            self.doubt.sent(t);
+            self.tx.doubt.sent(t);
         }
         match f.tag() {
             tag::QUERY => {
                 let sql = BodyReader::new(f.body()).cstr_bytes().map_err(malformed)?;
-                let class = match self.unit_classes.pop_front() {
+                let class = match self.unit.classes.pop_front() {
                     Some(c) => c,
                     None => self.classify_text(sql),
                 };
                 // COPY FROM is a write: reads skip the scan of their text.
                 if class.is_write() {
-                    self.unit_commits.may_copy |= super::commit_lsn::mentions_copy(sql);
+                    self.unit.commits.may_copy |= super::commit_lsn::mentions_copy(sql);
                 }
                 self.note_pin(&class);
-                if let Some(conn) = self.held.get_mut(node) {
+                if let Some(conn) = self.server.held.get_mut(node) {
                     conn.unnamed = None;
                     // The client's own SQL may drop or run pgroute's statements there: no
                     // other client gets this connection after it.
                     conn.poisoned |= class.touches_statements;
                 }
-                self.swbuf.extend_from_slice(f.raw());
+                self.server.wbuf.extend_from_slice(f.raw());
                 for index in 0..class.steps.len() {
                     self.expect_statement(&class, index);
                 }
@@ -57,18 +54,18 @@ impl Session {
             tag::PARSE => {
                 let body = f.raw().slice(5..);
                 let (name, sql, tail) = prepared::split_parse(&body).map_err(malformed)?;
-                let class = match self.unit_classes.pop_front() {
+                let class = match self.unit.classes.pop_front() {
                     Some(c) => c,
                     None => self.classify_text(sql),
                 };
                 let stmt = Arc::new(Prepared::new(!name.is_empty(), tail, class));
-                let conn = self.held.get_mut(node).ok_or_else(|| End::Fatal(super::internal()))?;
+                let conn = self.server.held.get_mut(node).ok_or_else(|| End::Fatal(super::internal()))?;
                 if name.is_empty() {
                     conn.unnamed = Some(stmt.hash);
-                    self.swbuf.extend_from_slice(f.raw());
-                    self.expect.push_back(Expect::Parse { forward: true, hash: None, name: None });
-                    self.unnamed = Some(stmt);
-                } else if let Some(taken) = self.statements.get(&name).cloned() {
+                    self.server.wbuf.extend_from_slice(f.raw());
+                    self.server.expect.push_back(Expect::Parse { forward: true, hash: None, name: None });
+                    self.prepared.unnamed = Some(stmt);
+                } else if let Some(taken) = self.prepared.named.get(&name).cloned() {
                     // As on one server: the name is taken until Closed or DEALLOCATEd. The
                     // Parse goes to the server under the taken statement's server name, so
                     // the server itself answers 42P05 (before it would say the transaction
@@ -77,130 +74,142 @@ impl Session {
                     // text (allowed exactly where the client's Parse is, as in an aborted
                     // transaction), and forgotten: its next use prepares it afresh.
                     if !self.holds(node, &taken)? {
-                        if let Some(conn) = self.held.get_mut(node) {
+                        if let Some(conn) = self.server.held.get_mut(node) {
                             // With the new text, or (when an earlier Parse in flight made
                             // it after all) with the old: either way not the statement.
                             conn.prepared.remove(&taken.hash);
                             conn.stray.insert(taken.hash);
                         }
-                        Prepared::put_renamed_parse(&mut self.swbuf, &taken.server_name, &stmt.tail);
-                        self.expect.push_back(Expect::Parse { forward: false, hash: None, name: None });
+                        Prepared::put_renamed_parse(&mut self.server.wbuf, &taken.server_name, &stmt.tail);
+                        self.server.expect.push_back(Expect::Parse { forward: false, hash: None, name: None });
                     }
-                    Prepared::put_renamed_parse(&mut self.swbuf, &taken.server_name, &stmt.tail);
-                    self.expect.push_back(Expect::Parse { forward: true, hash: None, name: None });
-                    self.unit_names.push(name);
+                    Prepared::put_renamed_parse(&mut self.server.wbuf, &taken.server_name, &stmt.tail);
+                    self.server.expect.push_back(Expect::Parse { forward: true, hash: None, name: None });
+                    self.unit.names.push(name);
                 } else {
                     // Drop any server copy first: our record of what a connection holds
                     // can be wrong after an error skipped messages (closing a missing
                     // statement is not an error), and a stale copy would fail the Parse.
-                    prepared::put_target(&mut self.swbuf, tag::CLOSE, b'S', &stmt.server_name);
-                    self.expect.push_back(Expect::Close { forward: false, closed: None });
+                    prepared::put_target(&mut self.server.wbuf, tag::CLOSE, b'S', &stmt.server_name);
+                    self.server.expect.push_back(Expect::Close { forward: false, closed: None });
                     conn.prepared.insert(stmt.hash);
-                    stmt.put_parse(&mut self.swbuf);
-                    self.expect.push_back(Expect::Parse {
+                    stmt.put_parse(&mut self.server.wbuf);
+                    self.server.expect.push_back(Expect::Parse {
                         forward: true,
                         hash: Some(stmt.hash),
                         name: Some(name.clone()),
                     });
-                    self.statements.insert(name, stmt);
+                    self.prepared.named.insert(name, stmt);
                 }
             }
             tag::BIND => {
                 let (portal, name, rest) = prepared::split_bind(f.body()).map_err(malformed)?;
                 let portal_key = prepared::name_key(portal).into_owned();
-                match self.resolve(&name) {
+                match self.prepared.resolve(&name) {
                     Some(stmt) => {
                         self.note_pin(&stmt.class);
                         self.ensure_prepared(node, &stmt)?;
                         if name.is_empty() {
-                            self.swbuf.extend_from_slice(f.raw());
+                            self.server.wbuf.extend_from_slice(f.raw());
                         } else {
-                            prepared::put_rewritten_bind(&mut self.swbuf, f.body(), portal, rest, &stmt.server_name);
-                            self.unit_names.push(name.to_string());
+                            prepared::put_rewritten_bind(
+                                &mut self.server.wbuf,
+                                f.body(),
+                                portal,
+                                rest,
+                                &stmt.server_name,
+                            );
+                            self.unit.names.push(name.to_string());
                         }
-                        self.bind_portal(portal_key, stmt.class.clone());
+                        self.prepared.bind_portal(portal_key, stmt.class.clone());
                     }
                     // A name this client has not prepared: the server must say it does
                     // not exist, whatever another client left under that raw name.
                     None if !name.is_empty() => {
                         let missing = prepared::missing_name(&name);
-                        prepared::put_rewritten_bind(&mut self.swbuf, f.body(), portal, rest, &missing);
+                        prepared::put_rewritten_bind(&mut self.server.wbuf, f.body(), portal, rest, &missing);
                     }
-                    None => self.swbuf.extend_from_slice(f.raw()),
+                    None => self.server.wbuf.extend_from_slice(f.raw()),
                 }
             }
             tag::EXECUTE => {
                 let portal = BodyReader::new(f.body()).cstr_bytes().map_err(malformed)?;
                 let key = prepared::name_key(portal);
-                let class = match self.portals.iter().rev().find(|(p, _)| *p == key) {
+                let class = match self.prepared.portals.iter().rev().find(|(p, _)| *p == key) {
                     Some((_, c)) => c.clone(),
                     // Not bound by us (the server will say so): count it as a write.
                     None => Arc::new(Class::write("write:unknown portal")),
                 };
                 self.expect_statement(&class, 0);
-                self.swbuf.extend_from_slice(f.raw());
+                self.server.wbuf.extend_from_slice(f.raw());
             }
             tag::DESCRIBE => {
                 let (kind, name) = prepared::split_target(f.body()).map_err(malformed)?;
-                match self.resolve(&name).filter(|_| kind == b'S') {
+                match self.prepared.resolve(&name).filter(|_| kind == b'S') {
                     Some(stmt) => {
                         self.ensure_prepared(node, &stmt)?;
-                        prepared::put_target(&mut self.swbuf, tag::DESCRIBE, b'S', &stmt.server_name);
-                        self.unit_names.push(name.to_string());
+                        prepared::put_target(&mut self.server.wbuf, tag::DESCRIBE, b'S', &stmt.server_name);
+                        self.unit.names.push(name.to_string());
                     }
                     None if kind == b'S' && !name.is_empty() => {
-                        prepared::put_target(&mut self.swbuf, tag::DESCRIBE, b'S', &prepared::missing_name(&name));
+                        prepared::put_target(
+                            &mut self.server.wbuf,
+                            tag::DESCRIBE,
+                            b'S',
+                            &prepared::missing_name(&name),
+                        );
                     }
-                    None => self.swbuf.extend_from_slice(f.raw()),
+                    None => self.server.wbuf.extend_from_slice(f.raw()),
                 }
             }
             tag::CLOSE => {
                 let (kind, name) = prepared::split_target(f.body()).map_err(malformed)?;
-                let named = (kind == b'S' && !name.is_empty()).then(|| self.statements.remove(name.as_ref())).flatten();
+                let named =
+                    (kind == b'S' && !name.is_empty()).then(|| self.prepared.named.remove(name.as_ref())).flatten();
                 let closed = match named {
                     Some(stmt) => {
                         // Another of the client's names for the same text keeps the server
                         // statement (it may be needed where it cannot be prepared again, as
                         // in an aborted transaction): the Close then names none.
-                        let shared = self.statements.values().any(|p| p.hash == stmt.hash);
-                        let conn = self.held.get_mut(node).ok_or_else(|| End::Fatal(super::internal()))?;
+                        let shared = self.prepared.named.values().any(|p| p.hash == stmt.hash);
+                        let conn = self.server.held.get_mut(node).ok_or_else(|| End::Fatal(super::internal()))?;
                         let target = if shared {
                             prepared::missing_name(&name)
                         } else {
                             conn.prepared.remove(&stmt.hash);
                             stmt.server_name.clone()
                         };
-                        prepared::put_target(&mut self.swbuf, tag::CLOSE, b'S', &target);
+                        prepared::put_target(&mut self.server.wbuf, tag::CLOSE, b'S', &target);
                         Some((name.into_owned(), stmt))
                     }
                     // Closing a statement that does not exist is not an error.
                     None if kind == b'S' && !name.is_empty() => {
-                        prepared::put_target(&mut self.swbuf, tag::CLOSE, b'S', &prepared::missing_name(&name));
+                        prepared::put_target(&mut self.server.wbuf, tag::CLOSE, b'S', &prepared::missing_name(&name));
                         None
                     }
                     None => {
-                        self.swbuf.extend_from_slice(f.raw());
+                        self.server.wbuf.extend_from_slice(f.raw());
                         None
                     }
                 };
-                self.expect.push_back(Expect::Close { forward: true, closed });
+                self.server.expect.push_back(Expect::Close { forward: true, closed });
             }
-            tag::SYNC if self.copy_in => self.swbuf.extend_from_slice(f.raw()),
+            tag::SYNC if self.server.copy_in => self.server.wbuf.extend_from_slice(f.raw()),
             tag::SYNC => {
-                self.swbuf.extend_from_slice(f.raw());
+                self.server.wbuf.extend_from_slice(f.raw());
                 self.end_unit(true);
             }
             tag::FUNCTION_CALL => {
-                self.swbuf.extend_from_slice(f.raw());
+                self.server.wbuf.extend_from_slice(f.raw());
                 self.expect_statement(&Arc::new(Class::write("write:function call")), 0);
                 self.end_unit(false);
             }
             tag::COPY_DONE | tag::COPY_FAIL => {
-                self.copy_in = false;
-                self.swbuf.extend_from_slice(f.raw());
+                self.server.copy_in = false;
+                self.server.wbuf.extend_from_slice(f.raw());
             }
             tag::FLUSH | tag::COPY_DATA => {
-                self.swbuf.extend_from_slice(f.raw());
+                self.server.wbuf.extend_from_slice(f.raw());
             }
             tag::TERMINATE => return Err(End::Client),
             other => {
@@ -225,37 +234,27 @@ impl Session {
     /// The reply that ends statement `index` of `class` comes next (after what is
     /// expected already).
     fn expect_statement(&mut self, class: &Arc<Class>, index: usize) {
-        let writes = self.unit_forced_write
+        let writes = self.unit.forced_write
             || Expect::step(class, index).writes_data
             || class.steps.is_empty() && class.writes_data;
-        let keys = if writes { self.unit_keys.clone() } else { Vec::new() };
+        let keys = if writes { self.unit.keys.clone() } else { Vec::new() };
         let tx = &Expect::step(class, index).tx;
         let ends_commit = matches!(tx, TxOp::Commit { .. } | TxOp::Prepare);
-        self.unit_commits.begun |= matches!(tx, TxOp::Begin);
+        self.unit.commits.begun |= matches!(tx, TxOp::Begin);
         // A write inside a block commits only with its COMMIT. Whether a block is open is
         // certain when no earlier unit is still in flight; otherwise assume it may not be.
-        let in_block = self.unit_commits.begun || (self.in_flight == 0 && self.tx_status != b'I');
-        self.unit_commits.may_commit |= ends_commit || (writes && !in_block);
-        self.unit_commits.may_copy |= class.reason.contains("copy");
-        self.expect.push_back(Expect::Statement { class: class.clone(), index, writes, keys });
-    }
-
-    /// A portal bound in the open transaction; a rebind replaces it. Portals end with
-    /// their transaction; the list is cleared when the session is idle and bounded.
-    fn bind_portal(&mut self, portal: String, class: Arc<Class>) {
-        self.portals.retain(|(p, _)| *p != portal);
-        if self.portals.len() >= MAX_PORTALS {
-            self.portals.remove(0);
-        }
-        self.portals.push((portal, class));
+        let in_block = self.unit.commits.begun || (self.server.in_flight == 0 && !self.tx.status.idle());
+        self.unit.commits.may_commit |= ends_commit || (writes && !in_block);
+        self.unit.commits.may_copy |= class.reason.contains("copy");
+        self.server.expect.push_back(Expect::Statement { class: class.clone(), index, writes, keys });
     }
 
     /// A unit ends at Query, Sync or FunctionCall: each gets one ReadyForQuery.
     /// A simple Query of pgroute's own on the active server, in the client's flight: its
     /// replies are read or dropped as `own` says, never forwarded.
     pub(super) fn send_own_query(&mut self, sql: &str, own: Own) {
-        self.swbuf.extend_from_slice(crate::protocol::query(sql).raw());
-        self.expect.push_back(Expect::Ready {
+        self.server.wbuf.extend_from_slice(crate::protocol::query(sql).raw());
+        self.server.expect.push_back(Expect::Ready {
             sync: false,
             names: Vec::new(),
             split: false,
@@ -263,43 +262,37 @@ impl Session {
             commits: false,
             sent: Instant::now(),
         });
-        self.in_flight += 1;
+        self.server.in_flight += 1;
     }
 
     fn end_unit(&mut self, sync: bool) {
-        self.unit_forced_write = false;
-        self.unit_keys.clear();
-        let names = std::mem::take(&mut self.unit_names);
-        let split = std::mem::take(&mut self.splitting);
-        let commits = self.unit_commits.may_commit;
-        self.doubt.seal();
-        self.expect.push_back(Expect::Ready { sync, names, split, own: None, commits, sent: Instant::now() });
-        self.in_flight += 1;
+        self.unit.forced_write = false;
+        self.unit.keys.clear();
+        let names = std::mem::take(&mut self.unit.names);
+        let split = std::mem::take(&mut self.answer.splitting);
+        let commits = self.unit.commits.may_commit;
+        self.tx.doubt.seal();
+        self.server.expect.push_back(Expect::Ready { sync, names, split, own: None, commits, sent: Instant::now() });
+        self.server.in_flight += 1;
         self.ask_commit_lsn(split);
         self.restore_rule_timeout();
-        self.intake = Intake::Between;
-        self.unit_classes.clear();
-    }
-
-    fn resolve(&self, name: &str) -> Option<Arc<Prepared>> {
-        if name.is_empty() {
-            self.unnamed.clone()
-        } else {
-            self.statements.get(name).cloned()
-        }
+        self.client.intake = Intake::Between;
+        self.unit.classes.clear();
     }
 
     /// Does the server connection of `node` hold `stmt` for certain? A Parse of it in an
     /// earlier unit still in flight may yet be skipped by an error there: not counted on
     /// (preparing it again is harmless).
     fn holds(&self, node: usize, stmt: &Prepared) -> Result<bool, End> {
-        let earlier_units = self.expect.iter().rposition(|e| matches!(e, Expect::Ready { .. })).map_or(0, |i| i + 1);
+        let earlier_units =
+            self.server.expect.iter().rposition(|e| matches!(e, Expect::Ready { .. })).map_or(0, |i| i + 1);
         let in_doubt = self
+            .server
             .expect
             .iter()
             .take(earlier_units)
             .any(|e| matches!(e, Expect::Parse { hash: Some(h), .. } if *h == stmt.hash));
-        let conn = self.held.get(node).ok_or_else(|| End::Fatal(super::internal()))?;
+        let conn = self.server.held.get(node).ok_or_else(|| End::Fatal(super::internal()))?;
         Ok(if stmt.server_name.is_empty() {
             conn.unnamed == Some(stmt.hash)
         } else {
@@ -312,9 +305,9 @@ impl Session {
     /// own. Inside the transaction they could not be after an error (an aborted
     /// transaction refuses every Parse), where one server would still describe them.
     pub(super) fn prepare_for_transaction(&mut self, node: usize) -> Result<(), End> {
-        let conn = self.held.get(node).ok_or_else(|| End::Fatal(super::internal()))?;
+        let conn = self.server.held.get(node).ok_or_else(|| End::Fatal(super::internal()))?;
         let missing: Vec<Arc<Prepared>> =
-            self.statements.values().filter(|s| !conn.prepared.contains(&s.hash)).cloned().collect();
+            self.prepared.named.values().filter(|s| !conn.prepared.contains(&s.hash)).cloned().collect();
         if missing.is_empty() {
             return Ok(());
         }
@@ -322,9 +315,9 @@ impl Session {
         for stmt in &missing {
             self.ensure_prepared(node, stmt)?;
         }
-        self.swbuf.extend_from_slice(crate::protocol::sync().raw());
+        self.server.wbuf.extend_from_slice(crate::protocol::sync().raw());
         let sent = Instant::now();
-        self.expect.push_back(Expect::Ready {
+        self.server.expect.push_back(Expect::Ready {
             sync: true,
             names: Vec::new(),
             split: false,
@@ -332,7 +325,7 @@ impl Session {
             commits: false,
             sent,
         });
-        self.in_flight += 1;
+        self.server.in_flight += 1;
         Ok(())
     }
 
@@ -340,20 +333,20 @@ impl Session {
     /// swallowed.
     fn ensure_prepared(&mut self, node: usize, stmt: &Prepared) -> Result<(), End> {
         let present = self.holds(node, stmt)?;
-        let conn = self.held.get_mut(node).ok_or_else(|| End::Fatal(super::internal()))?;
+        let conn = self.server.held.get_mut(node).ok_or_else(|| End::Fatal(super::internal()))?;
         if present {
             return Ok(());
         }
         if stmt.server_name.is_empty() {
             conn.unnamed = Some(stmt.hash);
-            self.expect.push_back(Expect::Parse { forward: false, hash: None, name: None });
+            self.server.expect.push_back(Expect::Parse { forward: false, hash: None, name: None });
         } else {
             conn.prepared.insert(stmt.hash);
-            prepared::put_target(&mut self.swbuf, tag::CLOSE, b'S', &stmt.server_name);
-            self.expect.push_back(Expect::Close { forward: false, closed: None });
-            self.expect.push_back(Expect::Parse { forward: false, hash: Some(stmt.hash), name: None });
+            prepared::put_target(&mut self.server.wbuf, tag::CLOSE, b'S', &stmt.server_name);
+            self.server.expect.push_back(Expect::Close { forward: false, closed: None });
+            self.server.expect.push_back(Expect::Parse { forward: false, hash: Some(stmt.hash), name: None });
         }
-        stmt.put_parse(&mut self.swbuf);
+        stmt.put_parse(&mut self.server.wbuf);
         Ok(())
     }
 }

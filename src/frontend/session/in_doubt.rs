@@ -27,6 +27,7 @@
 
 use bytes::BytesMut;
 
+use super::state::TxStatus;
 use super::{End, Expect, Own, Session};
 use crate::backend::Purpose;
 use crate::classify::TxOp;
@@ -342,30 +343,30 @@ impl Session {
     pub(super) fn track_commit(&mut self, commit_only: bool) {
         // Attached as the primary: the monitor may since have stopped calling the node
         // primary (a failed probe), yet the COMMIT goes there and may commit.
-        if self.active_for_reads {
+        if self.server.for_reads {
             return;
         }
         // With units still in flight (a driver's Close behind its last statement, a
         // pipeline), the block's state is not settled: the id is asked for in any case,
         // and the answer (or its error) tells.
-        let settled = self.in_flight == 0;
-        let basis = match self.tx_status {
-            b'E' if settled => Some(Basis::FailedBlock),
-            b'T' if settled && commit_only && !self.ledger.wrote() => Some(Basis::NothingWritten),
+        let settled = self.server.in_flight == 0;
+        let basis = match self.tx.status {
+            TxStatus::Failed if settled => Some(Basis::FailedBlock),
+            TxStatus::InBlock if settled && commit_only && !self.tx.ledger.wrote() => Some(Basis::NothingWritten),
             // BEGIN and COMMIT in one unit, or an autocommit write: no id to ask for.
-            b'I' if settled => return,
+            TxStatus::Idle if settled => return,
             _ => {
                 self.send_own_query(ASK, Own::Xid);
                 None
             }
         };
-        let ahead = self.expect.iter().filter(|e| matches!(e, Expect::Ready { own: None, .. })).count();
-        self.doubt.start(commit_only, basis, ahead);
+        let ahead = self.server.expect.iter().filter(|e| matches!(e, Expect::Ready { own: None, .. })).count();
+        self.tx.doubt.start(commit_only, basis, ahead);
     }
 
     /// The row of the id query.
     pub(super) fn xid_answered(&mut self, body: &[u8], timeline: Option<u32>) {
-        if let Some(t) = self.doubt.tracked() {
+        if let Some(t) = self.tx.doubt.tracked() {
             t.basis = parse_asked(body, timeline).map(Basis::Asked);
         }
     }
@@ -374,18 +375,18 @@ impl Session {
     /// settles what the client is told; Ok when the session can go on.
     pub(super) async fn connection_lost(&mut self, node: usize) -> Result<(), End> {
         let name = self.forget_server(node);
-        self.swbuf.clear();
-        if self.lsn_pending {
+        self.server.wbuf.clear();
+        if self.ryw.position_pending {
             // A unit's commit may be acknowledged below without its position: reads from
             // now on need the primary's position after now. What came of its answer goes
             // out as it came.
             self.shared.acked.record_unpositioned(std::time::Instant::now());
         }
-        let unit_answer = std::mem::take(&mut self.held_ack);
-        self.cwbuf.extend_from_slice(&unit_answer);
-        let pending = self.expect.iter().filter(|e| matches!(e, Expect::Ready { own: None, .. })).count();
-        let commits = self.expect.iter().any(|e| matches!(e, Expect::Ready { own: None, commits: true, .. }));
-        if !commits && self.active_for_reads && self.tx_status == b'I' && self.pinned.is_none() {
+        let unit_answer = std::mem::take(&mut self.answer.ack);
+        self.client.wbuf.extend_from_slice(&unit_answer);
+        let pending = self.server.expect.iter().filter(|e| matches!(e, Expect::Ready { own: None, .. })).count();
+        let commits = self.server.expect.iter().any(|e| matches!(e, Expect::Ready { own: None, commits: true, .. }));
+        if !commits && self.server.for_reads && self.tx.status.idle() && self.pinned.is_none() {
             // A replica died under reads, outside a transaction: each unit in flight gets
             // an error (or, if it only closed statements, its answer) and the session goes
             // on elsewhere, as it would on a primary that never went away.
@@ -394,13 +395,13 @@ impl Session {
             return Ok(());
         }
         if !commits {
-            if pending == 0 && self.tx_status == b'I' && self.pinned.is_none() {
+            if pending == 0 && self.tx.status.idle() && self.pinned.is_none() {
                 // Only pgroute's own position query was lost: the client's COMMIT had
                 // its answer. Its ReadyForQuery goes out; the next unit gets a new server.
                 self.reset_after_loss();
                 self.release_reports();
-                if let Some(ready) = self.held_ready.take() {
-                    self.cwbuf.extend_from_slice(ready.raw());
+                if let Some(ready) = self.answer.ready.take() {
+                    self.client.wbuf.extend_from_slice(ready.raw());
                 }
                 return Ok(());
             }
@@ -408,7 +409,7 @@ impl Session {
             // that the error reaches the request that needed the lost server (a COMMIT
             // being prepared or queued behind them).
             let answered = self.answer_closes(pending);
-            if self.tx_status != b'I' {
+            if !self.tx.status.idle() {
                 let lost = PgError::fatal(
                     sqlstate::CONNECTION_FAILURE,
                     format!("pgroute: connection to node {name} lost; the open transaction was not committed"),
@@ -419,7 +420,7 @@ impl Session {
                     // most likely) gets this error, rather than a connection that closed
                     // under it with nothing said.
                     self.reset_after_loss();
-                    self.lost_transaction = Some(Box::new(lost));
+                    self.tx.lost = Some(Box::new(lost));
                     return Ok(());
                 }
                 return Err(End::Fatal(lost));
@@ -432,7 +433,7 @@ impl Session {
                 .with_detail("pgroute: no commit was in flight"),
             ));
         }
-        let (basis, commit_only) = self.doubt.tracked().map_or((None, false), |t| (t.basis, t.commit_only));
+        let (basis, commit_only) = self.tx.doubt.tracked().map_or((None, false), |t| (t.basis, t.commit_only));
         let (verdict, xid) = match basis {
             None => (Verdict::Unknown("its transaction id was not learned before the COMMIT"), None),
             Some(Basis::FailedBlock) => (Verdict::NotCommitted("its transaction block had failed"), None),
@@ -447,16 +448,16 @@ impl Session {
         // Client units ahead of the COMMIT that only closed statements (a driver's Close
         // and Sync behind its last Execute) are answered as their server would have, so
         // that what follows is the answer to the COMMIT's own request.
-        let units = self.doubt.tracked().map_or(0, |t| t.ahead);
+        let units = self.tx.doubt.tracked().map_or(0, |t| t.ahead);
         let pending = pending - self.answer_closes(units);
         match verdict {
             Verdict::Committed => {
-                if pending == 1 && commit_only && !self.failed_since_ready {
+                if pending == 1 && commit_only && !self.tx.failed_since_ready {
                     let mut out = BytesMut::new();
-                    let owed = self.doubt.tracked().and_then(|t| commit_replies(&t.tags, t.replied, &mut out));
+                    let owed = self.tx.doubt.tracked().and_then(|t| commit_replies(&t.tags, t.replied, &mut out));
                     if owed.is_some() {
                         self.settle_lost_commit(node);
-                        self.cwbuf.extend_from_slice(&out);
+                        self.client.wbuf.extend_from_slice(&out);
                         return Ok(());
                     }
                 }
@@ -493,7 +494,7 @@ impl Session {
     /// answer the driver ignores.
     pub(super) fn front_after_loss(&mut self) -> AfterLoss {
         let mut closes = 0;
-        for f in &self.inq {
+        for f in &self.client.queue {
             match f.tag() {
                 tag::CLOSE => closes += 1,
                 tag::FLUSH => {}
@@ -501,19 +502,19 @@ impl Session {
                 _ => return AfterLoss::Fail,
             }
         }
-        if !self.inq.iter().any(|f| f.tag() == tag::SYNC) {
+        if !self.client.queue.iter().any(|f| f.tag() == tag::SYNC) {
             return AfterLoss::Incomplete;
         }
-        while let Some(f) = self.pop_frame() {
+        while let Some(f) = self.client.pop() {
             match f.tag() {
                 tag::CLOSE => {
                     if let Ok((b'S', name)) = prepared::split_target(f.body()) {
-                        self.statements.remove(name.as_ref());
+                        self.prepared.named.remove(name.as_ref());
                     }
-                    protocol::build_into(&mut self.cwbuf, b'3', |_| {});
+                    protocol::build_into(&mut self.client.wbuf, b'3', |_| {});
                 }
                 tag::SYNC => {
-                    protocol::build_into(&mut self.cwbuf, b'Z', |b| b.extend_from_slice(b"E"));
+                    protocol::build_into(&mut self.client.wbuf, b'Z', |b| b.extend_from_slice(b"E"));
                     break;
                 }
                 _ => {}
@@ -532,7 +533,7 @@ impl Session {
         .with_hint("Retry: the next statement goes to another node.");
         let (mut closes, mut only_closes) = (0, true);
         let mut out = BytesMut::new();
-        for e in &self.expect {
+        for e in &self.server.expect {
             match e {
                 Expect::Close { forward: true, .. } => closes += 1,
                 Expect::Close { forward: false, .. } | Expect::Parse { forward: false, .. } => {}
@@ -552,14 +553,14 @@ impl Session {
         }
         // A unit still arriving (its Sync not yet sent) fails too; the rest of it is
         // dropped up to its Sync, which gets the ReadyForQuery.
-        if self.intake == super::state::Intake::Open {
+        if self.client.intake == super::state::Intake::Open {
             metrics::client_error(&error.code);
             out.extend_from_slice(error.to_frame().raw());
-            self.intake = super::state::Intake::Skipping;
+            self.client.intake = super::state::Intake::Skipping;
         }
-        self.cwbuf.extend_from_slice(&out);
-        self.split_rest = None;
-        self.splitting = false;
+        self.client.wbuf.extend_from_slice(&out);
+        self.answer.split_rest = None;
+        self.answer.splitting = false;
     }
 
     /// Answers the leading client units in flight (at most `units`) that only closed
@@ -567,9 +568,9 @@ impl Session {
     /// server would have. Returns how many units were answered; what follows them (an
     /// error, a COMMIT's answer) then reaches the request that needed the lost server.
     fn answer_closes(&mut self, units: usize) -> usize {
-        let status = self.tx_status;
+        let status = self.tx.status.byte();
         let (mut answered, mut unit) = (0, BytesMut::new());
-        for e in &self.expect {
+        for e in &self.server.expect {
             if answered == units {
                 break;
             }
@@ -579,7 +580,7 @@ impl Session {
                 Expect::Ready { own: Some(_), .. } => {}
                 Expect::Ready { own: None, sync: true, commits: false, .. } => {
                     protocol::build_into(&mut unit, b'Z', |b| b.extend_from_slice(&[status]));
-                    self.cwbuf.extend_from_slice(&unit);
+                    self.client.wbuf.extend_from_slice(&unit);
                     unit.clear();
                     answered += 1;
                 }
@@ -618,7 +619,8 @@ impl Session {
 
     async fn ask_status(&self, node: usize, asked: &Asked, timeline: Option<u32>) -> Result<Found, PgError> {
         let xid = asked.xid.unwrap_or_default();
-        let mut conn = self.shared.pools.checkout_for(node, &self.user, &self.database, Purpose::Catalog, &[]).await?;
+        let mut conn =
+            self.shared.pools.checkout_for(node, &self.who.user, &self.who.database, Purpose::Catalog, &[]).await?;
         let replayed = conn.query_text("SELECT pg_last_wal_replay_lsn()").await;
         let status = conn.query_text(&format!("SELECT txid_status({xid})")).await;
         conn.release(replayed.is_ok() && status.is_ok());
@@ -638,32 +640,32 @@ impl Session {
     /// The lost COMMIT committed: what it did to the session is settled as its answer
     /// would have, and the session goes on without that connection.
     fn settle_lost_commit(&mut self, node: usize) {
-        while let Some(e) = self.expect.pop_front() {
+        while let Some(e) = self.server.expect.pop_front() {
             if let Expect::Statement { class, index, writes, keys } = e {
                 let step = Expect::step(&class, index);
                 if matches!(step.tx, TxOp::Commit { .. }) {
-                    self.ledger.done(step, "COMMIT", writes, &keys);
+                    self.tx.ledger.done(step, "COMMIT", writes, &keys);
                 }
             }
         }
-        let committed = self.ledger.ready(b'I');
+        let committed = self.tx.ledger.ready(TxStatus::Idle);
         // Its position is not known: reads need the primary's after now.
-        self.lsn_for_commit = false;
+        self.ryw.for_commit = false;
         self.settle(node, committed);
         self.reset_after_loss();
-        self.tx_status = b'I';
+        self.tx.status = TxStatus::Idle;
     }
 
     /// Nothing is in flight on a connection that is gone.
     fn reset_after_loss(&mut self) {
-        self.expect.clear();
-        self.in_flight = 0;
-        self.lsn_pending = false;
-        self.lsn_for_commit = false;
-        self.holding_ack = false;
-        self.keys_awaiting_position = None;
-        self.doubt.finish();
-        self.portals.clear();
+        self.server.expect.clear();
+        self.server.in_flight = 0;
+        self.ryw.position_pending = false;
+        self.ryw.for_commit = false;
+        self.answer.holding = false;
+        self.ryw.keys_awaiting_position = None;
+        self.tx.doubt.finish();
+        self.prepared.portals.clear();
     }
 }
 

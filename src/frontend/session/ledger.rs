@@ -18,6 +18,7 @@
 //! to the client's record, and whether (and under which keys) data was committed. It is a
 //! pure state machine: `ledger/tests` drives it without sockets.
 
+use super::state::TxStatus;
 use crate::classify::{SettingChange, Step, TxOp};
 
 #[derive(Debug, Default)]
@@ -113,11 +114,11 @@ impl Ledger {
 
     /// ReadyForQuery with the transaction status `status` ends the unit: an implicit
     /// transaction commits, and the status corrects what the ledger believes.
-    pub fn ready(&mut self, status: u8) -> Committed {
+    pub fn ready(&mut self, status: TxStatus) -> Committed {
         match status {
-            b'T' => (self.in_block, self.aborted) = (true, false),
-            b'E' => (self.in_block, self.aborted) = (true, true),
-            _ => {
+            TxStatus::InBlock => (self.in_block, self.aborted) = (true, false),
+            TxStatus::Failed => (self.in_block, self.aborted) = (true, true),
+            TxStatus::Idle => {
                 if self.aborted {
                     self.discard();
                 } else {

@@ -17,21 +17,21 @@ use crate::protocol::tag;
 impl Session {
     /// Once the unit's server is attached, before its first message.
     pub(super) fn hide_other_statements(&mut self, node: usize, class: &Class) {
-        if self.in_flight > 0 || !class.relations.iter().any(|r| r.name == "pg_prepared_statements") {
+        if self.server.in_flight > 0 || !class.relations.iter().any(|r| r.name == "pg_prepared_statements") {
             return;
         }
-        let Some(conn) = self.held.get_mut(node) else { return };
+        let Some(conn) = self.server.held.get_mut(node) else { return };
         let mut held: Vec<u64> = conn.prepared.drain().collect();
         held.extend(conn.stray.drain());
         if held.is_empty() {
             return;
         }
         for hash in held {
-            prepared::put_target(&mut self.swbuf, tag::CLOSE, b'S', &prepared::server_name(hash));
-            self.expect.push_back(Expect::Close { forward: false, closed: None });
+            prepared::put_target(&mut self.server.wbuf, tag::CLOSE, b'S', &prepared::server_name(hash));
+            self.server.expect.push_back(Expect::Close { forward: false, closed: None });
         }
-        self.swbuf.extend_from_slice(crate::protocol::sync().raw());
-        self.expect.push_back(Expect::Ready {
+        self.server.wbuf.extend_from_slice(crate::protocol::sync().raw());
+        self.server.expect.push_back(Expect::Ready {
             sync: true,
             names: Vec::new(),
             split: false,
@@ -39,6 +39,6 @@ impl Session {
             commits: false,
             sent: Instant::now(),
         });
-        self.in_flight += 1;
+        self.server.in_flight += 1;
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::commit_lsn;
 use super::ledger::Committed;
-use super::state::Intake;
+use super::state::{Intake, TxStatus};
 use super::{End, Expect, Own, Session};
 use crate::backend::MAX_SERVER_MESSAGE;
 use crate::frontend::encoding::Encoding;
@@ -44,11 +44,11 @@ fn unit_answering(expect: &std::collections::VecDeque<Expect>) -> Option<(bool, 
 
 impl Session {
     pub(super) fn process_server_frames(&mut self) -> Result<(), End> {
-        let Some(node) = self.active else {
+        let Some(node) = self.server.active else {
             return Ok(());
         };
         loop {
-            let Some(conn) = self.held.get_mut(node) else {
+            let Some(conn) = self.server.held.get_mut(node) else {
                 return Err(End::Fatal(super::internal()));
             };
             let frame = match split_frame(&mut conn.rbuf, MAX_SERVER_MESSAGE) {
@@ -58,7 +58,7 @@ impl Session {
             };
             let mut forward = true;
             tracing::trace!(tag = %(frame.tag() as char), "server frame");
-            let reading = match self.expect.front() {
+            let reading = match self.server.expect.front() {
                 Some(Expect::Ready {
                     own: Some(o @ (Own::Position | Own::Xid | Own::Timeout | Own::Forget)), ..
                 }) => Some(*o),
@@ -74,7 +74,8 @@ impl Session {
                             // An insert position right after a page header stands for the
                             // page boundary, where replicas report the commit replayed.
                             let end = |lsn| wal.layout.map_or(lsn, |l| l.record_end(lsn));
-                            self.lsn_answer = commit_lsn::parse_row(frame.body()).map(|lsn| (end(lsn), wal.timeline));
+                            self.ryw.position_answer =
+                                commit_lsn::parse_row(frame.body()).map(|lsn| (end(lsn), wal.timeline));
                         }
                         Own::Xid => self.xid_answered(frame.body(), wal.timeline),
                         Own::Timeout | Own::Prepare | Own::Forget => {}
@@ -84,46 +85,46 @@ impl Session {
             }
             match frame.tag() {
                 tag::PARSE_COMPLETE => {
-                    if let Some(Expect::Parse { forward: fwd, .. }) = self.expect.front() {
+                    if let Some(Expect::Parse { forward: fwd, .. }) = self.server.expect.front() {
                         forward = *fwd;
-                        self.expect.pop_front();
+                        self.server.expect.pop_front();
                     }
                 }
                 tag::CLOSE_COMPLETE => {
-                    if let Some(Expect::Close { forward: fwd, .. }) = self.expect.front() {
+                    if let Some(Expect::Close { forward: fwd, .. }) = self.server.expect.front() {
                         forward = *fwd;
-                        self.expect.pop_front();
+                        self.server.expect.pop_front();
                     }
                 }
                 tag::ERROR_RESPONSE => {
-                    if unit_answering(&self.expect).is_some_and(|(_, own)| own) {
+                    if unit_answering(&self.server.expect).is_some_and(|(_, own)| own) {
                         // The statement is prepared again where it is used, and fails there.
                         // The id query in front of a COMMIT fails in a failed block.
-                        let xid = matches!(self.expect.front(), Some(Expect::Ready { own: Some(Own::Xid), .. }));
+                        let xid = matches!(self.server.expect.front(), Some(Expect::Ready { own: Some(Own::Xid), .. }));
                         if xid
                             && protocol::error_fields(frame.body()).0
                                 == crate::protocol::sqlstate::IN_FAILED_SQL_TRANSACTION
                         {
-                            self.doubt.failed_block();
+                            self.tx.doubt.failed_block();
                         }
                         tracing::debug!("a unit of pgroute's own failed");
                         forward = false;
                     } else {
-                        self.ledger.failed();
-                        self.failed_since_ready = true;
+                        self.tx.ledger.failed();
+                        self.tx.failed_since_ready = true;
                     }
                     // An error ends COPY IN on the server, whatever the client sends next.
-                    self.copy_in = false;
+                    self.server.copy_in = false;
                     conn.unnamed = None;
                     // The server skips to the next Sync: what we expected before it never comes.
                     // Undo what pgroute recorded for them when it forwarded them, latest
                     // first (a Close after a Parse of the same name in one unit).
                     let mut skipped = Vec::new();
-                    while let Some(e) = self.expect.front() {
+                    while let Some(e) = self.server.expect.front() {
                         if matches!(e, Expect::Ready { .. }) {
                             break;
                         }
-                        skipped.extend(self.expect.pop_front());
+                        skipped.extend(self.server.expect.pop_front());
                     }
                     for e in skipped.into_iter().rev() {
                         match e {
@@ -134,16 +135,16 @@ impl Session {
                                     conn.prepared.remove(&h);
                                     conn.stray.insert(h);
                                 }
-                                let created = name.filter(|n| self.statements.get(n).map(|p| p.hash) == hash);
+                                let created = name.filter(|n| self.prepared.named.get(n).map(|p| p.hash) == hash);
                                 if let Some(n) = created {
-                                    self.statements.remove(&n);
+                                    self.prepared.named.remove(&n);
                                 }
                             }
                             // The client's name is back, and so is the server statement,
                             // unless a later unit in flight closes or prepares it again
                             // (under another name): then the next use prepares it.
                             Expect::Close { closed: Some((n, stmt)), .. } => {
-                                let later = self.expect.iter().any(|e| match e {
+                                let later = self.server.expect.iter().any(|e| match e {
                                     Expect::Parse { hash, .. } => *hash == Some(stmt.hash),
                                     Expect::Close { closed: Some((_, p)), .. } => p.hash == stmt.hash,
                                     _ => false,
@@ -153,7 +154,7 @@ impl Session {
                                 } else {
                                     conn.prepared.insert(stmt.hash);
                                 }
-                                self.statements.insert(n, stmt);
+                                self.prepared.named.insert(n, stmt);
                             }
                             _ => {}
                         }
@@ -167,7 +168,7 @@ impl Session {
                         conn.prepared.clear();
                         conn.stray.clear();
                         conn.unnamed = None;
-                        self.statements.clear();
+                        self.prepared.named.clear();
                         if t == "DISCARD ALL" {
                             conn.settings_hash = u64::MAX;
                         }
@@ -190,11 +191,11 @@ impl Session {
                     // The server reports changes just before ReadyForQuery: a split
                     // Query's first part's reports wait for the client's ReadyForQuery,
                     // unless the rest reports the same parameter again.
-                    if unit_answering(&self.expect).is_some_and(|(split, _)| split) {
+                    if unit_answering(&self.server.expect).is_some_and(|(split, _)| split) {
                         forward = false;
-                        self.held_reports.push(frame.clone());
+                        self.answer.reports.push(frame.clone());
                     } else {
-                        self.held_reports.retain(|f| BodyReader::new(f.body()).cstr().ok() != Some(name));
+                        self.answer.reports.retain(|f| BodyReader::new(f.body()).cstr().ok() != Some(name));
                     }
                 }
                 tag::COPY_IN_RESPONSE => {
@@ -202,23 +203,23 @@ impl Session {
                     // in COPY IN: expect no ReadyForQuery for them.
                     // The COPY's implicit transaction stays open until the client's next
                     // Sync, which must reach this same server: keep the unit open.
-                    let before = self.expect.len();
-                    self.expect.retain(|e| !matches!(e, Expect::Ready { sync: true, .. }));
-                    let dropped = before - self.expect.len();
-                    self.in_flight = self.in_flight.saturating_sub(dropped);
+                    let before = self.server.expect.len();
+                    self.server.expect.retain(|e| !matches!(e, Expect::Ready { sync: true, .. }));
+                    let dropped = before - self.server.expect.len();
+                    self.server.in_flight = self.server.in_flight.saturating_sub(dropped);
                     if dropped > 0 {
-                        self.intake = Intake::Open;
+                        self.client.intake = Intake::Open;
                     }
-                    self.copy_in = true;
+                    self.server.copy_in = true;
                 }
                 tag::READY_FOR_QUERY => {
-                    self.copy_in = false;
-                    self.holding_ack = false;
-                    let status = frame.body().first().copied().unwrap_or(b'I');
+                    self.server.copy_in = false;
+                    self.answer.holding = false;
+                    let status = TxStatus::from_byte(frame.body().first().copied().unwrap_or(b'I'));
                     // Anything still expected before this ReadyForQuery never came.
                     let mut unanswered = false;
                     let (mut split, mut own, mut sent) = (false, None, None);
-                    while let Some(e) = self.expect.pop_front() {
+                    while let Some(e) = self.server.expect.pop_front() {
                         match e {
                             Expect::Ready { split: s, own: o, sent: t, .. } => {
                                 (split, own, sent) = (s, o, Some(t));
@@ -229,37 +230,36 @@ impl Session {
                         }
                     }
                     if let Some(own) = own {
-                        self.in_flight = self.in_flight.saturating_sub(1);
-                        self.tx_status = status;
+                        self.server.in_flight = self.server.in_flight.saturating_sub(1);
+                        self.tx.status = status;
                         if own == Own::Position {
                             self.commit_lsn_answered();
                         }
                         continue;
                     }
-                    self.doubt.ready();
+                    self.tx.doubt.ready();
                     if let Some(t) = sent {
-                        self.shared.stats.unit_done(node, t.elapsed(), status == b'I');
+                        self.shared.stats.unit_done(node, t.elapsed(), status.idle());
                     }
                     // The first part of a split Query: the rest runs next, as it would
                     // have in the one Query, unless this part failed (then the server
                     // would have skipped the rest, and this is the client's answer).
-                    let failed = std::mem::take(&mut self.failed_since_ready);
-                    self.rest_offset = None;
-                    if let Some((rest, offset)) = self.split_rest.take().filter(|_| split) {
+                    let failed = std::mem::take(&mut self.tx.failed_since_ready);
+                    self.answer.rest_offset = None;
+                    if let Some((rest, offset)) = self.answer.split_rest.take().filter(|_| split) {
                         if !failed {
                             forward = false;
-                            self.queued_bytes += rest.raw().len();
-                            self.inq.push_front(rest);
-                            self.rest_offset = Some(offset);
+                            self.client.push_front(rest);
+                            self.answer.rest_offset = Some(offset);
                         }
                     }
                     // The position query behind this unit answers next: the client's
                     // ReadyForQuery waits for it, so the report comes before it.
                     let position_next =
-                        matches!(self.expect.front(), Some(Expect::Ready { own: Some(Own::Position), .. }));
+                        matches!(self.server.expect.front(), Some(Expect::Ready { own: Some(Own::Position), .. }));
                     if forward && position_next {
                         forward = false;
-                        self.held_ready = Some(frame.clone());
+                        self.answer.ready = Some(frame.clone());
                     }
                     if forward {
                         self.release_reports();
@@ -267,13 +267,13 @@ impl Session {
                     if unanswered {
                         self.lost_track(node, "statements the server did not answer");
                     }
-                    self.in_flight = self.in_flight.saturating_sub(1);
-                    self.tx_status = status;
-                    if status == b'I' {
-                        self.portals.clear();
+                    self.server.in_flight = self.server.in_flight.saturating_sub(1);
+                    self.tx.status = status;
+                    if status.idle() {
+                        self.prepared.portals.clear();
                     }
-                    let committed = self.ledger.ready(status);
-                    self.lsn_for_commit = position_next && committed.wrote && status == b'I';
+                    let committed = self.tx.ledger.ready(status);
+                    self.ryw.for_commit = position_next && committed.wrote && status.idle();
                     self.settle(node, committed);
                 }
                 _ => {}
@@ -281,12 +281,12 @@ impl Session {
             if !forward {
                 continue;
             }
-            self.doubt.answered(frame.tag());
+            self.tx.doubt.answered(frame.tag());
             let shown = match frame.tag() {
                 tag::ERROR_RESPONSE | tag::NOTICE_RESPONSE => {
                     let named = self.client_names(&frame);
                     // The rest of a split Query: positions as in the client's whole text.
-                    match self.rest_offset {
+                    match self.answer.rest_offset {
                         Some(by) => protocol::shift_position(named.as_ref().unwrap_or(&frame), by).or(named),
                         None => named,
                     }
@@ -296,15 +296,15 @@ impl Session {
             };
             // From its first CommandComplete, the answer of a unit that may commit waits
             // with its ReadyForQuery for the commit's position (`commit_lsn.rs`).
-            if frame.tag() == tag::COMMAND_COMPLETE && !self.holding_ack && position_follows(&self.expect) {
-                self.holding_ack = true;
+            if frame.tag() == tag::COMMAND_COMPLETE && !self.answer.holding && position_follows(&self.server.expect) {
+                self.answer.holding = true;
             }
-            let out = if self.holding_ack { &mut self.held_ack } else { &mut self.cwbuf };
+            let out = if self.answer.holding { &mut self.answer.ack } else { &mut self.client.wbuf };
             out.extend_from_slice(shown.as_ref().unwrap_or(&frame).raw());
-            if self.holding_ack && self.held_ack.len() > MAX_HELD_ACK {
-                self.cwbuf.extend_from_slice(&self.held_ack);
-                self.held_ack.clear();
-                self.holding_ack = false;
+            if self.answer.holding && self.answer.ack.len() > MAX_HELD_ACK {
+                self.client.wbuf.extend_from_slice(&self.answer.ack);
+                self.answer.ack.clear();
+                self.answer.holding = false;
             }
         }
         self.maybe_release();
@@ -317,17 +317,17 @@ impl Session {
     fn client_names(&self, frame: &Frame) -> Option<Frame> {
         let body = frame.body();
         find(body, b"\"pgr_")?;
-        let used: &[String] = match self.expect.front() {
+        let used: &[String] = match self.server.expect.front() {
             Some(Expect::Ready { names, .. }) => names,
             _ => &[],
         };
         // Names the unit used first, then any other name of the same statement (also one
         // whose Close a later unit still has in flight).
-        let closing = self.expect.iter().filter_map(|e| match e {
+        let closing = self.server.expect.iter().filter_map(|e| match e {
             Expect::Close { closed: Some((n, p)), .. } => Some((n, p)),
             _ => None,
         });
-        let known: Vec<(&String, &Arc<Prepared>)> = self.statements.iter().chain(closing).collect();
+        let known: Vec<(&String, &Arc<Prepared>)> = self.prepared.named.iter().chain(closing).collect();
         let lookup = |server: &str| {
             let by_server = |(_, p): &&(&String, &Arc<Prepared>)| p.server_name == server;
             used.iter()
@@ -345,21 +345,21 @@ impl Session {
     fn own_notification(&self, frame: &Frame) -> Option<Frame> {
         let body = frame.body();
         let pid = i32::from_be_bytes(body.get(..4)?.try_into().ok()?);
-        if !self.held.iter().any(|c| c.pid == pid) {
+        if !self.server.held.iter().any(|c| c.pid == pid) {
             return None;
         }
         Some(protocol::build(frame.tag(), |b| {
-            b.extend_from_slice(&self.pid.to_be_bytes());
+            b.extend_from_slice(&self.who.pid.to_be_bytes());
             b.extend_from_slice(&body[4..]);
         }))
     }
 
     /// The reply that ends a statement: the ledger learns what it did.
     fn statement_ended(&mut self, node: usize, tag: &str) {
-        match self.expect.front() {
+        match self.server.expect.front() {
             Some(Expect::Statement { class, index, writes, keys }) => {
-                self.ledger.done(Expect::step(class, *index), tag, *writes, keys);
-                self.expect.pop_front();
+                self.tx.ledger.done(Expect::step(class, *index), tag, *writes, keys);
+                self.server.expect.pop_front();
             }
             _ => self.lost_track(node, "a statement pgroute did not count"),
         }
@@ -370,7 +370,7 @@ impl Session {
     /// (so whoever uses it next resets it first) and is closed instead of pooled.
     fn lost_track(&mut self, node: usize, what: &str) {
         tracing::warn!(what, "pgroute lost track of a unit's statements; the server connection will not be reused");
-        if let Some(conn) = self.held.get_mut(node) {
+        if let Some(conn) = self.server.held.get_mut(node) {
             conn.settings_hash = u64::MAX;
             conn.poisoned = true;
         }
@@ -379,9 +379,9 @@ impl Session {
     /// Parameters that change how the server reads this client's text.
     pub(super) fn note_parameter(&mut self, name: &str, value: &str) {
         match name {
-            "application_name" => self.application_name = value.to_string(),
-            "standard_conforming_strings" => self.dialect.standard_strings = value != "off",
-            "client_encoding" => self.encoding = Encoding::from_name(value),
+            "application_name" => self.who.application_name = value.to_string(),
+            "standard_conforming_strings" => self.who.dialect.standard_strings = value != "off",
+            "client_encoding" => self.who.encoding = Encoding::from_name(value),
             _ => {}
         }
     }
@@ -402,25 +402,25 @@ impl Session {
             self.pinned = Some("many settings".into());
         }
         // The connection ran these very statements: it now has the new settings.
-        if let Some(conn) = self.held.get_mut(node) {
+        if let Some(conn) = self.server.held.get_mut(node) {
             if conn.settings_hash == before {
                 conn.settings_hash = self.settings.hash();
             }
         }
         if committed.wrote {
             let now = std::time::Instant::now();
-            if !self.lsn_for_commit {
+            if !self.ryw.for_commit {
                 // Acknowledged now, with no position asked behind it (COPY, a split
                 // Query): reads from now on need the primary's position after it.
                 self.shared.acked.record_unpositioned(now);
             }
-            self.dirty_since = Some(now);
-            self.commit_lsn = None;
+            self.ryw.dirty_since = Some(now);
+            self.ryw.commit_lsn = None;
             if !committed.keys.is_empty() {
                 self.shared.keys.record(&committed.keys, now);
                 // The position query behind the commit will make the entries exact.
-                if self.lsn_for_commit {
-                    self.keys_awaiting_position = Some((committed.keys, now));
+                if self.ryw.for_commit {
+                    self.ryw.keys_awaiting_position = Some((committed.keys, now));
                 }
             }
         }

@@ -49,29 +49,29 @@ impl Session {
     /// Routes and forwards queued client frames until the queue is empty or the next
     /// unit must wait for the active server to finish.
     pub(super) async fn process_queue(&mut self) -> Result<(), End> {
-        while let Some(front) = self.inq.front() {
+        while let Some(front) = self.client.queue.front() {
             let t = front.tag();
-            if self.lost_transaction.is_some() && t != tag::TERMINATE {
+            if self.tx.lost.is_some() && t != tag::TERMINATE {
                 match self.front_after_loss() {
                     AfterLoss::Answered => continue,
                     AfterLoss::Incomplete => return Ok(()),
                     AfterLoss::Fail => {
-                        if let Some(lost) = self.lost_transaction.take() {
+                        if let Some(lost) = self.tx.lost.take() {
                             return Err(End::Fatal(*lost));
                         }
                     }
                 }
             }
-            if self.intake == Intake::Skipping {
-                self.pop_frame();
+            if self.client.intake == Intake::Skipping {
+                self.client.pop();
                 if t == tag::SYNC {
-                    self.intake = Intake::Between;
+                    self.client.intake = Intake::Between;
                     self.ready_for_client();
                 }
                 continue;
             }
-            if self.intake == Intake::Between {
-                if self.split_rest.is_some() && !self.splitting {
+            if self.client.intake == Intake::Between {
+                if self.answer.split_rest.is_some() && !self.answer.splitting {
                     // The rest of a split Query runs next, once its first part answers.
                     return Ok(());
                 }
@@ -79,15 +79,15 @@ impl Session {
                     tag::TERMINATE => return Err(End::Client),
                     // Follow-ups of what runs now (COPY data, Flush): no unit of their own.
                     tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL | tag::FLUSH => {
-                        let f = self.pop_frame().ok_or(End::Client)?;
-                        if self.active.is_some() {
+                        let f = self.client.pop().ok_or(End::Client)?;
+                        if self.server.active.is_some() {
                             self.forward(f)?;
                         }
                         continue;
                     }
                     // A lone Sync with nothing running: answer it ourselves.
-                    tag::SYNC if self.active.is_none() => {
-                        self.pop_frame();
+                    tag::SYNC if self.server.active.is_none() => {
+                        self.client.pop();
                         self.ready_for_client();
                         continue;
                     }
@@ -98,30 +98,30 @@ impl Session {
                     Local::Wait => return Ok(()),
                     Local::Done => continue,
                 }
-                if self.in_flight > 0 && self.names_in_doubt() {
+                if self.server.in_flight > 0 && self.names_in_doubt() {
                     // Whether a statement name is taken depends on how units in flight
                     // end (an error skips their Parse or Close): decide once they have.
                     return Ok(());
                 }
-                if self.in_flight == 0 && self.tx_status == b'I' {
+                if self.server.in_flight == 0 && self.tx.status.idle() {
                     self.wait_while_paused().await;
                 }
                 let scan = self.scan_unit();
                 // A unit that only prepares a COMMIT commits nothing.
                 let commits = scan.commits && scan.executes;
                 let commit_only = scan.commit_only && scan.complete;
-                if self.lsn_pending && scan.class.as_ref().is_none_or(|c| !c.is_write()) {
+                if self.ryw.position_pending && scan.class.as_ref().is_none_or(|c| !c.is_write()) {
                     // The position of this session's last commit is microseconds away: a
                     // read waits for it rather than settle for the primary.
-                    self.unit_classes.clear();
+                    self.unit.classes.clear();
                     return Ok(());
                 }
                 let (decision, class, snapshot) = match self.route_unit(scan).await {
                     Ok(d) => d,
-                    Err(_) if self.in_flight > 0 => {
+                    Err(_) if self.server.in_flight > 0 => {
                         // Replies to earlier units must reach the client first: decide
                         // again once they have.
-                        self.unit_classes.clear();
+                        self.unit.classes.clear();
                         return Ok(());
                     }
                     Err(e) => {
@@ -129,23 +129,23 @@ impl Session {
                         continue;
                     }
                 };
-                if self.active_for_reads && class.is_write() && decision.reason == Reason::InTransaction {
-                    if self.in_flight > 0 {
+                if self.server.for_reads && class.is_write() && decision.reason == Reason::InTransaction {
+                    if self.server.in_flight > 0 {
                         // A write kept on a replica by a transaction that units still in
                         // flight may end: decide once they have answered.
-                        self.unit_classes.clear();
+                        self.unit.classes.clear();
                         return Ok(());
                     }
                     if self.split_transaction_end() {
-                        self.unit_classes.clear();
+                        self.unit.classes.clear();
                         continue;
                     }
                 }
-                if let Some(active) = self.active {
+                if let Some(active) = self.server.active {
                     if active != decision.node {
-                        if self.in_flight > 0 {
+                        if self.server.in_flight > 0 {
                             // Pipelined unit bound elsewhere: wait for this server to finish.
-                            self.unit_classes.clear();
+                            self.unit.classes.clear();
                             return Ok(());
                         }
                         if self.pinned.is_some() {
@@ -163,13 +163,13 @@ impl Session {
                         self.detach();
                     }
                 }
-                if self.active.is_none() {
+                if self.server.active.is_none() {
                     if let Err(e) = self.attach(decision.node, true).await {
                         let replica = snapshot.nodes.get(decision.node).is_some_and(|n| n.role == Role::Replica);
                         if replica && e.code == sqlstate::CANNOT_CONNECT {
                             tracing::warn!(error = %e, "replica unreachable: taken out of rotation");
                             self.shared.topology.mark_unreachable(decision.node);
-                            self.unit_classes.clear();
+                            self.unit.classes.clear();
                             continue;
                         }
                         // The primary refuses connections: it may be dying before the
@@ -178,28 +178,28 @@ impl Session {
                         // interval (`attach` waits it); it never goes elsewhere meanwhile.
                         let primary_wait = self.shared.config().health.primary_wait;
                         let refused =
-                            e.code == sqlstate::CANNOT_CONNECT && self.in_flight == 0 && self.tx_status == b'I';
-                        let first = *self.primary_refused_since.get_or_insert_with(Instant::now);
+                            e.code == sqlstate::CANNOT_CONNECT && self.server.in_flight == 0 && self.tx.status.idle();
+                        let first = *self.server.refused_since.get_or_insert_with(Instant::now);
                         if refused && first.elapsed() < primary_wait {
                             tracing::debug!(error = %e, "primary refused a connection: waiting");
-                            self.unit_classes.clear();
+                            self.unit.classes.clear();
                             continue;
                         }
-                        self.primary_refused_since = None;
+                        self.server.refused_since = None;
                         self.reject_unit(e);
                         continue;
                     }
-                    self.primary_refused_since = None;
+                    self.server.refused_since = None;
                 }
                 let node_name = snapshot.nodes.get(decision.node).map_or("", |n| n.name.as_str());
                 tracing::debug!(node = %node_name, reason = decision.label(&class), "route");
-                let scope = self.unit_scope.filter(|_| decision.reason != Reason::FollowsActive);
+                let scope = self.unit.scope.filter(|_| decision.reason != Reason::FollowsActive);
                 metrics::route(node_name, decision.metric_label(&class), scope);
                 self.note_pin(&class);
                 let begins = |c: &Class| c.steps.iter().any(|s| s.tx == TxOp::Begin);
-                if self.in_flight == 0
-                    && self.tx_status == b'I'
-                    && (begins(&class) || self.unit_classes.iter().any(|c| begins(c)))
+                if self.server.in_flight == 0
+                    && self.tx.status.idle()
+                    && (begins(&class) || self.unit.classes.iter().any(|c| begins(c)))
                 {
                     self.prepare_for_transaction(decision.node)?;
                 }
@@ -208,9 +208,9 @@ impl Session {
                 }
                 self.hide_other_statements(decision.node, &class);
                 self.set_rule_timeout();
-                self.intake = Intake::Open;
+                self.client.intake = Intake::Open;
             }
-            let f = self.pop_frame().ok_or(End::Client)?;
+            let f = self.client.pop().ok_or(End::Client)?;
             self.forward(f)?;
         }
         Ok(())
@@ -224,11 +224,11 @@ impl Session {
     /// the client's exact bytes is not split. Returns whether the Query at the front was
     /// split.
     fn split_transaction_end(&mut self) -> bool {
-        let Some(front) = self.inq.front().filter(|f| f.tag() == tag::QUERY) else { return false };
+        let Some(front) = self.client.queue.front().filter(|f| f.tag() == tag::QUERY) else { return false };
         let Ok(raw) = protocol::BodyReader::new(front.body()).cstr_bytes() else { return false };
-        let Some(sql) = self.encoding.decode(raw) else { return false };
-        let class = self.shared.classifier.classify_in(&sql, self.dialect);
-        let ends = Classifier::statement_ends(&sql, self.dialect);
+        let Some(sql) = self.who.encoding.decode(raw) else { return false };
+        let class = self.shared.classifier.classify_in(&sql, self.who.dialect);
+        let ends = Classifier::statement_ends(&sql, self.who.dialect);
         if ends.len() != class.steps.len() {
             return false;
         }
@@ -242,19 +242,18 @@ impl Session {
         }
         // The cut in the client's bytes: the first part, encoded back, must be exactly
         // how the client's text begins (else the text is not split).
-        let Some(first) = self.encoding.encode(&sql[..ends[cut]]).filter(|f| raw.starts_with(f)) else {
+        let Some(first) = self.who.encoding.encode(&sql[..ends[cut]]).filter(|f| raw.starts_with(f)) else {
             return false;
         };
         let (first, rest) = (protocol::query_bytes(&first), protocol::query_bytes(&raw[first.len()..]));
         let offset = u32::try_from(sql[..ends[cut]].chars().count()).unwrap_or(u32::MAX);
         tracing::debug!("query split at the end of a read-only transaction on a replica");
-        if let Some(f) = self.pop_frame() {
+        if let Some(f) = self.client.pop() {
             drop(f);
         }
-        self.queued_bytes += first.raw().len();
-        self.inq.push_front(first);
-        self.split_rest = Some((rest, offset));
-        self.splitting = true;
+        self.client.push_front(first);
+        self.answer.split_rest = Some((rest, offset));
+        self.answer.splitting = true;
         true
     }
 
@@ -265,7 +264,7 @@ impl Session {
         // Server statements a pending Parse or Close creates or drops: whether the
         // connection holds them decides what a unit naming them must send.
         let mut hashes: Vec<u64> = Vec::new();
-        for e in &self.expect {
+        for e in &self.server.expect {
             match e {
                 super::Expect::Parse { name, hash, .. } => {
                     pending.extend(name.as_deref());
@@ -282,8 +281,8 @@ impl Session {
             return false;
         }
         let in_doubt =
-            |n: &str| pending.contains(&n) || self.statements.get(n).is_some_and(|s| hashes.contains(&s.hash));
-        for f in &self.inq {
+            |n: &str| pending.contains(&n) || self.prepared.named.get(n).is_some_and(|s| hashes.contains(&s.hash));
+        for f in &self.client.queue {
             let named = match f.tag() {
                 tag::PARSE => split_parse(&f.raw().slice(5..)).ok().map(|(n, _, _)| n),
                 tag::BIND => split_bind(f.body()).ok().map(|(_, n, _)| n.into_owned()),
@@ -306,7 +305,7 @@ impl Session {
     /// has arrived). Classes of Query and Parse messages are kept for `forward`, so each
     /// statement is classified once.
     fn scan_unit(&mut self) -> Scan {
-        self.unit_classes.clear();
+        self.unit.classes.clear();
         let mut scan = Scan {
             class: None,
             text: Bytes::new(),
@@ -317,38 +316,41 @@ impl Session {
             new_names: 0,
         };
         // Buffers kept in the session between units, so a unit allocates none.
-        let (mut parsed_here, mut others) = std::mem::take(&mut self.scan_scratch);
+        let (mut parsed_here, mut others) = std::mem::take(&mut self.unit.scratch);
         let classifier = &self.shared.classifier;
-        for f in &self.inq {
+        for f in &self.client.queue {
             let found = match f.tag() {
                 tag::QUERY => {
                     let sql = protocol::BodyReader::new(f.body()).cstr_bytes().unwrap_or_default();
-                    let c = classify_text(classifier, self.encoding, self.dialect, sql);
-                    self.unit_classes.push_back(c.clone());
+                    let c = classify_text(classifier, self.who.encoding, self.who.dialect, sql);
+                    self.unit.classes.push_back(c.clone());
                     Some((c, f.raw().slice(5..5 + sql.len())))
                 }
                 tag::PARSE => {
                     let body = f.raw().slice(5..);
                     let (c, text) = match split_parse(&body) {
                         Ok((name, sql, tail)) => {
-                            let new = !name.is_empty() && !self.statements.contains_key(&name);
+                            let new = !name.is_empty() && !self.prepared.named.contains_key(&name);
                             scan.new_names = scan.new_names.saturating_add(u16::from(new));
-                            let c = classify_text(classifier, self.encoding, self.dialect, sql);
+                            let c = classify_text(classifier, self.who.encoding, self.who.dialect, sql);
                             let text = tail.slice(..sql.len());
                             parsed_here.push((name, c.clone(), text.clone()));
                             (c, text)
                         }
                         Err(_) => (Arc::new(Class::write("malformed")), Bytes::new()),
                     };
-                    self.unit_classes.push_back(c.clone());
+                    self.unit.classes.push_back(c.clone());
                     Some((c, text))
                 }
                 tag::BIND => split_bind(f.body()).ok().and_then(|(_, stmt, _)| {
                     let local =
                         parsed_here.iter().rev().find(|(n, _, _)| *n == stmt).map(|(_, c, t)| (c.clone(), t.clone()));
                     local.or_else(|| {
-                        let p =
-                            if stmt.is_empty() { self.unnamed.as_ref() } else { self.statements.get(stmt.as_ref()) };
+                        let p = if stmt.is_empty() {
+                            self.prepared.unnamed.as_ref()
+                        } else {
+                            self.prepared.named.get(stmt.as_ref())
+                        };
                         p.map(|p| (p.class.clone(), p.sql()))
                     })
                 }),
@@ -388,7 +390,7 @@ impl Session {
         }
         parsed_here.clear();
         others.clear();
-        self.scan_scratch = (parsed_here, others);
+        self.unit.scratch = (parsed_here, others);
         scan
     }
 
@@ -396,7 +398,7 @@ impl Session {
     /// volatility first has them looked up; reads are placed by the rules.
     /// Also returns the topology snapshot the decision was made on.
     async fn route_unit(&mut self, scan: Scan) -> Result<(Decision, Arc<Class>, Arc<Snapshot>), PgError> {
-        if self.statements.len() + usize::from(scan.new_names) > MAX_CLIENT_STATEMENTS {
+        if self.prepared.named.len() + usize::from(scan.new_names) > MAX_CLIENT_STATEMENTS {
             return Err(PgError::error(
                 sqlstate::PROGRAM_LIMIT_EXCEEDED,
                 format!("pgroute: a client may hold at most {MAX_CLIENT_STATEMENTS} named prepared statements"),
@@ -410,7 +412,7 @@ impl Session {
             None => {
                 // Nothing to classify (Sync, Close, Describe, ...): it belongs with
                 // whatever runs now, or anywhere a read may go.
-                if let Some(node) = self.active.filter(|_| scan.complete) {
+                if let Some(node) = self.server.active.filter(|_| scan.complete) {
                     let reason = Reason::FollowsActive;
                     let decision = Decision { node, reason };
                     return Ok((decision, Arc::new(Class::read("protocol")), self.shared.topology.snapshot()));
@@ -420,34 +422,38 @@ impl Session {
             }
         };
         let class = if class.is_write() { class } else { self.check_volatility(class).await };
-        self.unit_forced_write = class.writes_data && !scanned_writes;
+        self.unit.forced_write = class.writes_data && !scanned_writes;
         let snapshot = self.shared.topology.snapshot();
-        let decoded = self.encoding.decode(&scan.text).unwrap_or_default();
+        let decoded = self.who.encoding.decode(&scan.text).unwrap_or_default();
         let text = decoded.as_ref();
         let hint = hint(text);
         let after = hint.after.or_else(|| super::commit_lsn::setting_token(&self.settings));
         let now = Instant::now();
-        let ctx = Context { application_name: &self.application_name, user: &self.user, database: &self.database };
+        let ctx = Context {
+            application_name: &self.who.application_name,
+            user: &self.who.user,
+            database: &self.who.database,
+        };
         let read = self.shared.rules().route_read(&class, text, &hint, &ctx);
         let config = self.shared.config();
         let scope = read.scope.unwrap_or(config.routing.causal_scope);
         // Tagged keys: a write records them when it commits; a read must see their commits.
         let facts = ReadFacts::new(self, now, scope, (!class.writes_data).then_some(hint.keys.as_slice()), after);
-        self.unit_keys = if class.writes_data { hint.keys.clone() } else { Vec::new() };
+        self.unit.keys = if class.writes_data { hint.keys.clone() } else { Vec::new() };
         let mut need = self.causal(&snapshot, now, facts);
         let view = SessionView {
-            in_transaction_on: self.active.filter(|_| self.tx_status != b'I'),
-            read_only_transaction: self.active_for_reads,
+            in_transaction_on: self.server.active.filter(|_| !self.tx.status.idle()),
+            read_only_transaction: self.server.for_reads,
             pinned: self.pinned.is_some(),
             partial_unit: !scan.complete,
             causal: need.causal,
-            serializable: self.settings.serializable(self.login_serializable),
+            serializable: self.settings.serializable(self.who.login_serializable),
         };
         // Only reads that run something advance the round robin, so that a driver's
         // rhythm (prepare, execute, close; or read, write, read, write) cannot pin all of
         // its reads to one replica.
         let placed_read = !class.is_write() && class.pins.is_none() && view.in_transaction_on.is_none() && !view.pinned;
-        self.unit_scope = placed_read.then_some(scope);
+        self.unit.scope = placed_read.then_some(scope);
         let replica_read = executes && placed_read;
         let ticket = if replica_read {
             self.shared.tickets.fetch_add(1, Ordering::Relaxed)
@@ -518,32 +524,32 @@ impl Session {
                     }
                     // A rule with reserve = true: its session's connections may come from
                     // [pool] reserve.
-                    self.unit_reserve = read.reserve();
+                    self.unit.reserve = read.reserve();
                     // A rule's statement_timeout: for a read outside a transaction block,
                     // with nothing in flight before it (whose end state is unknown yet).
                     // A statement that reads the setting sees the client's own value.
                     let no_tx = |c: &Class| c.steps.iter().all(|s| s.tx == TxOp::None);
-                    self.unit_timeout = read.statement_timeout().filter(|_| {
+                    self.unit.timeout = read.statement_timeout().filter(|_| {
                         executes
                             && !class.is_write()
-                            && self.tx_status == b'I'
-                            && self.in_flight == 0
+                            && self.tx.status.idle()
+                            && self.server.in_flight == 0
                             && no_tx(&class)
-                            && self.unit_classes.iter().all(|c| no_tx(c))
+                            && self.unit.classes.iter().all(|c| no_tx(c))
                             && !text.to_ascii_lowercase().contains("statement_timeout")
                     });
                     // A rule's cap counts its reads (and the transactions they begin): a
                     // session without a place waits in line for one before the unit runs.
                     self.release_place();
-                    if let Some(gate) = read.gate().filter(|_| !class.is_write() && self.place.is_none()) {
-                        if self.in_flight > 0 {
+                    if let Some(gate) = read.gate().filter(|_| !class.is_write() && self.tx.place.is_none()) {
+                        if self.server.in_flight > 0 {
                             // Not while replies to this session's earlier units are due:
                             // the caller decides again once they have come.
                             return Err(PgError::error(sqlstate::TOO_MANY_CONNECTIONS, "pgroute: waiting for a place"));
                         }
                         // Boxed: rare, and it must not set the size of every client's task.
                         let admitted = Box::pin(gate.admit()).await?;
-                        self.place = Some(Box::new(admitted));
+                        self.tx.place = Some(Box::new(admitted));
                     }
                     return Ok((decision, class, snapshot));
                 }
@@ -596,7 +602,7 @@ impl Session {
     async fn lookup_volatility(&self, f: &QName) -> Result<bool, PgError> {
         let primary = self.shared.topology.snapshot().primary(Instant::now()).ok_or_else(super::internal)?;
         let mut conn =
-            self.shared.pools.checkout_for(primary, &self.user, &self.database, Purpose::Catalog, &[]).await?;
+            self.shared.pools.checkout_for(primary, &self.who.user, &self.who.database, Purpose::Catalog, &[]).await?;
         let answer = conn.query_text(&FunctionCatalog::lookup_sql(f)).await;
         conn.release(answer.is_ok());
         Ok(answer?.as_deref() != Some("false"))
@@ -606,17 +612,17 @@ impl Session {
     fn reject_unit(&mut self, e: PgError) {
         tracing::debug!(error = %e, "unit refused");
         // The rest of a split Query goes with its first part, as the server would skip it.
-        self.splitting = false;
-        self.split_rest = None;
+        self.answer.splitting = false;
+        self.answer.split_rest = None;
         metrics::client_error(&e.code);
-        self.unit_classes.clear();
-        self.cwbuf.extend_from_slice(e.to_frame().raw());
-        match self.inq.front().map(|f| f.tag()) {
+        self.unit.classes.clear();
+        self.client.wbuf.extend_from_slice(e.to_frame().raw());
+        match self.client.queue.front().map(|f| f.tag()) {
             Some(tag::QUERY) | Some(tag::FUNCTION_CALL) => {
-                self.pop_frame();
+                self.client.pop();
                 self.ready_for_client();
             }
-            _ => self.intake = Intake::Skipping,
+            _ => self.client.intake = Intake::Skipping,
         }
     }
 
@@ -624,11 +630,11 @@ impl Session {
     /// with the client's settings applied.
     /// `PAUSE`: a unit that would begin a new transaction waits for `RESUME`.
     async fn wait_while_paused(&self) {
-        let holds = |p: &Option<crate::shared::Paused>| p.as_ref().is_some_and(|p| p.holds(&self.database));
+        let holds = |p: &Option<crate::shared::Paused>| p.as_ref().is_some_and(|p| p.holds(&self.who.database));
         if !holds(&self.shared.pause.borrow()) {
             return;
         }
-        tracing::debug!(pid = self.pid, "paused: the next transaction waits for RESUME");
+        tracing::debug!(pid = self.who.pid, "paused: the next transaction waits for RESUME");
         let mut rx = self.shared.pause.subscribe();
         let _ = rx.wait_for(|p| !holds(p)).await;
     }
@@ -637,9 +643,9 @@ impl Session {
     /// among the node's connections on loan (`[pool] node_limit`). Logins take none: they
     /// only learn what the server reports, once per startup packet.
     pub(super) async fn attach(&mut self, node: usize, place: bool) -> Result<(), PgError> {
-        if self.held.get(node).is_none() {
+        if self.server.held.get(node).is_none() {
             let (key, startup) = self.settings.startup();
-            let c = match self.shared.pools.checkout(node, &self.user, &self.database, key, startup).await {
+            let c = match self.shared.pools.checkout(node, &self.who.user, &self.who.database, key, startup).await {
                 Ok(c) => c,
                 Err(e) => {
                     let primary =
@@ -652,7 +658,7 @@ impl Session {
                     return Err(e);
                 }
             };
-            self.held.put(node, c);
+            self.server.held.put(node, c);
         }
         // A connection borrowed now, or kept from the login (session mode).
         if place && self.needs_node_place(node) {
@@ -660,14 +666,14 @@ impl Session {
             // client's task.
             if let Err(e) = Box::pin(self.take_node_place(node)).await {
                 // The connection goes back to its pool, unused.
-                if let Some(c) = self.held.take(node) {
+                if let Some(c) = self.server.held.take(node) {
                     c.release(true);
                 }
                 return Err(e);
             }
         }
         let wanted = self.settings.hash();
-        let Some(conn) = self.held.get_mut(node) else {
+        let Some(conn) = self.server.held.get_mut(node) else {
             return Err(super::internal());
         };
         // Opened with this client's startup packet: its settings are the client's login's.
@@ -677,15 +683,15 @@ impl Session {
         }
         if conn.settings_hash != wanted {
             if let Err(e) = conn.run(&self.settings.sync_sql(own)).await {
-                self.held.drop_conn(node);
+                self.server.held.drop_conn(node);
                 return Err(e);
             }
             conn.settings_hash = wanted;
             conn.unnamed = None;
         }
-        self.cancel.set((node, conn.pid, conn.secret));
-        self.active = Some(node);
-        self.active_for_reads =
+        self.who.cancel.set((node, conn.pid, conn.secret));
+        self.server.active = Some(node);
+        self.server.for_reads =
             self.shared.topology.snapshot().nodes.get(node).is_some_and(|n| n.role == Role::Replica);
         Ok(())
     }
@@ -693,13 +699,13 @@ impl Session {
     /// Stops using the active server: in transaction mode its connection goes back to the
     /// pool; in session mode it stays held for later.
     fn detach(&mut self) {
-        let Some(node) = self.active.take() else {
+        let Some(node) = self.server.active.take() else {
             return;
         };
-        tracing::trace!(node, in_flight = self.in_flight, copy_in = self.copy_in, "detach");
-        let no_cancel_pending = self.cancel.clear();
+        tracing::trace!(node, in_flight = self.server.in_flight, copy_in = self.server.copy_in, "detach");
+        let no_cancel_pending = self.who.cancel.clear();
         if self.shared.config().pool.mode == PoolMode::Transaction && self.pinned.is_none() {
-            if let Some(c) = self.held.take(node) {
+            if let Some(c) = self.server.held.take(node) {
                 c.release(self.reusable() && no_cancel_pending);
             }
         }
@@ -708,7 +714,7 @@ impl Session {
     /// Detaches when the active server is idle between transactions.
     pub(super) fn maybe_release(&mut self) {
         self.release_place();
-        if self.active.is_some() && self.reusable() {
+        if self.server.active.is_some() && self.reusable() {
             self.detach();
         }
     }
@@ -716,22 +722,22 @@ impl Session {
     /// With `[pool] node_limit`: the connection just borrowed takes a place among the
     /// node's connections on loan (from the reserve too for a rule with `reserve = true`).
     async fn take_node_place(&mut self, node: usize) -> Result<(), PgError> {
-        let place = self.shared.pools.node_place(node, self.unit_reserve).await?;
-        if let (Some(place), Some(c)) = (place, self.held.get_mut(node)) {
+        let place = self.shared.pools.node_place(node, self.unit.reserve).await?;
+        if let (Some(place), Some(c)) = (place, self.server.held.get_mut(node)) {
             c.hold_node_place(place);
         }
         Ok(())
     }
 
     fn needs_node_place(&self, node: usize) -> bool {
-        self.shared.pools.limits_nodes() && self.held.get(node).is_some_and(|c| !c.holds_node_place())
+        self.shared.pools.limits_nodes() && self.server.held.get(node).is_some_and(|c| !c.holds_node_place())
     }
 
     /// Gives back the place under a rule's cap once the session is idle outside a
     /// transaction.
     fn release_place(&mut self) {
-        if self.in_flight == 0 && self.tx_status == b'I' {
-            self.place = None;
+        if self.server.in_flight == 0 && self.tx.status.idle() {
+            self.tx.place = None;
         }
     }
 }
@@ -748,6 +754,6 @@ fn classify_text(classifier: &Classifier, encoding: Encoding, dialect: Dialect, 
 
 impl Session {
     pub(super) fn classify_text(&self, sql: &[u8]) -> Arc<Class> {
-        classify_text(&self.shared.classifier, self.encoding, self.dialect, sql)
+        classify_text(&self.shared.classifier, self.who.encoding, self.who.dialect, sql)
     }
 }

@@ -10,14 +10,14 @@ use super::{Own, Session};
 impl Session {
     /// Before the unit's first message, once its server is attached.
     pub(super) fn set_rule_timeout(&mut self) {
-        let Some(ms) = self.unit_timeout.take() else { return };
+        let Some(ms) = self.unit.timeout.take() else { return };
         self.send_own_query(&format!("SET statement_timeout = {ms}"), Own::Timeout);
-        self.restore_timeout = true;
+        self.server.rule_timeout_set = true;
     }
 
     /// After the unit's end: the client's own `statement_timeout` again.
     pub(super) fn restore_rule_timeout(&mut self) {
-        if !std::mem::take(&mut self.restore_timeout) {
+        if !std::mem::take(&mut self.server.rule_timeout_set) {
             return;
         }
         let mut sql = String::from("RESET statement_timeout");

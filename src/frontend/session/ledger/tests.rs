@@ -26,7 +26,7 @@ fn run(ledger: &mut Ledger, sql: &str, events: &[Ev], status: u8) -> (Vec<String
             }
         }
     }
-    let c = ledger.ready(status);
+    let c = ledger.ready(TxStatus::from_byte(status));
     let names = c
         .settings
         .iter()
@@ -114,7 +114,7 @@ fn chained_commits_and_prepared_transactions() {
 fn the_server_status_corrects_the_ledger() {
     let mut l = Ledger::default();
     // A unit the ledger could not follow still ends where the server says.
-    l.ready(b'E');
+    l.ready(TxStatus::Failed);
     assert_eq!(run(&mut l, "SET a.b = 1", &[Ok("SET")], b'E').0, Vec::<String>::new());
     assert_eq!(run(&mut l, "ROLLBACK", &[Ok("ROLLBACK")], b'I').0, Vec::<String>::new());
     assert_eq!(run(&mut l, "SET a.b = 1", &[Ok("SET")], b'I').0, vec!["a.b"]);
@@ -127,7 +127,7 @@ fn tagged_keys_commit_with_their_writes() {
     let keys = ["wallet:1".to_string()];
     l.done(&insert, "INSERT 0 1", true, &keys);
     l.failed();
-    assert_eq!(l.ready(b'I'), Committed::default());
+    assert_eq!(l.ready(TxStatus::Idle), Committed::default());
     l.done(&insert, "INSERT 0 1", true, &keys);
-    assert_eq!(l.ready(b'I'), Committed { settings: vec![], wrote: true, keys: keys.to_vec() });
+    assert_eq!(l.ready(TxStatus::Idle), Committed { settings: vec![], wrote: true, keys: keys.to_vec() });
 }
