@@ -28,172 +28,12 @@ impl Session {
             self.tx.doubt.sent(t);
         }
         match f.tag() {
-            tag::QUERY => {
-                let sql = BodyReader::new(f.body()).cstr_bytes().map_err(malformed)?;
-                let class = match self.unit.classes.pop_front() {
-                    Some(c) => c,
-                    None => self.classify_text(sql),
-                };
-                // COPY FROM is a write: reads skip the scan of their text.
-                if class.is_write() {
-                    self.unit.commits.may_copy |= super::commit_lsn::mentions_copy(sql);
-                }
-                self.note_pin(&class);
-                if let Some(conn) = self.server.held.get_mut(node) {
-                    conn.unnamed = None;
-                    // The client's own SQL may drop or run pgroute's statements there: no
-                    // other client gets this connection after it.
-                    conn.poisoned |= class.touches_statements;
-                }
-                self.server.wbuf.extend_from_slice(f.raw());
-                for index in 0..class.steps.len() {
-                    self.expect_statement(&class, index);
-                }
-                self.end_unit(false);
-            }
-            tag::PARSE => {
-                let body = f.raw().slice(5..);
-                let (name, sql, tail) = prepared::split_parse(&body).map_err(malformed)?;
-                let class = match self.unit.classes.pop_front() {
-                    Some(c) => c,
-                    None => self.classify_text(sql),
-                };
-                let stmt = Arc::new(Prepared::new(!name.is_empty(), tail, class));
-                let conn = self.server.held.get_mut(node).ok_or_else(|| End::Fatal(super::internal()))?;
-                if name.is_empty() {
-                    conn.unnamed = Some(stmt.hash);
-                    self.server.wbuf.extend_from_slice(f.raw());
-                    self.server.expect.push_back(Expect::Parse { forward: true, hash: None, name: None });
-                    self.prepared.unnamed = Some(stmt);
-                } else if let Some(taken) = self.prepared.named.get(&name).cloned() {
-                    // As on one server: the name is taken until Closed or DEALLOCATEd. The
-                    // Parse goes to the server under the taken statement's server name, so
-                    // the server itself answers 42P05 (before it would say the transaction
-                    // is aborted), and the error is shown with the client's name.
-                    // Where this connection lacks it, the name is taken first with the new
-                    // text (allowed exactly where the client's Parse is, as in an aborted
-                    // transaction), and forgotten: its next use prepares it afresh.
-                    if !self.holds(node, &taken)? {
-                        if let Some(conn) = self.server.held.get_mut(node) {
-                            // With the new text, or (when an earlier Parse in flight made
-                            // it after all) with the old: either way not the statement.
-                            conn.prepared.remove(&taken.hash);
-                            conn.stray.insert(taken.hash);
-                        }
-                        Prepared::put_renamed_parse(&mut self.server.wbuf, &taken.server_name, &stmt.tail);
-                        self.server.expect.push_back(Expect::Parse { forward: false, hash: None, name: None });
-                    }
-                    Prepared::put_renamed_parse(&mut self.server.wbuf, &taken.server_name, &stmt.tail);
-                    self.server.expect.push_back(Expect::Parse { forward: true, hash: None, name: None });
-                    self.unit.names.push(name);
-                } else {
-                    // Drop any server copy first: our record of what a connection holds
-                    // can be wrong after an error skipped messages (closing a missing
-                    // statement is not an error), and a stale copy would fail the Parse.
-                    prepared::put_target(&mut self.server.wbuf, tag::CLOSE, b'S', &stmt.server_name);
-                    self.server.expect.push_back(Expect::Close { forward: false, closed: None });
-                    conn.prepared.insert(stmt.hash);
-                    stmt.put_parse(&mut self.server.wbuf);
-                    self.server.expect.push_back(Expect::Parse {
-                        forward: true,
-                        hash: Some(stmt.hash),
-                        name: Some(name.clone()),
-                    });
-                    self.prepared.named.insert(name, stmt);
-                }
-            }
-            tag::BIND => {
-                let (portal, name, rest) = prepared::split_bind(f.body()).map_err(malformed)?;
-                let portal_key = prepared::name_key(portal).into_owned();
-                match self.prepared.resolve(&name) {
-                    Some(stmt) => {
-                        self.note_pin(&stmt.class);
-                        self.ensure_prepared(node, &stmt)?;
-                        if name.is_empty() {
-                            self.server.wbuf.extend_from_slice(f.raw());
-                        } else {
-                            prepared::put_rewritten_bind(
-                                &mut self.server.wbuf,
-                                f.body(),
-                                portal,
-                                rest,
-                                &stmt.server_name,
-                            );
-                            self.unit.names.push(name.to_string());
-                        }
-                        self.prepared.bind_portal(portal_key, stmt.class.clone());
-                    }
-                    // A name this client has not prepared: the server must say it does
-                    // not exist, whatever another client left under that raw name.
-                    None if !name.is_empty() => {
-                        let missing = prepared::missing_name(&name);
-                        prepared::put_rewritten_bind(&mut self.server.wbuf, f.body(), portal, rest, &missing);
-                    }
-                    None => self.server.wbuf.extend_from_slice(f.raw()),
-                }
-            }
-            tag::EXECUTE => {
-                let portal = BodyReader::new(f.body()).cstr_bytes().map_err(malformed)?;
-                let key = prepared::name_key(portal);
-                let class = match self.prepared.portals.iter().rev().find(|(p, _)| *p == key) {
-                    Some((_, c)) => c.clone(),
-                    // Not bound by us (the server will say so): count it as a write.
-                    None => Arc::new(Class::write("write:unknown portal")),
-                };
-                self.expect_statement(&class, 0);
-                self.server.wbuf.extend_from_slice(f.raw());
-            }
-            tag::DESCRIBE => {
-                let (kind, name) = prepared::split_target(f.body()).map_err(malformed)?;
-                match self.prepared.resolve(&name).filter(|_| kind == b'S') {
-                    Some(stmt) => {
-                        self.ensure_prepared(node, &stmt)?;
-                        prepared::put_target(&mut self.server.wbuf, tag::DESCRIBE, b'S', &stmt.server_name);
-                        self.unit.names.push(name.to_string());
-                    }
-                    None if kind == b'S' && !name.is_empty() => {
-                        prepared::put_target(
-                            &mut self.server.wbuf,
-                            tag::DESCRIBE,
-                            b'S',
-                            &prepared::missing_name(&name),
-                        );
-                    }
-                    None => self.server.wbuf.extend_from_slice(f.raw()),
-                }
-            }
-            tag::CLOSE => {
-                let (kind, name) = prepared::split_target(f.body()).map_err(malformed)?;
-                let named =
-                    (kind == b'S' && !name.is_empty()).then(|| self.prepared.named.remove(name.as_ref())).flatten();
-                let closed = match named {
-                    Some(stmt) => {
-                        // Another of the client's names for the same text keeps the server
-                        // statement (it may be needed where it cannot be prepared again, as
-                        // in an aborted transaction): the Close then names none.
-                        let shared = self.prepared.named.values().any(|p| p.hash == stmt.hash);
-                        let conn = self.server.held.get_mut(node).ok_or_else(|| End::Fatal(super::internal()))?;
-                        let target = if shared {
-                            prepared::missing_name(&name)
-                        } else {
-                            conn.prepared.remove(&stmt.hash);
-                            stmt.server_name.clone()
-                        };
-                        prepared::put_target(&mut self.server.wbuf, tag::CLOSE, b'S', &target);
-                        Some((name.into_owned(), stmt))
-                    }
-                    // Closing a statement that does not exist is not an error.
-                    None if kind == b'S' && !name.is_empty() => {
-                        prepared::put_target(&mut self.server.wbuf, tag::CLOSE, b'S', &prepared::missing_name(&name));
-                        None
-                    }
-                    None => {
-                        self.server.wbuf.extend_from_slice(f.raw());
-                        None
-                    }
-                };
-                self.server.expect.push_back(Expect::Close { forward: true, closed });
-            }
+            tag::QUERY => self.forward_query(node, &f)?,
+            tag::PARSE => self.forward_parse(node, &f)?,
+            tag::BIND => self.forward_bind(node, &f)?,
+            tag::EXECUTE => self.forward_execute(&f)?,
+            tag::DESCRIBE => self.forward_describe(node, &f)?,
+            tag::CLOSE => self.forward_close(node, &f)?,
             tag::SYNC if self.server.copy_in => self.server.wbuf.extend_from_slice(f.raw()),
             tag::SYNC => {
                 self.server.wbuf.extend_from_slice(f.raw());
@@ -222,6 +62,177 @@ impl Session {
         Ok(())
     }
 
+    /// A simple Query: forwarded as it is, one statement expected per statement of its text.
+    fn forward_query(&mut self, node: usize, f: &Frame) -> Result<(), End> {
+        let sql = BodyReader::new(f.body()).cstr_bytes().map_err(malformed)?;
+        let class = match self.unit.classes.pop_front() {
+            Some(c) => c,
+            None => self.classify_text(sql),
+        };
+        // COPY FROM is a write: reads skip the scan of their text.
+        if class.is_write() {
+            self.unit.commits.may_copy |= super::commit_lsn::mentions_copy(sql);
+        }
+        self.note_pin(&class);
+        if let Some(conn) = self.server.held.get_mut(node) {
+            conn.unnamed = None;
+            // The client's own SQL may drop or run pgroute's statements there: no
+            // other client gets this connection after it.
+            conn.poisoned |= class.touches_statements;
+        }
+        self.server.wbuf.extend_from_slice(f.raw());
+        for index in 0..class.steps.len() {
+            self.expect_statement(&class, index);
+        }
+        self.end_unit(false);
+        Ok(())
+    }
+
+    /// A Parse: named statements go to the server under their server names.
+    fn forward_parse(&mut self, node: usize, f: &Frame) -> Result<(), End> {
+        let body = f.raw().slice(5..);
+        let (name, sql, tail) = prepared::split_parse(&body).map_err(malformed)?;
+        let class = match self.unit.classes.pop_front() {
+            Some(c) => c,
+            None => self.classify_text(sql),
+        };
+        let stmt = Arc::new(Prepared::new(!name.is_empty(), tail, class));
+        let conn = self.server.held.get_mut(node).ok_or_else(|| End::Fatal(super::internal()))?;
+        if name.is_empty() {
+            conn.unnamed = Some(stmt.hash);
+            self.server.wbuf.extend_from_slice(f.raw());
+            self.server.expect.push_back(Expect::Parse { forward: true, hash: None, name: None });
+            self.prepared.unnamed = Some(stmt);
+        } else if let Some(taken) = self.prepared.named.get(&name).cloned() {
+            // As on one server: the name is taken until Closed or DEALLOCATEd. The
+            // Parse goes to the server under the taken statement's server name, so
+            // the server itself answers 42P05 (before it would say the transaction
+            // is aborted), and the error is shown with the client's name.
+            // Where this connection lacks it, the name is taken first with the new
+            // text (allowed exactly where the client's Parse is, as in an aborted
+            // transaction), and forgotten: its next use prepares it afresh.
+            if !self.holds(node, &taken)? {
+                if let Some(conn) = self.server.held.get_mut(node) {
+                    // With the new text, or (when an earlier Parse in flight made
+                    // it after all) with the old: either way not the statement.
+                    conn.prepared.remove(&taken.hash);
+                    conn.stray.insert(taken.hash);
+                }
+                Prepared::put_renamed_parse(&mut self.server.wbuf, &taken.server_name, &stmt.tail);
+                self.server.expect.push_back(Expect::Parse { forward: false, hash: None, name: None });
+            }
+            Prepared::put_renamed_parse(&mut self.server.wbuf, &taken.server_name, &stmt.tail);
+            self.server.expect.push_back(Expect::Parse { forward: true, hash: None, name: None });
+            self.unit.names.push(name);
+        } else {
+            // Drop any server copy first: our record of what a connection holds
+            // can be wrong after an error skipped messages (closing a missing
+            // statement is not an error), and a stale copy would fail the Parse.
+            prepared::put_target(&mut self.server.wbuf, tag::CLOSE, b'S', &stmt.server_name);
+            self.server.expect.push_back(Expect::Close { forward: false, closed: None });
+            conn.prepared.insert(stmt.hash);
+            stmt.put_parse(&mut self.server.wbuf);
+            self.server.expect.push_back(Expect::Parse {
+                forward: true,
+                hash: Some(stmt.hash),
+                name: Some(name.clone()),
+            });
+            self.prepared.named.insert(name, stmt);
+        }
+        Ok(())
+    }
+
+    /// A Bind: the statement it names prepared where missing, under its server name.
+    fn forward_bind(&mut self, node: usize, f: &Frame) -> Result<(), End> {
+        let (portal, name, rest) = prepared::split_bind(f.body()).map_err(malformed)?;
+        let portal_key = prepared::name_key(portal).into_owned();
+        match self.prepared.resolve(&name) {
+            Some(stmt) => {
+                self.note_pin(&stmt.class);
+                self.ensure_prepared(node, &stmt)?;
+                if name.is_empty() {
+                    self.server.wbuf.extend_from_slice(f.raw());
+                } else {
+                    prepared::put_rewritten_bind(&mut self.server.wbuf, f.body(), portal, rest, &stmt.server_name);
+                    self.unit.names.push(name.to_string());
+                }
+                self.prepared.bind_portal(portal_key, stmt.class.clone());
+            }
+            // A name this client has not prepared: the server must say it does
+            // not exist, whatever another client left under that raw name.
+            None if !name.is_empty() => {
+                let missing = prepared::missing_name(&name);
+                prepared::put_rewritten_bind(&mut self.server.wbuf, f.body(), portal, rest, &missing);
+            }
+            None => self.server.wbuf.extend_from_slice(f.raw()),
+        }
+        Ok(())
+    }
+
+    /// An Execute runs one statement of its portal's class.
+    fn forward_execute(&mut self, f: &Frame) -> Result<(), End> {
+        let portal = BodyReader::new(f.body()).cstr_bytes().map_err(malformed)?;
+        let key = prepared::name_key(portal);
+        let class = match self.prepared.portals.iter().rev().find(|(p, _)| *p == key) {
+            Some((_, c)) => c.clone(),
+            // Not bound by us (the server will say so): count it as a write.
+            None => Arc::new(Class::write("write:unknown portal")),
+        };
+        self.expect_statement(&class, 0);
+        self.server.wbuf.extend_from_slice(f.raw());
+        Ok(())
+    }
+
+    /// A Describe of a statement names its server copy.
+    fn forward_describe(&mut self, node: usize, f: &Frame) -> Result<(), End> {
+        let (kind, name) = prepared::split_target(f.body()).map_err(malformed)?;
+        match self.prepared.resolve(&name).filter(|_| kind == b'S') {
+            Some(stmt) => {
+                self.ensure_prepared(node, &stmt)?;
+                prepared::put_target(&mut self.server.wbuf, tag::DESCRIBE, b'S', &stmt.server_name);
+                self.unit.names.push(name.to_string());
+            }
+            None if kind == b'S' && !name.is_empty() => {
+                prepared::put_target(&mut self.server.wbuf, tag::DESCRIBE, b'S', &prepared::missing_name(&name));
+            }
+            None => self.server.wbuf.extend_from_slice(f.raw()),
+        }
+        Ok(())
+    }
+
+    /// A Close of a named statement closes its server copy unless another of the client's names shares it.
+    fn forward_close(&mut self, node: usize, f: &Frame) -> Result<(), End> {
+        let (kind, name) = prepared::split_target(f.body()).map_err(malformed)?;
+        let named = (kind == b'S' && !name.is_empty()).then(|| self.prepared.named.remove(name.as_ref())).flatten();
+        let closed = match named {
+            Some(stmt) => {
+                // Another of the client's names for the same text keeps the server
+                // statement (it may be needed where it cannot be prepared again, as
+                // in an aborted transaction): the Close then names none.
+                let shared = self.prepared.named.values().any(|p| p.hash == stmt.hash);
+                let conn = self.server.held.get_mut(node).ok_or_else(|| End::Fatal(super::internal()))?;
+                let target = if shared {
+                    prepared::missing_name(&name)
+                } else {
+                    conn.prepared.remove(&stmt.hash);
+                    stmt.server_name.clone()
+                };
+                prepared::put_target(&mut self.server.wbuf, tag::CLOSE, b'S', &target);
+                Some((name.into_owned(), stmt))
+            }
+            // Closing a statement that does not exist is not an error.
+            None if kind == b'S' && !name.is_empty() => {
+                prepared::put_target(&mut self.server.wbuf, tag::CLOSE, b'S', &prepared::missing_name(&name));
+                None
+            }
+            None => {
+                self.server.wbuf.extend_from_slice(f.raw());
+                None
+            }
+        };
+        self.server.expect.push_back(Expect::Close { forward: true, closed });
+        Ok(())
+    }
     /// A statement that leaves state on its server pins the session, also when it arrives
     /// inside a unit already routed (to the primary: see `partial_unit`).
     pub(super) fn note_pin(&mut self, class: &crate::classify::Class) {

@@ -43,6 +43,8 @@ fn unit_answering(expect: &std::collections::VecDeque<Expect>) -> Option<(bool, 
 }
 
 impl Session {
+    /// Handles every complete frame the active server sent: each updates what pgroute
+    /// follows, and goes to the client unless it answers something of pgroute's own.
     pub(super) fn process_server_frames(&mut self) -> Result<(), End> {
         let Some(node) = self.server.active else {
             return Ok(());
@@ -56,259 +58,310 @@ impl Session {
                 Ok(None) => break,
                 Err(_) => return Err(End::Fatal(self.server_lost(node))),
             };
-            let mut forward = true;
             tracing::trace!(tag = %(frame.tag() as char), "server frame");
-            let reading = match self.server.expect.front() {
-                Some(Expect::Ready {
-                    own: Some(o @ (Own::Position | Own::Xid | Own::Timeout | Own::Forget)), ..
-                }) => Some(*o),
-                _ => None,
-            };
-            if let (Some(own), true) =
-                (reading, matches!(frame.tag(), tag::ROW_DESCRIPTION | tag::DATA_ROW | tag::COMMAND_COMPLETE))
-            {
-                if frame.tag() == tag::DATA_ROW {
-                    let wal = self.shared.topology.snapshot().nodes.get(node).map(|n| n.wal).unwrap_or_default();
-                    match own {
-                        Own::Position => {
-                            // An insert position right after a page header stands for the
-                            // page boundary, where replicas report the commit replayed.
-                            let end = |lsn| wal.layout.map_or(lsn, |l| l.record_end(lsn));
-                            self.ryw.position_answer =
-                                commit_lsn::parse_row(frame.body()).map(|lsn| (end(lsn), wal.timeline));
-                        }
-                        Own::Xid => self.xid_answered(frame.body(), wal.timeline),
-                        Own::Timeout | Own::Prepare | Own::Forget => {}
-                    }
-                }
+            if self.own_query_reply(node, &frame) {
                 continue;
             }
-            match frame.tag() {
-                tag::PARSE_COMPLETE => {
-                    if let Some(Expect::Parse { forward: fwd, .. }) = self.server.expect.front() {
-                        forward = *fwd;
-                        self.server.expect.pop_front();
-                    }
-                }
-                tag::CLOSE_COMPLETE => {
-                    if let Some(Expect::Close { forward: fwd, .. }) = self.server.expect.front() {
-                        forward = *fwd;
-                        self.server.expect.pop_front();
-                    }
-                }
-                tag::ERROR_RESPONSE => {
-                    if unit_answering(&self.server.expect).is_some_and(|(_, own)| own) {
-                        // The statement is prepared again where it is used, and fails there.
-                        // The id query in front of a COMMIT fails in a failed block.
-                        let xid = matches!(self.server.expect.front(), Some(Expect::Ready { own: Some(Own::Xid), .. }));
-                        if xid
-                            && protocol::error_fields(frame.body()).0
-                                == crate::protocol::sqlstate::IN_FAILED_SQL_TRANSACTION
-                        {
-                            self.tx.doubt.failed_block();
-                        }
-                        tracing::debug!("a unit of pgroute's own failed");
-                        forward = false;
-                    } else {
-                        self.tx.ledger.failed();
-                        self.tx.failed_since_ready = true;
-                    }
-                    // An error ends COPY IN on the server, whatever the client sends next.
-                    self.server.copy_in = false;
-                    conn.unnamed = None;
-                    // The server skips to the next Sync: what we expected before it never comes.
-                    // Undo what pgroute recorded for them when it forwarded them, latest
-                    // first (a Close after a Parse of the same name in one unit).
-                    let mut skipped = Vec::new();
-                    while let Some(e) = self.server.expect.front() {
-                        if matches!(e, Expect::Ready { .. }) {
-                            break;
-                        }
-                        skipped.extend(self.server.expect.pop_front());
-                    }
-                    for e in skipped.into_iter().rev() {
-                        match e {
-                            Expect::Parse { hash, name, .. } => {
-                                // Skipped with the Close in front of it: a copy from
-                                // before may still be there.
-                                if let Some(h) = hash {
-                                    conn.prepared.remove(&h);
-                                    conn.stray.insert(h);
-                                }
-                                let created = name.filter(|n| self.prepared.named.get(n).map(|p| p.hash) == hash);
-                                if let Some(n) = created {
-                                    self.prepared.named.remove(&n);
-                                }
-                            }
-                            // The client's name is back, and so is the server statement,
-                            // unless a later unit in flight closes or prepares it again
-                            // (under another name): then the next use prepares it.
-                            Expect::Close { closed: Some((n, stmt)), .. } => {
-                                let later = self.server.expect.iter().any(|e| match e {
-                                    Expect::Parse { hash, .. } => *hash == Some(stmt.hash),
-                                    Expect::Close { closed: Some((_, p)), .. } => p.hash == stmt.hash,
-                                    _ => false,
-                                });
-                                if later {
-                                    conn.stray.insert(stmt.hash);
-                                } else {
-                                    conn.prepared.insert(stmt.hash);
-                                }
-                                self.prepared.named.insert(n, stmt);
-                            }
-                            _ => {}
-                        }
-                    }
-                }
+            let forward = match frame.tag() {
+                tag::PARSE_COMPLETE => self.injected_complete(
+                    |e| matches!(e, Expect::Parse { forward: true, .. }),
+                    |e| matches!(e, Expect::Parse { .. }),
+                ),
+                tag::CLOSE_COMPLETE => self.injected_complete(
+                    |e| matches!(e, Expect::Close { forward: true, .. }),
+                    |e| matches!(e, Expect::Close { .. }),
+                ),
+                tag::ERROR_RESPONSE => self.on_error(node, &frame),
                 tag::COMMAND_COMPLETE => {
-                    let t = BodyReader::new(frame.body()).cstr().unwrap_or("");
-                    if matches!(t, "DISCARD ALL" | "DEALLOCATE ALL") {
-                        // Prepared statements are not transactional: gone at once, for the
-                        // client as on its server.
-                        conn.prepared.clear();
-                        conn.stray.clear();
-                        conn.unnamed = None;
-                        self.prepared.named.clear();
-                        if t == "DISCARD ALL" {
-                            conn.settings_hash = u64::MAX;
-                        }
-                    }
-                    self.statement_ended(node, t);
+                    self.on_command_complete(node, &frame);
+                    true
                 }
                 tag::EMPTY_QUERY_RESPONSE | tag::PORTAL_SUSPENDED | tag::FUNCTION_CALL_RESPONSE => {
                     self.statement_ended(node, "");
+                    true
                 }
-                tag::PARAMETER_STATUS => {
-                    conn.note_parameter(frame.body());
-                    let mut r = BodyReader::new(frame.body());
-                    let name = r.cstr().unwrap_or("");
-                    if let Ok(v) = r.cstr() {
-                        self.note_parameter(name, v);
-                        if name == "in_hot_standby" {
-                            self.shared.topology.report_standby(node, v == "on");
-                        }
-                    }
-                    // The server reports changes just before ReadyForQuery: a split
-                    // Query's first part's reports wait for the client's ReadyForQuery,
-                    // unless the rest reports the same parameter again.
-                    if unit_answering(&self.server.expect).is_some_and(|(split, _)| split) {
-                        forward = false;
-                        self.answer.reports.push(frame.clone());
-                    } else {
-                        self.answer.reports.retain(|f| BodyReader::new(f.body()).cstr().ok() != Some(name));
-                    }
-                }
+                tag::PARAMETER_STATUS => self.on_parameter_status(node, &frame),
                 tag::COPY_IN_RESPONSE => {
-                    // Syncs already sent after the COPY's Execute are ignored by the server
-                    // in COPY IN: expect no ReadyForQuery for them.
-                    // The COPY's implicit transaction stays open until the client's next
-                    // Sync, which must reach this same server: keep the unit open.
-                    let before = self.server.expect.len();
-                    self.server.expect.retain(|e| !matches!(e, Expect::Ready { sync: true, .. }));
-                    let dropped = before - self.server.expect.len();
-                    self.server.in_flight = self.server.in_flight.saturating_sub(dropped);
-                    if dropped > 0 {
-                        self.client.intake = Intake::Open;
-                    }
-                    self.server.copy_in = true;
+                    self.on_copy_in();
+                    true
                 }
-                tag::READY_FOR_QUERY => {
-                    self.server.copy_in = false;
-                    self.answer.holding = false;
-                    let status = TxStatus::from_byte(frame.body().first().copied().unwrap_or(b'I'));
-                    // Anything still expected before this ReadyForQuery never came.
-                    let mut unanswered = false;
-                    let (mut split, mut own, mut sent) = (false, None, None);
-                    while let Some(e) = self.server.expect.pop_front() {
-                        match e {
-                            Expect::Ready { split: s, own: o, sent: t, .. } => {
-                                (split, own, sent) = (s, o, Some(t));
-                                break;
-                            }
-                            Expect::Statement { .. } => unanswered = true,
-                            _ => {}
-                        }
-                    }
-                    if let Some(own) = own {
-                        self.server.in_flight = self.server.in_flight.saturating_sub(1);
-                        self.tx.status = status;
-                        if own == Own::Position {
-                            self.commit_lsn_answered();
-                        }
-                        continue;
-                    }
-                    self.tx.doubt.ready();
-                    if let Some(t) = sent {
-                        self.shared.stats.unit_done(node, t.elapsed(), status.idle());
-                    }
-                    // The first part of a split Query: the rest runs next, as it would
-                    // have in the one Query, unless this part failed (then the server
-                    // would have skipped the rest, and this is the client's answer).
-                    let failed = std::mem::take(&mut self.tx.failed_since_ready);
-                    self.answer.rest_offset = None;
-                    if let Some((rest, offset)) = self.answer.split_rest.take().filter(|_| split) {
-                        if !failed {
-                            forward = false;
-                            self.client.push_front(rest);
-                            self.answer.rest_offset = Some(offset);
-                        }
-                    }
-                    // The position query behind this unit answers next: the client's
-                    // ReadyForQuery waits for it, so the report comes before it.
-                    let position_next =
-                        matches!(self.server.expect.front(), Some(Expect::Ready { own: Some(Own::Position), .. }));
-                    if forward && position_next {
-                        forward = false;
-                        self.answer.ready = Some(frame.clone());
-                    }
-                    if forward {
-                        self.release_reports();
-                    }
-                    if unanswered {
-                        self.lost_track(node, "statements the server did not answer");
-                    }
-                    self.server.in_flight = self.server.in_flight.saturating_sub(1);
-                    self.tx.status = status;
-                    if status.idle() {
-                        self.prepared.portals.clear();
-                    }
-                    let committed = self.tx.ledger.ready(status);
-                    self.ryw.for_commit = position_next && committed.wrote && status.idle();
-                    self.settle(node, committed);
-                }
-                _ => {}
-            }
-            if !forward {
-                continue;
-            }
-            self.tx.doubt.answered(frame.tag());
-            let shown = match frame.tag() {
-                tag::ERROR_RESPONSE | tag::NOTICE_RESPONSE => {
-                    let named = self.client_names(&frame);
-                    // The rest of a split Query: positions as in the client's whole text.
-                    match self.answer.rest_offset {
-                        Some(by) => protocol::shift_position(named.as_ref().unwrap_or(&frame), by).or(named),
-                        None => named,
-                    }
-                }
-                tag::NOTIFICATION_RESPONSE => self.own_notification(&frame),
-                _ => None,
+                tag::READY_FOR_QUERY => self.on_ready(node, &frame),
+                _ => true,
             };
-            // From its first CommandComplete, the answer of a unit that may commit waits
-            // with its ReadyForQuery for the commit's position (`commit_lsn.rs`).
-            if frame.tag() == tag::COMMAND_COMPLETE && !self.answer.holding && position_follows(&self.server.expect) {
-                self.answer.holding = true;
-            }
-            let out = if self.answer.holding { &mut self.answer.ack } else { &mut self.client.wbuf };
-            out.extend_from_slice(shown.as_ref().unwrap_or(&frame).raw());
-            if self.answer.holding && self.answer.ack.len() > MAX_HELD_ACK {
-                self.client.wbuf.extend_from_slice(&self.answer.ack);
-                self.answer.ack.clear();
-                self.answer.holding = false;
+            if forward {
+                self.send_to_client(frame);
             }
         }
         self.maybe_release();
         Ok(())
+    }
+
+    /// Rows, descriptions and tags of pgroute's own queries are read here, never
+    /// forwarded. Returns whether `frame` was one.
+    fn own_query_reply(&mut self, node: usize, frame: &Frame) -> bool {
+        let reading = match self.server.expect.front() {
+            Some(Expect::Ready { own: Some(o @ (Own::Position | Own::Xid | Own::Timeout | Own::Forget)), .. }) => *o,
+            _ => return false,
+        };
+        if !matches!(frame.tag(), tag::ROW_DESCRIPTION | tag::DATA_ROW | tag::COMMAND_COMPLETE) {
+            return false;
+        }
+        if frame.tag() == tag::DATA_ROW {
+            let wal = self.shared.topology.snapshot().nodes.get(node).map(|n| n.wal).unwrap_or_default();
+            match reading {
+                Own::Position => {
+                    // An insert position right after a page header stands for the page
+                    // boundary, where replicas report the commit replayed.
+                    let end = |lsn| wal.layout.map_or(lsn, |l| l.record_end(lsn));
+                    self.ryw.position_answer = commit_lsn::parse_row(frame.body()).map(|lsn| (end(lsn), wal.timeline));
+                }
+                Own::Xid => self.xid_answered(frame.body(), wal.timeline),
+                Own::Timeout | Own::Prepare | Own::Forget => {}
+            }
+        }
+        true
+    }
+
+    /// ParseComplete or CloseComplete: forwarded unless it answers a message pgroute
+    /// injected (`is`: the expectation it settles; `forwarded`: the client's own).
+    fn injected_complete(&mut self, forwarded: impl Fn(&Expect) -> bool, is: impl Fn(&Expect) -> bool) -> bool {
+        match self.server.expect.front() {
+            Some(e) if is(e) => {
+                let forward = forwarded(e);
+                self.server.expect.pop_front();
+                forward
+            }
+            _ => true,
+        }
+    }
+
+    /// An ErrorResponse: the unit's statements up to its Sync are skipped by the server.
+    /// Returns whether the client sees it (not when it answers pgroute's own unit).
+    fn on_error(&mut self, node: usize, frame: &Frame) -> bool {
+        let mut forward = true;
+        if unit_answering(&self.server.expect).is_some_and(|(_, own)| own) {
+            // The statement is prepared again where it is used, and fails there. The id
+            // query in front of a COMMIT fails in a failed block.
+            let xid = matches!(self.server.expect.front(), Some(Expect::Ready { own: Some(Own::Xid), .. }));
+            if xid && protocol::error_fields(frame.body()).0 == crate::protocol::sqlstate::IN_FAILED_SQL_TRANSACTION {
+                self.tx.doubt.failed_block();
+            }
+            tracing::debug!("a unit of pgroute's own failed");
+            forward = false;
+        } else {
+            self.tx.ledger.failed();
+            self.tx.failed_since_ready = true;
+        }
+        // An error ends COPY IN on the server, whatever the client sends next.
+        self.server.copy_in = false;
+        self.undo_skipped(node);
+        forward
+    }
+
+    /// The server skips to the next Sync after an error: what we expected before it never
+    /// comes. Undoes what pgroute recorded for those messages when it forwarded them,
+    /// latest first (a Close after a Parse of the same name in one unit).
+    fn undo_skipped(&mut self, node: usize) {
+        let Some(conn) = self.server.held.get_mut(node) else { return };
+        conn.unnamed = None;
+        let mut skipped = Vec::new();
+        while let Some(e) = self.server.expect.front() {
+            if matches!(e, Expect::Ready { .. }) {
+                break;
+            }
+            skipped.extend(self.server.expect.pop_front());
+        }
+        for e in skipped.into_iter().rev() {
+            match e {
+                Expect::Parse { hash, name, .. } => {
+                    // Skipped with the Close in front of it: a copy from before may still
+                    // be there.
+                    if let Some(h) = hash {
+                        conn.prepared.remove(&h);
+                        conn.stray.insert(h);
+                    }
+                    let created = name.filter(|n| self.prepared.named.get(n).map(|p| p.hash) == hash);
+                    if let Some(n) = created {
+                        self.prepared.named.remove(&n);
+                    }
+                }
+                // The client's name is back, and so is the server statement, unless a
+                // later unit in flight closes or prepares it again (under another name):
+                // then the next use prepares it.
+                Expect::Close { closed: Some((n, stmt)), .. } => {
+                    let later = self.server.expect.iter().any(|e| match e {
+                        Expect::Parse { hash, .. } => *hash == Some(stmt.hash),
+                        Expect::Close { closed: Some((_, p)), .. } => p.hash == stmt.hash,
+                        _ => false,
+                    });
+                    if later {
+                        conn.stray.insert(stmt.hash);
+                    } else {
+                        conn.prepared.insert(stmt.hash);
+                    }
+                    self.prepared.named.insert(n, stmt);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn on_command_complete(&mut self, node: usize, frame: &Frame) {
+        let t = BodyReader::new(frame.body()).cstr().unwrap_or("");
+        if matches!(t, "DISCARD ALL" | "DEALLOCATE ALL") {
+            // Prepared statements are not transactional: gone at once, for the client as
+            // on its server.
+            if let Some(conn) = self.server.held.get_mut(node) {
+                conn.prepared.clear();
+                conn.stray.clear();
+                conn.unnamed = None;
+                if t == "DISCARD ALL" {
+                    conn.settings_hash = u64::MAX;
+                }
+            }
+            self.prepared.named.clear();
+        }
+        self.statement_ended(node, t);
+    }
+
+    /// A ParameterStatus report. Returns whether it goes to the client now.
+    fn on_parameter_status(&mut self, node: usize, frame: &Frame) -> bool {
+        if let Some(conn) = self.server.held.get_mut(node) {
+            conn.note_parameter(frame.body());
+        }
+        let mut r = BodyReader::new(frame.body());
+        let name = r.cstr().unwrap_or("");
+        if let Ok(v) = r.cstr() {
+            self.note_parameter(name, v);
+            if name == "in_hot_standby" {
+                self.shared.topology.report_standby(node, v == "on");
+            }
+        }
+        // The server reports changes just before ReadyForQuery: a split Query's first
+        // part's reports wait for the client's ReadyForQuery, unless the rest reports the
+        // same parameter again.
+        if unit_answering(&self.server.expect).is_some_and(|(split, _)| split) {
+            self.answer.reports.push(frame.clone());
+            return false;
+        }
+        self.answer.reports.retain(|f| BodyReader::new(f.body()).cstr().ok() != Some(name));
+        true
+    }
+
+    /// CopyInResponse. Syncs already sent after the COPY's Execute are ignored by the
+    /// server in COPY IN: expect no ReadyForQuery for them. The COPY's implicit
+    /// transaction stays open until the client's next Sync, which must reach this same
+    /// server: keep the unit open.
+    fn on_copy_in(&mut self) {
+        let before = self.server.expect.len();
+        self.server.expect.retain(|e| !matches!(e, Expect::Ready { sync: true, .. }));
+        let dropped = before - self.server.expect.len();
+        self.server.in_flight = self.server.in_flight.saturating_sub(dropped);
+        if dropped > 0 {
+            self.client.intake = Intake::Open;
+        }
+        self.server.copy_in = true;
+    }
+
+    /// ReadyForQuery ends a unit: pgroute's own, or the client's (settled in the ledger).
+    /// Returns whether it goes to the client now.
+    fn on_ready(&mut self, node: usize, frame: &Frame) -> bool {
+        self.server.copy_in = false;
+        self.answer.holding = false;
+        let status = TxStatus::from_byte(frame.body().first().copied().unwrap_or(b'I'));
+        // Anything still expected before this ReadyForQuery never came.
+        let mut unanswered = false;
+        let (mut split, mut own, mut sent) = (false, None, None);
+        while let Some(e) = self.server.expect.pop_front() {
+            match e {
+                Expect::Ready { split: s, own: o, sent: t, .. } => {
+                    (split, own, sent) = (s, o, Some(t));
+                    break;
+                }
+                Expect::Statement { .. } => unanswered = true,
+                _ => {}
+            }
+        }
+        self.server.in_flight = self.server.in_flight.saturating_sub(1);
+        self.tx.status = status;
+        if let Some(own) = own {
+            if own == Own::Position {
+                self.commit_lsn_answered();
+            }
+            return false;
+        }
+        self.tx.doubt.ready();
+        if let Some(t) = sent {
+            self.shared.stats.unit_done(node, t.elapsed(), status.idle());
+        }
+        let mut forward = !self.split_part_answered(split);
+        // The position query behind this unit answers next: the client's ReadyForQuery
+        // waits for it, so the report comes before it.
+        let position_next = matches!(self.server.expect.front(), Some(Expect::Ready { own: Some(Own::Position), .. }));
+        if forward && position_next {
+            forward = false;
+            self.answer.ready = Some(frame.clone());
+        }
+        if forward {
+            self.release_reports();
+        }
+        if unanswered {
+            self.lost_track(node, "statements the server did not answer");
+        }
+        if status.idle() {
+            self.prepared.portals.clear();
+        }
+        let committed = self.tx.ledger.ready(status);
+        self.ryw.for_commit = position_next && committed.wrote && status.idle();
+        self.settle(node, committed);
+        forward
+    }
+
+    /// A client unit's ReadyForQuery. If it ends the first part of a split Query, the rest
+    /// runs next, as it would have in the one Query, and this ReadyForQuery is not the
+    /// client's; unless this part failed (then the server would have skipped the rest,
+    /// and this is the client's answer). Returns whether the ReadyForQuery is held back.
+    fn split_part_answered(&mut self, split: bool) -> bool {
+        let failed = std::mem::take(&mut self.tx.failed_since_ready);
+        self.answer.rest_offset = None;
+        let Some((rest, offset)) = self.answer.split_rest.take().filter(|_| split) else { return false };
+        if failed {
+            return false;
+        }
+        self.client.push_front(rest);
+        self.answer.rest_offset = Some(offset);
+        true
+    }
+
+    /// A frame on its way to the client: statement names and error positions shown as a
+    /// direct connection would, held back with the unit's answer while a commit position
+    /// is asked behind it.
+    fn send_to_client(&mut self, frame: Frame) {
+        self.tx.doubt.answered(frame.tag());
+        let shown = match frame.tag() {
+            tag::ERROR_RESPONSE | tag::NOTICE_RESPONSE => {
+                let named = self.client_names(&frame);
+                // The rest of a split Query: positions as in the client's whole text.
+                match self.answer.rest_offset {
+                    Some(by) => protocol::shift_position(named.as_ref().unwrap_or(&frame), by).or(named),
+                    None => named,
+                }
+            }
+            tag::NOTIFICATION_RESPONSE => self.own_notification(&frame),
+            _ => None,
+        };
+        // From its first CommandComplete, the answer of a unit that may commit waits with
+        // its ReadyForQuery for the commit's position (`commit_lsn.rs`).
+        if frame.tag() == tag::COMMAND_COMPLETE && !self.answer.holding && position_follows(&self.server.expect) {
+            self.answer.holding = true;
+        }
+        let out = if self.answer.holding { &mut self.answer.ack } else { &mut self.client.wbuf };
+        out.extend_from_slice(shown.as_ref().unwrap_or(&frame).raw());
+        if self.answer.holding && self.answer.ack.len() > MAX_HELD_ACK {
+            self.client.wbuf.extend_from_slice(&self.answer.ack);
+            self.answer.ack.clear();
+            self.answer.holding = false;
+        }
     }
 
     /// A server message naming a statement by its server name (`pgr_<hash>`), rewritten

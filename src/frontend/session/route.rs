@@ -41,6 +41,18 @@ struct Scan {
     new_names: u16,
 }
 
+/// What becomes of the message at the front of the queue.
+enum Next {
+    /// It belongs to the open (or just routed) unit: forward it.
+    Forward,
+    /// Answered or dropped already: go on with the next.
+    Handled,
+    /// Decide again at once (the unit was changed or its node refused).
+    Retry,
+    /// Decide again once replies from the server have come.
+    Wait,
+}
+
 /// Named prepared statements one client may hold at once: one more Parse is refused with
 /// 54000, the client's session goes on.
 const MAX_CLIENT_STATEMENTS: usize = 10_000;
@@ -62,157 +74,188 @@ impl Session {
                     }
                 }
             }
-            if self.client.intake == Intake::Skipping {
-                self.client.pop();
-                if t == tag::SYNC {
-                    self.client.intake = Intake::Between;
-                    self.ready_for_client();
-                }
-                continue;
-            }
-            if self.client.intake == Intake::Between {
-                if self.answer.split_rest.is_some() && !self.answer.splitting {
-                    // The rest of a split Query runs next, once its first part answers.
-                    return Ok(());
-                }
-                match t {
-                    tag::TERMINATE => return Err(End::Client),
-                    // Follow-ups of what runs now (COPY data, Flush): no unit of their own.
-                    tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL | tag::FLUSH => {
-                        let f = self.client.pop().ok_or(End::Client)?;
-                        if self.server.active.is_some() {
-                            self.forward(f)?;
-                        }
-                        continue;
-                    }
-                    // A lone Sync with nothing running: answer it ourselves.
-                    tag::SYNC if self.server.active.is_none() => {
-                        self.client.pop();
+            let next = match self.client.intake {
+                Intake::Skipping => {
+                    self.client.pop();
+                    if t == tag::SYNC {
+                        self.client.intake = Intake::Between;
                         self.ready_for_client();
-                        continue;
                     }
-                    _ => {}
+                    Next::Handled
                 }
-                match self.deallocate_locally() {
-                    Local::Route => {}
-                    Local::Wait => return Ok(()),
-                    Local::Done => continue,
+                Intake::Between => self.begin_unit(t).await?,
+                Intake::Open => Next::Forward,
+            };
+            match next {
+                Next::Forward => {
+                    let f = self.client.pop().ok_or(End::Client)?;
+                    self.forward(f)?;
                 }
-                if self.server.in_flight > 0 && self.names_in_doubt() {
-                    // Whether a statement name is taken depends on how units in flight
-                    // end (an error skips their Parse or Close): decide once they have.
-                    return Ok(());
-                }
-                if self.server.in_flight == 0 && self.tx.status.idle() {
-                    self.wait_while_paused().await;
-                }
-                let scan = self.scan_unit();
-                // A unit that only prepares a COMMIT commits nothing.
-                let commits = scan.commits && scan.executes;
-                let commit_only = scan.commit_only && scan.complete;
-                if self.ryw.position_pending && scan.class.as_ref().is_none_or(|c| !c.is_write()) {
-                    // The position of this session's last commit is microseconds away: a
-                    // read waits for it rather than settle for the primary.
+                Next::Handled => {}
+                Next::Retry => self.unit.classes.clear(),
+                Next::Wait => {
                     self.unit.classes.clear();
                     return Ok(());
                 }
-                let (decision, class, snapshot) = match self.route_unit(scan).await {
-                    Ok(d) => d,
-                    Err(_) if self.server.in_flight > 0 => {
-                        // Replies to earlier units must reach the client first: decide
-                        // again once they have.
-                        self.unit.classes.clear();
-                        return Ok(());
-                    }
-                    Err(e) => {
-                        self.reject_unit(e);
-                        continue;
-                    }
-                };
-                if self.server.for_reads && class.is_write() && decision.reason == Reason::InTransaction {
-                    if self.server.in_flight > 0 {
-                        // A write kept on a replica by a transaction that units still in
-                        // flight may end: decide once they have answered.
-                        self.unit.classes.clear();
-                        return Ok(());
-                    }
-                    if self.split_transaction_end() {
-                        self.unit.classes.clear();
-                        continue;
-                    }
-                }
-                if let Some(active) = self.server.active {
-                    if active != decision.node {
-                        if self.server.in_flight > 0 {
-                            // Pipelined unit bound elsewhere: wait for this server to finish.
-                            self.unit.classes.clear();
-                            return Ok(());
-                        }
-                        if self.pinned.is_some() {
-                            // The primary changed under a pinned session: its LISTENs, temp
-                            // tables or locks stayed on the old one. Moving on would lose them
-                            // silently.
-                            return Err(End::Fatal(
-                                PgError::fatal(
-                                    sqlstate::CONNECTION_FAILURE,
-                                    "pgroute: the primary changed; this session's server-side state stayed on the old one",
-                                )
-                                .with_hint("Reconnect: LISTEN, temporary tables and session locks must be recreated."),
-                            ));
-                        }
-                        self.detach();
-                    }
-                }
-                if self.server.active.is_none() {
-                    if let Err(e) = self.attach(decision.node, true).await {
-                        let replica = snapshot.nodes.get(decision.node).is_some_and(|n| n.role == Role::Replica);
-                        if replica && e.code == sqlstate::CANNOT_CONNECT {
-                            tracing::warn!(error = %e, "replica unreachable: taken out of rotation");
-                            self.shared.topology.mark_unreachable(decision.node);
-                            self.unit.classes.clear();
-                            continue;
-                        }
-                        // The primary refuses connections: it may be dying before the
-                        // monitor has seen it. As with no primary, the unit waits up to
-                        // primary_wait (from the first refusal), deciding again after each
-                        // interval (`attach` waits it); it never goes elsewhere meanwhile.
-                        let primary_wait = self.shared.config().health.primary_wait;
-                        let refused =
-                            e.code == sqlstate::CANNOT_CONNECT && self.server.in_flight == 0 && self.tx.status.idle();
-                        let first = *self.server.refused_since.get_or_insert_with(Instant::now);
-                        if refused && first.elapsed() < primary_wait {
-                            tracing::debug!(error = %e, "primary refused a connection: waiting");
-                            self.unit.classes.clear();
-                            continue;
-                        }
-                        self.server.refused_since = None;
-                        self.reject_unit(e);
-                        continue;
-                    }
-                    self.server.refused_since = None;
-                }
-                let node_name = snapshot.nodes.get(decision.node).map_or("", |n| n.name.as_str());
-                tracing::debug!(node = %node_name, reason = decision.label(&class), "route");
-                let scope = self.unit.scope.filter(|_| decision.reason != Reason::FollowsActive);
-                metrics::route(node_name, decision.metric_label(&class), scope);
-                self.note_pin(&class);
-                let begins = |c: &Class| c.steps.iter().any(|s| s.tx == TxOp::Begin);
-                if self.server.in_flight == 0
-                    && self.tx.status.idle()
-                    && (begins(&class) || self.unit.classes.iter().any(|c| begins(c)))
-                {
-                    self.prepare_for_transaction(decision.node)?;
-                }
-                if commits {
-                    self.track_commit(commit_only);
-                }
-                self.hide_other_statements(decision.node, &class);
-                self.set_rule_timeout();
-                self.client.intake = Intake::Open;
             }
-            let f = self.client.pop().ok_or(End::Client)?;
-            self.forward(f)?;
         }
+        Ok(())
+    }
+
+    /// The message at the front begins a unit (`Intake::Between`): it is answered here,
+    /// or the unit is routed and its server attached, or it waits.
+    async fn begin_unit(&mut self, t: u8) -> Result<Next, End> {
+        if self.answer.split_rest.is_some() && !self.answer.splitting {
+            // The rest of a split Query runs next, once its first part answers.
+            return Ok(Next::Wait);
+        }
+        match t {
+            tag::TERMINATE => return Err(End::Client),
+            // Follow-ups of what runs now (COPY data, Flush): no unit of their own.
+            tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL | tag::FLUSH => {
+                let f = self.client.pop().ok_or(End::Client)?;
+                if self.server.active.is_some() {
+                    self.forward(f)?;
+                }
+                return Ok(Next::Handled);
+            }
+            // A lone Sync with nothing running: answer it ourselves.
+            tag::SYNC if self.server.active.is_none() => {
+                self.client.pop();
+                self.ready_for_client();
+                return Ok(Next::Handled);
+            }
+            _ => {}
+        }
+        match self.deallocate_locally() {
+            Local::Route => {}
+            Local::Wait => return Ok(Next::Wait),
+            Local::Done => return Ok(Next::Handled),
+        }
+        if self.server.in_flight > 0 && self.names_in_doubt() {
+            // Whether a statement name is taken depends on how units in flight end (an
+            // error skips their Parse or Close): decide once they have.
+            return Ok(Next::Wait);
+        }
+        if self.server.in_flight == 0 && self.tx.status.idle() {
+            self.wait_while_paused().await;
+        }
+        let scan = self.scan_unit();
+        // A unit that only prepares a COMMIT commits nothing.
+        let commits = scan.commits && scan.executes;
+        let commit_only = scan.commit_only && scan.complete;
+        if self.ryw.position_pending && scan.class.as_ref().is_none_or(|c| !c.is_write()) {
+            // The position of this session's last commit is microseconds away: a read
+            // waits for it rather than settle for the primary.
+            return Ok(Next::Wait);
+        }
+        let (decision, class, snapshot) = match self.route_unit(scan).await {
+            Ok(d) => d,
+            // Replies to earlier units must reach the client first: decide again once
+            // they have.
+            Err(_) if self.server.in_flight > 0 => return Ok(Next::Wait),
+            Err(e) => {
+                self.reject_unit(e);
+                return Ok(Next::Handled);
+            }
+        };
+        if self.server.for_reads && class.is_write() && decision.reason == Reason::InTransaction {
+            if self.server.in_flight > 0 {
+                // A write kept on a replica by a transaction that units still in flight
+                // may end: decide once they have answered.
+                return Ok(Next::Wait);
+            }
+            if self.split_transaction_end() {
+                return Ok(Next::Retry);
+            }
+        }
+        match self.switch_to(decision.node, &snapshot).await? {
+            Next::Forward => {}
+            other => return Ok(other),
+        }
+        self.start_unit(decision, &class, &snapshot, commits, commit_only)?;
+        Ok(Next::Forward)
+    }
+
+    /// Makes `node` the active server for the unit at the front: the one attached, or a
+    /// connection of its own once the one attached is idle.
+    async fn switch_to(&mut self, node: usize, snapshot: &Snapshot) -> Result<Next, End> {
+        if self.server.active.is_some_and(|a| a != node) {
+            if self.server.in_flight > 0 {
+                // Pipelined unit bound elsewhere: wait for this server to finish.
+                return Ok(Next::Wait);
+            }
+            if self.pinned.is_some() {
+                // The primary changed under a pinned session: its LISTENs, temp tables or
+                // locks stayed on the old one. Moving on would lose them silently.
+                return Err(End::Fatal(
+                    PgError::fatal(
+                        sqlstate::CONNECTION_FAILURE,
+                        "pgroute: the primary changed; this session's server-side state stayed on the old one",
+                    )
+                    .with_hint("Reconnect: LISTEN, temporary tables and session locks must be recreated."),
+                ));
+            }
+            self.detach();
+        }
+        if self.server.active.is_some() {
+            return Ok(Next::Forward);
+        }
+        let Err(e) = self.attach(node, true).await else {
+            self.server.refused_since = None;
+            return Ok(Next::Forward);
+        };
+        let replica = snapshot.nodes.get(node).is_some_and(|n| n.role == Role::Replica);
+        if replica && e.code == sqlstate::CANNOT_CONNECT {
+            tracing::warn!(error = %e, "replica unreachable: taken out of rotation");
+            self.shared.topology.mark_unreachable(node);
+            return Ok(Next::Retry);
+        }
+        // The primary refuses connections: it may be dying before the monitor has seen
+        // it. As with no primary, the unit waits up to primary_wait (from the first
+        // refusal), deciding again after each interval (`attach` waits it); it never goes
+        // elsewhere meanwhile.
+        let primary_wait = self.shared.config().health.primary_wait;
+        let refused = e.code == sqlstate::CANNOT_CONNECT && self.server.in_flight == 0 && self.tx.status.idle();
+        let first = *self.server.refused_since.get_or_insert_with(Instant::now);
+        if refused && first.elapsed() < primary_wait {
+            tracing::debug!(error = %e, "primary refused a connection: waiting");
+            return Ok(Next::Retry);
+        }
+        self.server.refused_since = None;
+        self.reject_unit(e);
+        Ok(Next::Handled)
+    }
+
+    /// The unit is routed and its server attached: what it starts there (pins, the
+    /// statements a transaction needs prepared, commit tracking, a rule's timeout) is set
+    /// up before its first message is forwarded.
+    fn start_unit(
+        &mut self,
+        decision: Decision,
+        class: &Class,
+        snapshot: &Snapshot,
+        commits: bool,
+        commit_only: bool,
+    ) -> Result<(), End> {
+        let node_name = snapshot.nodes.get(decision.node).map_or("", |n| n.name.as_str());
+        tracing::debug!(node = %node_name, reason = decision.label(class), "route");
+        let scope = self.unit.scope.filter(|_| decision.reason != Reason::FollowsActive);
+        metrics::route(node_name, decision.metric_label(class), scope);
+        self.note_pin(class);
+        let begins = |c: &Class| c.steps.iter().any(|s| s.tx == TxOp::Begin);
+        if self.server.in_flight == 0
+            && self.tx.status.idle()
+            && (begins(class) || self.unit.classes.iter().any(|c| begins(c)))
+        {
+            self.prepare_for_transaction(decision.node)?;
+        }
+        if commits {
+            self.track_commit(commit_only);
+        }
+        self.hide_other_statements(decision.node, class);
+        self.set_rule_timeout();
+        self.client.intake = Intake::Open;
         Ok(())
     }
 
