@@ -18,6 +18,7 @@ mod held;
 mod in_doubt;
 mod ledger;
 mod local;
+mod loss;
 mod own_statements;
 mod reply;
 mod route;

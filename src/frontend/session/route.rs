@@ -7,9 +7,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use std::time::Instant;
 
-use super::causal::ReadFacts;
-use super::in_doubt::AfterLoss;
+use super::causal::{Need, ReadFacts};
 use super::local::Local;
+use super::loss::AfterLoss;
 use super::state::Intake;
 use super::{End, Session};
 use crate::backend::Purpose;
@@ -21,7 +21,7 @@ use crate::frontend::prepared::{split_bind, split_parse, split_target};
 use crate::metrics;
 use crate::protocol::{self, sqlstate, tag, PgError};
 use crate::router::{self, Causal, Decision, Pick, Reason, SessionView};
-use crate::rules::Context;
+use crate::rules::{Context, ReadRoute};
 use crate::topology::Snapshot;
 
 /// What the next unit runs: its most demanding class, that statement's text (for rule
@@ -478,12 +478,11 @@ impl Session {
             database: &self.who.database,
         };
         let read = self.shared.rules().route_read(&class, text, &hint, &ctx);
-        let config = self.shared.config();
-        let scope = read.scope.unwrap_or(config.routing.causal_scope);
+        let scope = read.scope.unwrap_or(self.shared.config().routing.causal_scope);
         // Tagged keys: a write records them when it commits; a read must see their commits.
         let facts = ReadFacts::new(self, now, scope, (!class.writes_data).then_some(hint.keys.as_slice()), after);
         self.unit.keys = if class.writes_data { hint.keys.clone() } else { Vec::new() };
-        let mut need = self.causal(&snapshot, now, facts);
+        let need = self.causal(&snapshot, now, facts);
         let view = SessionView {
             in_transaction_on: self.server.active.filter(|_| !self.tx.status.idle()),
             read_only_transaction: self.server.for_reads,
@@ -497,32 +496,44 @@ impl Session {
         // its reads to one replica.
         let placed_read = !class.is_write() && class.pins.is_none() && view.in_transaction_on.is_none() && !view.pinned;
         self.unit.scope = placed_read.then_some(scope);
-        let replica_read = executes && placed_read;
-        let ticket = if replica_read {
+        let ticket = if executes && placed_read {
             self.shared.tickets.fetch_add(1, Ordering::Relaxed)
         } else {
             self.shared.tickets.load(Ordering::Relaxed)
         };
-        // Failover: with no primary, wait up to primary_wait for one to appear, never send
-        // the unit elsewhere meanwhile.
-        let (primary_wait, interval) = (config.health.primary_wait, config.health.interval);
-        let deadline = now + primary_wait;
-        let mut snapshot = snapshot;
         let loads = if snapshot.least_connections { self.shared.topology.loads() } else { Vec::new() };
         let pick = Pick { ticket, loads: snapshot.least_connections.then_some(loads.as_slice()) };
-        // causal_wait: a read that would go to the primary only because no replica has the
-        // commits its scope needs yet may wait that long for one to catch up.
+        let (decision, snapshot) = self.decide(&class, &read, view, snapshot, pick, facts, need).await?;
+        self.admit(&read, &class, executes, text).await?;
+        Ok((decision, class, snapshot))
+    }
+
+    /// `router::decide`, again as long as the answer may still change: with no primary,
+    /// up to `primary_wait` for one to appear (never sending the unit elsewhere
+    /// meanwhile); for a read that would go to the primary only because no replica has the
+    /// commits its scope needs yet, up to `causal_wait` for one to catch up (asking the
+    /// primary its position once, when that is what is unknown).
+    #[allow(clippy::too_many_arguments)]
+    async fn decide(
+        &mut self,
+        class: &Class,
+        read: &ReadRoute,
+        mut view: SessionView,
+        mut snapshot: Arc<Snapshot>,
+        pick: Pick<'_>,
+        facts: ReadFacts,
+        mut need: Need,
+    ) -> Result<(Decision, Arc<Snapshot>), PgError> {
+        let config = self.shared.config();
+        let mut now = facts.arrived;
+        let deadline = now + config.health.primary_wait;
         let causal_deadline = config.routing.causal_wait.map(|w| now + w);
-        let mut view = view;
-        let mut waited = false;
-        let mut asked_primary = false;
-        let mut waiter = None;
-        let mut waited_from = now;
-        let mut now = now;
+        let (mut waited_from, mut asked_primary, mut waiter) = (None, false, None);
         loop {
-            match router::decide(&class, &read, view, &snapshot, now, pick) {
-                Ok(decision)
-                    if decision.reason == Reason::Causal
+            let decided = router::decide(class, read, view, &snapshot, now, pick);
+            match decided {
+                Ok(d)
+                    if d.reason == Reason::Causal
                         && need.position_unknown
                         && !asked_primary
                         && causal_deadline.is_some() =>
@@ -534,73 +545,33 @@ impl Session {
                     asked_primary = true;
                     // Boxed: rare, and it must not set the size of every client's task.
                     Box::pin(self.ask_primary_position(&snapshot, facts.arrived)).await;
-                    now = Instant::now();
-                    snapshot = self.shared.topology.snapshot();
-                    need = self.causal(&snapshot, now, facts);
-                    view.causal = need.causal;
                 }
-                Ok(decision)
-                    if decision.reason == Reason::Causal
+                Ok(d)
+                    if d.reason == Reason::Causal
                         && matches!(view.causal, Causal::Lsn { .. })
                         && causal_deadline.is_some_and(|d| now < d) =>
                 {
                     // Registered as waiting, the replay watch asks the replicas where
                     // they are, back to back; each move forward wakes this read to
                     // decide again.
-                    if !waited {
-                        waited = true;
-                        waited_from = now;
-                    }
+                    waited_from.get_or_insert(now);
                     let left = causal_deadline.map(|d| d.saturating_duration_since(now)).unwrap_or_default();
                     let waiter = waiter.get_or_insert_with(|| self.shared.replay_waits.wait());
                     let _ = tokio::time::timeout(left, waiter.moved()).await;
-                    now = Instant::now();
-                    snapshot = self.shared.topology.snapshot();
-                    need = self.causal(&snapshot, now, facts);
-                    view.causal = need.causal;
                 }
-                Ok(decision) => {
-                    if waited {
-                        let caught_up = decision.reason != Reason::Causal;
-                        let outcome = if caught_up { "replica" } else { "primary" };
-                        metrics::causal_wait(outcome, now.saturating_duration_since(waited_from));
+                Ok(d) => {
+                    if let Some(from) = waited_from {
+                        let outcome = if d.reason != Reason::Causal { "replica" } else { "primary" };
+                        metrics::causal_wait(outcome, now.saturating_duration_since(from));
                     }
-                    // A rule with reserve = true: its session's connections may come from
-                    // [pool] reserve.
-                    self.unit.reserve = read.reserve();
-                    // A rule's statement_timeout: for a read outside a transaction block,
-                    // with nothing in flight before it (whose end state is unknown yet).
-                    // A statement that reads the setting sees the client's own value.
-                    let no_tx = |c: &Class| c.steps.iter().all(|s| s.tx == TxOp::None);
-                    self.unit.timeout = read.statement_timeout().filter(|_| {
-                        executes
-                            && !class.is_write()
-                            && self.tx.status.idle()
-                            && self.server.in_flight == 0
-                            && no_tx(&class)
-                            && self.unit.classes.iter().all(|c| no_tx(c))
-                            && !text.to_ascii_lowercase().contains("statement_timeout")
-                    });
-                    // A rule's cap counts its reads (and the transactions they begin): a
-                    // session without a place waits in line for one before the unit runs.
-                    self.release_place();
-                    if let Some(gate) = read.gate().filter(|_| !class.is_write() && self.tx.place.is_none()) {
-                        if self.server.in_flight > 0 {
-                            // Not while replies to this session's earlier units are due:
-                            // the caller decides again once they have come.
-                            return Err(PgError::error(sqlstate::TOO_MANY_CONNECTIONS, "pgroute: waiting for a place"));
-                        }
-                        // Boxed: rare, and it must not set the size of every client's task.
-                        let admitted = Box::pin(gate.admit()).await?;
-                        self.tx.place = Some(Box::new(admitted));
-                    }
-                    return Ok((decision, class, snapshot));
+                    return Ok((d, snapshot));
                 }
                 Err(e) if now < deadline && snapshot.primary(now).is_none() => {
                     tracing::debug!(error = %e, "no primary yet: waiting");
-                    tokio::time::sleep(interval).await;
+                    tokio::time::sleep(config.health.interval).await;
                     now = Instant::now();
                     snapshot = self.shared.topology.snapshot();
+                    continue;
                 }
                 Err(e) => {
                     if class.is_write() {
@@ -609,7 +580,46 @@ impl Session {
                     return Err(e);
                 }
             }
+            now = Instant::now();
+            snapshot = self.shared.topology.snapshot();
+            need = self.causal(&snapshot, now, facts);
+            view.causal = need.causal;
         }
+    }
+
+    /// What the unit's read rule asks of a unit about to run: its reserve, its
+    /// `statement_timeout`, its place under the rule's cap.
+    async fn admit(&mut self, read: &ReadRoute, class: &Class, executes: bool, text: &str) -> Result<(), PgError> {
+        // A rule with reserve = true: its session's connections may come from
+        // [pool] reserve.
+        self.unit.reserve = read.reserve();
+        // A rule's statement_timeout: for a read outside a transaction block, with nothing
+        // in flight before it (whose end state is unknown yet). A statement that reads the
+        // setting sees the client's own value.
+        let no_tx = |c: &Class| c.steps.iter().all(|s| s.tx == TxOp::None);
+        self.unit.timeout = read.statement_timeout().filter(|_| {
+            executes
+                && !class.is_write()
+                && self.tx.status.idle()
+                && self.server.in_flight == 0
+                && no_tx(class)
+                && self.unit.classes.iter().all(|c| no_tx(c))
+                && !text.to_ascii_lowercase().contains("statement_timeout")
+        });
+        // A rule's cap counts its reads (and the transactions they begin): a session
+        // without a place waits in line for one before the unit runs.
+        self.release_place();
+        if let Some(gate) = read.gate().filter(|_| !class.is_write() && self.tx.place.is_none()) {
+            if self.server.in_flight > 0 {
+                // Not while replies to this session's earlier units are due: the caller
+                // decides again once they have come.
+                return Err(PgError::error(sqlstate::TOO_MANY_CONNECTIONS, "pgroute: waiting for a place"));
+            }
+            // Boxed: rare, and it must not set the size of every client's task.
+            let admitted = Box::pin(gate.admit()).await?;
+            self.tx.place = Some(Box::new(admitted));
+        }
+        Ok(())
     }
 
     /// A read that calls a volatile function outside pg_catalog (or one whose volatility
