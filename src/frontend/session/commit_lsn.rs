@@ -114,6 +114,14 @@ impl Session {
         self.ryw.position_pending = true;
     }
 
+    /// The position query's row, on a node with this WAL geometry and timeline. An insert
+    /// position right after a page header stands for the page boundary, where replicas
+    /// report the commit replayed.
+    pub(super) fn position_row(&mut self, body: &[u8], wal: crate::topology::Wal) {
+        let end = |lsn| wal.layout.map_or(lsn, |l| l.record_end(lsn));
+        self.ryw.position_answer = parse_row(body).map(|lsn| (end(lsn), wal.timeline));
+    }
+
     /// The position query's ReadyForQuery: a committed write's position is recorded and
     /// reported, then the client's held ReadyForQuery goes out.
     pub(super) fn commit_lsn_answered(&mut self) {

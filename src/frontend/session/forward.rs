@@ -261,21 +261,6 @@ impl Session {
     }
 
     /// A unit ends at Query, Sync or FunctionCall: each gets one ReadyForQuery.
-    /// A simple Query of pgroute's own on the active server, in the client's flight: its
-    /// replies are read or dropped as `own` says, never forwarded.
-    pub(super) fn send_own_query(&mut self, sql: &str, own: Own) {
-        self.server.wbuf.extend_from_slice(crate::protocol::query(sql).raw());
-        self.server.expect.push_back(Expect::Ready {
-            sync: false,
-            names: Vec::new(),
-            split: false,
-            own: Some(own),
-            commits: false,
-            sent: Instant::now(),
-        });
-        self.server.in_flight += 1;
-    }
-
     fn end_unit(&mut self, sync: bool) {
         self.unit.forced_write = false;
         self.unit.keys.clear();
@@ -326,17 +311,7 @@ impl Session {
         for stmt in &missing {
             self.ensure_prepared(node, stmt)?;
         }
-        self.server.wbuf.extend_from_slice(crate::protocol::sync().raw());
-        let sent = Instant::now();
-        self.server.expect.push_back(Expect::Ready {
-            sync: true,
-            names: Vec::new(),
-            split: false,
-            own: Some(Own::Prepare),
-            commits: false,
-            sent,
-        });
-        self.server.in_flight += 1;
+        self.send_own_sync(Own::Prepare);
         Ok(())
     }
 

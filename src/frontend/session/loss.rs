@@ -10,7 +10,6 @@ use super::in_doubt::{
 };
 use super::state::TxStatus;
 use super::{End, Expect, Own, Session};
-use crate::backend::Purpose;
 use crate::classify::TxOp;
 use crate::frontend::prepared;
 use crate::metrics;
@@ -327,11 +326,13 @@ impl Session {
 
     async fn ask_status(&self, node: usize, asked: &Asked, timeline: Option<u32>) -> Result<Found, PgError> {
         let xid = asked.xid.unwrap_or_default();
-        let mut conn =
-            self.shared.pools.checkout_for(node, &self.who.user, &self.who.database, Purpose::Catalog, &[]).await?;
-        let replayed = conn.query_text("SELECT pg_last_wal_replay_lsn()").await;
-        let status = conn.query_text(&format!("SELECT txid_status({xid})")).await;
-        conn.release(replayed.is_ok() && status.is_ok());
+        let mut answers = self
+            .ask_aside(node, &["SELECT pg_last_wal_replay_lsn()", &format!("SELECT txid_status({xid})")])
+            .await?
+            .into_iter();
+        let (Some(replayed), Some(status)) = (answers.next(), answers.next()) else {
+            return Err(super::internal());
+        };
         let replayed = match replayed? {
             Some(l) => Some(super::commit_lsn::parse_lsn(&l).ok_or_else(|| PgError::error("XX000", "bad LSN"))?),
             None => None,

@@ -19,6 +19,7 @@ mod in_doubt;
 mod ledger;
 mod local;
 mod loss;
+mod own;
 mod own_statements;
 mod reply;
 mod route;
@@ -42,6 +43,7 @@ use crate::cancel;
 use crate::classify::{Class, Dialect, Step};
 use crate::metrics;
 use crate::protocol::{self, sqlstate, PgError};
+use own::Own;
 
 /// What a server reply to a message pgroute forwarded or injected should become.
 #[derive(Debug)]
@@ -83,23 +85,6 @@ enum Expect {
         /// When it was forwarded (`SHOW STATS` time per node).
         sent: std::time::Instant,
     },
-}
-
-/// pgroute's own units on a client's connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Own {
-    /// Statements prepared where a transaction begins (`forward::prepare_for_transaction`).
-    Prepare,
-    /// The commit-position query behind a committing unit (`commit_lsn`): its row is read.
-    Position,
-    /// The transaction id asked for in front of a COMMIT (`in_doubt`): its row is read.
-    Xid,
-    /// A rule's `statement_timeout` set in front of a unit, or the client's own value put
-    /// back behind it (`rule_timeout`).
-    Timeout,
-    /// Every statement dropped in front of a read of `pg_prepared_statements`
-    /// (`own_statements`).
-    Forget,
 }
 
 impl Expect {

@@ -7,8 +7,6 @@
 //! next used. Close messages, one unit of pgroute's own: closing a statement that is not
 //! there is no error, and Close works in any transaction state, aborted too.
 
-use std::time::Instant;
-
 use super::{Expect, Own, Session};
 use crate::classify::Class;
 use crate::frontend::prepared;
@@ -30,15 +28,6 @@ impl Session {
             prepared::put_target(&mut self.server.wbuf, tag::CLOSE, b'S', &prepared::server_name(hash));
             self.server.expect.push_back(Expect::Close { forward: false, closed: None });
         }
-        self.server.wbuf.extend_from_slice(crate::protocol::sync().raw());
-        self.server.expect.push_back(Expect::Ready {
-            sync: true,
-            names: Vec::new(),
-            split: false,
-            own: Some(Own::Forget),
-            commits: false,
-            sent: Instant::now(),
-        });
-        self.server.in_flight += 1;
+        self.send_own_sync(Own::Forget);
     }
 }

@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use super::commit_lsn;
 use super::ledger::Committed;
 use super::state::{Intake, TxStatus};
 use super::{End, Expect, Own, Session};
@@ -34,10 +33,10 @@ fn position_follows(expect: &std::collections::VecDeque<Expect>) -> bool {
 }
 
 /// The unit the server is answering now: whether it is the first part of a split Query,
-/// and whether it is pgroute's own.
-fn unit_answering(expect: &std::collections::VecDeque<Expect>) -> Option<(bool, bool)> {
+/// and which of pgroute's own it is.
+fn unit_answering(expect: &std::collections::VecDeque<Expect>) -> Option<(bool, Option<Own>)> {
     expect.iter().find_map(|e| match e {
-        Expect::Ready { split, own, .. } => Some((*split, own.is_some())),
+        Expect::Ready { split, own, .. } => Some((*split, *own)),
         _ => None,
     })
 }
@@ -99,25 +98,14 @@ impl Session {
     /// Rows, descriptions and tags of pgroute's own queries are read here, never
     /// forwarded. Returns whether `frame` was one.
     fn own_query_reply(&mut self, node: usize, frame: &Frame) -> bool {
-        let reading = match self.server.expect.front() {
-            Some(Expect::Ready { own: Some(o @ (Own::Position | Own::Xid | Own::Timeout | Own::Forget)), .. }) => *o,
+        let own = match self.server.expect.front() {
+            Some(Expect::Ready { own: Some(own), .. }) if own.is_query() => *own,
             _ => return false,
         };
-        if !matches!(frame.tag(), tag::ROW_DESCRIPTION | tag::DATA_ROW | tag::COMMAND_COMPLETE) {
-            return false;
-        }
-        if frame.tag() == tag::DATA_ROW {
-            let wal = self.shared.topology.snapshot().nodes.get(node).map(|n| n.wal).unwrap_or_default();
-            match reading {
-                Own::Position => {
-                    // An insert position right after a page header stands for the page
-                    // boundary, where replicas report the commit replayed.
-                    let end = |lsn| wal.layout.map_or(lsn, |l| l.record_end(lsn));
-                    self.ryw.position_answer = commit_lsn::parse_row(frame.body()).map(|lsn| (end(lsn), wal.timeline));
-                }
-                Own::Xid => self.xid_answered(frame.body(), wal.timeline),
-                Own::Timeout | Own::Prepare | Own::Forget => {}
-            }
+        match frame.tag() {
+            tag::DATA_ROW => self.own_row(own, node, frame.body()),
+            tag::ROW_DESCRIPTION | tag::COMMAND_COMPLETE => {}
+            _ => return false,
         }
         true
     }
@@ -139,14 +127,10 @@ impl Session {
     /// Returns whether the client sees it (not when it answers pgroute's own unit).
     fn on_error(&mut self, node: usize, frame: &Frame) -> bool {
         let mut forward = true;
-        if unit_answering(&self.server.expect).is_some_and(|(_, own)| own) {
-            // The statement is prepared again where it is used, and fails there. The id
-            // query in front of a COMMIT fails in a failed block.
-            let xid = matches!(self.server.expect.front(), Some(Expect::Ready { own: Some(Own::Xid), .. }));
-            if xid && protocol::error_fields(frame.body()).0 == crate::protocol::sqlstate::IN_FAILED_SQL_TRANSACTION {
-                self.tx.doubt.failed_block();
-            }
-            tracing::debug!("a unit of pgroute's own failed");
+        if let Some(own) = unit_answering(&self.server.expect).and_then(|(_, own)| own) {
+            // A statement prepared in an own unit is prepared again where it is used, and
+            // fails there.
+            self.own_failed(own, &protocol::error_fields(frame.body()).0);
             forward = false;
         } else {
             self.tx.ledger.failed();
@@ -285,9 +269,7 @@ impl Session {
         self.server.in_flight = self.server.in_flight.saturating_sub(1);
         self.tx.status = status;
         if let Some(own) = own {
-            if own == Own::Position {
-                self.commit_lsn_answered();
-            }
+            self.own_done(own);
             return false;
         }
         self.tx.doubt.ready();

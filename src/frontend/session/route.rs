@@ -12,7 +12,6 @@ use super::local::Local;
 use super::loss::AfterLoss;
 use super::state::Intake;
 use super::{End, Session};
-use crate::backend::Purpose;
 use crate::catalog::FunctionCatalog;
 use crate::classify::{hint, Class, Classifier, Dialect, QName, TxOp};
 use crate::config::{PoolMode, Role};
@@ -654,11 +653,8 @@ impl Session {
 
     async fn lookup_volatility(&self, f: &QName) -> Result<bool, PgError> {
         let primary = self.shared.topology.snapshot().primary(Instant::now()).ok_or_else(super::internal)?;
-        let mut conn =
-            self.shared.pools.checkout_for(primary, &self.who.user, &self.who.database, Purpose::Catalog, &[]).await?;
-        let answer = conn.query_text(&FunctionCatalog::lookup_sql(f)).await;
-        conn.release(answer.is_ok());
-        Ok(answer?.as_deref() != Some("false"))
+        let mut answers = self.ask_aside(primary, &[&FunctionCatalog::lookup_sql(f)]).await?;
+        Ok(answers.pop().ok_or_else(super::internal)??.as_deref() != Some("false"))
     }
 
     /// Refuses the unit at the front of the queue with `e`.
