@@ -104,58 +104,8 @@ impl ServerConn {
             let frame = conn.read().await.map_err(|e| lost(addr, e))?;
             match frame.tag() {
                 tag::AUTHENTICATION => {
-                    let mut r = BodyReader::new(frame.body());
-                    let code = r.i32().map_err(|e| lost(addr, e))?;
-                    let need_pw = || {
-                        password.ok_or_else(|| {
-                            lost(addr, format!("server asks for a password and none is configured for user {user:?}"))
-                        })
-                    };
-                    let reply = match code {
-                        0 => continue,
-                        3 => {
-                            let mut p = need_pw()?.as_bytes().to_vec();
-                            p.push(0);
-                            p
-                        }
-                        5 => {
-                            let salt: [u8; 4] = r
-                                .bytes(4)
-                                .map_err(|e| lost(addr, e))?
-                                .try_into()
-                                .map_err(|_| lost(addr, "bad md5 salt"))?;
-                            let mut p = md5::response(user, need_pw()?, &salt).into_bytes();
-                            p.push(0);
-                            p
-                        }
-                        10 => {
-                            // Over TLS, bind to the server's certificate when it offers PLUS.
-                            let offered = r.rest().split(|b| *b == 0).any(|m| m == scram::MECHANISM_PLUS.as_bytes());
-                            let (mechanism, binding) = match (conn.stream.end_point(), offered) {
-                                (Some(hash), true) => (scram::MECHANISM_PLUS, scram::ClientBinding::Plus(hash)),
-                                (Some(_), false) => (scram::MECHANISM, scram::ClientBinding::NotOffered),
-                                (None, _) => (scram::MECHANISM, scram::ClientBinding::Unsupported),
-                            };
-                            let (ex, first) = scram::ClientExchange::start(need_pw()?, binding);
-                            scram_state = Some(ex);
-                            let mut p = Vec::new();
-                            p.extend_from_slice(mechanism.as_bytes());
-                            p.push(0);
-                            p.extend_from_slice(&(first.len() as i32).to_be_bytes());
-                            p.extend_from_slice(first.as_bytes());
-                            p
-                        }
-                        11 => {
-                            let ex = scram_state.as_mut().ok_or_else(|| lost(addr, "unexpected SASL continue"))?;
-                            ex.respond(r.rest()).map_err(|e| lost(addr, e.0))?.into_bytes()
-                        }
-                        12 => {
-                            let ex = scram_state.as_ref().ok_or_else(|| lost(addr, "unexpected SASL final"))?;
-                            ex.verify_server(r.rest()).map_err(|e| lost(addr, e.0))?;
-                            continue;
-                        }
-                        other => return Err(lost(addr, format!("unsupported authentication method {other}"))),
-                    };
+                    let login = Login { addr, user, password };
+                    let Some(reply) = login.reply(frame.body(), &conn.stream, &mut scram_state)? else { continue };
                     let msg = protocol::password_message(&reply);
                     conn.stream.write_all(msg.raw()).await.map_err(|e| lost(addr, e))?;
                 }
@@ -257,4 +207,73 @@ fn data_row(body: &[u8]) -> Vec<Option<String>> {
         cols.push(Some(String::from_utf8_lossy(b).into_owned()));
     }
     cols
+}
+
+/// Who logs in to a server, to answer its authentication requests.
+struct Login<'a> {
+    addr: &'a NodeAddr,
+    user: &'a str,
+    password: Option<&'a str>,
+}
+
+impl Login<'_> {
+    /// The answer to one Authentication request (`None`: nothing to send).
+    fn reply(
+        &self,
+        body: &[u8],
+        stream: &ServerStream,
+        scram_state: &mut Option<scram::ClientExchange>,
+    ) -> Result<Option<Vec<u8>>, PgError> {
+        let (addr, user) = (self.addr, self.user);
+        let mut r = BodyReader::new(body);
+        let code = r.i32().map_err(|e| lost(addr, e))?;
+        let need_pw = || {
+            self.password.ok_or_else(|| {
+                lost(addr, format!("server asks for a password and none is configured for user {user:?}"))
+            })
+        };
+        let reply = match code {
+            0 => return Ok(None),
+            3 => {
+                let mut p = need_pw()?.as_bytes().to_vec();
+                p.push(0);
+                p
+            }
+            5 => {
+                let salt: [u8; 4] =
+                    r.bytes(4).map_err(|e| lost(addr, e))?.try_into().map_err(|_| lost(addr, "bad md5 salt"))?;
+                let mut p = md5::response(user, need_pw()?, &salt).into_bytes();
+                p.push(0);
+                p
+            }
+            10 => {
+                // Over TLS, bind to the server's certificate when it offers PLUS.
+                let offered = r.rest().split(|b| *b == 0).any(|m| m == scram::MECHANISM_PLUS.as_bytes());
+                let (mechanism, binding) = match (stream.end_point(), offered) {
+                    (Some(hash), true) => (scram::MECHANISM_PLUS, scram::ClientBinding::Plus(hash)),
+                    (Some(_), false) => (scram::MECHANISM, scram::ClientBinding::NotOffered),
+                    (None, _) => (scram::MECHANISM, scram::ClientBinding::Unsupported),
+                };
+                let (ex, first) = scram::ClientExchange::start(need_pw()?, binding);
+                *scram_state = Some(ex);
+                let mut p = Vec::new();
+                p.extend_from_slice(mechanism.as_bytes());
+                p.push(0);
+                p.extend_from_slice(&(first.len() as i32).to_be_bytes());
+                p.extend_from_slice(first.as_bytes());
+                p
+            }
+            11 => {
+                let ex = scram_state.as_mut().ok_or_else(|| lost(addr, "unexpected SASL continue"))?;
+                ex.respond(r.rest()).map_err(|e| lost(addr, e.0))?.into_bytes()
+            }
+            12 => {
+                let ex = scram_state.as_ref().ok_or_else(|| lost(addr, "unexpected SASL final"))?;
+                ex.verify_server(r.rest()).map_err(|e| lost(addr, e.0))?;
+                return Ok(None);
+            }
+            other => return Err(lost(addr, format!("unsupported authentication method {other}"))),
+        };
+        Ok(Some(reply))
+    }
 }

@@ -638,6 +638,14 @@ impl Config {
     }
 
     fn validate(&self, text: &str) -> Result<(), (Option<usize>, String)> {
+        self.validate_nodes(text)?;
+        self.validate_users()?;
+        self.validate_rules()?;
+        self.validate_limits()
+    }
+
+    /// Nodes: unique names, one primary or all `auto`, Patroni's settings, groups, TLS.
+    fn validate_nodes(&self, text: &str) -> Result<(), (Option<usize>, String)> {
         if self.nodes.is_empty() && self.topology.source != Source::Patroni {
             return Err((None, "no [[nodes]] configured".into()));
         }
@@ -681,6 +689,34 @@ impl Config {
                 ));
             }
         }
+        let groups = self.groups();
+        if groups.len() > MAX_GROUPS {
+            return Err((None, format!("more than {MAX_GROUPS} node groups")));
+        }
+        for n in &self.nodes {
+            for g in n.groups.iter().flatten() {
+                let name = g.get_ref();
+                let fine = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+                if !fine {
+                    return Err((Some(g.span().start), format!("group name {name:?}: use letters, digits, _ and -")));
+                }
+            }
+        }
+        if let Some(n) = self.nodes.iter().find(|n| n.tls.verifies() && n.tls_ca_file.is_none()) {
+            return Err((
+                Some(n.name.span().start),
+                format!("node {:?}: tls = verify-ca/verify-full needs tls_ca_file", n.name.get_ref()),
+            ));
+        }
+        if self.topology.member_tls.verifies() && self.topology.member_tls_ca_file.is_none() {
+            return Err((None, "[topology] member_tls = verify-ca/verify-full needs member_tls_ca_file".into()));
+        }
+        Ok(())
+    }
+
+    /// Users: unique, with a password where their auth method needs one; the console's
+    /// and the monitor's users among them.
+    fn validate_users(&self) -> Result<(), (Option<usize>, String)> {
         for (i, u) in self.users.iter().enumerate() {
             if self.users[..i].iter().any(|p| p.name.get_ref() == u.name.get_ref()) {
                 return Err((Some(u.name.span().start), format!("duplicate user {:?}", u.name.get_ref())));
@@ -695,19 +731,21 @@ impl Config {
                 ));
             }
         }
+        if let Some(u) = self.admin.users.iter().find(|u| self.user(u.get_ref()).is_none()) {
+            return Err((
+                Some(u.span().start),
+                format!("[admin] user {:?} is not a configured [[users]] entry", u.get_ref()),
+            ));
+        }
+        if let Some(u) = self.health.user.as_ref().filter(|u| self.user(u).is_none()) {
+            return Err((None, format!("[health] user {u:?} is not a configured [[users]] entry")));
+        }
+        Ok(())
+    }
+
+    /// Rules: unique names, patterns that compile, groups that exist, limits that fit.
+    fn validate_rules(&self) -> Result<(), (Option<usize>, String)> {
         let groups = self.groups();
-        if groups.len() > MAX_GROUPS {
-            return Err((None, format!("more than {MAX_GROUPS} node groups")));
-        }
-        for n in &self.nodes {
-            for g in n.groups.iter().flatten() {
-                let name = g.get_ref();
-                let fine = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-                if !fine {
-                    return Err((Some(g.span().start), format!("group name {name:?}: use letters, digits, _ and -")));
-                }
-            }
-        }
         for (i, r) in self.routing.rules.iter().enumerate() {
             if self.routing.rules[..i].iter().any(|p| p.name.get_ref() == r.name.get_ref()) {
                 return Err((Some(r.name.span().start), format!("duplicate rule name {:?}", r.name.get_ref())));
@@ -749,6 +787,11 @@ impl Config {
                 _ => {}
             }
         }
+        Ok(())
+    }
+
+    /// Pool, health and listener numbers.
+    fn validate_limits(&self) -> Result<(), (Option<usize>, String)> {
         match (self.pool.node_limit, self.pool.reserve) {
             (Some(0), _) => return Err((None, "[pool] node_limit must be above zero".into())),
             (Some(limit), reserve) if reserve >= limit => {
@@ -761,24 +804,6 @@ impl Config {
             return Err((None, "[health] interval and thresholds must be above zero".into()));
         }
         self.tls.check()?;
-        if let Some(n) = self.nodes.iter().find(|n| n.tls.verifies() && n.tls_ca_file.is_none()) {
-            return Err((
-                Some(n.name.span().start),
-                format!("node {:?}: tls = verify-ca/verify-full needs tls_ca_file", n.name.get_ref()),
-            ));
-        }
-        if self.topology.member_tls.verifies() && self.topology.member_tls_ca_file.is_none() {
-            return Err((None, "[topology] member_tls = verify-ca/verify-full needs member_tls_ca_file".into()));
-        }
-        if let Some(u) = self.admin.users.iter().find(|u| self.user(u.get_ref()).is_none()) {
-            return Err((
-                Some(u.span().start),
-                format!("[admin] user {:?} is not a configured [[users]] entry", u.get_ref()),
-            ));
-        }
-        if let Some(u) = self.health.user.as_ref().filter(|u| self.user(u).is_none()) {
-            return Err((None, format!("[health] user {u:?} is not a configured [[users]] entry")));
-        }
         if self.pool.size == 0 {
             return Err((None, "[pool] size must be at least 1".into()));
         }
