@@ -76,11 +76,7 @@ impl ServerConn {
         database: &str,
         startup: &[(String, String)],
     ) -> Result<ServerConn, PgError> {
-        let tcp = TcpStream::connect((addr.host.as_str(), addr.port)).await.map_err(|e| lost(addr, e))?;
-        tcp.set_nodelay(true).map_err(|e| lost(addr, e))?;
-        let stream = crate::tls::connect(tcp, addr.tls, addr.tls_ca_file.as_deref(), &addr.host)
-            .await
-            .map_err(|e| lost(addr, e))?;
+        let stream = open_stream(addr).await?;
         let mut conn = ServerConn {
             stream,
             rbuf: BytesMut::with_capacity(16 * 1024),
@@ -188,7 +184,9 @@ impl ServerConn {
         let mut probe = [0u8; 1];
         // On the TCP socket under any TLS: a byte there means the server spoke (or closed),
         // and the connection is dropped anyway.
-        matches!(self.stream.tcp().try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        self.stream
+            .tcp()
+            .is_none_or(|tcp| matches!(tcp.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock))
     }
 }
 
@@ -207,6 +205,18 @@ fn data_row(body: &[u8]) -> Vec<Option<String>> {
         cols.push(Some(String::from_utf8_lossy(b).into_owned()));
     }
     cols
+}
+
+/// A byte stream to the node: TCP, then TLS as its settings say (in the session's unit
+/// tests, a scripted server's in-memory stream).
+async fn open_stream(addr: &NodeAddr) -> Result<ServerStream, PgError> {
+    #[cfg(test)]
+    if let Some(stream) = super::fake::connect(addr) {
+        return Ok(stream);
+    }
+    let tcp = TcpStream::connect((addr.host.as_str(), addr.port)).await.map_err(|e| lost(addr, e))?;
+    tcp.set_nodelay(true).map_err(|e| lost(addr, e))?;
+    crate::tls::connect(tcp, addr.tls, addr.tls_ca_file.as_deref(), &addr.host).await.map_err(|e| lost(addr, e))
 }
 
 /// Who logs in to a server, to answer its authentication requests.

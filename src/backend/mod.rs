@@ -3,6 +3,8 @@
 //! across pools (`limit`).
 
 mod conn;
+#[cfg(test)]
+pub mod fake;
 mod limit;
 mod pool;
 

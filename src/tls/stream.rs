@@ -15,12 +15,12 @@ type ServerTls = tokio_rustls::client::TlsStream<TcpStream>;
 
 /// `AsyncRead` by whichever variant holds the stream.
 macro_rules! delegate_read {
-    ($ty:ident { $($variant:ident),+ }) => {
+    ($ty:ident { $($(#[$m:meta])* $variant:ident),+ }) => {
         impl AsyncRead for $ty {
             fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
                 #[allow(unreachable_patterns)]
                 match self.get_mut() {
-                    $($ty::$variant(s) => Pin::new(s).poll_read(cx, buf),)+
+                    $($(#[$m])* $ty::$variant(s) => Pin::new(s).poll_read(cx, buf),)+
                     _ => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
                 }
             }
@@ -30,12 +30,12 @@ macro_rules! delegate_read {
 
 /// `AsyncWrite` by whichever variant holds the stream.
 macro_rules! delegate_write {
-    ($ty:ident { $($variant:ident),+ }) => {
+    ($ty:ident { $($(#[$m:meta])* $variant:ident),+ }) => {
         impl AsyncWrite for $ty {
             fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
                 #[allow(unreachable_patterns)]
                 match self.get_mut() {
-                    $($ty::$variant(s) => Pin::new(s).poll_write(cx, buf),)+
+                    $($(#[$m])* $ty::$variant(s) => Pin::new(s).poll_write(cx, buf),)+
                     _ => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
                 }
             }
@@ -43,7 +43,7 @@ macro_rules! delegate_write {
             fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
                 #[allow(unreachable_patterns)]
                 match self.get_mut() {
-                    $($ty::$variant(s) => Pin::new(s).poll_flush(cx),)+
+                    $($(#[$m])* $ty::$variant(s) => Pin::new(s).poll_flush(cx),)+
                     _ => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
                 }
             }
@@ -51,7 +51,7 @@ macro_rules! delegate_write {
             fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
                 #[allow(unreachable_patterns)]
                 match self.get_mut() {
-                    $($ty::$variant(s) => Pin::new(s).poll_shutdown(cx),)+
+                    $($(#[$m])* $ty::$variant(s) => Pin::new(s).poll_shutdown(cx),)+
                     _ => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
                 }
             }
@@ -66,10 +66,23 @@ pub enum ClientStream {
     /// Between giving the TCP stream to a TLS handshake and getting it back (gone if the
     /// handshake failed): reads and writes fail.
     Closed,
+    /// In memory, for the session's unit tests.
+    #[cfg(test)]
+    Memory(tokio::io::DuplexStream),
 }
 
-delegate_read!(ClientStream { Plain, Tls });
-delegate_write!(ClientStream { Plain, Tls });
+delegate_read!(ClientStream {
+    Plain,
+    Tls,
+    #[cfg(test)]
+    Memory
+});
+delegate_write!(ClientStream {
+    Plain,
+    Tls,
+    #[cfg(test)]
+    Memory
+});
 
 impl ClientStream {
     pub fn peer_addr(&self) -> Option<std::net::SocketAddr> {
@@ -77,6 +90,8 @@ impl ClientStream {
             ClientStream::Plain(s) => s.peer_addr().ok(),
             ClientStream::Tls(s) => s.get_ref().0.peer_addr().ok(),
             ClientStream::Closed => None,
+            #[cfg(test)]
+            ClientStream::Memory(_) => None,
         }
     }
 
@@ -107,6 +122,11 @@ impl ClientStream {
                 (ClientRead::Tls(r), ClientWrite::Tls(w))
             }
             ClientStream::Closed => (ClientRead::Closed, ClientWrite::Closed),
+            #[cfg(test)]
+            ClientStream::Memory(s) => {
+                let (r, w) = tokio::io::split(s);
+                (ClientRead::Memory(r), ClientWrite::Memory(w))
+            }
         }
     }
 }
@@ -115,9 +135,16 @@ pub enum ClientRead {
     Plain(OwnedReadHalf),
     Tls(tokio::io::ReadHalf<ClientTls>),
     Closed,
+    #[cfg(test)]
+    Memory(tokio::io::ReadHalf<tokio::io::DuplexStream>),
 }
 
-delegate_read!(ClientRead { Plain, Tls });
+delegate_read!(ClientRead {
+    Plain,
+    Tls,
+    #[cfg(test)]
+    Memory
+});
 
 impl ClientRead {
     /// Reads into `buf`, which has no room, giving it `chunk` bytes of room only once the
@@ -144,6 +171,11 @@ impl ClientRead {
                 buf.reserve(chunk);
                 self.read_buf(buf).await
             }
+            #[cfg(test)]
+            ClientRead::Memory(_) => {
+                buf.reserve(chunk);
+                self.read_buf(buf).await
+            }
             ClientRead::Closed => Err(io::ErrorKind::NotConnected.into()),
         }
     }
@@ -153,18 +185,38 @@ pub enum ClientWrite {
     Plain(OwnedWriteHalf),
     Tls(tokio::io::WriteHalf<ClientTls>),
     Closed,
+    #[cfg(test)]
+    Memory(tokio::io::WriteHalf<tokio::io::DuplexStream>),
 }
 
-delegate_write!(ClientWrite { Plain, Tls });
+delegate_write!(ClientWrite {
+    Plain,
+    Tls,
+    #[cfg(test)]
+    Memory
+});
 
 /// pgroute's connection to a PostgreSQL server.
 pub enum ServerStream {
     Plain(TcpStream),
     Tls(Box<ServerTls>),
+    /// In memory, to a scripted server (`backend::fake`), for the session's unit tests.
+    #[cfg(test)]
+    Memory(tokio::io::DuplexStream),
 }
 
-delegate_read!(ServerStream { Plain, Tls });
-delegate_write!(ServerStream { Plain, Tls });
+delegate_read!(ServerStream {
+    Plain,
+    Tls,
+    #[cfg(test)]
+    Memory
+});
+delegate_write!(ServerStream {
+    Plain,
+    Tls,
+    #[cfg(test)]
+    Memory
+});
 
 impl ServerStream {
     /// The `tls-server-end-point` data of the server's certificate, over TLS.
@@ -172,14 +224,18 @@ impl ServerStream {
         match self {
             ServerStream::Plain(_) => None,
             ServerStream::Tls(s) => s.get_ref().1.peer_certificates()?.first().map(|c| super::end_point_hash(c)),
+            #[cfg(test)]
+            ServerStream::Memory(_) => None,
         }
     }
 
     /// The TCP socket underneath (to see whether an idle connection was closed).
-    pub fn tcp(&self) -> &TcpStream {
+    pub fn tcp(&self) -> Option<&TcpStream> {
         match self {
-            ServerStream::Plain(s) => s,
-            ServerStream::Tls(s) => s.get_ref().0,
+            ServerStream::Plain(s) => Some(s),
+            ServerStream::Tls(s) => Some(s.get_ref().0),
+            #[cfg(test)]
+            ServerStream::Memory(_) => None,
         }
     }
 }

@@ -27,6 +27,8 @@ mod rule_timeout;
 mod server;
 mod state;
 mod statements;
+#[cfg(test)]
+mod tests;
 mod unit;
 
 use std::sync::Arc;
