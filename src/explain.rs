@@ -6,7 +6,7 @@
 use std::fmt::Write;
 use std::time::Instant;
 
-use crate::causal::AckedState;
+use crate::acked::AckedState;
 use crate::classify::{hint, Classifier};
 use crate::config::{CausalScope, Config, Role, Target};
 use crate::router::{self, Causal, SessionView};

@@ -16,7 +16,7 @@
 //! - [`topology`]: which node is primary and which replicas may take reads now.
 //! - [`health`]: the monitor probing every node, the pure usability verdict, and replica
 //!   replay positions every round trip while reads wait for them.
-//! - [`causal`]: tagged keys for read-your-writes across connections.
+//! - [`acked`]: the commits this instance acknowledged (the highest position, tagged keys), for read-your-writes across connections.
 //! - [`wal`]: WAL page geometry, to read commit positions as replicas report replay.
 //! - [`backend`]: server connections and the per-(node, user, database) pools.
 //! - [`frontend`]: accepting clients, login, and the per-client session loop.
@@ -30,12 +30,12 @@
 //! what it is and `router` where it goes, borrows a connection from `backend`, forwards the
 //! frame, and streams the server's reply frames back until ReadyForQuery.
 
+pub mod acked;
 pub mod admin;
 pub mod auth;
 pub mod backend;
 pub mod cancel;
 pub mod catalog;
-pub mod causal;
 pub mod classify;
 pub mod config;
 pub mod explain;

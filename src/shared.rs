@@ -13,11 +13,11 @@ use std::sync::{Arc, RwLock};
 
 use arc_swap::{ArcSwap, ArcSwapOption, Guard};
 
+use crate::acked::KeyMap;
 use crate::auth::scram;
 use crate::backend::Pools;
 use crate::cancel;
 use crate::catalog::FunctionCatalog;
-use crate::causal::KeyMap;
 use crate::classify::Classifier;
 use crate::config::reference::Applies;
 use crate::config::{Config, Live};
@@ -43,7 +43,7 @@ pub struct Shared {
     /// Tagged keys for read-your-writes across connections.
     pub keys: KeyMap,
     /// The latest commit acknowledged to a client (`causal_scope = "instance"`).
-    pub acked: crate::causal::Acked,
+    pub acked: crate::acked::Acked,
     /// Held while a session asks the primary for its position (one ask at a time).
     pub position_asks: tokio::sync::Mutex<()>,
     /// Reads waiting for a replica to replay a position (`health::ReplayWatch` serves them).

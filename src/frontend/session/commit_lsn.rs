@@ -8,7 +8,7 @@
 //! client's ReadyForQuery is held until that answer is in (microseconds later); then the
 //! client gets `ParameterStatus pgroute.commit_lsn = <timeline>/<lsn>` (its causal token)
 //! and its ReadyForQuery. Before that, the position is this instance's acknowledged
-//! position ([`crate::causal::Acked`]): every read arriving from then on, from any client,
+//! position ([`crate::acked::Acked`]): every read arriving from then on, from any client,
 //! needs a replica at it (`instance` scope). The server's CommandComplete frames of the
 //! unit are held with the ReadyForQuery (`reply.rs`), so no part of the acknowledgement
 //! reaches the client first. The session's own next reads wait for the answer.

@@ -10,7 +10,6 @@
 //! transaction status is `T` or `E`.
 
 mod answer;
-mod causal;
 mod client;
 mod commit_lsn;
 mod forward;
@@ -21,6 +20,7 @@ mod local;
 mod loss;
 mod own;
 mod own_statements;
+mod read_needs;
 mod reply;
 mod route;
 mod rule_timeout;
@@ -121,7 +121,7 @@ pub struct Session {
     /// The part of the client's answer held back (a commit's position, a split Query).
     answer: answer::Answer,
     /// Read-your-writes: this session's last commit and its position.
-    ryw: causal::Ryw,
+    ryw: read_needs::Ryw,
     /// Why the session is pinned to the primary, if it is.
     pinned: Option<String>,
     /// Tells when pgroute starts shutting down.

@@ -18,7 +18,7 @@
 //! database of its own (`Purpose::Catalog`), so a client whose pool is full is not made
 //! to wait for itself: function volatility (`route::lookup_volatility`) and a lost
 //! COMMIT's `txid_status` (`loss::ask_status`). The primary's position for a read
-//! (`causal::ask_primary_position`) uses the client's own pool, one ask at a time, and
+//! (`read_needs::ask_primary_position`) uses the client's own pool, one ask at a time, and
 //! the login's default isolation (`Session::greet`) the connection the login attached.
 
 use std::time::Instant;

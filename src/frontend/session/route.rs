@@ -7,9 +7,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use std::time::Instant;
 
-use super::causal::{Need, ReadFacts};
 use super::local::Local;
 use super::loss::AfterLoss;
+use super::read_needs::{Need, ReadFacts};
 use super::state::Intake;
 use super::{End, Session};
 use crate::catalog::FunctionCatalog;

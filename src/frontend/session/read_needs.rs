@@ -7,7 +7,7 @@
 //! - `session`: also the session's own last commit (`commit_lsn.rs`: its exact position,
 //!   asked behind the commit) and its tagged keys' latest commits through this instance;
 //! - `instance`: also every commit this pgroute acknowledged to any client before the
-//!   read arrived ([`crate::causal::Acked`], raised before each acknowledgement);
+//!   read arrived ([`crate::acked::Acked`], raised before each acknowledgement);
 //! - `cluster`: also every commit the primary had made at the read's arrival (through
 //!   other instances, or directly): its position from a sample sent after the arrival.
 //!
@@ -24,7 +24,7 @@ use std::time::Instant;
 
 use super::commit_lsn::{parse_lsn, QUERY as INSERT_POSITION_QUERY};
 use super::Session;
-use crate::causal::{Acked, KeyCommit};
+use crate::acked::{Acked, KeyCommit};
 use crate::classify::After;
 use crate::config::{CausalScope, Role};
 use crate::router::Causal;
@@ -359,7 +359,7 @@ mod tests {
         assert_eq!(check(&unpositioned), (Causal::Lsn { lsn: 0x500, timeline: Some(2) }, false));
         assert_eq!(
             unpositioned.get(),
-            crate::causal::AckedState { position: Some((0x500, Some(2))), unpositioned: None }
+            crate::acked::AckedState { position: Some((0x500, Some(2))), unpositioned: None }
         );
         let too_recent = Acked::default();
         too_recent.record(0x400, Some(2), None);
