@@ -40,6 +40,38 @@ struct Scan {
     new_names: u16,
 }
 
+impl Scan {
+    /// One statement of the unit, of class `c` and text `text`: the most demanding class
+    /// so far is the unit's; `others` collects the distinct classes seen.
+    fn note(&mut self, c: Arc<Class>, text: Bytes, others: &mut Vec<Arc<Class>>) {
+        let commit = |s: &crate::classify::Step| matches!(s.tx, TxOp::Commit { .. });
+        self.commits |= c.steps.iter().any(commit);
+        self.commit_only &= !c.steps.is_empty()
+            && c.steps.iter().all(|s| s.tx == TxOp::Commit { chain: false } && s.settings.is_empty());
+        if !others.iter().any(|o| Arc::ptr_eq(o, &c)) {
+            others.push(c.clone());
+        }
+        let rank = |c: &Class| (c.access, c.pins.is_some());
+        if self.class.as_ref().is_none_or(|w| rank(&c) > rank(w)) {
+            self.class = Some(c);
+            self.text = text;
+        }
+    }
+
+    /// Several statements in one unit run on one server: the rules and volatility checks
+    /// must see every table and function any of them names.
+    fn merge(&mut self, others: &[Arc<Class>]) {
+        let Some(worst) = self.class.as_ref().filter(|_| others.len() > 1) else { return };
+        let mut merged = (**worst).clone();
+        for o in others.iter().filter(|o| !Arc::ptr_eq(o, worst)) {
+            merged.relations.extend(o.relations.iter().cloned());
+            merged.functions.extend(o.functions.iter().cloned());
+            merged.writes_data |= o.writes_data;
+        }
+        self.class = Some(Arc::new(merged));
+    }
+}
+
 /// What becomes of the message at the front of the queue.
 enum Next {
     /// It belongs to the open (or just routed) unit: forward it.
@@ -400,18 +432,7 @@ impl Session {
                 _ => None,
             };
             if let Some((c, text)) = found {
-                let commit = |s: &crate::classify::Step| matches!(s.tx, TxOp::Commit { .. });
-                scan.commits |= c.steps.iter().any(commit);
-                scan.commit_only &= !c.steps.is_empty()
-                    && c.steps.iter().all(|s| s.tx == TxOp::Commit { chain: false } && s.settings.is_empty());
-                if !others.iter().any(|o| Arc::ptr_eq(o, &c)) {
-                    others.push(c.clone());
-                }
-                let rank = |c: &Class| (c.access, c.pins.is_some());
-                if scan.class.as_ref().is_none_or(|w| rank(&c) > rank(w)) {
-                    scan.class = Some(c);
-                    scan.text = text;
-                }
+                scan.note(c, text, &mut others);
             }
             scan.executes |= matches!(f.tag(), tag::QUERY | tag::EXECUTE | tag::FUNCTION_CALL);
             if matches!(f.tag(), tag::QUERY | tag::SYNC | tag::FUNCTION_CALL) {
@@ -419,17 +440,7 @@ impl Session {
                 break;
             }
         }
-        // Several statements in one unit run on one server: the rules and volatility
-        // checks must see every table and function any of them names.
-        if let (Some(worst), true) = (&scan.class, others.len() > 1) {
-            let mut merged = (**worst).clone();
-            for o in others.iter().filter(|o| !Arc::ptr_eq(o, worst)) {
-                merged.relations.extend(o.relations.iter().cloned());
-                merged.functions.extend(o.functions.iter().cloned());
-                merged.writes_data |= o.writes_data;
-            }
-            scan.class = Some(Arc::new(merged));
-        }
+        scan.merge(&others);
         parsed_here.clear();
         others.clear();
         self.unit.scratch = (parsed_here, others);
