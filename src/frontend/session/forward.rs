@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::state::Intake;
 use super::{End, Expect, Own, Session};
 use crate::classify::{Class, TxOp};
 use crate::frontend::prepared::{self, Prepared};
@@ -272,7 +271,7 @@ impl Session {
         self.server.in_flight += 1;
         self.ask_commit_lsn(split);
         self.restore_rule_timeout();
-        self.client.intake = Intake::Between;
+        self.client.intake.close();
         self.unit.classes.clear();
     }
 

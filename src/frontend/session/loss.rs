@@ -263,7 +263,7 @@ impl Session {
         if self.client.intake == super::state::Intake::Open {
             metrics::client_error(&error.code);
             out.extend_from_slice(error.to_frame().raw());
-            self.client.intake = super::state::Intake::Skipping;
+            self.client.intake.skip();
         }
         self.client.wbuf.extend_from_slice(&out);
         self.answer.split_rest = None;

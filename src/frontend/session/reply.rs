@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::ledger::Committed;
-use super::state::{Intake, TxStatus};
+use super::state::TxStatus;
 use super::{End, Expect, Own, Session};
 use crate::backend::MAX_SERVER_MESSAGE;
 use crate::frontend::encoding::Encoding;
@@ -242,7 +242,7 @@ impl Session {
         let dropped = before - self.server.expect.len();
         self.server.in_flight = self.server.in_flight.saturating_sub(dropped);
         if dropped > 0 {
-            self.client.intake = Intake::Open;
+            self.client.intake.reopen_for_copy();
         }
         self.server.copy_in = true;
     }

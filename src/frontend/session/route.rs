@@ -109,7 +109,7 @@ impl Session {
                 Intake::Skipping => {
                     self.client.pop();
                     if t == tag::SYNC {
-                        self.client.intake = Intake::Between;
+                        self.client.intake.close();
                         self.ready_for_client();
                     }
                     Next::Handled
@@ -286,7 +286,7 @@ impl Session {
         }
         self.hide_other_statements(decision.node, class);
         self.set_rule_timeout();
-        self.client.intake = Intake::Open;
+        self.client.intake.open();
         Ok(())
     }
 
@@ -682,7 +682,7 @@ impl Session {
                 self.client.pop();
                 self.ready_for_client();
             }
-            _ => self.client.intake = Intake::Skipping,
+            _ => self.client.intake.skip(),
         }
     }
 

@@ -1,7 +1,8 @@
 //! Where a session stands, in one place. A session is in one state of each of these, and
 //! moves only as the table says.
 //!
-//! **Intake** (`Client::intake`): how pgroute reads the client's messages.
+//! **Intake** (`Client::intake`): how pgroute reads the client's messages. It changes only
+//! through `Intake::open`, `close`, `skip` and `reopen_for_copy`.
 //!
 //! | intake | next message | becomes |
 //! |---|---|---|
@@ -123,6 +124,31 @@ pub(super) struct Tx {
     /// A place under a rule's `max_concurrent`, held until the session is idle outside a
     /// transaction (one at most: a session counts once). Boxed: rare.
     pub place: Option<Box<crate::rules::Admitted>>,
+}
+
+impl Intake {
+    /// `Between` → `Open`: a routed unit's first message goes out.
+    pub fn open(&mut self) {
+        *self = Intake::Open;
+    }
+
+    /// → `Between`: the unit's end (Sync, Query, FunctionCall) went out, or the Sync of
+    /// a refused unit arrived.
+    pub fn close(&mut self) {
+        *self = Intake::Between;
+    }
+
+    /// → `Skipping`: pgroute refused (or lost the server of) an extended unit; its
+    /// messages are dropped up to its Sync.
+    pub fn skip(&mut self) {
+        *self = Intake::Skipping;
+    }
+
+    /// `Between` → `Open` again: COPY IN made the server ignore the unit's Sync, so the
+    /// client's next Sync must reach the same server.
+    pub fn reopen_for_copy(&mut self) {
+        *self = Intake::Open;
+    }
 }
 
 impl Session {
