@@ -62,14 +62,8 @@ impl Session {
                 continue;
             }
             let forward = match frame.tag() {
-                tag::PARSE_COMPLETE => self.injected_complete(
-                    |e| matches!(e, Expect::Parse { forward: true, .. }),
-                    |e| matches!(e, Expect::Parse { .. }),
-                ),
-                tag::CLOSE_COMPLETE => self.injected_complete(
-                    |e| matches!(e, Expect::Close { forward: true, .. }),
-                    |e| matches!(e, Expect::Close { .. }),
-                ),
+                tag::PARSE_COMPLETE => self.injected_complete(true),
+                tag::CLOSE_COMPLETE => self.injected_complete(false),
                 tag::ERROR_RESPONSE => self.on_error(node, &frame),
                 tag::COMMAND_COMPLETE => {
                     self.on_command_complete(node, &frame);
@@ -110,17 +104,16 @@ impl Session {
         true
     }
 
-    /// ParseComplete or CloseComplete: forwarded unless it answers a message pgroute
-    /// injected (`is`: the expectation it settles; `forwarded`: the client's own).
-    fn injected_complete(&mut self, forwarded: impl Fn(&Expect) -> bool, is: impl Fn(&Expect) -> bool) -> bool {
-        match self.server.expect.front() {
-            Some(e) if is(e) => {
-                let forward = forwarded(e);
-                self.server.expect.pop_front();
-                forward
-            }
-            _ => true,
-        }
+    /// ParseComplete (`parse`) or CloseComplete: forwarded unless it answers a message
+    /// pgroute injected.
+    fn injected_complete(&mut self, parse: bool) -> bool {
+        let forward = match self.server.expect.front() {
+            Some(Expect::Parse { forward, .. }) if parse => *forward,
+            Some(Expect::Close { forward, .. }) if !parse => *forward,
+            _ => return true,
+        };
+        self.server.expect.pop_front();
+        forward
     }
 
     /// An ErrorResponse: the unit's statements up to its Sync are skipped by the server.
