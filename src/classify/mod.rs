@@ -344,6 +344,16 @@ impl Classifier {
         }
     }
 
+    /// Is `sql` exactly one statement that behaves differently inside a transaction block
+    /// than alone (`statement::block_sensitive`)?
+    pub fn block_sensitive(sql: &str, dialect: Dialect) -> bool {
+        let tokens = lexer::tokenize_in(sql, dialect);
+        match lexer::statements(sql, &tokens).as_slice() {
+            [one] => statement::block_sensitive(sql, one),
+            _ => false,
+        }
+    }
+
     /// Classifies text as a session with these lexical settings reads it.
     pub fn classify_in(&self, sql: &str, dialect: Dialect) -> Arc<Class> {
         // A cache hit allocates nothing: the tokens and the normalised key are built in

@@ -202,6 +202,32 @@ fn unquote(quoted: &str) -> String {
     inner.replace("\"\"", "\"")
 }
 
+/// Does the statement behave differently inside a transaction block (the implicit one of
+/// a multi-statement Query included) than alone? Those that need one (`SET LOCAL`, `SET
+/// TRANSACTION`, savepoints, `DECLARE`, `LOCK`) and those PostgreSQL refuses in one
+/// (`VACUUM`, `CREATE DATABASE`, `... CONCURRENTLY`, `ALTER SYSTEM`, ...).
+pub fn block_sensitive(sql: &str, toks: &[Token]) -> bool {
+    let Some(first) = word(sql, toks.first()) else { return false };
+    let second = word(sql, toks.get(1)).unwrap_or_default();
+    let has = |kw: &str| toks.iter().any(|t| t.is(sql, kw));
+    match first.as_str() {
+        "set" => matches!(second.as_str(), "local" | "transaction" | "constraints"),
+        "savepoint" | "release" | "lock" | "vacuum" => true,
+        // A cursor without HOLD lives only in a block; CLUSTER of every table refuses one.
+        "declare" => !has("hold"),
+        "cluster" => toks.len() <= 2,
+        "rollback" | "abort" => has("to") || second == "prepared",
+        "commit" | "end" => second == "prepared",
+        "create" | "drop" => {
+            matches!(second.as_str(), "database" | "tablespace" | "subscription") || has("concurrently")
+        }
+        "alter" => matches!(second.as_str(), "system" | "subscription"),
+        "reindex" => has("concurrently") || matches!(second.as_str(), "database" | "system"),
+        "discard" => second == "all",
+        _ => false,
+    }
+}
+
 /// The transaction control a statement performs (`TxOp::None` for everything else).
 pub fn tx_op(sql: &str, toks: &[Token]) -> TxOp {
     let Some(first) = word(sql, toks.first()) else {

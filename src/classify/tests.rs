@@ -200,3 +200,39 @@ fn deallocate_of_one_name_is_recognised_with_the_name_folded() {
         assert_eq!(d(other), None, "{other}");
     }
 }
+
+#[test]
+fn statements_that_depend_on_a_transaction_block_are_known() {
+    let d = Dialect::default();
+    for sql in [
+        "SET LOCAL work_mem = '1MB'",
+        "set transaction isolation level serializable",
+        "SET CONSTRAINTS ALL DEFERRED",
+        "SAVEPOINT a",
+        "RELEASE a",
+        "ROLLBACK TO a",
+        "DECLARE c CURSOR FOR SELECT 1",
+        "LOCK t",
+        "VACUUM t",
+        "CREATE INDEX CONCURRENTLY i ON t (a)",
+        "CREATE DATABASE d",
+        "ALTER SYSTEM SET work_mem = '1MB'",
+        "REINDEX DATABASE d",
+        "COMMIT PREPARED 'x'",
+        "DISCARD ALL",
+        "CLUSTER",
+    ] {
+        assert!(Classifier::block_sensitive(sql, d), "{sql}");
+    }
+    for sql in [
+        "SET work_mem = '1MB'",
+        "INSERT INTO t VALUES (1)",
+        "DECLARE c CURSOR WITH HOLD FOR SELECT 1",
+        "CLUSTER t USING i",
+        "ALTER DATABASE d SET work_mem = '1MB'",
+        "SELECT 1; SET LOCAL work_mem = '1MB'",
+        "ROLLBACK",
+    ] {
+        assert!(!Classifier::block_sensitive(sql, d), "{sql}");
+    }
+}

@@ -314,6 +314,13 @@ impl Session {
         if writes_before || cut + 1 == class.steps.len() {
             return false;
         }
+        // In the one Query the rest runs in its implicit transaction block; alone, a single
+        // statement does not. One whose meaning depends on that (SET LOCAL, LOCK, VACUUM,
+        // ...) stays with the Query, where the transaction runs (differential seed 3
+        // case 4995).
+        if cut + 2 == class.steps.len() && Classifier::block_sensitive(&sql[ends[cut]..], self.who.dialect) {
+            return false;
+        }
         // The cut in the client's bytes: the first part, encoded back, must be exactly
         // how the client's text begins (else the text is not split).
         let Some(first) = self.who.encoding.encode(&sql[..ends[cut]]).filter(|f| raw.starts_with(f)) else {
