@@ -163,7 +163,9 @@ pub fn decide<'a>(
         return to_primary(Reason::Serializable);
     }
     if session.causal == Causal::Primary {
-        return to_primary(Reason::Causal);
+        // With no usable replica there is no position worth learning (`no_replica`).
+        let any_replica = pick_replica_where(topo, now, pick, |_| true).is_some();
+        return to_primary(if any_replica { Reason::Causal } else { Reason::NoReplica });
     }
     let no_replica = |why: Reason| {
         if why == Reason::NoReplica && topo.no_replica_error {
@@ -209,7 +211,13 @@ fn place_read(
                     && (timeline.is_none() || n.wal.timeline == timeline)
                     && fresh_enough(n)
             };
-            (pick_replica_where(topo, now, pick, caught_up), Reason::Causal)
+            match pick_replica_where(topo, now, pick, caught_up) {
+                Some(node) => (Some(node), Reason::Causal),
+                // No replica that could catch up at all (none configured, none usable):
+                // nothing to wait for, as for any read without one.
+                None if pick_replica_where(topo, now, pick, fresh_enough).is_none() => (None, Reason::NoReplica),
+                None => (None, Reason::Causal),
+            }
         }
         _ if read.max_lag.is_some() => (pick_replica_where(topo, now, pick, fresh_enough), Reason::MaxLag),
         _ => (pick_replica_where(topo, now, pick, fresh_enough), Reason::NoReplica),

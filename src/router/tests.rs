@@ -301,6 +301,25 @@ fn reads_after_a_write_need_a_replica_that_has_replayed_it() {
     assert_eq!(decide(&write, &default_read(), view(need(400, Some(1))), &t, now, 0).unwrap().node, 0);
 }
 
+/// Found by `benches/compare.sh` with the primary alone: after any write, every read
+/// waited `causal_wait` for a replica that did not exist.
+#[test]
+fn a_read_needing_a_position_goes_to_the_primary_at_once_when_no_replica_could_serve_it() {
+    let now = Instant::now();
+    let read = Class::read("read");
+    let view = SessionView { causal: Causal::Lsn { lsn: 400, timeline: Some(1) }, ..SessionView::default() };
+    let unknown = SessionView { causal: Causal::Primary, ..SessionView::default() };
+    for t in [topo(now, &[], true), topo(now, &[(1, true), (1, true)], true)] {
+        let d = decide(&read, &default_read(), view, &t, now, 0).unwrap();
+        assert_eq!((d.node, d.label(&read)), (0, "no_replica"), "no replica to wait for");
+        let d = decide(&read, &default_read(), unknown, &t, now, 0).unwrap();
+        assert_eq!((d.node, d.label(&read)), (0, "no_replica"), "no position worth asking the primary for");
+    }
+    let behind = topo(now, &[(1, false)], true);
+    let d = decide(&read, &default_read(), view, &behind, now, 0).unwrap();
+    assert_eq!((d.node, d.label(&read)), (0, "causal"), "a replica that may yet catch up: worth waiting for");
+}
+
 #[test]
 fn max_lag_keeps_reads_off_replicas_further_behind() {
     let now = Instant::now();
