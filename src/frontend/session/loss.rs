@@ -193,7 +193,7 @@ impl Session {
         Err(End::Fatal(verdict_error(name, verdict)))
     }
 
-    /// With the transaction lost while the client idled in it (`lost_transaction`), the
+    /// With the transaction lost while the client idled in it (`Tx::lost`), the
     /// unit at the front of the queue: one that only closes statements (a driver's Close
     /// and Sync behind its last statement) is answered here, CloseComplete for each Close
     /// and ReadyForQuery 'E' (the block cannot commit), so that the error reaches the
