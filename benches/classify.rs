@@ -70,6 +70,20 @@ fn bench(c: &mut Criterion) {
         });
     }
 
+    // The extended protocol's Parse: the same parameterised text every time. The full path
+    // (lex, normalise, look up) against the front keyed by the exact text.
+    let parsed = "SELECT abalance FROM pgbench_accounts WHERE aid = $1";
+    let dialect = pgroute::classify::Dialect::default();
+    let full = warm_for(parsed);
+    c.bench_function("classify hit/parse text, full path", |b| {
+        b.iter(|| black_box(full.classify_in(black_box(parsed), dialect)))
+    });
+    let front = warm_for(parsed);
+    front.classify_parse(parsed, dialect);
+    c.bench_function("classify hit/parse text, exact-text front", |b| {
+        b.iter(|| black_box(front.classify_parse(black_box(parsed), dialect)))
+    });
+
     // pgbench -S varies its literal: every call is a different text, one cache entry.
     let warm = Classifier::new(10_000);
     let mut aid = 0u64;
@@ -98,5 +112,19 @@ fn bench(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench);
+/// A classifier that has seen `sql` once.
+fn warm_for(sql: &str) -> Classifier {
+    let c = Classifier::new(10_000);
+    c.classify(sql);
+    c
+}
+
+/// Counting one routing decision in the metrics (per statement on the hot path).
+fn count_route(c: &mut Criterion) {
+    c.bench_function("metrics: count a route", |b| {
+        b.iter(|| pgroute::metrics::route(black_box("pg1"), black_box("default_read"), None))
+    });
+}
+
+criterion_group!(benches, bench, count_route);
 criterion_main!(benches);

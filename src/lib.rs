@@ -22,6 +22,7 @@
 //! - [`frontend`]: accepting clients, login, and the per-client session loop.
 //! - [`cancel`]: mapping the client's cancel key to the server running its query.
 //! - [`metrics`]: Prometheus counters and the `/metrics` endpoint.
+//! - [`endpoints`]: `/live` and `/ready` for orchestrators' probes.
 //! - [`explain`]: `pgroute explain`, the offline routing report for DBAs.
 //! - [`shared`]: what sessions share, and the live reload that changes it.
 //! - [`stats`]: per-node traffic counters for the console's `SHOW STATS`.
@@ -38,6 +39,7 @@ pub mod cancel;
 pub mod catalog;
 pub mod classify;
 pub mod config;
+pub mod endpoints;
 pub mod explain;
 pub mod frontend;
 pub mod health;
@@ -61,6 +63,7 @@ use tokio::net::TcpListener;
 pub struct Proxy {
     pub addr: SocketAddr,
     pub metrics_addr: Option<SocketAddr>,
+    pub health_addr: Option<SocketAddr>,
     pub shared: Arc<frontend::Shared>,
 }
 
@@ -69,13 +72,29 @@ impl Proxy {
     /// transaction boundary, and wait up to `[listen] shutdown_timeout` for all to go.
     /// Returns how many clients were still connected when it stopped waiting.
     pub async fn shutdown(&self) -> usize {
-        self.shared.shutdown.send_replace(true);
+        self.shared.begin_shutdown();
         let deadline = tokio::time::Instant::now() + self.shared.config().listen.shutdown_timeout;
         while self.shared.clients() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         self.shared.clients()
     }
+}
+
+/// Binds `address`, when there is one, and serves it with `serve` on a task of its own;
+/// returns where it listens.
+async fn listen_on<F>(
+    address: Option<&str>,
+    serve: impl FnOnce(TcpListener) -> F,
+) -> std::io::Result<Option<SocketAddr>>
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let Some(address) = address else { return Ok(None) };
+    let listener = TcpListener::bind(address).await?;
+    let bound = listener.local_addr()?;
+    tokio::spawn(serve(listener));
+    Ok(Some(bound))
 }
 
 /// Binds the listeners and starts serving on the current tokio runtime.
@@ -87,28 +106,37 @@ pub async fn start(config: config::Config) -> std::io::Result<Proxy> {
     ));
     let listener = TcpListener::bind(&config.listen.address).await?;
     let addr = listener.local_addr()?;
-    let metrics_addr = match &config.admin.metrics_address {
-        Some(a) => {
-            let l = TcpListener::bind(a).await?;
-            let bound = l.local_addr()?;
-            tokio::spawn(metrics::serve(l, classifier.clone()));
-            Some(bound)
-        }
-        None => None,
-    };
+    let cache = classifier.clone();
+    let metrics_addr = listen_on(config.admin.metrics_address.as_deref(), |l| metrics::serve(l, cache)).await?;
     let shared = frontend::Shared::new(Arc::new(arc_swap::ArcSwap::new(config)), classifier)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     let shared = Arc::new(shared);
     // Serve only once the first probe round has said which nodes are usable.
     let nodes = shared.clone();
-    let mut monitor =
-        health::Monitor::new(shared.live_config(), shared.topology.clone()).on_node_changes(Box::new(move |changes| {
+    let mut monitor = health::Monitor::new(shared.live_config(), shared.topology.clone(), shared.keyring.clone())
+        .on_node_changes(Box::new(move |changes| {
             nodes.node_changes(changes, "patroni");
         }));
     monitor.first_round().await;
     tokio::spawn(monitor.run());
-    let watch = health::ReplayWatch::new(shared.live_config(), shared.topology.clone(), shared.replay_waits.clone());
+    let watch = health::ReplayWatch::new(
+        shared.live_config(),
+        shared.topology.clone(),
+        shared.replay_waits.clone(),
+        shared.keyring.clone(),
+    );
     tokio::spawn(watch.run());
+    let served = shared.clone();
+    let health_addr =
+        listen_on(shared.config().admin.health_address.as_deref(), |l| endpoints::serve(l, served)).await?;
+    let reaper = shared.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            every.tick().await;
+            reaper.pools.reap();
+        }
+    });
     tokio::spawn(frontend::serve(listener, shared.clone()));
-    Ok(Proxy { addr, metrics_addr, shared })
+    Ok(Proxy { addr, metrics_addr, health_addr, shared })
 }

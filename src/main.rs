@@ -3,10 +3,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use pgroute::config::Config;
+use pgroute::config::{Config, LogFormat};
 
 const USAGE: &str = "usage:
-  pgroute --config proxy.toml         run the proxy
+  pgroute --config proxy.toml [--log-format text|json]
+                                      run the proxy (the format overrides [log] format)
   pgroute --check-config proxy.toml   validate the configuration and exit (0 valid, 1 not)
   pgroute explain --config proxy.toml [--application-name A] [--user U] [--database D] \"SQL\"
                                       where the statement would go, and why (offline)
@@ -14,7 +15,7 @@ const USAGE: &str = "usage:
   pgroute --version";
 
 enum Command {
-    Run(PathBuf),
+    Run(PathBuf, Option<LogFormat>),
     Check(PathBuf),
     Explain { config: PathBuf, sql: String, app: String, user: String, database: String },
 }
@@ -42,12 +43,18 @@ fn parse_explain(args: &[String]) -> Result<Command, String> {
 }
 
 fn parse_args() -> Result<Command, String> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().is_some_and(|a| a == "explain") {
         return parse_explain(&args[1..]);
     }
+    let mut log_format = None;
+    if let Some(at) = args.iter().position(|a| a == "--log-format") {
+        let value = args.get(at + 1).ok_or_else(|| format!("--log-format needs a value\n{USAGE}"))?;
+        log_format = Some(value.parse::<LogFormat>()?);
+        args.drain(at..at + 2);
+    }
     match args.as_slice() {
-        [flag, path] if flag == "--config" || flag == "-c" => Ok(Command::Run(path.into())),
+        [flag, path] if flag == "--config" || flag == "-c" => Ok(Command::Run(path.into(), log_format)),
         [flag, path] if flag == "--check-config" => Ok(Command::Check(path.into())),
         [cmd] if cmd == "config-reference" => {
             print!("{}", pgroute::config::reference::markdown());
@@ -100,14 +107,18 @@ async fn smart_shutdown(proxy: &pgroute::Proxy) {
     }
 }
 
+/// Logs to standard error at `RUST_LOG`'s level (default `info`), as text or JSON lines.
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => fmt.init(),
+        LogFormat::Json => fmt.json().with_current_span(false).init(),
+    }
+}
+
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let command = match parse_args() {
         Ok(c) => c,
         Err(usage) => {
@@ -115,6 +126,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if !matches!(command, Command::Run(..)) {
+        init_logging(LogFormat::Text);
+    }
     match command {
         Command::Explain { config, sql, app, user, database } => match Config::load(&config) {
             Ok(cfg) => {
@@ -140,7 +154,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Run(path) => {
+        Command::Run(path, log_format) => {
             let config = match Config::load(&path) {
                 Ok(c) => c,
                 Err(e) => {
@@ -148,6 +162,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
+            init_logging(log_format.unwrap_or(config.log.format));
             let mut builder = match config.listen.workers {
                 1 => tokio::runtime::Builder::new_current_thread(),
                 n => {
@@ -169,6 +184,9 @@ fn main() -> ExitCode {
                         tracing::info!(addr = %proxy.addr, "pgroute listening");
                         if let Some(m) = proxy.metrics_addr {
                             tracing::info!(addr = %m, "metrics at http://{m}/metrics");
+                        }
+                        if let Some(h) = proxy.health_addr {
+                            tracing::info!(addr = %h, "health endpoints at http://{h}/live and /ready");
                         }
                         proxy.shared.set_config_path(path.clone());
                         wait_for_signals(&proxy).await;

@@ -17,7 +17,7 @@ use crate::config::CausalScope;
 struct Registry {
     /// routes by node, then reason (nested so that counting needs no allocation), then
     /// the read's causal scope (`SCOPE_LABELS`)
-    routes: DashMap<String, DashMap<String, [AtomicU64; SCOPES]>>,
+    routes: DashMap<String, DashMap<String, Arc<RouteCounts>>>,
     /// errors sent to clients, by SQLSTATE
     errors: DashMap<String, AtomicU64>,
     parse_errors: AtomicU64,
@@ -169,17 +169,49 @@ fn bump<K: std::hash::Hash + Eq>(map: &DashMap<K, AtomicU64>, key: K) {
 
 /// A routing decision: its node, its reason, and for a read placed by the read rules,
 /// its causal scope.
+/// One (node, reason) pair's decisions, by causal scope.
+type RouteCounts = [AtomicU64; SCOPES];
+
+/// (node, reason) pairs a thread counted lately, with their counters: the labels come from
+/// a fixed set (node names, reasons, rule names), so a short list scanned by comparing
+/// the strings replaces two hashed map lookups per statement.
+type RecentRoutes = Vec<(Box<str>, Box<str>, Arc<RouteCounts>)>;
+
+/// Pairs a thread keeps; past this the list starts over (a reload may rename things).
+const RECENT_ROUTES: usize = 64;
+
+thread_local! {
+    static RECENT: std::cell::RefCell<RecentRoutes> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 pub fn route(node: &str, reason: &str, scope: Option<CausalScope>) {
-    let r = registry();
     let i = scope_index(scope);
-    if let Some(by_reason) = r.routes.get(node) {
-        if let Some(c) = by_reason.get(reason) {
+    let counted = RECENT.with(|cell| {
+        let Ok(mut recent) = cell.try_borrow_mut() else { return false };
+        if let Some((_, _, c)) = recent.iter().find(|(n, r, _)| **n == *node && **r == *reason) {
             c[i].fetch_add(1, Ordering::Relaxed);
-            return;
+            return true;
         }
+        let counts = route_counts(node, reason);
+        counts[i].fetch_add(1, Ordering::Relaxed);
+        if recent.len() >= RECENT_ROUTES {
+            recent.clear();
+        }
+        recent.push((node.into(), reason.into(), counts));
+        true
+    });
+    if !counted {
+        route_counts(node, reason)[i].fetch_add(1, Ordering::Relaxed);
     }
-    r.routes.entry(node.to_string()).or_default().entry(reason.to_string()).or_default()[i]
-        .fetch_add(1, Ordering::Relaxed);
+}
+
+/// The registry's counters for (node, reason), made on first use.
+fn route_counts(node: &str, reason: &str) -> Arc<RouteCounts> {
+    let r = registry();
+    if let Some(c) = r.routes.get(node).and_then(|by_reason| by_reason.get(reason).map(|c| c.clone())) {
+        return c;
+    }
+    r.routes.entry(node.to_string()).or_default().entry(reason.to_string()).or_default().clone()
 }
 
 /// Routing decisions so far: (node, reason, scope, count), sorted, counts above zero.
@@ -187,7 +219,7 @@ pub fn routes() -> Vec<(String, String, &'static str, u64)> {
     let mut all: Vec<(String, String, &'static str, u64)> = Vec::new();
     for by_node in registry().routes.iter() {
         for e in by_node.value().iter() {
-            for (scope, c) in SCOPE_LABELS.iter().zip(e.value()) {
+            for (scope, c) in SCOPE_LABELS.iter().zip(e.value().iter()) {
                 let n = c.load(Ordering::Relaxed);
                 if n > 0 {
                     all.push((by_node.key().clone(), e.key().clone(), scope, n));
@@ -379,12 +411,51 @@ pub async fn serve<C: CacheStats + Send + Sync + 'static>(listener: TcpListener,
             let mut buf = [0u8; 1024];
             let _ = tokio::time::timeout(std::time::Duration::from_secs(2), sock.read(&mut buf)).await;
             let body = render(classifier.as_ref());
-            let head = format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = sock.write_all(head.as_bytes()).await;
-            let _ = sock.write_all(body.as_bytes()).await;
+            http_reply(&mut sock, 200, "text/plain; version=0.0.4", &body).await;
         });
+    }
+}
+
+/// Writes one HTTP/1.1 answer and lets the connection close (the metrics and health
+/// endpoints); a client gone meanwhile is nobody's concern.
+pub async fn http_reply(sock: &mut tokio::net::TcpStream, status: u16, content_type: &str, body: &str) {
+    let reason = match status {
+        200 => "OK",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        _ => "Service Unavailable",
+    };
+    let head = format!(
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = sock.write_all(head.as_bytes()).await;
+    let _ = sock.write_all(body.as_bytes()).await;
+}
+
+#[cfg(test)]
+mod route_tests {
+    use super::*;
+
+    /// Counting through the thread's recent list adds up exactly as the registry shows
+    /// it, past the list's size (it starts over) and for pairs counted again after that.
+    #[test]
+    fn route_counts_add_up_through_the_recent_list() {
+        let pairs = RECENT_ROUTES * 2 + 3;
+        for round in 0..3 {
+            for k in 0..pairs {
+                let node = format!("route-test-node-{}", k % 7);
+                route(
+                    &node,
+                    &format!("route-test-reason-{k}"),
+                    if k % 2 == 0 { None } else { Some(CausalScope::Session) },
+                );
+            }
+            let counted: u64 = routes().iter().filter(|(n, ..)| n.starts_with("route-test-node-")).map(|r| r.3).sum();
+            assert_eq!(counted, (pairs * (round + 1)) as u64, "round {round}");
+        }
+        let seen = routes();
+        let one = seen.iter().find(|(n, r, ..)| n == "route-test-node-1" && r == "route-test-reason-1").unwrap();
+        assert_eq!((one.2, one.3), ("session", 3));
     }
 }

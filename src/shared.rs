@@ -15,6 +15,7 @@ use arc_swap::{ArcSwap, ArcSwapOption, Guard};
 
 use crate::acked::KeyMap;
 use crate::auth::scram;
+use crate::backend::keyring::Keyring;
 use crate::backend::Pools;
 use crate::cancel;
 use crate::catalog::FunctionCatalog;
@@ -34,6 +35,11 @@ pub struct Shared {
     /// SCRAM verifiers per user (PBKDF2 is deliberately slow: computed at start and at
     /// each reload, not per login).
     verifiers: ArcSwap<HashMap<String, scram::Verifier>>,
+    /// What pgroute logs in to servers with, per user (passwords, and the keys
+    /// `scram_verifier` users' logins reveal).
+    pub keyring: Arc<Keyring>,
+    /// `[auth] query`: verifiers of users not in the file, cached.
+    pub auth_lookup: crate::backend::auth_query::AuthLookup,
     /// Round-robin counter for replica choice.
     pub tickets: AtomicU64,
     /// Where reads go: hints, rules, money-critical tables and functions. Swapped whole on
@@ -83,7 +89,10 @@ fn verifiers(config: &Config) -> HashMap<String, scram::Verifier> {
     config
         .users
         .iter()
-        .filter_map(|u| u.password().map(|p| (u.name.get_ref().clone(), scram::Verifier::new(&p))))
+        .filter_map(|u| {
+            let verifier = u.verifier().or_else(|| u.password().map(|p| scram::Verifier::new(&p)))?;
+            Some((u.name.get_ref().clone(), verifier))
+        })
         .collect()
 }
 
@@ -93,12 +102,15 @@ impl Shared {
         let cfg = config.load_full();
         let topology = Arc::new(Topology::from_config(&cfg, false));
         let tls = crate::tls::Acceptor::from_config(&cfg.tls)?;
+        let keyring = Arc::new(Keyring::default());
         Ok(Shared {
             tls: ArcSwapOption::new(tls),
-            pools: Pools::new(config.clone(), topology.clone()),
+            pools: Pools::new(config.clone(), topology.clone(), keyring.clone()),
+            keyring,
+            auth_lookup: Default::default(),
             classifier,
             topology,
-            cancels: cancel::Registry::default(),
+            cancels: cancel::Registry::new(cfg.peers.id),
             verifiers: ArcSwap::from_pointee(verifiers(&cfg)),
             tickets: AtomicU64::new(0),
             rules: RwLock::new(Arc::new(Rules::from_config(&cfg.routing, &cfg.groups(), None))),
@@ -121,6 +133,13 @@ impl Shared {
         self.tls.load_full()
     }
 
+    /// Starts the smart shutdown: no new clients, and every session told to end at its
+    /// next transaction boundary (sessions that start later see the flag at login).
+    pub fn begin_shutdown(&self) {
+        self.shutdown.send_replace(true);
+        self.cancels.drain_all();
+    }
+
     /// The configuration in force now.
     pub fn config(&self) -> Guard<Arc<Config>> {
         self.config.load()
@@ -141,7 +160,7 @@ impl Shared {
         self.rules.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// The SCRAM verifier for a configured user with a password.
+    /// The SCRAM verifier for a configured user with a password or a `scram_verifier`.
     pub fn verifier(&self, user: &str) -> Option<scram::Verifier> {
         self.verifiers.load().get(user).cloned()
     }
@@ -212,6 +231,8 @@ impl Shared {
         self.tls.store(tls);
         self.pools.resize(new.pool.size);
         self.verifiers.store(Arc::new(verifiers(&new)));
+        self.keyring.retain_matching(&new);
+        self.auth_lookup.clear();
         let rules = Rules::from_config(&new.routing, &new.groups(), Some(&self.rules()));
         *self.rules.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(rules);
         self.classifier.reconfigure(&new.routing.write_functions);

@@ -351,6 +351,11 @@ impl Topology {
         }
     }
 
+    /// Asks the monitor for a round now (the credential it lacked has arrived).
+    pub fn request_probe(&self) {
+        self.probe_now.notify_one();
+    }
+
     /// Resolves when a round should start before the interval is up.
     pub async fn probe_requested(&self) {
         self.probe_now.notified().await

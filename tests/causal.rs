@@ -32,6 +32,11 @@ fn report_precedes_ready(msgs: &[Msg]) -> bool {
     at.is_some_and(|i| msgs.get(i + 1).is_some_and(|m| m.tag == b'Z'))
 }
 
+/// pgroute's own commit-position query, as the server records it.
+fn position_query() -> String {
+    "SELECT pg_current_wal_insert_lsn()".to_string()
+}
+
 async fn lsn_of(client: &tokio_postgres::Client, sql: &str) -> u64 {
     let v: String = client.query_one(sql, &[]).await.unwrap().get(0);
     v.parse().unwrap()
@@ -84,6 +89,32 @@ async fn a_committed_write_reports_a_position_at_or_past_its_commit() {
     assert_eq!(token(&w.query(b"BEGIN").await), None);
     assert_eq!(token(&w.query(format!("INSERT INTO {t} VALUES (100)").as_bytes()).await), None);
     assert_eq!(token(&w.query(b"ROLLBACK").await), None);
+    // A block on the primary that wrote nothing commits no data: its COMMIT asks for no
+    // position and reports none.
+    // (The server's pg_stat_activity shows the last query its connection ran.)
+    let last_query = |pid: String| {
+        let primary = &primary;
+        async move {
+            let sql = format!("SELECT query FROM pg_stat_activity WHERE pid = {pid}");
+            primary.query_one(&sql, &[]).await.unwrap().get::<_, String>(0)
+        }
+    };
+    w.query(b"BEGIN").await;
+    let at = "/* pgroute: route=primary */ SELECT inet_server_port()::text || ' ' || pg_backend_pid()";
+    let at = wire::rows(&w.query(at.as_bytes()).await)[0][0].clone().unwrap_or_default();
+    let (port, pid) = at.split_once(' ').unwrap();
+    assert_eq!(port, c.primary_port.to_string(), "the block runs on the primary");
+    w.query(format!("SELECT count(*) FROM {t}").as_bytes()).await;
+    let read_only = w.query(b"COMMIT").await;
+    assert!(wire::render_all(&read_only)[0].starts_with("C COMMIT"), "{read_only:?}");
+    assert_eq!(token(&read_only), None, "{read_only:?}");
+    assert_eq!(last_query(pid.to_string()).await, "COMMIT", "nothing of pgroute's own ran behind it");
+    // The control: a block that wrote is followed by the position query.
+    w.query(b"BEGIN").await;
+    let at = wire::rows(&w.query(format!("INSERT INTO {t} VALUES (99) RETURNING pg_backend_pid()").as_bytes()).await);
+    let pid = at[0][0].clone().unwrap_or_default();
+    assert!(token(&w.query(b"COMMIT").await).is_some());
+    assert_eq!(last_query(pid).await, position_query(), "the position is asked behind a write's COMMIT");
     // A transaction's COMMIT is reported; a failed one's is not.
     w.query(b"BEGIN").await;
     w.query(format!("INSERT INTO {t} VALUES (101)").as_bytes()).await;

@@ -6,7 +6,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{cluster, proxy_from_file, rows, server_port, simple_value, table, TestProxy};
+use common::{cluster, ports_until, proxy_from_file, rows, server_port, simple_value, table, TestProxy};
 
 /// `psql -c SQL` against the console; (stdout, stderr, success).
 fn psql(p: &TestProxy, user: &str, password: &str, sql: &str) -> (String, String, bool) {
@@ -153,10 +153,7 @@ async fn drain_moves_reads_off_a_replica_until_undrain() {
     let console = p.console().await;
     let app = p.client().await;
     let drained = c.replica_ports[0];
-    let mut seen = Vec::new();
-    for _ in 0..6 {
-        seen.push(server_port(&app).await);
-    }
+    let seen = ports_until(&app, &c.replica_ports).await;
     assert!(seen.contains(&drained), "both replicas take reads: {seen:?}");
     rows(&console, "DRAIN pg1").await;
     let nodes = rows(&console, "SHOW NODES").await;
@@ -167,11 +164,8 @@ async fn drain_moves_reads_off_a_replica_until_undrain() {
         assert_ne!(port, c.primary_port, "reads stay on the other replica");
     }
     rows(&console, "UNDRAIN pg1").await;
-    let mut back = false;
-    for _ in 0..6 {
-        back |= server_port(&app).await == drained;
-    }
-    assert!(back, "an undrained replica takes reads again");
+    let back = ports_until(&app, &[drained]).await;
+    assert!(back.contains(&drained), "an undrained replica takes reads again: {back:?}");
 }
 
 fn replace_in(path: &std::path::Path, from: &str, to: &str) {

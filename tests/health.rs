@@ -1,11 +1,13 @@
 //! Lag-aware reads on a real cluster: a replica delayed by `recovery_min_apply_delay`
 //! takes no reads while it lags and takes them again once caught up; a stopped replica
-//! drops out without client errors. One test (its own cluster), steps in sequence.
+//! drops out without client errors; `/ready` follows the primary (503 within a second or
+//! two of stopping it, 200 again after) and, with `?replica=1`, the replicas. One test
+//! (its own cluster), steps in sequence.
 
 mod common;
 
 use std::collections::HashSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{cluster, proxy_with, server_port, table};
 
@@ -21,7 +23,13 @@ async fn ports_seen(client: &tokio_postgres::Client, reads: usize) -> HashSet<u1
 async fn reads_follow_replica_health() {
     let c = cluster();
     let (primary, r1, r2) = (c.primary_port, c.replica_ports[0], c.replica_ports[1]);
-    let p = proxy_with("[health]\ninterval = \"100ms\"\nmax_replica_lag = \"1s\"\n").await;
+    let p = proxy_with(
+        "[health]\ninterval = \"100ms\"\nmax_replica_lag = \"1s\"\n[admin]\nhealth_address = \"127.0.0.1:0\"\n",
+    )
+    .await;
+    let health = p.proxy.health_addr.expect("health endpoints");
+    assert_eq!(http_get(health, "/ready?replica=1").await.0, 200);
+    assert_eq!(http_get(health, "/live").await.0, 200);
     let client = p.client().await;
     assert_eq!(ports_seen(&client, 6).await, HashSet::from([r1, r2]), "both replicas in rotation");
 
@@ -69,6 +77,45 @@ async fn reads_follow_replica_health() {
     assert_eq!(ports_seen(&client, 4).await, HashSet::from([primary]), "no usable replica: primary");
     let metrics = pgroute::metrics::render(&p.proxy.shared.classifier);
     assert!(metrics.contains("pgroute_node_usable{node=\"pg2\"} 0"), "{metrics}");
+    let (status, body) = http_get(health, "/ready?replica=1").await;
+    assert_eq!((status, body.contains("no usable replica")), (503, true), "{body}");
+    assert_eq!(http_get(health, "/ready").await.0, 200, "the primary alone is ready");
     common::node_ctl("node-start", 1);
     common::node_ctl("node-start", 2);
+
+    // Stop the primary: /ready says 503 within a second or two, and 200 once it is back.
+    common::node_ctl("node-stop", 0);
+    let stopped = Instant::now();
+    let status = until(health, "/ready", 503).await;
+    assert_eq!(status.0, 503, "still ready {:?} after stopping the primary: {}", stopped.elapsed(), status.1);
+    assert!(stopped.elapsed() < Duration::from_secs(2), "503 after {:?}", stopped.elapsed());
+    assert!(status.1.contains("no usable primary"), "{}", status.1);
+    assert_eq!(http_get(health, "/live").await.0, 200, "pgroute itself still serves");
+    common::node_ctl("node-start", 0);
+    let (status, body) = until(health, "/ready", 200).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// `GET path` on the health endpoints: (status, body).
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut sock = tokio::net::TcpStream::connect(addr).await.expect("health endpoint");
+    sock.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
+    let mut text = String::new();
+    sock.read_to_string(&mut text).await.unwrap();
+    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+}
+
+/// Polls `path` every 50ms for up to 10s until it answers `want`; the last answer.
+async fn until(addr: std::net::SocketAddr, path: &str, want: u16) -> (u16, String) {
+    let mut last = http_get(addr, path).await;
+    for _ in 0..200 {
+        if last.0 == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        last = http_get(addr, path).await;
+    }
+    last
 }

@@ -12,6 +12,8 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::ports_until;
+
 struct Patroni {
     dir: String,
     urls: Vec<String>,
@@ -140,9 +142,16 @@ async fn writes_follow_patronis_leader() {
         assert!(Instant::now() < deadline, "the replicas did not become usable");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let ports = reads(20).await;
+    // Right after the write an asynchronous member may not have replayed it yet, and a
+    // read then goes elsewhere: read until both have answered (common::ports_until).
+    let wanted: Vec<u16> = others.iter().map(|&m| pat.pg_ports[m]).collect();
+    let ports = ports_until(&client, &wanted).await;
     for &m in &others {
-        assert!(ports.contains(&pat.pg_ports[m]), "reads reach member{m}: {ports:?}");
+        assert!(
+            ports.contains(&pat.pg_ports[m]),
+            "reads reach member{m}: {ports:?}; topology {:?}",
+            proxy.shared.topology.snapshot().nodes
+        );
     }
 
     // A replica tagged noloadbalance in Patroni takes no reads; the other one does.
@@ -154,7 +163,8 @@ async fn writes_follow_patronis_leader() {
         assert!(Instant::now() < deadline, "the noloadbalance member still takes reads");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let ports = reads(20).await;
+    let mut ports = ports_until(&client, &[pat.pg_ports[busy]]).await;
+    ports.extend(reads(20).await);
     assert!(!ports.contains(&pat.pg_ports[quiet]), "a read reached the noloadbalance member: {ports:?}");
     assert!(ports.contains(&pat.pg_ports[busy]), "reads reach the other replica: {ports:?}");
 

@@ -1,6 +1,7 @@
 //! TLS on both sides, with a throwaway CA: clients (psql, psycopg 3, asyncpg,
 //! node-postgres, pgjdbc) verify pgroute's certificate; `require` refuses clear text;
-//! SCRAM-SHA-256-PLUS binds the login to the certificate; client certificates (mutual
+//! SCRAM-SHA-256-PLUS binds the login to the certificate (the clients' test holds no
+//! password: only SCRAM verifiers, passed through to the servers); client certificates (mutual
 //! TLS) are accepted or refused; pgroute verifies a PostgreSQL that accepts TLS logins
 //! only; certificates are reloaded without dropping sessions. Own cluster.
 
@@ -10,7 +11,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use common::certs::{pki, Pki};
-use common::{cluster, proxy_from_file, simple_value, TestProxy};
+use common::{cluster, proxy_from_file, proxy_from_file_with_users, simple_value, verifier_users, TestProxy};
 
 fn tls_section(pki: &Pki, mode: &str, extra: &str) -> String {
     format!(
@@ -44,7 +45,8 @@ fn conninfo(p: &TestProxy, pki: &Pki, extra: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_verify_pgroute_and_require_refuses_clear_text() {
     let pki = pki("clients");
-    let (p, _) = proxy_from_file(&tls_section(&pki, "require", ""), "tls-clients").await;
+    let users = verifier_users().await;
+    let (p, _) = proxy_from_file_with_users(&tls_section(&pki, "require", ""), &users, "tls-clients").await;
     let out = psql(&conninfo(&p, &pki, "channel_binding=require"), "\\conninfo");
     assert!(out.status.success(), "psql verify-full with channel binding: {}", text(&out));
     assert!(text(&out).contains("SSL connection"), "{}", text(&out));

@@ -63,15 +63,21 @@ async fn tokens_order_reads_across_a_promotion() {
     // Writes on the new primary report timeline 2, and their tokens order reads, which
     // the follower (once on timeline 2) can serve.
     let (mut writer, _) = Wire::connect(p.port, "app", "app", &[("database", "app")]).await;
+    // On a loaded machine the follower's switch to the new primary can take a while: write
+    // and read until one tokened read reaches it (30 s at most); every read sees its write.
     let mut on_follower = 0;
-    for i in 2..22 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut i = 2;
+    while on_follower == 0 && std::time::Instant::now() < deadline {
         let after = write(&mut writer, &format!("INSERT INTO {t} VALUES ({i})")).await;
         assert!(after.starts_with("2/"), "timeline 2 after the promotion: {after}");
         let sql = format!("/* pgroute: after={after} */ SELECT count(*), inet_server_port() FROM {t} WHERE id = {i}");
         let row = reader.query_one(&sql, &[]).await.unwrap();
         assert_eq!(row.get::<_, i64>(0), 1, "write {i}: its token orders the read");
         on_follower += usize::from(row.get::<_, i32>(1) as u16 == c.replica_ports[1]);
+        i += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    assert!(on_follower > 0, "no tokened read reached the follower on the new timeline");
+    assert!(on_follower > 0, "no tokened read reached the follower on the new timeline ({} writes)", i - 2);
     writer.terminate().await;
 }

@@ -1,5 +1,6 @@
 //! `SHOW CONFIG`: the configuration in force (after the last reload), one row per key as
-//! the file would write it (`config::reference::settings`), passwords left out.
+//! the file would write it (`config::reference::settings`), passwords and verifiers left
+//! out, keys left unset shown as `off`, `none` or `unlimited`.
 
 use super::rows::{text, Reply, Rows};
 use super::Console;

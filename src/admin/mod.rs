@@ -142,7 +142,7 @@ async fn serve(
     loop {
         let frame = tokio::select! {
             f = protocol::read_frame(stream, &mut buf, max) => f,
-            _ = handle.kill.notified() => {
+            _ = handle.signaled(crate::cancel::KILL) => {
                 return Some(PgError::fatal(sqlstate::ADMIN_SHUTDOWN, "terminating connection: killed by a pgroute administrator"));
             }
             _ = shutdown.wait_for(|s| *s) => {

@@ -7,6 +7,6 @@ use super::Console;
 
 pub fn run(c: &Console) -> Reply {
     tracing::warn!(user = %c.user, "SHUTDOWN requested from the console");
-    c.shared.shutdown.send_replace(true);
+    c.shared.begin_shutdown();
     Reply::done("SHUTDOWN")
 }

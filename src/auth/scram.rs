@@ -1,4 +1,7 @@
-//! SCRAM-SHA-256 (RFC 5802 / 7677) as PostgreSQL speaks it, without channel binding.
+//! SCRAM-SHA-256 (RFC 5802 / 7677) as PostgreSQL speaks it, with `tls-server-end-point`
+//! channel binding over TLS; and SCRAM pass-through: the ClientKey a client's proof
+//! reveals to a verifier (`ClientProof XOR HMAC(StoredKey, AuthMessage)`) logs pgroute in
+//! to servers that hold the same verifier, so no password need be stored anywhere.
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -130,6 +133,76 @@ impl Verifier {
     }
 }
 
+impl Verifier {
+    /// Parses a verifier as PostgreSQL stores it in `pg_authid.rolpassword`:
+    /// `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>` (base64).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let bad = |what: &str| {
+            format!("not a SCRAM-SHA-256 verifier ({what}); expected SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey> as in pg_authid.rolpassword")
+        };
+        let rest = text.strip_prefix("SCRAM-SHA-256$").ok_or_else(|| bad("prefix"))?;
+        let (params, keys) = rest.split_once('$').ok_or_else(|| bad("no keys"))?;
+        let (iterations, salt) = params.split_once(':').ok_or_else(|| bad("no salt"))?;
+        let (stored, server) = keys.split_once(':').ok_or_else(|| bad("no ServerKey"))?;
+        let iterations: u32 = iterations.parse().map_err(|_| bad("iterations"))?;
+        if iterations == 0 || iterations > MAX_ITERATIONS {
+            return Err(bad("iterations out of range"));
+        }
+        let salt = B64.decode(salt).map_err(|_| bad("salt is not base64"))?;
+        let key = |k: &str, what: &str| -> Result<[u8; 32], String> {
+            B64.decode(k).ok().and_then(|v| v.try_into().ok()).ok_or_else(|| bad(what))
+        };
+        Ok(Verifier { salt, iterations, stored_key: key(stored, "StoredKey")?, server_key: key(server, "ServerKey")? })
+    }
+
+    /// The keys that log in to a server holding this verifier, given the ClientKey a
+    /// client proved; `None` when it does not belong to this verifier.
+    pub fn keys(&self, client_key: [u8; 32]) -> Option<Keys> {
+        let stored: [u8; 32] = Sha256::digest(client_key).into();
+        constant_time_eq(&stored, &self.stored_key).then(|| Keys {
+            salt: self.salt.clone(),
+            iterations: self.iterations,
+            client_key,
+            server_key: self.server_key,
+        })
+    }
+}
+
+/// What logs pgroute in to a server by SCRAM without the password: the salt and
+/// iterations of the server's verifier, the ClientKey recovered from a client's proof and
+/// the ServerKey (to check the server's signature). Kept in memory only; never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Keys {
+    salt: Vec<u8>,
+    iterations: u32,
+    client_key: [u8; 32],
+    server_key: [u8; 32],
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Keys(<redacted>)")
+    }
+}
+
+impl Keys {
+    /// Whether these keys still belong to `verifier` (a reload may have changed it).
+    pub fn belong_to(&self, verifier: &Verifier) -> bool {
+        verifier.keys(self.client_key).is_some_and(|k| k == *self)
+    }
+}
+
+/// What pgroute answers a server's SCRAM challenge with.
+#[derive(Clone, Copy)]
+pub enum Credential<'a> {
+    Password(&'a str),
+    Keys(&'a Keys),
+}
+
+/// Iteration counts above this are refused (a hostile server or file could make each
+/// login burn seconds of CPU).
+const MAX_ITERATIONS: u32 = 10_000_000;
+
 #[derive(Debug, PartialEq, Eq)]
 pub struct ScramError(pub &'static str);
 
@@ -187,8 +260,9 @@ impl ServerExchange {
         Ok((exchange, server_first))
     }
 
-    /// Checks the client-final message; on success returns the server-final message.
-    pub fn finish(self, client_final: &[u8]) -> Result<String, ScramError> {
+    /// Checks the client-final message; on success returns the server-final message and
+    /// the ClientKey the proof revealed (for [`Verifier::keys`]).
+    pub fn finish(self, client_final: &[u8]) -> Result<(String, [u8; 32]), ScramError> {
         let msg = std::str::from_utf8(client_final).map_err(|_| ScramError("not UTF-8"))?;
         let (without_proof, proof) = msg.rsplit_once(",p=").ok_or(ScramError("missing proof"))?;
         let mut parts = without_proof.split(',');
@@ -205,19 +279,28 @@ impl ServerExchange {
         }
         let auth_message = format!("{},{},{}", self.client_first_bare, self.server_first, without_proof);
         let signature = hmac(&self.verifier.stored_key, auth_message.as_bytes());
-        let client_key: Vec<u8> = proof.iter().zip(signature).map(|(p, s)| p ^ s).collect();
-        let stored: [u8; 32] = Sha256::digest(&client_key).into();
+        let mut client_key = [0u8; 32];
+        for (k, (p, s)) in client_key.iter_mut().zip(proof.iter().zip(signature)) {
+            *k = p ^ s;
+        }
+        let stored: [u8; 32] = Sha256::digest(client_key).into();
         if !constant_time_eq(&stored, &self.verifier.stored_key) {
             return Err(ScramError("wrong password"));
         }
         let server_sig = hmac(&self.verifier.server_key, auth_message.as_bytes());
-        Ok(format!("v={}", B64.encode(server_sig)))
+        Ok((format!("v={}", B64.encode(server_sig)), client_key))
     }
+}
+
+/// What a [`ClientExchange`] holds to answer with.
+enum Secret {
+    Password(String),
+    Keys(Keys),
 }
 
 /// Client side of one exchange, used when pgroute logs in to a server.
 pub struct ClientExchange {
-    password: String,
+    secret: Secret,
     /// The `c=` attribute of the client-final message (gs2 header and binding data).
     cbind: String,
     client_first_bare: String,
@@ -227,7 +310,7 @@ pub struct ClientExchange {
 
 impl ClientExchange {
     /// Returns the exchange and the client-first message.
-    pub fn start(password: &str, binding: ClientBinding) -> (Self, String) {
+    pub fn start(credential: Credential, binding: ClientBinding) -> (Self, String) {
         let nonce = self::nonce();
         let bare = format!("n=,r={nonce}");
         let (header, data) = match binding {
@@ -237,7 +320,10 @@ impl ClientExchange {
         };
         let first = format!("{header}{bare}");
         let ex = ClientExchange {
-            password: password.to_string(),
+            secret: match credential {
+                Credential::Password(p) => Secret::Password(p.to_string()),
+                Credential::Keys(k) => Secret::Keys(k.clone()),
+            },
             cbind: B64.encode([header.as_bytes(), &data].concat()),
             client_first_bare: bare,
             nonce,
@@ -258,17 +344,26 @@ impl ClientExchange {
         }
         let salt = B64.decode(salt).map_err(|_| ScramError("salt is not base64"))?;
         let iterations: u32 = iterations.parse().map_err(|_| ScramError("bad iteration count"))?;
-        if iterations == 0 || iterations > 10_000_000 {
+        if iterations == 0 || iterations > MAX_ITERATIONS {
             return Err(ScramError("unreasonable iteration count"));
         }
-        let salted = cached_salted_password(&self.password, &salt, iterations);
-        let client_key = hmac(&salted, b"Client Key");
+        let (client_key, server_key) = match &self.secret {
+            Secret::Password(password) => {
+                let salted = cached_salted_password(password, &salt, iterations);
+                (hmac(&salted, b"Client Key"), hmac(&salted, b"Server Key"))
+            }
+            Secret::Keys(k) if k.salt == salt && k.iterations == iterations => (k.client_key, k.server_key),
+            Secret::Keys(_) => {
+                return Err(ScramError(
+                    "the server's SCRAM verifier differs from the user's scram_verifier (another salt or iteration count): copy it again from pg_authid",
+                ))
+            }
+        };
         let stored_key: [u8; 32] = Sha256::digest(client_key).into();
         let without_proof = format!("c={},r={nonce}", self.cbind);
         let auth_message = format!("{},{},{}", self.client_first_bare, msg, without_proof);
         let signature = hmac(&stored_key, auth_message.as_bytes());
         let proof: Vec<u8> = client_key.iter().zip(signature).map(|(k, s)| k ^ s).collect();
-        let server_key = hmac(&salted, b"Server Key");
         self.expected_server_sig = Some(hmac(&server_key, auth_message.as_bytes()));
         Ok(format!("{without_proof},p={}", B64.encode(proof)))
     }
@@ -285,8 +380,20 @@ impl ClientExchange {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A verifier in PostgreSQL's text form.
+    pub(crate) fn text(v: &Verifier) -> String {
+        let (salt, stored, server) = (B64.encode(&v.salt), B64.encode(v.stored_key), B64.encode(v.server_key));
+        format!("SCRAM-SHA-256${}:{salt}${stored}:{server}", v.iterations)
+    }
+
+    /// The keys a login with `password` against `verifier` reveals.
+    pub(crate) fn proven_keys(verifier: &Verifier, password: &str) -> Keys {
+        let client_key = login(verifier, Credential::Password(password)).expect("the right password");
+        verifier.keys(client_key).expect("keys of the verifier")
+    }
 
     #[test]
     fn the_salted_password_cache_answers_what_pbkdf2_would() {
@@ -306,10 +413,10 @@ mod tests {
     }
 
     fn bound(server_pw: &str, client_pw: &str, client: ClientBinding, server: Binding) -> Result<(), ScramError> {
-        let (mut client, first) = ClientExchange::start(client_pw, client);
+        let (mut client, first) = ClientExchange::start(Credential::Password(client_pw), client);
         let (server, server_first) = ServerExchange::start(Verifier::new(server_pw), first.as_bytes(), server)?;
         let client_final = client.respond(server_first.as_bytes())?;
-        let server_final = server.finish(client_final.as_bytes())?;
+        let (server_final, _) = server.finish(client_final.as_bytes())?;
         client.verify_server(server_final.as_bytes())
     }
 
@@ -342,7 +449,7 @@ mod tests {
     #[test]
     fn impossible_verifier_rejects_any_proof_with_a_stable_salt() {
         let salt_of = |user: &str| {
-            let (_, first) = ClientExchange::start("", ClientBinding::Unsupported);
+            let (_, first) = ClientExchange::start(Credential::Password(""), ClientBinding::Unsupported);
             let (_, sf) =
                 ServerExchange::start(Verifier::impossible(user), first.as_bytes(), Binding::Unavailable).unwrap();
             sf.split(',').find(|p| p.starts_with("s=")).map(str::to_string)
@@ -350,11 +457,57 @@ mod tests {
         assert_eq!(salt_of("nobody"), salt_of("nobody"));
         assert_ne!(salt_of("nobody"), salt_of("somebody"));
         for password in ["", "x"] {
-            let (mut client, first) = ClientExchange::start(password, ClientBinding::Unsupported);
+            let (mut client, first) = ClientExchange::start(Credential::Password(password), ClientBinding::Unsupported);
             let (server, sf) =
                 ServerExchange::start(Verifier::impossible("nobody"), first.as_bytes(), Binding::Unavailable).unwrap();
             let cf = client.respond(sf.as_bytes()).unwrap();
             assert!(server.finish(cf.as_bytes()).is_err());
+        }
+    }
+
+    /// One exchange with `verifier` as the server; returns what the client proved.
+    fn login(verifier: &Verifier, credential: Credential) -> Result<[u8; 32], ScramError> {
+        let (mut client, first) = ClientExchange::start(credential, ClientBinding::Unsupported);
+        let (server, sf) = ServerExchange::start(verifier.clone(), first.as_bytes(), Binding::Unavailable)?;
+        let cf = client.respond(sf.as_bytes())?;
+        let (server_final, client_key) = server.finish(cf.as_bytes())?;
+        client.verify_server(server_final.as_bytes())?;
+        Ok(client_key)
+    }
+
+    /// PostgreSQL 15's verifier for the password `app` (`pg_authid.rolpassword`).
+    const APP: &str = "SCRAM-SHA-256$4096:/C5VphuGa4iUgVk9I4N13w==$+qoOL082EbpUPYWWQHCk+tLm52eAkIjmyy4HMlefK7E=:5LeuQb2wCnFgLsAMd7IZjWqHYmhrKh4Z4clmKN64Oyw=";
+
+    #[test]
+    fn pass_through_logs_in_with_the_keys_a_clients_proof_reveals_and_nothing_else() {
+        let verifier = Verifier::parse(APP).unwrap();
+        assert!(login(&verifier, Credential::Password("wrong")).is_err());
+        let client_key = login(&verifier, Credential::Password("app")).expect("PostgreSQL's verifier for \"app\"");
+        let keys = verifier.keys(client_key).expect("the proven key belongs to the verifier");
+        assert!(keys.belong_to(&verifier));
+        // A server holding the same verifier takes the keys, and proves itself to them.
+        assert_eq!(login(&verifier, Credential::Keys(&keys)), Ok(client_key));
+        // Any other verifier (another salt, as after ALTER ROLE ... PASSWORD) does not.
+        let other = Verifier::new("app");
+        assert!(!keys.belong_to(&other));
+        assert!(login(&other, Credential::Keys(&keys)).is_err());
+        assert!(verifier.keys([7; 32]).is_none(), "a key that was not proven is refused");
+        assert_eq!(format!("{keys:?}"), "Keys(<redacted>)");
+    }
+
+    #[test]
+    fn verifiers_parse_only_in_postgresqls_form() {
+        let parsed = Verifier::parse(APP).unwrap();
+        assert_eq!(text(&parsed), APP, "parses back to what PostgreSQL wrote");
+        for bad in [
+            "",
+            "md5a3556571e93b0d20722ba62be61e8c2d",
+            "SCRAM-SHA-256$4096:c2FsdA==$AAAA:AAAA",
+            "SCRAM-SHA-256$0:/C5VphuGa4iUgVk9I4N13w==$+qoOL082EbpUPYWWQHCk+tLm52eAkIjmyy4HMlefK7E=:5LeuQb2wCnFgLsAMd7IZjWqHYmhrKh4Z4clmKN64Oyw=",
+            "SCRAM-SHA-256$4096:/C5VphuGa4iUgVk9I4N13w==$+qoOL082EbpUPYWWQHCk+tLm52eAkIjmyy4HMlefK7E=",
+            "SCRAM-SHA-256$x:!!$a:b",
+        ] {
+            assert!(Verifier::parse(bad).is_err(), "{bad:?}");
         }
     }
 

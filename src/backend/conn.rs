@@ -10,6 +10,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::auth::{md5, scram};
+use crate::backend::keyring::Secret;
 use crate::protocol::{self, error_fields, read_frame, sqlstate, tag, BodyReader, Frame, PgError};
 use crate::tls::ServerStream;
 use crate::topology::NodeAddr;
@@ -41,6 +42,10 @@ pub struct ServerConn {
     pub opened_with: u64,
     /// Holds state no other client may inherit: closed instead of pooled.
     pub poisoned: bool,
+    /// When it was opened (`[pool] server_lifetime`)...
+    pub opened: std::time::Instant,
+    /// ... and when it last went back to its pool (`server_idle_timeout`).
+    pub idle_since: std::time::Instant,
 }
 
 fn lost(node: &NodeAddr, what: impl std::fmt::Display) -> PgError {
@@ -56,12 +61,12 @@ impl ServerConn {
         addr: &NodeAddr,
         node: usize,
         user: &str,
-        password: Option<&str>,
+        secret: Option<&Secret>,
         database: &str,
         startup: &[(String, String)],
         timeout: Duration,
     ) -> Result<ServerConn, PgError> {
-        let login = Self::connect_inner(addr, node, user, password, database, startup);
+        let login = Self::connect_inner(addr, node, user, secret, database, startup);
         match tokio::time::timeout(timeout, login).await {
             Ok(r) => r,
             Err(_) => Err(lost(addr, format!("timed out after {timeout:?}"))),
@@ -72,7 +77,7 @@ impl ServerConn {
         addr: &NodeAddr,
         node: usize,
         user: &str,
-        password: Option<&str>,
+        secret: Option<&Secret>,
         database: &str,
         startup: &[(String, String)],
     ) -> Result<ServerConn, PgError> {
@@ -90,6 +95,8 @@ impl ServerConn {
             settings_hash: 0,
             opened_with: 0,
             poisoned: false,
+            opened: std::time::Instant::now(),
+            idle_since: std::time::Instant::now(),
         };
         let mut params = vec![("user", user), ("database", database)];
         params.extend(startup.iter().map(|(k, v)| (k.as_str(), v.as_str())));
@@ -100,7 +107,7 @@ impl ServerConn {
             let frame = conn.read().await.map_err(|e| lost(addr, e))?;
             match frame.tag() {
                 tag::AUTHENTICATION => {
-                    let login = Login { addr, user, password };
+                    let login = Login { addr, user, secret };
                     let Some(reply) = login.reply(frame.body(), &conn.stream, &mut scram_state)? else { continue };
                     let msg = protocol::password_message(&reply);
                     conn.stream.write_all(msg.raw()).await.map_err(|e| lost(addr, e))?;
@@ -154,10 +161,38 @@ impl ServerConn {
     /// Runs pgroute's own query and returns its first row as text columns (`None` for
     /// NULL), or `None` when there is no row.
     pub async fn query_row(&mut self, sql: &str) -> Result<Option<Vec<Option<String>>>, PgError> {
-        let io = |e: std::io::Error| {
-            PgError::error(sqlstate::CONNECTION_FAILURE, format!("pgroute: server connection lost: {e}"))
-        };
-        self.stream.write_all(protocol::query(sql).raw()).await.map_err(io)?;
+        self.stream.write_all(protocol::query(sql).raw()).await.map_err(conn_lost)?;
+        self.first_row().await
+    }
+
+    /// As `query_row`, with `$1`, `$2`, ... bound to `params` (text) by the extended
+    /// protocol: never spliced into the SQL text.
+    pub async fn query_row_with(&mut self, sql: &str, params: &[&str]) -> Result<Option<Vec<Option<String>>>, PgError> {
+        use bytes::BufMut;
+        let mut out = BytesMut::new();
+        out.extend_from_slice(protocol::parse("", sql.as_bytes(), &0i16.to_be_bytes()).raw());
+        protocol::build_into(&mut out, b'B', |b| {
+            b.put_slice(b"\0\0");
+            b.put_i16(0);
+            b.put_i16(params.len() as i16);
+            for p in params {
+                b.put_i32(p.len() as i32);
+                b.put_slice(p.as_bytes());
+            }
+            b.put_i16(0);
+        });
+        protocol::build_into(&mut out, b'E', |b| {
+            b.put_u8(0);
+            b.put_i32(0);
+        });
+        out.extend_from_slice(protocol::sync().raw());
+        self.stream.write_all(&out).await.map_err(conn_lost)?;
+        self.first_row().await
+    }
+
+    /// Reads replies up to ReadyForQuery: the first DataRow, or the first error.
+    async fn first_row(&mut self) -> Result<Option<Vec<Option<String>>>, PgError> {
+        let io = conn_lost;
         let (mut row, mut first_error) = (None, None);
         loop {
             let f = self.read().await.map_err(io)?;
@@ -188,6 +223,10 @@ impl ServerConn {
             .tcp()
             .is_none_or(|tcp| matches!(tcp.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock))
     }
+}
+
+fn conn_lost(e: std::io::Error) -> PgError {
+    PgError::error(sqlstate::CONNECTION_FAILURE, format!("pgroute: server connection lost: {e}"))
 }
 
 /// A DataRow's columns as text; a malformed row yields what could be read.
@@ -223,7 +262,7 @@ async fn open_stream(addr: &NodeAddr) -> Result<ServerStream, PgError> {
 struct Login<'a> {
     addr: &'a NodeAddr,
     user: &'a str,
-    password: Option<&'a str>,
+    secret: Option<&'a Secret>,
 }
 
 impl Login<'_> {
@@ -237,9 +276,17 @@ impl Login<'_> {
         let (addr, user) = (self.addr, self.user);
         let mut r = BodyReader::new(body);
         let code = r.i32().map_err(|e| lost(addr, e))?;
-        let need_pw = || {
-            self.password.ok_or_else(|| {
+        let need_secret = || {
+            self.secret.ok_or_else(|| {
                 lost(addr, format!("server asks for a password and none is configured for user {user:?}"))
+            })
+        };
+        let need_pw = || {
+            need_secret()?.password().ok_or_else(|| {
+                lost(
+                    addr,
+                    format!("the server asks user {user:?} for a cleartext or md5 password, and pgroute holds only its SCRAM keys: make the role's password SCRAM in PostgreSQL (password_encryption = scram-sha-256) and pg_hba.conf say scram-sha-256"),
+                )
             })
         };
         let reply = match code {
@@ -264,7 +311,7 @@ impl Login<'_> {
                     (Some(_), false) => (scram::MECHANISM, scram::ClientBinding::NotOffered),
                     (None, _) => (scram::MECHANISM, scram::ClientBinding::Unsupported),
                 };
-                let (ex, first) = scram::ClientExchange::start(need_pw()?, binding);
+                let (ex, first) = scram::ClientExchange::start(need_secret()?.credential(), binding);
                 *scram_state = Some(ex);
                 let mut p = Vec::new();
                 p.extend_from_slice(mechanism.as_bytes());

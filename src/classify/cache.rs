@@ -1,4 +1,7 @@
-//! The bounded classification cache, keyed by normalised statement text.
+//! The bounded classification cache, keyed by normalised statement text, and in front of
+//! it one keyed by the exact text of statements with no literal (parameterised: the
+//! extended protocol's Parse, ORMs, drivers), which skips lexing and normalising when the
+//! same text comes again.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -15,9 +18,14 @@ const MAX_BYTES: usize = 32 * 1024 * 1024;
 
 pub struct Cache {
     map: DashMap<String, Arc<Class>>,
+    /// Exact texts (as decoded, read with the default dialect) of statements without
+    /// literals: the same text always normalises to the same key, so to the same class.
+    front: DashMap<Box<str>, Arc<Class>>,
     capacity: usize,
-    /// Bytes of the keys held (their classes hold at most as much again in names).
+    /// Bytes of the keys held (their classes hold at most as much again in names)...
     bytes: AtomicUsize,
+    /// ... and of the front's.
+    front_bytes: AtomicUsize,
     hits: AtomicU64,
     misses: AtomicU64,
 }
@@ -26,8 +34,10 @@ impl Cache {
     pub fn new(capacity: usize) -> Self {
         Cache {
             map: DashMap::new(),
+            front: DashMap::new(),
             capacity,
             bytes: AtomicUsize::new(0),
+            front_bytes: AtomicUsize::new(0),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
@@ -54,14 +64,36 @@ impl Cache {
         self.map.insert(key, class);
     }
 
+    /// The class of exactly this text, if the front holds it (counted as a hit).
+    pub fn get_exact(&self, text: &str) -> Option<Arc<Class>> {
+        let hit = self.front.get(text).map(|e| e.value().clone())?;
+        self.hits.fetch_add(1, Ordering::Relaxed);
+        Some(hit)
+    }
+
+    /// Keeps `class` for exactly this text, bounded as the main map is.
+    pub fn insert_exact(&self, text: &str, class: Arc<Class>) {
+        if self.capacity == 0 || text.len() > MAX_KEY {
+            return;
+        }
+        if self.front.len() >= self.capacity || self.front_bytes.load(Ordering::Relaxed) + text.len() > MAX_BYTES {
+            self.front.clear();
+            self.front_bytes.store(0, Ordering::Relaxed);
+        }
+        self.front_bytes.fetch_add(text.len(), Ordering::Relaxed);
+        self.front.insert(text.into(), class);
+    }
+
     pub fn clear(&self) {
         self.map.clear();
         self.bytes.store(0, Ordering::Relaxed);
+        self.front.clear();
+        self.front_bytes.store(0, Ordering::Relaxed);
     }
 
-    /// Bytes of the keys held.
+    /// Bytes of the keys held (both maps).
     pub fn bytes(&self) -> usize {
-        self.bytes.load(Ordering::Relaxed)
+        self.bytes.load(Ordering::Relaxed) + self.front_bytes.load(Ordering::Relaxed)
     }
 
     pub fn len(&self) -> usize {

@@ -86,7 +86,11 @@ fn key(k: &str) -> String {
 /// Finds a `pgroute:` hint; unknown keys are ignored with a debug log.
 pub fn hint(sql: &str) -> Hint {
     let mut out = Hint::default();
-    if !sql.contains("pgroute:") {
+    // Every statement is searched: a prebuilt finder, not `str::contains` (which sets up
+    // a searcher per call).
+    static MARK: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new("pgroute:"));
+    if MARK.find(sql.as_bytes()).is_none() {
         return out;
     }
     let lead = sql.trim_start();

@@ -314,7 +314,13 @@ pub fn normalise(sql: &str, tokens: &[Token], dialect: Dialect, out: &mut String
         }
         match t.kind {
             Kind::Literal if !keep_literals => out.push('?'),
-            Kind::Word => out.extend(t.text(sql).chars().map(|c| c.to_ascii_lowercase())),
+            Kind::Word => {
+                // Appended, then lower-cased in place: ASCII letters only, as before, at a
+                // fraction of the instructions of pushing char by char.
+                let start = out.len();
+                out.push_str(t.text(sql));
+                out[start..].make_ascii_lowercase();
+            }
             _ => out.push_str(t.text(sql)),
         }
     }

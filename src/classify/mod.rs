@@ -354,8 +354,30 @@ impl Classifier {
         }
     }
 
+    /// As `classify_in`, for the text of an extended-protocol Parse, which drivers and
+    /// ORMs send again and again unchanged: parameterised text (no literal) is looked up
+    /// by its exact text first, skipping the lexer.
+    pub fn classify_parse(&self, sql: &str, dialect: Dialect) -> Arc<Class> {
+        let exact = dialect == Dialect::default();
+        if exact {
+            if let Some(hit) = self.cache.get_exact(sql) {
+                return hit;
+            }
+        }
+        let (class, parameterised) = self.classify_scratch(sql, dialect);
+        if exact && parameterised {
+            self.cache.insert_exact(sql, class.clone());
+        }
+        class
+    }
+
     /// Classifies text as a session with these lexical settings reads it.
     pub fn classify_in(&self, sql: &str, dialect: Dialect) -> Arc<Class> {
+        self.classify_scratch(sql, dialect).0
+    }
+
+    /// The class, and whether the text went through the cache with no literal in it.
+    fn classify_scratch(&self, sql: &str, dialect: Dialect) -> (Arc<Class>, bool) {
         // A cache hit allocates nothing: the tokens and the normalised key are built in
         // this thread's scratch buffers (fresh ones if a classification is already using
         // them further up the stack).
@@ -379,18 +401,19 @@ impl Classifier {
         dialect: Dialect,
         tokens: &mut Vec<lexer::Token>,
         key: &mut String,
-    ) -> Arc<Class> {
+    ) -> (Arc<Class>, bool) {
         lexer::tokenize_into(sql, dialect, tokens);
         if session::has_session_statement(sql, tokens) {
-            return Arc::new(self.classify_uncached(sql, tokens));
+            return (Arc::new(self.classify_uncached(sql, tokens)), false);
         }
         lexer::normalise(sql, tokens, dialect, key);
+        let parameterised = tokens.iter().all(|t| t.kind != lexer::Kind::Literal);
         if let Some(hit) = self.cache.get(key) {
-            return hit;
+            return (hit, parameterised);
         }
         let class = Arc::new(self.classify_uncached(sql, tokens));
         self.cache.insert(key.clone(), class.clone());
-        class
+        (class, parameterised)
     }
 
     fn classify_uncached(&self, sql: &str, tokens: &[lexer::Token]) -> Class {

@@ -236,3 +236,41 @@ fn statements_that_depend_on_a_transaction_block_are_known() {
         assert!(!Classifier::block_sensitive(sql, d), "{sql}");
     }
 }
+
+/// The front of the cache (a Parse's exact text) answers what the full path answers, in
+/// either dialect and for texts with literals, session statements and hints alike; only
+/// parameterised texts are kept there, and a reload forgets them (a function declared a
+/// write must not stay a read).
+#[test]
+fn a_parse_looked_up_by_its_exact_text_is_classified_as_the_full_path_classifies_it() {
+    let texts = [
+        "SELECT abalance FROM pgbench_accounts WHERE aid = $1",
+        "select abalance from pgbench_accounts where aid = $1",
+        "UPDATE pgbench_accounts SET abalance = abalance + $1 WHERE aid = $2",
+        "SELECT nextval($1)",
+        "SELECT * FROM accounts WHERE id = 42",
+        "SELECT 'it''s' || $1",
+        "SET search_path TO $1",
+        "/* pgroute: route=primary */ SELECT $1",
+        "SELECT f($1)",
+        "SELECT U&\"d\\0061ta\" FROM t",
+        "",
+    ];
+    let fresh = Classifier::new(100);
+    let fronted = Classifier::new(100);
+    for dialect in [Dialect::default(), Dialect { standard_strings: false }] {
+        for sql in texts {
+            let want = fresh.classify_in(sql, dialect);
+            for round in 0..2 {
+                assert_eq!(*fronted.classify_parse(sql, dialect), *want, "{sql:?} round {round} {dialect:?}");
+            }
+        }
+    }
+    assert!(fronted.cache.get_exact("SELECT abalance FROM pgbench_accounts WHERE aid = $1").is_some());
+    assert!(fronted.cache.get_exact("SELECT * FROM accounts WHERE id = 42").is_none(), "literals churn: not kept");
+    assert!(fronted.cache.get_exact("SET search_path TO $1").is_none(), "session statements are never cached");
+
+    assert!(!fronted.classify_parse("SELECT f($1)", Dialect::default()).is_write());
+    fronted.reconfigure(&["f".to_string()]);
+    assert!(fronted.classify_parse("SELECT f($1)", Dialect::default()).is_write(), "the reload forgot the front");
+}

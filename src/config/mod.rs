@@ -55,11 +55,90 @@ pub struct Config {
     pub tls: Tls,
     #[serde(default)]
     pub topology: TopologySource,
+    #[serde(default)]
+    pub log: Log,
+    #[serde(default)]
+    pub auth: AuthQuery,
+    #[serde(default)]
+    pub peers: Peers,
     /// May be empty with `[topology] source = "patroni"` (the nodes are its members).
     #[serde(default)]
     pub nodes: Vec<Node>,
     #[serde(default)]
     pub users: Vec<User>,
+}
+
+/// `[auth]`: users not in the file, looked up on the primary (PgBouncer's `auth_query`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthQuery {
+    /// The `[[users]]` entry the lookup logs in as; off when absent.
+    pub user: Option<String>,
+    /// Returns (name, SCRAM verifier) for `$1`, the user logging in.
+    pub query: String,
+    /// The database the lookup runs in.
+    pub database: String,
+    /// How long a looked-up verifier (or the absence of one) is trusted.
+    #[serde(with = "duration::serde_str")]
+    pub cache_ttl: Duration,
+}
+
+impl Default for AuthQuery {
+    fn default() -> Self {
+        AuthQuery {
+            user: None,
+            query: "SELECT usename, passwd FROM pg_shadow WHERE usename = $1".into(),
+            database: "postgres".into(),
+            cache_ttl: Duration::from_secs(60),
+        }
+    }
+}
+
+/// `[peers]`: pgroute instances behind one address (one TCP balancer). Each puts its id in
+/// the BackendKeyData it hands out; a cancel request for another instance's key is
+/// forwarded to that instance (PgBouncer's peering).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Peers {
+    /// This instance's id, 1 to 255; 0: peering off.
+    pub id: u8,
+    /// Every instance by id ("2" = "10.0.0.2:6432"): where it accepts clients.
+    pub members: std::collections::BTreeMap<String, String>,
+}
+
+impl Peers {
+    /// The address of member `id`, if listed.
+    pub fn member(&self, id: u8) -> Option<&str> {
+        self.members.get(&id.to_string()).map(String::as_str)
+    }
+}
+
+/// How pgroute logs (`tracing`, to standard error); the level comes from `RUST_LOG`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Log {
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, with the event's fields and its spans.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("log format {other:?}: use \"text\" or \"json\"")),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -87,6 +166,14 @@ pub struct Listen {
     /// SIGTERM: how long running transactions may take to finish before pgroute exits.
     #[serde(with = "duration::serde_str")]
     pub shutdown_timeout: Duration,
+    /// A client idle (outside a transaction, nothing running) longer is disconnected with
+    /// `57P05` (off when absent).
+    #[serde(with = "duration::serde_opt")]
+    pub client_idle_timeout: Option<Duration>,
+    /// A client that takes longer to accept the bytes due to it (it does not read its
+    /// results) is disconnected; the server connection it held is closed.
+    #[serde(with = "duration::serde_str")]
+    pub client_write_timeout: Duration,
     /// Threads that run client sessions, pools and the monitor. 1: one event loop on one
     /// thread (PgBouncer's shape; no wake-ups between threads, measured fastest where the
     /// servers share the proxy's cores); more: a work-stealing runtime of that many.
@@ -108,7 +195,9 @@ pub struct Pool {
     pub mode: PoolMode,
     /// Maximum server connections per (node, user, database).
     pub size: usize,
-    #[serde(with = "duration::serde_str")]
+    /// How long a statement waits for a busy pool (PgBouncer's `query_wait_timeout`,
+    /// accepted as an alias).
+    #[serde(with = "duration::serde_str", alias = "query_wait_timeout")]
     pub checkout_timeout: Duration,
     #[serde(with = "duration::serde_str")]
     pub connect_timeout: Duration,
@@ -117,6 +206,17 @@ pub struct Pool {
     pub node_limit: Option<usize>,
     /// Of `node_limit`, this many only for sessions a rule with `reserve = true` placed.
     pub reserve: usize,
+    /// A client idle inside a transaction longer: the transaction is rolled back on the
+    /// server (its locks released), the connection goes back to the pool, and the client
+    /// gets `25P03` and is disconnected (off when absent).
+    #[serde(with = "duration::serde_opt")]
+    pub idle_transaction_timeout: Option<Duration>,
+    /// A server connection older than this is closed when idle in its pool.
+    #[serde(with = "duration::serde_str")]
+    pub server_lifetime: Duration,
+    /// A server connection idle in its pool longer than this is closed.
+    #[serde(with = "duration::serde_str")]
+    pub server_idle_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -417,6 +517,8 @@ impl Default for Health {
 pub struct Admin {
     /// Where Prometheus metrics are served (`GET /metrics`); off when absent.
     pub metrics_address: Option<String>,
+    /// Where `GET /live` and `GET /ready` are served (`endpoints`); off when absent.
+    pub health_address: Option<String>,
     /// `[[users]]` entries that may open the admin console (database `pgroute`).
     #[serde(default)]
     pub users: Vec<Spanned<String>>,
@@ -489,6 +591,9 @@ pub struct User {
     pub name: Spanned<String>,
     pub password: Option<String>,
     pub password_env: Option<String>,
+    /// Instead of a password: the role's SCRAM verifier as `pg_authid.rolpassword` holds
+    /// it (SCRAM pass-through, `backend::keyring`).
+    pub scram_verifier: Option<String>,
     /// How clients authenticate to pgroute as this user.
     #[serde(default = "default_auth")]
     pub auth: AuthMethod,
@@ -501,6 +606,7 @@ impl std::fmt::Debug for User {
             .field("name", self.name.get_ref())
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("password_env", &self.password_env)
+            .field("scram_verifier", &self.scram_verifier.as_ref().map(|_| "<redacted>"))
             .field("auth", &self.auth)
             .finish()
     }
@@ -515,6 +621,11 @@ impl User {
             (None, Some(var)) => std::env::var(var).ok(),
             (None, None) => None,
         }
+    }
+
+    /// Its `scram_verifier`, parsed (validation refuses one that does not parse).
+    pub fn verifier(&self) -> Option<crate::auth::scram::Verifier> {
+        self.scram_verifier.as_deref().and_then(|v| crate::auth::scram::Verifier::parse(v).ok())
     }
 }
 
@@ -537,6 +648,8 @@ impl Default for Listen {
             max_user_client_conn: None,
             max_db_client_conn: None,
             shutdown_timeout: Duration::from_secs(30),
+            client_idle_timeout: None,
+            client_write_timeout: Duration::from_secs(60),
             workers: 1,
         }
     }
@@ -551,6 +664,9 @@ impl Default for Pool {
             connect_timeout: Duration::from_secs(5),
             node_limit: None,
             reserve: 0,
+            idle_transaction_timeout: None,
+            server_lifetime: Duration::from_secs(3600),
+            server_idle_timeout: Duration::from_secs(600),
         }
     }
 }
@@ -721,14 +837,32 @@ impl Config {
             if self.users[..i].iter().any(|p| p.name.get_ref() == u.name.get_ref()) {
                 return Err((Some(u.name.span().start), format!("duplicate user {:?}", u.name.get_ref())));
             }
-            if u.password.is_some() && u.password_env.is_some() {
-                return Err((Some(u.name.span().start), "give password or password_env, not both".into()));
+            let at = Some(u.name.span().start);
+            let given = [u.password.is_some(), u.password_env.is_some(), u.scram_verifier.is_some()];
+            if given.iter().filter(|g| **g).count() > 1 {
+                return Err((at, "give one of password, password_env and scram_verifier".into()));
             }
-            if u.auth != AuthMethod::Trust && u.password.is_none() && u.password_env.is_none() {
+            if u.auth != AuthMethod::Trust && !given.contains(&true) {
                 return Err((
-                    Some(u.name.span().start),
-                    format!("user {:?} needs password or password_env for its auth method", u.name.get_ref()),
+                    at,
+                    format!(
+                        "user {:?} needs password, password_env or scram_verifier for its auth method",
+                        u.name.get_ref()
+                    ),
                 ));
+            }
+            if let Some(v) = &u.scram_verifier {
+                crate::auth::scram::Verifier::parse(v)
+                    .map_err(|e| (at, format!("user {:?}: {e}", u.name.get_ref())))?;
+                if u.auth != AuthMethod::ScramSha256 {
+                    return Err((
+                        at,
+                        format!(
+                            "user {:?}: a scram_verifier needs auth = \"scram-sha-256\" (only a SCRAM proof reveals the keys that log in to the servers)",
+                            u.name.get_ref()
+                        ),
+                    ));
+                }
             }
         }
         if let Some(u) = self.admin.users.iter().find(|u| self.user(u.get_ref()).is_none()) {
@@ -739,6 +873,20 @@ impl Config {
         }
         if let Some(u) = self.health.user.as_ref().filter(|u| self.user(u).is_none()) {
             return Err((None, format!("[health] user {u:?} is not a configured [[users]] entry")));
+        }
+        for (id, address) in &self.peers.members {
+            if !matches!(id.parse::<u8>(), Ok(1..=255)) {
+                return Err((None, format!("[peers] members: id {id:?} is not 1 to 255")));
+            }
+            if address.rsplit_once(':').is_none_or(|(_, port)| port.parse::<u16>().is_err()) {
+                return Err((None, format!("[peers] members: {id} = {address:?} is not host:port")));
+            }
+        }
+        if self.peers.id == 0 && !self.peers.members.is_empty() {
+            return Err((None, "[peers] members need this instance's id (1 to 255)".into()));
+        }
+        if let Some(u) = self.auth.user.as_ref().filter(|u| self.user(u).is_none()) {
+            return Err((None, format!("[auth] user {u:?} is not a configured [[users]] entry")));
         }
         Ok(())
     }

@@ -39,7 +39,7 @@ const fn restart(path: &'static str, meaning: &'static str) -> Key {
 
 /// The sections, in the order the reference lists them: the TOML header, the key prefix,
 /// whether it is an array of tables, and a line on what it is for.
-pub const SECTIONS: [(&str, &str, bool, &str); 10] = [
+pub const SECTIONS: [(&str, &str, bool, &str); 13] = [
     ("[listen]", "listen", false, "Where clients connect, and the limits on them."),
     ("[pool]", "pool", false, "Server connections."),
     ("[routing]", "routing", false, "Where statements go (docs/routing.md) and what reads must see (docs/consistency.md)."),
@@ -48,8 +48,11 @@ pub const SECTIONS: [(&str, &str, bool, &str); 10] = [
     ("[admin]", "admin", false, "Metrics and the admin console (docs/operations.md)."),
     ("[tls]", "tls", false, "TLS for clients (docs/operations.md)."),
     ("[topology]", "topology", false, "Who says which node is the primary (docs/failover.md)."),
+    ("[auth]", "auth", false, "Users not in this file, looked up on the primary (PgBouncer's `auth_query`; docs/operations.md)."),
+    ("[peers]", "peers", false, "Several pgroute instances behind one address: cancel requests reach the instance that owns the key (docs/operations.md)."),
+    ("[log]", "log", false, "Logging (to standard error; the level from `RUST_LOG`, default `info`)."),
     ("[[nodes]]", "nodes", true, "The PostgreSQL servers."),
-    ("[[users]]", "users", true, "Users clients may log in as; pgroute logs in to the servers as the same user with the same password (SCRAM-SHA-256, md5, cleartext or trust: whatever the server asks). A wrong password and an unknown user both get `28P01`."),
+    ("[[users]]", "users", true, "Users clients may log in as; pgroute logs in to the servers as the same user with the same password (SCRAM-SHA-256, md5, cleartext or trust: whatever the server asks), or with the keys a `scram_verifier` user's login reveals (docs/operations.md). A wrong password and an unknown user both get `28P01`."),
 ];
 
 pub const KEYS: &[Key] = &[
@@ -62,13 +65,19 @@ pub const KEYS: &[Key] = &[
     absent("listen.max_user_client_conn", "unlimited", "clients at once per user (the console included); one more gets `53300` naming the limit"),
     absent("listen.max_db_client_conn", "unlimited", "clients at once per database; one more gets `53300` naming the limit"),
     key("listen.shutdown_timeout", "SIGTERM: how long running transactions may take to finish before pgroute exits"),
+    absent("listen.client_idle_timeout", "off", "a client idle longer (outside a transaction, nothing running) is disconnected with `57P05`, as PostgreSQL's `idle_session_timeout`"),
+    key("listen.client_write_timeout", "a client that takes longer to accept the bytes due to it (it does not read its results) is disconnected, and the server connection it held is closed, so it cannot hold one forever"),
     restart("listen.workers", "threads running sessions: 1 is one event loop (fastest where PostgreSQL shares the cores); more for a many-core proxy host"),
     key("pool.mode", "`transaction`: a server connection per transaction (or per statement outside one); `session`: one per node for the client's whole session"),
     key("pool.size", "server connections per (node, user, database, startup parameters)"),
-    key("pool.checkout_timeout", "how long a client waits for a busy pool, then `53300` naming the pool"),
+    key("pool.checkout_timeout", "how long a statement waits for a busy pool, then `53300` naming the pool (PgBouncer's `query_wait_timeout`, accepted as an alias)"),
+    absent("pool.query_wait_timeout", "`checkout_timeout`", "PgBouncer's name for `checkout_timeout`, accepted as an alias (give one of the two)"),
     key("pool.connect_timeout", "opening and authenticating one server connection"),
     Key { path: "pool.node_limit", absent: "none", applies: Applies::Restart, meaning: "server connections on loan to one node at once, across all pools" },
     restart("pool.reserve", "of `node_limit`, this many only for sessions a rule with `reserve = true` placed"),
+    absent("pool.idle_transaction_timeout", "off", "a client idle inside a transaction longer: the transaction is rolled back on the server (its locks released), the server connection goes back to the pool, and the client gets `25P03` and is disconnected, as PostgreSQL's `idle_in_transaction_session_timeout`"),
+    key("pool.server_lifetime", "a server connection older than this is closed when it is next idle in its pool"),
+    key("pool.server_idle_timeout", "a server connection idle in its pool longer than this is closed"),
     restart("routing.cache_size", "classification cache entries (normalised statement text)"),
     key("routing.default_read", "`replica` or `primary`: where plain reads go"),
     key("routing.primary_tables", "any read that mentions one of these tables goes to the primary"),
@@ -108,9 +117,10 @@ pub const KEYS: &[Key] = &[
     key("health.recovery_threshold", "good probes in a row that bring it back"),
     key("health.when_no_replica", "`primary`, or `error` (`08006`): where reads go when no replica is usable"),
     key("health.primary_wait", "a write with no primary (failover) waits this long, then `08006`; a COMMIT lost with its connection waits this long for a primary to say whether it committed"),
-    absent("health.user", "the first user with a password", "the `[[users]]` entry the monitor logs in as (it needs `pg_read_all_stats`)"),
+    absent("health.user", "the first user with a password or a `scram_verifier`", "the `[[users]]` entry the monitor logs in as (it needs `pg_read_all_stats`)"),
     absent("health.database", "the user's name", "the database the monitor connects to"),
     Key { path: "admin.metrics_address", absent: "off", applies: Applies::Restart, meaning: "Prometheus metrics at `http://ADDRESS/metrics`" },
+    Key { path: "admin.health_address", absent: "off", applies: Applies::Restart, meaning: "health endpoints for Kubernetes probes: `GET /live` (200 while pgroute serves) and `GET /ready` (200 when a primary is usable; `?replica=1` also needs a usable replica; else 503 with a JSON reason; 503 during a smart shutdown)" },
     key("admin.users", "`[[users]]` entries that may open the console (`dbname=pgroute`)"),
     key("tls.mode", "`disable` (SSLRequest answered N), `allow` (TLS offered, clear text accepted) or `require` (clear-text logins refused with `28000`)"),
     absent("tls.cert_file", "none", "pgroute's certificate chain (PEM, leaf first); re-read at each reload"),
@@ -121,6 +131,13 @@ pub const KEYS: &[Key] = &[
     key("topology.patroni_urls", "Patroni REST API addresses (`http://host:port`), asked in order"),
     key("topology.member_tls", "as a node's `tls`, for members no `[[nodes]]` entry names"),
     absent("topology.member_tls_ca_file", "none", "as a node's `tls_ca_file`, for those members"),
+    absent("auth.user", "off", "the `[[users]]` entry that runs the lookup (a password, or a `scram_verifier` and one login of its own after each start); users not in the file are then looked up on the primary"),
+    key("auth.query", "returns (name, SCRAM verifier) for `$1`, the user logging in; a `SECURITY DEFINER` function spares the lookup user superuser rights"),
+    key("auth.database", "the database the lookup runs in"),
+    key("auth.cache_ttl", "how long a looked-up verifier, or the absence of one, is trusted; a failed login looks again (at most once a second per user)"),
+    restart("peers.id", "this instance's id, 1 to 255, carried in every BackendKeyData it hands out (0: peering off)"),
+    key("peers.members", "every instance by id, `\"2\" = \"10.0.0.2:6432\"`: where a cancel request for a key of another instance is forwarded"),
+    restart("log.format", "`text` (human-readable) or `json` (one object per line: `timestamp`, `level`, `target`, `fields`, `spans`); `--log-format` overrides it"),
     absent("nodes.name", "required", "the node's name, in logs, metrics and the console"),
     absent("nodes.host", "required", "its address"),
     absent("nodes.port", "required", "its port"),
@@ -132,6 +149,7 @@ pub const KEYS: &[Key] = &[
     absent("users.name", "required", "the user's name"),
     absent("users.password", "none", "its password (or `password_env`)"),
     absent("users.password_env", "none", "the environment variable that holds its password"),
+    absent("users.scram_verifier", "none", "instead of a password: the role's verifier as `pg_authid.rolpassword` holds it (`SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`); clients authenticate against it and pgroute logs in to the servers with the keys their proof reveals (SCRAM pass-through), so the user's server connections open once it has logged in"),
     key("users.auth", "how clients authenticate to pgroute: `scram-sha-256`, `md5` or `trust`"),
 ];
 
@@ -164,6 +182,9 @@ fn defaults() -> toml::Table {
     put("admin", value(toml::Value::try_from(super::Admin::default())));
     put("tls", value(toml::Value::try_from(Tls::default())));
     put("topology", value(toml::Value::try_from(TopologySource::default())));
+    put("log", value(toml::Value::try_from(super::Log::default())));
+    put("auth", value(toml::Value::try_from(super::AuthQuery::default())));
+    put("peers", value(toml::Value::try_from(super::Peers::default())));
     let minimal = |text: &str, pick: fn(&Config) -> Option<toml::Value>| {
         let config = Config::parse(text, "reference").ok();
         config.as_ref().and_then(pick).and_then(|v| v.as_table().cloned()).unwrap_or_default()
@@ -233,6 +254,15 @@ pub fn settings(config: &Config) -> Vec<(String, String)> {
     if let Ok(toml::Value::Table(t)) = toml::Value::try_from(config) {
         walk("", &toml::Value::Table(t), &mut rows);
     }
+    // A key left out that means "off" (or "none", "unlimited") says so, so that every
+    // setting an operator may look for has a row (entries of arrays aside).
+    let in_arrays: Vec<String> = SECTIONS.iter().filter(|s| s.2).map(|s| format!("{}.", s.1)).collect();
+    for k in KEYS {
+        let unset = matches!(k.absent, "off" | "none" | "unlimited") && !rows.iter().any(|(p, _)| p == k.path);
+        if unset && !in_arrays.iter().any(|a| k.path.starts_with(a.as_str())) {
+            rows.push((k.path.to_string(), k.absent.to_string()));
+        }
+    }
     rows
 }
 
@@ -241,7 +271,8 @@ fn walk(path: &str, value: &toml::Value, rows: &mut Vec<(String, String)>) {
     match value {
         toml::Value::Table(t) => {
             for (k, v) in t {
-                if k != "password" {
+                // Secrets, and what an offline guess at one starts from, are never shown.
+                if k != "password" && k != "scram_verifier" {
                     walk(&join(k), v, rows);
                 }
             }

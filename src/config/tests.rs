@@ -91,12 +91,26 @@ fn duplicate_nodes_and_missing_or_double_primary_are_rejected() {
 #[test]
 fn users_need_a_password_source_unless_trusted() {
     let text = MINIMAL.replace("password = \"secret\"", "");
-    assert!(err(&text).contains("needs password or password_env"));
+    assert!(err(&text).contains("needs password, password_env or scram_verifier"));
     let trust = MINIMAL.replace("password = \"secret\"", "auth = \"trust\"");
     assert!(Config::parse(&trust, "p").is_ok());
     let env = MINIMAL.replace("password = \"secret\"", "password_env = \"PGROUTE_TEST_PW_UNSET_VAR\"");
     let c = Config::parse(&env, "p").unwrap();
     assert_eq!(c.users[0].password(), None);
+}
+
+#[test]
+fn a_scram_verifier_must_parse_stand_alone_and_come_with_scram_auth() {
+    const V: &str = "SCRAM-SHA-256$4096:/C5VphuGa4iUgVk9I4N13w==$+qoOL082EbpUPYWWQHCk+tLm52eAkIjmyy4HMlefK7E=:5LeuQb2wCnFgLsAMd7IZjWqHYmhrKh4Z4clmKN64Oyw=";
+    let with = |line: &str| MINIMAL.replace("password = \"secret\"", line);
+    let c = Config::parse(&with(&format!("scram_verifier = \"{V}\"")), "p").unwrap();
+    assert!(c.users[0].verifier().is_some());
+    assert!(!format!("{:?}", c.users[0]).contains("C5Vph"), "Debug hides the verifier");
+    assert!(
+        err(&with("scram_verifier = \"md58ccdb6800942e2a0b8dbba795909e1ea\"")).contains("not a SCRAM-SHA-256 verifier")
+    );
+    assert!(err(&with(&format!("scram_verifier = \"{V}\"\npassword = \"x\""))).contains("give one of"));
+    assert!(err(&with(&format!("scram_verifier = \"{V}\"\nauth = \"md5\""))).contains("needs auth = \"scram-sha-256\""));
 }
 
 #[test]

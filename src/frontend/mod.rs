@@ -153,7 +153,8 @@ async fn handle(tcp: TcpStream, shared: Arc<Shared>) {
         Ok(Err(StartupError::Closed)) => return,
         Ok(Err(StartupError::Refused(e))) => return refuse(&mut stream, &e).await,
         Ok(Ok(Startup::Cancel { pid, secret })) => {
-            return shared.cancels.cancel(&shared.topology, pid, secret).await;
+            let peers = shared.config().peers.clone();
+            return shared.cancels.cancel(&shared.topology, &peers, pid, secret).await;
         }
         Ok(Ok(Startup::Tls)) => return,
         Ok(Ok(Startup::Connect { params })) => params,

@@ -39,7 +39,7 @@ impl Prepared {
 
     /// The statement text (the tail up to its NUL), as bytes.
     pub fn sql(&self) -> Bytes {
-        let end = self.tail.iter().position(|&b| b == 0).unwrap_or(self.tail.len());
+        let end = memchr::memchr(0, &self.tail).unwrap_or(self.tail.len());
         self.tail.slice(..end)
     }
 

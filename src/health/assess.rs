@@ -46,6 +46,7 @@ pub const REASONS: &[&str] = &[
     "probe_error",
     "probe_timeout",
     "monitor_privilege",
+    "monitor_login",
     "stale_sample",
     "down",
     "in_recovery",

@@ -9,9 +9,11 @@ use std::time::{Duration, Instant};
 
 use super::patroni;
 use super::{assess_primary, assess_replica, Sample, Thresholds, Verdict};
+use crate::backend::keyring::{Keyring, Secret};
 use crate::backend::ServerConn;
 use crate::config::{Config, Health, Live, Role, Source};
 use crate::metrics;
+use crate::protocol::PgError;
 use crate::topology::{NodeAddr, NodeChanges, Published, Topology, Wal};
 use crate::wal::WalLayout;
 
@@ -36,7 +38,8 @@ const LAYOUT: &str = "SELECT max_data_alignment::text, wal_block_size::text, byt
 #[derive(Clone, PartialEq, Eq)]
 pub(super) struct Login {
     pub user: String,
-    pub password: Option<String>,
+    /// Its credential, or why it has none yet (a `scram_verifier` user not logged in).
+    secret: Result<Option<Secret>, String>,
     pub database: String,
 }
 
@@ -48,7 +51,8 @@ struct NodeProbe {
     successes: u32,
     down: bool,
     alerting: bool,
-    /// Why the last probe failed (`probe_error` or `probe_timeout`) and in the server's or
+    /// Why the last probe failed (`probe_error`, `probe_timeout`, or `monitor_login`: no
+    /// credential yet) and in the server's or
     /// the network's words; cleared by a good probe.
     failed: Option<(&'static str, String)>,
     /// The monitor's user holds `pg_read_all_stats` there (checked at each connect).
@@ -85,6 +89,7 @@ pub struct Monitor {
     /// How the monitor logs in, from the current configuration: connections made with
     /// another login are closed.
     login: Login,
+    keyring: Arc<Keyring>,
     /// Told when Patroni's member list changed the node list (pools of removed nodes go).
     on_node_changes: Option<NodeChangesHook>,
 }
@@ -108,29 +113,45 @@ fn parse_sample(row: &[Option<String>], started: Instant, taken: Instant) -> Opt
 }
 
 impl Login {
-    /// `[health] user` (default: the first user with a password) and `database`.
-    pub(super) fn from_config(config: &Config) -> Login {
+    /// `[health] user` (default: the first user with a password or a `scram_verifier`)
+    /// and `database`; its credential from `keyring`.
+    pub(super) fn from_config(config: &Config, keyring: &Keyring) -> Login {
+        let has_secret = |u: &&crate::config::User| u.password().is_some() || u.scram_verifier.is_some();
         let user = config
             .health
             .user
             .clone()
-            .or_else(|| config.users.iter().find(|u| u.password().is_some()).map(|u| u.name.get_ref().clone()));
-        let password = user.as_deref().and_then(|u| config.user(u)).and_then(|u| u.password());
-        let database = config.health.database.clone().or_else(|| user.clone()).unwrap_or_else(|| "postgres".into());
-        Login { user: user.unwrap_or_else(|| "postgres".into()), password, database }
+            .or_else(|| config.users.iter().find(has_secret).map(|u| u.name.get_ref().clone()))
+            .unwrap_or_else(|| "postgres".into());
+        let secret = keyring.secret(config, &user);
+        let database = config.health.database.clone().unwrap_or_else(|| user.clone());
+        Login { user, secret, database }
+    }
+
+    /// Opens a connection to node `i` as this login, within `limit`.
+    pub(super) async fn connect(&self, addr: &NodeAddr, i: usize, limit: Duration) -> Result<ServerConn, PgError> {
+        let secret = self.secret.as_ref().map_err(|why| {
+            PgError::error(crate::protocol::sqlstate::CANNOT_CONNECT, format!("the monitor cannot log in yet: {why}"))
+        })?;
+        ServerConn::connect(addr, i, &self.user, secret.as_ref(), &self.database, &[], limit).await
     }
 }
 
 impl NodeProbe {
     /// Probes the node once within `limit`, then counts the outcome towards down/up.
     async fn probe(&mut self, i: usize, addr: &NodeAddr, login: &Login, limit: Duration, h: &Health) {
+        if let Err(why) = &login.secret {
+            // Not the node's fault: no failure is counted, so the first probe once the
+            // monitor's user has logged in through pgroute makes the node usable.
+            (self.conn, self.sample, self.failed) = (None, None, Some(("monitor_login", why.clone())));
+            return;
+        }
         let user = &login.user;
         let started = Instant::now();
         let node = self;
         let result = tokio::time::timeout(limit, async {
             if node.conn.is_none() {
-                let mut c =
-                    ServerConn::connect(addr, i, user, login.password.as_deref(), &login.database, &[], limit).await?;
+                let mut c = login.connect(addr, i, limit).await?;
                 let privileged = c.query_row(PRIVILEGE).await?.and_then(|r| r.into_iter().next().flatten());
                 node.privileged = Some(privileged.as_deref() == Some("true"));
                 if node.privileged == Some(false) {
@@ -197,10 +218,11 @@ impl NodeProbe {
 }
 
 impl Monitor {
-    pub fn new(config: Live, topology: Arc<Topology>) -> Monitor {
+    pub fn new(config: Live, topology: Arc<Topology>, keyring: Arc<Keyring>) -> Monitor {
         let cfg = config.load_full();
         let mut m = Monitor {
-            login: Login::from_config(&cfg),
+            login: Login::from_config(&cfg, &keyring),
+            keyring,
             cfg,
             config,
             topology,
@@ -235,7 +257,7 @@ impl Monitor {
                 self.nodes[i].published = "";
             }
         }
-        let login = Login::from_config(&self.cfg);
+        let login = Login::from_config(&self.cfg, &self.keyring);
         if login != self.login {
             self.login = login;
             for n in &mut self.nodes {

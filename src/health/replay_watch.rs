@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
 
 use super::monitor::Login;
+use crate::backend::keyring::Keyring;
 use crate::backend::ServerConn;
 use crate::config::{Config, Live, Role};
 use crate::topology::Topology;
@@ -84,6 +85,7 @@ pub struct ReplayWatch {
     /// or change the monitor's login, closes them), and what it derives from it.
     cfg: Arc<Config>,
     login: Login,
+    keyring: Arc<Keyring>,
     topology: Arc<Topology>,
     waits: Arc<Waits>,
     /// Per node slot.
@@ -91,10 +93,10 @@ pub struct ReplayWatch {
 }
 
 impl ReplayWatch {
-    pub fn new(config: Live, topology: Arc<Topology>, waits: Arc<Waits>) -> Self {
+    pub fn new(config: Live, topology: Arc<Topology>, waits: Arc<Waits>, keyring: Arc<Keyring>) -> Self {
         let cfg = config.load_full();
-        let login = Login::from_config(&cfg);
-        ReplayWatch { config, cfg, login, topology, waits, conns: Vec::new() }
+        let login = Login::from_config(&cfg, &keyring);
+        ReplayWatch { config, cfg, login, keyring, topology, waits, conns: Vec::new() }
     }
 
     pub async fn run(mut self) {
@@ -117,9 +119,10 @@ impl ReplayWatch {
     /// the previous configuration are closed.
     fn follow_config(&mut self) {
         let cfg = self.config.load_full();
+        let login = Login::from_config(&cfg, &self.keyring);
         // The topology takes a reload's node addresses before the configuration is swapped.
-        if !Arc::ptr_eq(&cfg, &self.cfg) {
-            self.login = Login::from_config(&cfg);
+        if !Arc::ptr_eq(&cfg, &self.cfg) || login != self.login {
+            self.login = login;
             self.cfg = cfg;
             self.conns.clear();
         }
@@ -139,9 +142,7 @@ impl ReplayWatch {
         });
         let opens = opens.map(|(i, conn)| async move {
             let Some(addr) = topology.addr(i) else { return };
-            let password = login.password.as_deref();
-            let open = ServerConn::connect(&addr, i, &login.user, password, &login.database, &[], limit);
-            if let Ok(Ok(c)) = tokio::time::timeout(limit, open).await {
+            if let Ok(Ok(c)) = tokio::time::timeout(limit, login.connect(&addr, i, limit)).await {
                 *conn = Some(c);
             }
         });
@@ -172,10 +173,7 @@ impl ReplayWatch {
                 let answer = tokio::time::timeout(limit, async {
                     if conn.is_none() {
                         let Some(addr) = topology.addr(i) else { return Ok(None) };
-                        let password = login.password.as_deref();
-                        let c =
-                            ServerConn::connect(&addr, i, &login.user, password, &login.database, &[], limit).await?;
-                        *conn = Some(c);
+                        *conn = Some(login.connect(&addr, i, limit).await?);
                     }
                     match conn.as_mut() {
                         Some(c) => c.query_text(REPLAY_QUERY).await,

@@ -54,7 +54,11 @@ impl<'a> BodyReader<'a> {
 
     /// A NUL-terminated string, without the terminator.
     pub fn cstr_bytes(&mut self) -> Result<&'a [u8], ReadError> {
-        let end = self.buf.iter().position(|&b| b == 0).ok_or(ReadError("missing string terminator"))?;
+        // Empty names (the unnamed statement and portal) are the common case: no search.
+        let end = match self.buf.first() {
+            Some(0) => 0,
+            _ => memchr::memchr(0, self.buf).ok_or(ReadError("missing string terminator"))?,
+        };
         let s = &self.buf[..end];
         self.buf = &self.buf[end + 1..];
         Ok(s)

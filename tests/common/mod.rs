@@ -13,6 +13,23 @@ use std::sync::OnceLock;
 
 use tokio_postgres::{Client, NoTls};
 
+/// The test roles (`scripts/cluster.sh`) and the console's user.
+pub const TEST_USERS: &str = "\n[[users]]\nname = \"app\"\npassword = \"app\"\n\
+    \n[[users]]\nname = \"app_md5\"\npassword = \"app_md5\"\nauth = \"md5\"\n\
+    \n[[users]]\nname = \"postgres\"\nauth = \"trust\"\n\
+    \n[[users]]\nname = \"admin\"\npassword = \"admin\"\n";
+
+/// A proxy started in this test's runtime from a whole configuration text.
+pub async fn proxy_from_text(text: &str) -> TestProxy {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let config = pgroute::config::Config::parse(text, "test.toml").expect("test config");
+    let proxy = pgroute::start(config).await.expect("start proxy");
+    TestProxy { port: proxy.addr.port(), proxy }
+}
+
 pub struct Cluster {
     pub dir: String,
     pub primary_port: u16,
@@ -54,6 +71,11 @@ pub fn cluster() -> &'static Cluster {
 impl Cluster {
     /// A proxy configuration for this cluster; `extra` is appended (TOML).
     pub fn config(&self, extra: &str) -> String {
+        self.config_with_users(extra, TEST_USERS)
+    }
+
+    /// As `config`, with `users` as its `[[users]]` entries.
+    pub fn config_with_users(&self, extra: &str, users: &str) -> String {
         let listen = "[listen]\naddress = \"127.0.0.1:0\"\n";
         // The shipped defaults, unless a test's `extra` says otherwise (and why).
         let mut c =
@@ -75,12 +97,7 @@ impl Cluster {
         if !c.contains("\nusers = [") {
             c = c.replacen("[admin]\n", "[admin]\nusers = [\"admin\"]\n", 1);
         }
-        c.push_str(
-            "\n[[users]]\nname = \"app\"\npassword = \"app\"\n\
-             \n[[users]]\nname = \"app_md5\"\npassword = \"app_md5\"\nauth = \"md5\"\n\
-             \n[[users]]\nname = \"postgres\"\nauth = \"trust\"\n\
-             \n[[users]]\nname = \"admin\"\npassword = \"admin\"\n",
-        );
+        c.push_str(users);
         c
     }
 
@@ -146,20 +163,18 @@ impl TestProxy {
 }
 
 pub async fn proxy_with(extra: &str) -> TestProxy {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-    let text = cluster().config(extra);
-    let config = pgroute::config::Config::parse(&text, "test.toml").expect("test config");
-    let proxy = pgroute::start(config).await.expect("start proxy");
-    TestProxy { port: proxy.addr.port(), proxy }
+    proxy_from_text(&cluster().config(extra)).await
 }
 
 /// A proxy started from a configuration file (so that `RELOAD` and SIGHUP have one to
 /// read); returns the file's path too.
 pub async fn proxy_from_file(extra: &str, name: &str) -> (TestProxy, PathBuf) {
-    let text = cluster().config(extra);
+    proxy_from_file_with_users(extra, TEST_USERS, name).await
+}
+
+/// As `proxy_from_file`, with `users` as the `[[users]]` entries.
+pub async fn proxy_from_file_with_users(extra: &str, users: &str, name: &str) -> (TestProxy, PathBuf) {
+    let text = cluster().config_with_users(extra, users);
     let path = std::env::temp_dir().join(format!("pgroute-{name}-{}.toml", std::process::id()));
     std::fs::write(&path, text).expect("write config");
     let config = pgroute::config::Config::load(&path).expect("test config");
@@ -267,6 +282,21 @@ pub async fn server_port(client: &Client) -> u16 {
     simple_value(client, "SELECT inet_server_port()").await.parse().expect("port")
 }
 
+/// Reads the answering server's port, 10 ms apart, until every port in `wanted` has
+/// answered or 30 s have passed; returns every port seen, in order. On a loaded machine a
+/// replica can leave rotation for a few seconds (a stale health sample, lag past the
+/// threshold, a client's write not yet replayed there), so a fixed number of reads can
+/// miss it; the caller still asserts what the ports must and must not hold.
+pub async fn ports_until(client: &Client, wanted: &[u16]) -> Vec<u16> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut seen = Vec::new();
+    while !wanted.iter().all(|p| seen.contains(p)) && std::time::Instant::now() < deadline {
+        seen.push(server_port(client).await);
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    seen
+}
+
 /// `scripts/cluster.sh node-stop|node-start DIR NODE` on this binary's cluster.
 pub fn node_ctl(action: &str, node: usize) {
     let c = cluster();
@@ -275,4 +305,44 @@ pub fn node_ctl(action: &str, node: usize) {
         .output()
         .expect("cluster.sh");
     assert!(out.status.success(), "{action} {node}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// `[[users]]` with no plaintext password anywhere: `app` with the SCRAM verifier
+/// PostgreSQL holds for it (`pg_authid`), the console's `admin` with a verifier PostgreSQL
+/// computed for the password `admin`, `postgres` trusted as the cluster trusts it.
+pub async fn verifier_users() -> String {
+    static USERS: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+    USERS.get_or_init(read_verifiers).await.clone()
+}
+
+async fn read_verifiers() -> String {
+    let app: String = cluster()
+        .direct(0)
+        .await
+        .query_one("SELECT rolpassword FROM pg_authid WHERE rolname = 'app'", &[])
+        .await
+        .expect("pg_authid")
+        .get(0);
+    format!(
+        "\n[[users]]\nname = \"app\"\nscram_verifier = \"{app}\"\n\
+         \n[[users]]\nname = \"postgres\"\nauth = \"trust\"\n\
+         \n[[users]]\nname = \"admin\"\nscram_verifier = \"{}\"\n",
+        role_verifier("pgroute_admin_verifier", "admin", false).await
+    )
+}
+
+/// Creates `role` on the primary if it is missing (a login role when `login`), gives it
+/// `password`, and returns the SCRAM verifier PostgreSQL stored for it (a fresh salt each
+/// call).
+pub async fn role_verifier(role: &str, password: &str, login: bool) -> String {
+    let primary = cluster().direct(0).await;
+    let login = if login { "LOGIN" } else { "NOLOGIN" };
+    primary
+        .batch_execute(&format!(
+            "DO $$BEGIN CREATE ROLE {role}; EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END$$; \
+             ALTER ROLE {role} {login} PASSWORD '{password}'"
+        ))
+        .await
+        .expect("create the role");
+    primary.query_one("SELECT rolpassword FROM pg_authid WHERE rolname = $1", &[&role]).await.expect("pg_authid").get(0)
 }

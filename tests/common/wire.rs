@@ -129,7 +129,10 @@ impl Wire {
                             w.send(&frame(b'p', &[r.as_bytes(), b"\0"].concat())).await;
                         }
                         10 => {
-                            let (ex, first) = scram::ClientExchange::start(password, scram::ClientBinding::Unsupported);
+                            let (ex, first) = scram::ClientExchange::start(
+                                scram::Credential::Password(password),
+                                scram::ClientBinding::Unsupported,
+                            );
                             scram = Some(ex);
                             let mut b = Vec::new();
                             cstr(&mut b, b"SCRAM-SHA-256");

@@ -3,6 +3,8 @@
 
 use std::collections::VecDeque;
 
+use std::future::Future;
+
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -30,12 +32,16 @@ pub(super) struct Client {
     pub queued_bytes: usize,
     /// How the client's messages are being read (see `state`).
     pub intake: Intake,
+    /// `[listen] client_write_timeout`: a client that does not take its bytes within
+    /// this is gone (it would hold its server connection forever).
+    write_timeout: std::time::Duration,
 }
 
 impl Client {
     /// Buffers start empty: an idle client costs no buffer memory (see `read`).
-    pub fn new(rd: ClientRead, wr: ClientWrite) -> Self {
+    pub fn new(rd: ClientRead, wr: ClientWrite, write_timeout: std::time::Duration) -> Self {
         Client {
+            write_timeout,
             rd,
             wr,
             rbuf: BytesMut::new(),
@@ -89,9 +95,27 @@ impl Client {
         Some(f)
     }
 
+    /// Writes what is due to the client; an error once `write_timeout` passes without the
+    /// client taking it all. The first attempt runs without a timer (no clock read, no
+    /// timer entry): the timer is made only when the socket cannot take the bytes at once.
     pub async fn flush(&mut self) -> std::io::Result<()> {
         if !self.wbuf.is_empty() {
-            self.wr.write_all(&self.wbuf).await?;
+            let mut write = std::pin::pin!(self.wr.write_all(&self.wbuf));
+            let first = std::future::poll_fn(|cx| std::task::Poll::Ready(write.as_mut().poll(cx))).await;
+            let written = match first {
+                std::task::Poll::Ready(r) => Ok(r),
+                std::task::Poll::Pending => tokio::time::timeout(self.write_timeout, write).await,
+            };
+            match written {
+                Ok(written) => written?,
+                Err(_) => {
+                    tracing::warn!(
+                        timeout = ?self.write_timeout,
+                        "client did not read its results within client_write_timeout: disconnected"
+                    );
+                    return Err(std::io::ErrorKind::TimedOut.into());
+                }
+            }
             self.wbuf.clear();
         }
         Ok(())

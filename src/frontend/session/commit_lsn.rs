@@ -86,6 +86,8 @@ pub(super) struct UnitCommits {
     pub begun: bool,
     /// Its text may start COPY (any mention of `copy`): never ask behind it.
     pub may_copy: bool,
+    /// A statement of the unit writes data.
+    pub writes: bool,
 }
 
 /// Does statement text mention COPY (any case)? Conservative: a column named `copy`

@@ -65,8 +65,8 @@ impl Session {
     fn forward_query(&mut self, node: usize, f: &Frame) -> Result<(), End> {
         let sql = BodyReader::new(f.body()).cstr_bytes().map_err(malformed)?;
         let class = match self.unit.classes.pop_front() {
-            Some(c) => c,
-            None => self.classify_text(sql),
+            Some((c, _)) => c,
+            None => self.classify_text(sql, false),
         };
         // COPY FROM is a write: reads skip the scan of their text.
         if class.is_write() {
@@ -89,11 +89,17 @@ impl Session {
 
     /// A Parse: named statements go to the server under their server names.
     fn forward_parse(&mut self, node: usize, f: &Frame) -> Result<(), End> {
-        let body = f.raw().slice(5..);
-        let (name, sql, tail) = prepared::split_parse(&body).map_err(malformed)?;
-        let class = match self.unit.classes.pop_front() {
-            Some(c) => c,
-            None => self.classify_text(sql),
+        let (name, tail, class) = match self.unit.classes.pop_front() {
+            Some((class, Some((name, tail)))) => (name, tail, class),
+            scanned => {
+                let body = f.raw().slice(5..);
+                let (name, sql, tail) = prepared::split_parse(&body).map_err(malformed)?;
+                let class = match scanned {
+                    Some((c, _)) => c,
+                    None => self.classify_text(sql, true),
+                };
+                (name, tail, class)
+            }
         };
         let stmt = Arc::new(Prepared::new(!name.is_empty(), tail, class));
         let conn = self.server.held.get_mut(node).ok_or_else(|| End::Fatal(super::internal()))?;
@@ -254,8 +260,17 @@ impl Session {
         // A write inside a block commits only with its COMMIT. Whether a block is open is
         // certain when no earlier unit is still in flight; otherwise assume it may not be.
         let in_block = self.unit.commits.begun || (self.server.in_flight == 0 && !self.tx.status.idle());
-        self.unit.commits.may_commit |= ends_commit || (writes && !in_block);
-        self.unit.commits.may_copy |= class.reason.contains("copy");
+        // The COMMIT of a block known to have written nothing (settled, no write before it,
+        // here or earlier) commits no data: there is no position to learn behind it.
+        let wrote_nothing = matches!(tx, TxOp::Commit { .. })
+            && self.server.in_flight == 0
+            && !self.tx.status.idle()
+            && !self.unit.commits.begun
+            && !self.unit.commits.writes
+            && !self.tx.ledger.wrote();
+        self.unit.commits.writes |= writes;
+        self.unit.commits.may_commit |= (ends_commit && !wrote_nothing) || (writes && !in_block);
+        self.unit.commits.may_copy |= super::commit_lsn::mentions_copy(class.reason.as_bytes());
         self.server.expect.push_back(Expect::Statement { class: class.clone(), index, writes, keys });
     }
 

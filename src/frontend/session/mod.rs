@@ -14,6 +14,7 @@ mod client;
 mod commit_lsn;
 mod forward;
 mod held;
+mod idle;
 mod in_doubt;
 mod ledger;
 mod local;
@@ -43,6 +44,7 @@ use super::Shared;
 use crate::backend::{Checked, LoginParams};
 use crate::cancel;
 use crate::classify::{Class, Dialect, Step};
+use crate::config::{Config, Live};
 use crate::metrics;
 use crate::protocol::{self, sqlstate, PgError};
 use own::Own;
@@ -126,6 +128,10 @@ pub struct Session {
     pinned: Option<String>,
     /// Tells when pgroute starts shutting down.
     shutdown: Shutdown,
+    /// The configuration as of this turn of the session's loop (`refresh_config`): read
+    /// on every statement, so not loaded from the shared handle each time.
+    config: Arc<Config>,
+    config_cache: arc_swap::Cache<Live, Arc<Config>>,
 }
 
 /// Who the client is, and how the server reads its text.
@@ -146,10 +152,10 @@ struct Who {
     cancel: Arc<cancel::Handle>,
 }
 
-/// pgroute's shutdown as the session sees it: `draining` once it has begun, and the
-/// session ends at its next transaction boundary.
+/// pgroute's shutdown as the session sees it: `draining` once it has begun (the login
+/// saw it begun, or the `DRAIN` signal came), and the session ends at its next
+/// transaction boundary.
 struct Shutdown {
-    rx: tokio::sync::watch::Receiver<bool>,
     draining: bool,
 }
 
@@ -186,7 +192,7 @@ pub async fn run(
     let application_name =
         params.iter().find(|(k, _)| k == "application_name").map(|(_, v)| v.clone()).unwrap_or_default();
     let mut s = Session {
-        client: client::Client::new(client_rd, client_wr),
+        client: client::Client::new(client_rd, client_wr, shared.config().listen.client_write_timeout),
         who: Who {
             user: user.into(),
             database: database.into(),
@@ -205,7 +211,9 @@ pub async fn run(
         answer: Default::default(),
         ryw: Default::default(),
         pinned: None,
-        shutdown: Shutdown { rx: shared.shutdown.subscribe(), draining },
+        shutdown: Shutdown { draining },
+        config: shared.config().clone(),
+        config_cache: arc_swap::Cache::new(shared.live_config()),
         shared,
     };
     let end = match s.greet(secret).await {
@@ -222,6 +230,26 @@ pub async fn run(
 }
 
 impl Session {
+    /// The primary a login learns its parameters from: as a write would, it waits up to
+    /// `primary_wait` for one (a failover, or a monitor waiting for this very login's
+    /// SCRAM keys).
+    async fn login_primary(&self) -> Result<usize, PgError> {
+        let health = self.shared.config().health.clone();
+        let deadline = std::time::Instant::now() + health.primary_wait;
+        loop {
+            let snapshot = self.shared.topology.snapshot();
+            let now = std::time::Instant::now();
+            match snapshot.primary(now) {
+                Some(node) => return Ok(node),
+                None if now < deadline => tokio::time::sleep(health.interval.min(deadline - now)).await,
+                None => {
+                    return Err(PgError::fatal(sqlstate::CONNECTION_FAILURE, "pgroute: no primary available")
+                        .with_hint(format!("Node states: {}.", snapshot.describe())))
+                }
+            }
+        }
+    }
+
     /// Finishes the login: the parameters a server reports for this client's startup
     /// settings (the server's spelling: `UTF8` for `utf8`, `ISO, MDY` for `ISO`), our own
     /// key data, ReadyForQuery. They are learned once per distinct startup packet by
@@ -232,11 +260,7 @@ impl Session {
         let reported = match self.shared.pools.login_params(&self.who.user, &self.who.database, hash) {
             Some(p) => p,
             None => {
-                let snapshot = self.shared.topology.snapshot();
-                let node = snapshot.primary(std::time::Instant::now()).ok_or_else(|| {
-                    PgError::fatal(sqlstate::CONNECTION_FAILURE, "pgroute: no primary available")
-                        .with_hint(format!("Node states: {}.", snapshot.describe()))
-                })?;
+                let node = self.login_primary().await?;
                 // A startup value the server refuses ends the login, as it would there.
                 self.attach(node, false).await.map_err(|e| PgError { severity: "FATAL", ..e })?;
                 let conn = self.server.held.get_mut(node).ok_or_else(internal)?;
@@ -265,14 +289,11 @@ impl Session {
     }
 
     async fn main_loop(&mut self) -> End {
-        // Made once, not per wake-up: a KILL from the console and the start of a shutdown.
+        // A KILL from the console and the start of a shutdown arrive as signals on the
+        // session's handle (`cancel::Signals`).
         let handle = self.who.cancel.clone();
-        let killed = handle.kill.notified();
-        tokio::pin!(killed);
-        let mut shutdown = self.shutdown.rx.clone();
-        let stopping = shutdown.changed();
-        tokio::pin!(stopping);
         loop {
+            self.refresh_config();
             let draining = self.shutdown.draining;
             if draining && self.at_boundary() {
                 return End::Fatal(
@@ -283,24 +304,21 @@ impl Session {
             // The read buffer only ever holds the start of one incomplete message:
             // backpressure counts what is queued behind the server.
             let client_has_room = self.client.has_room();
+            let idle_limit = self.idle_limit();
             let server = match self.server.active {
                 Some(n) => self.server.held.get_mut(n),
                 None => None,
             };
+            // Biased, in this order: no random draw per turn, a kill or a shutdown seen
+            // first, and the server's replies taken before more of the client's input.
             tokio::select! {
-                r = client::read(&mut self.client.rd, &mut self.client.rbuf), if client_has_room => {
-                    match r {
-                        Ok(0) | Err(_) => return End::Client,
-                        Ok(_) => {}
+                biased;
+                raised = handle.signaled(if draining { cancel::KILL } else { cancel::KILL | cancel::DRAIN }) => {
+                    if raised & cancel::KILL != 0 {
+                        tracing::warn!(pid = self.who.pid, "client killed from the console");
+                        return End::Fatal(PgError::fatal(ADMIN_SHUTDOWN, "terminating connection: killed by a pgroute administrator"));
                     }
-                    if let Err(end) = self.on_client_bytes().await {
-                        return end;
-                    }
-                }
-                _ = &mut stopping, if !draining => self.shutdown.draining = true,
-                _ = &mut killed => {
-                    tracing::warn!(pid = self.who.pid, "client killed from the console");
-                    return End::Fatal(PgError::fatal(ADMIN_SHUTDOWN, "terminating connection: killed by a pgroute administrator"));
+                    self.shutdown.draining = true;
                 }
                 r = read_server(server) => {
                     let node = self.server.active.unwrap_or_default();
@@ -321,13 +339,31 @@ impl Session {
                         return end;
                     }
                 }
+                r = client::read(&mut self.client.rd, &mut self.client.rbuf), if client_has_room => {
+                    match r {
+                        Ok(0) | Err(_) => return End::Client,
+                        Ok(_) => {}
+                    }
+                    if let Err(end) = self.on_client_bytes().await {
+                        return end;
+                    }
+                }
+                kind = idle::expiry(idle_limit) => return self.idle_expired(kind).await,
             }
+        }
+    }
+
+    /// Takes up a reload: a pointer comparison when nothing changed.
+    fn refresh_config(&mut self) {
+        let latest = self.config_cache.load();
+        if !Arc::ptr_eq(latest, &self.config) {
+            self.config = latest.clone();
         }
     }
 
     /// Splits complete client frames off the buffer, then routes and forwards them.
     async fn on_client_bytes(&mut self) -> Result<(), End> {
-        let max = self.shared.config().listen.max_message_size;
+        let max = self.config.listen.max_message_size;
         self.client.split(max).map_err(End::Fatal)?;
         self.pump().await
     }

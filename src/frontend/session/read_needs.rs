@@ -153,9 +153,7 @@ impl Session {
             primary_sample(&shared.topology.snapshot(), Instant::now()).is_some_and(|(sent, ..)| sent > since)
         };
         let Some(node) = snap.primary(Instant::now()) else { return };
-        let (key, startup) = self.settings.startup();
-        let Ok(mut conn) = self.shared.pools.checkout(node, &self.who.user, &self.who.database, key, startup).await
-        else {
+        let Ok(mut conn) = self.checkout(node).await else {
             return;
         };
         let _turn = self.shared.position_asks.lock().await;

@@ -12,6 +12,7 @@ use super::loss::AfterLoss;
 use super::read_needs::{Need, ReadFacts};
 use super::state::Intake;
 use super::{End, Session};
+use crate::backend::{Checked, ClientPool};
 use crate::catalog::FunctionCatalog;
 use crate::classify::{hint, Class, Classifier, Dialect, QName, TxOp};
 use crate::config::{PoolMode, Role};
@@ -277,7 +278,7 @@ impl Session {
         let begins = |c: &Class| c.steps.iter().any(|s| s.tx == TxOp::Begin);
         if self.server.in_flight == 0
             && self.tx.status.idle()
-            && (begins(class) || self.unit.classes.iter().any(|c| begins(c)))
+            && (begins(class) || self.unit.classes.iter().any(|(c, _)| begins(c)))
         {
             self.prepare_for_transaction(decision.node)?;
         }
@@ -403,24 +404,24 @@ impl Session {
             let found = match f.tag() {
                 tag::QUERY => {
                     let sql = protocol::BodyReader::new(f.body()).cstr_bytes().unwrap_or_default();
-                    let c = classify_text(classifier, self.who.encoding, self.who.dialect, sql);
-                    self.unit.classes.push_back(c.clone());
+                    let c = classify_text(classifier, self.who.encoding, self.who.dialect, sql, false);
+                    self.unit.classes.push_back((c.clone(), None));
                     Some((c, f.raw().slice(5..5 + sql.len())))
                 }
                 tag::PARSE => {
                     let body = f.raw().slice(5..);
-                    let (c, text) = match split_parse(&body) {
+                    let (c, text, split) = match split_parse(&body) {
                         Ok((name, sql, tail)) => {
                             let new = !name.is_empty() && !self.prepared.named.contains_key(&name);
                             scan.new_names = scan.new_names.saturating_add(u16::from(new));
-                            let c = classify_text(classifier, self.who.encoding, self.who.dialect, sql);
+                            let c = classify_text(classifier, self.who.encoding, self.who.dialect, sql, true);
                             let text = tail.slice(..sql.len());
-                            parsed_here.push((name, c.clone(), text.clone()));
-                            (c, text)
+                            parsed_here.push((name.clone(), c.clone(), text.clone()));
+                            (c, text, Some((name, tail)))
                         }
-                        Err(_) => (Arc::new(Class::write("malformed")), Bytes::new()),
+                        Err(_) => (Arc::new(Class::write("malformed")), Bytes::new(), None),
                     };
-                    self.unit.classes.push_back(c.clone());
+                    self.unit.classes.push_back((c.clone(), split));
                     Some((c, text))
                 }
                 tag::BIND => split_bind(f.body()).ok().and_then(|(_, stmt, _)| {
@@ -495,7 +496,7 @@ impl Session {
             database: &self.who.database,
         };
         let read = self.shared.rules().route_read(&class, text, &hint, &ctx);
-        let scope = read.scope.unwrap_or(self.shared.config().routing.causal_scope);
+        let scope = read.scope.unwrap_or(self.config.routing.causal_scope);
         // Tagged keys: a write records them when it commits; a read must see their commits.
         let facts = ReadFacts::new(self, now, scope, (!class.writes_data).then_some(hint.keys.as_slice()), after);
         self.unit.keys = if class.writes_data { hint.keys.clone() } else { Vec::new() };
@@ -541,7 +542,7 @@ impl Session {
         facts: ReadFacts,
         mut need: Need,
     ) -> Result<(Decision, Arc<Snapshot>), PgError> {
-        let config = self.shared.config();
+        let config = self.config.clone();
         let mut now = facts.arrived;
         let deadline = now + config.health.primary_wait;
         let causal_deadline = config.routing.causal_wait.map(|w| now + w);
@@ -620,7 +621,7 @@ impl Session {
                 && self.tx.status.idle()
                 && self.server.in_flight == 0
                 && no_tx(class)
-                && self.unit.classes.iter().all(|c| no_tx(c))
+                && self.unit.classes.iter().all(|(c, _)| no_tx(c))
                 && !text.to_ascii_lowercase().contains("statement_timeout")
         });
         // A rule's cap counts its reads (and the transactions they begin): a session
@@ -711,8 +712,7 @@ impl Session {
     /// only learn what the server reports, once per startup packet.
     pub(super) async fn attach(&mut self, node: usize, place: bool) -> Result<(), PgError> {
         if self.server.held.get(node).is_none() {
-            let (key, startup) = self.settings.startup();
-            let c = match self.shared.pools.checkout(node, &self.who.user, &self.who.database, key, startup).await {
+            let c = match self.checkout(node).await {
                 Ok(c) => c,
                 Err(e) => {
                     let primary =
@@ -763,6 +763,13 @@ impl Session {
         Ok(())
     }
 
+    /// Borrows a connection to `node` from this client's pool there.
+    pub(super) async fn checkout(&mut self, node: usize) -> Result<Checked, PgError> {
+        let (key, startup) = self.settings.startup();
+        let client = ClientPool { node, user: &self.who.user, database: &self.who.database, key, startup };
+        self.shared.pools.checkout(&mut self.server.pools, &client).await
+    }
+
     /// Stops using the active server: in transaction mode its connection goes back to the
     /// pool; in session mode it stays held for later.
     fn detach(&mut self) {
@@ -771,7 +778,7 @@ impl Session {
         };
         tracing::trace!(node, in_flight = self.server.in_flight, copy_in = self.server.copy_in, "detach");
         let no_cancel_pending = self.who.cancel.clear();
-        if self.shared.config().pool.mode == PoolMode::Transaction && self.pinned.is_none() {
+        if self.config.pool.mode == PoolMode::Transaction && self.pinned.is_none() {
             if let Some(c) = self.server.held.take(node) {
                 c.release(self.reusable() && no_cancel_pending);
             }
@@ -812,15 +819,18 @@ impl Session {
 /// Classifies statement text the way the server will read it: in the client's encoding
 /// and with its `standard_conforming_strings`. Text that cannot be decoded exactly is a
 /// write (`encoding`): the primary, whose answer the client then gets.
-fn classify_text(classifier: &Classifier, encoding: Encoding, dialect: Dialect, sql: &[u8]) -> Arc<Class> {
+/// `parse`: the text of a Parse, which `Classifier::classify_parse` looks up by its exact
+/// text first.
+fn classify_text(classifier: &Classifier, encoding: Encoding, dialect: Dialect, sql: &[u8], parse: bool) -> Arc<Class> {
     match encoding.decode(sql) {
+        Some(text) if parse => classifier.classify_parse(&text, dialect),
         Some(text) => classifier.classify_in(&text, dialect),
         None => Arc::new(Class::write("write:encoding")),
     }
 }
 
 impl Session {
-    pub(super) fn classify_text(&self, sql: &[u8]) -> Arc<Class> {
-        classify_text(&self.shared.classifier, self.who.encoding, self.who.dialect, sql)
+    pub(super) fn classify_text(&self, sql: &[u8], parse: bool) -> Arc<Class> {
+        classify_text(&self.shared.classifier, self.who.encoding, self.who.dialect, sql, parse)
     }
 }

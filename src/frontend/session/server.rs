@@ -8,6 +8,7 @@ use bytes::BytesMut;
 
 use super::held::Held;
 use super::Expect;
+use crate::backend::PoolCache;
 
 #[derive(Default)]
 pub(super) struct Server {
@@ -31,4 +32,6 @@ pub(super) struct Server {
     pub rule_timeout_set: bool,
     /// Since when the primary has refused the connections the next unit asked for.
     pub refused_since: Option<Instant>,
+    /// The pools this session borrowed from.
+    pub pools: PoolCache,
 }

@@ -12,13 +12,18 @@ use super::commit_lsn::UnitCommits;
 use crate::classify::Class;
 use crate::config::CausalScope;
 
+/// A Parse as `scan_unit` split it: its statement name and its body after the name.
+pub(super) type SplitParse = (String, Bytes);
+
 /// A statement Parsed earlier in the unit being scanned: (name, class, text).
 pub(super) type ParsedHere = (String, Arc<Class>, Bytes);
 
 #[derive(Default)]
 pub(super) struct Unit {
-    /// Classes computed while routing, consumed in order by `forward` for Q and P.
-    pub classes: VecDeque<Arc<Class>>,
+    /// Classes computed while routing, consumed in order by `forward` for Q and P; for
+    /// a P that split, its statement name and body after the name too, so it is split
+    /// once.
+    pub classes: VecDeque<(Arc<Class>, Option<SplitParse>)>,
     /// It became a write only when its functions were looked up: each of its statements
     /// counts as a data write.
     pub forced_write: bool,
