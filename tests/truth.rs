@@ -449,3 +449,52 @@ async fn deallocate_setting_sources_and_reports_of_a_split_query_match_one_serve
     let r = same(&mut direct, &mut routed, &units.concat(), 2).await;
     assert_eq!(r.last().map(String::as_str), Some("Z I"), "{r:?}");
 }
+
+/// pgroute's own queries (the transaction id in front of a COMMIT, the commit position
+/// behind it) are simple Queries: a client's `DEALLOCATE ALL` or `DISCARD ALL` in the same
+/// flight cannot make them fail. Had they been prepared once per server connection, the
+/// failed Bind would abort the client's block and its COMMIT would answer ROLLBACK with no
+/// error (found by the differential test when that was tried; docs/design-notes.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deallocate_all_in_the_clients_flight_leaves_its_commit_alone() {
+    let p = proxy_with(POOL_OF_ONE).await;
+    let c = cluster();
+    let t = table("dealloc");
+    c.direct(0).await.batch_execute(&format!("CREATE TABLE {t} (id int)")).await.unwrap();
+    let [(mut direct, _), (mut routed, _)] = both(p.port, &[]).await;
+    let insert = |id: i32| wire::query(format!("INSERT INTO {t} VALUES ({id})").as_bytes());
+    let step = |sql: &str| [wire::parse("", sql.as_bytes()), wire::bind("", "", &[]), wire::execute("", 0)].concat();
+    let flights: [(Vec<u8>, usize, usize); 4] = [
+        ([wire::query(b"BEGIN"), wire::query(b"DEALLOCATE ALL"), insert(1), wire::query(b"COMMIT")].concat(), 4, 1),
+        ([wire::query(b"DISCARD ALL"), wire::query(b"BEGIN"), insert(2), wire::query(b"COMMIT")].concat(), 4, 1),
+        ([wire::query(b"DEALLOCATE ALL"), insert(3)].concat(), 2, 0),
+        (
+            [
+                step("BEGIN"),
+                step("DEALLOCATE ALL"),
+                step(&format!("INSERT INTO {t} VALUES (4)")),
+                step("COMMIT"),
+                wire::sync(),
+            ]
+            .concat(),
+            1,
+            1,
+        ),
+    ];
+    for (bytes, readies, commits) in flights {
+        let r = same(&mut direct, &mut routed, &bytes, readies).await;
+        assert_eq!(r.iter().filter(|l| *l == "C COMMIT|").count(), commits, "{r:?}");
+        assert!(!r.iter().any(|l| l == "C ROLLBACK|"), "{r:?}");
+    }
+    // The data: every insert committed twice, once directly and once through pgroute.
+    let counts = c
+        .direct(0)
+        .await
+        .query(&format!("SELECT id, count(*) FROM {t} GROUP BY id ORDER BY id"), &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get::<_, i32>(0), r.get::<_, i64>(1)))
+        .collect::<Vec<_>>();
+    assert_eq!(counts, vec![(1, 2), (2, 2), (3, 2), (4, 2)]);
+}
