@@ -498,3 +498,27 @@ async fn a_deallocate_all_in_the_clients_flight_leaves_its_commit_alone() {
         .collect::<Vec<_>>();
     assert_eq!(counts, vec![(1, 2), (2, 2), (3, 2), (4, 2)]);
 }
+
+/// Differential seed 23 case 890: a Query split at a read-only transaction's end, whose
+/// first part (the ROLLBACK, on a replica) reverts DateStyle and whose rest (on the
+/// primary) sets it back to the value the client last saw. One server reports nothing:
+/// the value it last reported did not change. pgroute must not report it either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_a_split_query_undoes_is_not_sent_later() {
+    let p = proxy_with(POOL_OF_ONE).await;
+    let c = cluster();
+    let t = table("splitreport");
+    c.direct(0).await.batch_execute(&format!("CREATE TABLE {t} (id int)")).await.unwrap();
+    c.wait_replicas_caught_up().await;
+    let [(mut direct, _), (mut routed, _)] = both(p.port, &[]).await;
+    for q in [
+        "BEGIN READ ONLY; SET datestyle = 'ISO, DMY'".to_string(),
+        "SELECT 1; SET datestyle = 'German'".to_string(),
+        "ROLLBACK; SET datestyle = 'German'; SELECT 2; DEALLOCATE ALL".to_string(),
+        "ROLLBACK".to_string(),
+        format!("DELETE FROM {t} WHERE id = 15"),
+        "SELECT 3".to_string(),
+    ] {
+        same(&mut direct, &mut routed, &wire::query(q.as_bytes()), 1).await;
+    }
+}

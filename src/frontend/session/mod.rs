@@ -147,6 +147,11 @@ struct Who {
     /// The login's `default_transaction_isolation` (role, database, startup defaults) is
     /// serializable: unless the session sets another, its reads need the primary.
     login_serializable: bool,
+    /// Each reported parameter's value as the client was last told it. A server reports a
+    /// parameter only when its value differs from what it last reported to this client;
+    /// pgroute, moving the client between servers, holds back the same way a report of
+    /// what the client already has (`Session::shows_client`).
+    shown: Vec<(String, String)>,
     /// Our BackendKeyData pid, and the client's entry in the cancel registry.
     pid: i32,
     cancel: Arc<cancel::Handle>,
@@ -200,6 +205,7 @@ pub async fn run(
             dialect: Dialect::default(),
             encoding: super::encoding::Encoding::default(),
             login_serializable: false,
+            shown: Vec::new(),
             pid,
             cancel,
         },
@@ -278,6 +284,7 @@ impl Session {
         self.who.login_serializable = reported.default_isolation == "serializable";
         for (name, value) in reported.reported.iter() {
             self.note_parameter(name, value);
+            self.who.shown.push((name.clone(), value.clone()));
             self.client.wbuf.extend_from_slice(protocol::parameter_status(name, value).raw());
         }
         self.client.wbuf.extend_from_slice(protocol::backend_key_data(self.who.pid, secret).raw());
@@ -434,8 +441,10 @@ impl Session {
 
     /// ParameterStatus reports held for the client's ReadyForQuery, sent just before it.
     fn release_reports(&mut self) {
-        for f in self.answer.reports.drain(..) {
-            self.client.wbuf.extend_from_slice(f.raw());
+        for f in std::mem::take(&mut self.answer.reports) {
+            if self.shows_client(&f) {
+                self.client.wbuf.extend_from_slice(f.raw());
+            }
         }
     }
 

@@ -217,12 +217,34 @@ impl Session {
         // The server reports changes just before ReadyForQuery: a split Query's first
         // part's reports wait for the client's ReadyForQuery, unless the rest reports the
         // same parameter again.
+        let same_name = |f: &Frame| BodyReader::new(f.body()).cstr().ok() == Some(name);
+        self.answer.reports.retain(|f| !same_name(f));
         if unit_answering(&self.server.expect).is_some_and(|(split, _)| split) {
             self.answer.reports.push(frame.clone());
             return false;
         }
-        self.answer.reports.retain(|f| BodyReader::new(f.body()).cstr().ok() != Some(name));
-        true
+        self.shows_client(frame)
+    }
+
+    /// Whether a report tells the client something new, as a server's would: a value
+    /// other than the one the client was last told (a rolled-back or replayed setting can
+    /// bring a server back to it). Records it when so.
+    pub(super) fn shows_client(&mut self, frame: &Frame) -> bool {
+        let mut r = BodyReader::new(frame.body());
+        let (Ok(name), Ok(value)) = (r.cstr(), r.cstr()) else {
+            return true;
+        };
+        match self.who.shown.iter_mut().find(|(n, _)| n == name) {
+            Some((_, v)) if v == value => false,
+            Some((_, v)) => {
+                *v = value.to_string();
+                true
+            }
+            None => {
+                self.who.shown.push((name.to_string(), value.to_string()));
+                true
+            }
+        }
     }
 
     /// CopyInResponse. Syncs already sent after the COPY's Execute are ignored by the
