@@ -1,4 +1,4 @@
-//! `protocol::split_frame` on arbitrary bytes, taking frames until it wants more or refuses: never panics.
+//! `protocol::split_frame` (built on `peek_frame`, which the session reads server replies with) on arbitrary bytes, taking frames until it wants more or refuses: never panics.
 #![no_main]
 
 use bytes::BytesMut;

@@ -32,6 +32,41 @@ impl Frame {
     }
 }
 
+/// One complete tagged message borrowed from a read buffer: what the session handles a
+/// server's replies as, so that a reply forwarded as it is costs a copy into the client's
+/// buffer and nothing else (no reference-counted piece of the buffer per message).
+#[derive(Debug, Clone, Copy)]
+pub struct FrameRef<'a> {
+    raw: &'a [u8],
+}
+
+impl<'a> FrameRef<'a> {
+    pub fn tag(&self) -> u8 {
+        self.raw[0]
+    }
+
+    /// The message body, without tag and length.
+    pub fn body(&self) -> &'a [u8] {
+        &self.raw[5..]
+    }
+
+    /// The whole frame as it travels on the wire.
+    pub fn raw(&self) -> &'a [u8] {
+        self.raw
+    }
+
+    /// A copy that outlives the buffer (for the few replies pgroute holds back).
+    pub fn to_frame(&self) -> Frame {
+        Frame::from_raw(Bytes::copy_from_slice(self.raw))
+    }
+}
+
+impl Frame {
+    pub fn view(&self) -> FrameRef<'_> {
+        FrameRef { raw: &self.raw }
+    }
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum FrameError {
     /// The length field is below the minimum of 4 (it counts itself).
@@ -56,10 +91,34 @@ impl std::fmt::Display for FrameError {
 /// Returns `Ok(None)` when more bytes are needed. The announced length is checked against
 /// `max` before anything is allocated, so a hostile length cannot make us reserve memory.
 pub fn split_frame(buf: &mut BytesMut, max: usize) -> Result<Option<Frame>, FrameError> {
-    if buf.len() < 5 {
-        return Ok(None);
+    match peek_frame(buf, max)? {
+        Peek::Whole(f) => {
+            let total = f.raw().len();
+            Ok(Some(Frame::from_raw(buf.split_to(total).freeze())))
+        }
+        Peek::Short { missing } => {
+            buf.reserve(missing);
+            Ok(None)
+        }
     }
-    let len = i32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]);
+}
+
+/// What the front of a buffer holds: a whole frame, or the start of one.
+#[derive(Debug)]
+pub enum Peek<'a> {
+    Whole(FrameRef<'a>),
+    /// This many more bytes complete the frame (0 until its header is whole).
+    Short {
+        missing: usize,
+    },
+}
+
+/// The frame at the front of `buf`, borrowed, with the bounds checks of [`split_frame`].
+pub fn peek_frame(buf: &[u8], max: usize) -> Result<Peek<'_>, FrameError> {
+    let Some(header) = buf.get(..5) else {
+        return Ok(Peek::Short { missing: 0 });
+    };
+    let len = i32::from_be_bytes([header[1], header[2], header[3], header[4]]);
     if len < 4 {
         return Err(FrameError::BadLength(len));
     }
@@ -67,11 +126,10 @@ pub fn split_frame(buf: &mut BytesMut, max: usize) -> Result<Option<Frame>, Fram
     if total > max {
         return Err(FrameError::TooLong { len: total, max });
     }
-    if buf.len() < total {
-        buf.reserve(total - buf.len());
-        return Ok(None);
+    match buf.get(..total) {
+        Some(raw) => Ok(Peek::Whole(FrameRef { raw })),
+        None => Ok(Peek::Short { missing: total - buf.len() }),
     }
-    Ok(Some(Frame::from_raw(buf.split_to(total).freeze())))
 }
 
 /// Reads one untagged startup-phase packet (length, then body) with a size limit.
@@ -127,6 +185,17 @@ mod tests {
         assert_eq!(f.body(), b"abcd\0");
         assert!(split_frame(&mut buf, 1024).unwrap().is_none());
         assert_eq!(buf.len(), 3);
+    }
+
+    #[test]
+    fn peeking_borrows_the_frame_and_says_how_much_of_a_partial_one_is_missing() {
+        let buf = b"Q\0\0\0\x09abcd\0Z\0\0";
+        let Peek::Whole(f) = peek_frame(buf, 1024).unwrap() else { panic!("a whole frame") };
+        assert_eq!((f.tag(), f.body(), f.raw().len()), (b'Q', &b"abcd\0"[..], 10));
+        assert!(matches!(peek_frame(&buf[10..], 1024), Ok(Peek::Short { missing: 0 })));
+        assert!(matches!(peek_frame(&buf[..7], 1024), Ok(Peek::Short { missing: 3 })));
+        assert_eq!(peek_frame(b"Q\0\0\0\x02", 1024).unwrap_err(), FrameError::BadLength(2));
+        assert!(matches!(peek_frame(b"Q\x7f\xff\xff\xff", 1024), Err(FrameError::TooLong { .. })));
     }
 
     #[test]

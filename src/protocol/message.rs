@@ -3,7 +3,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::{BodyReader, Frame};
+use super::{BodyReader, Frame, FrameRef};
 
 /// SQLSTATE codes pgroute itself reports.
 pub mod sqlstate {
@@ -130,7 +130,7 @@ pub fn error_fields(body: &[u8]) -> (String, String) {
 /// An ErrorResponse or NoticeResponse with its statement position (`P`) moved on by
 /// `by` characters: the text it was counted in began that far into the client's.
 /// `None` when the message has no position (or one that is not a number).
-pub fn shift_position(frame: &Frame, by: u32) -> Option<Frame> {
+pub fn shift_position(frame: FrameRef<'_>, by: u32) -> Option<Frame> {
     let mut fields: Vec<(u8, &[u8])> = Vec::new();
     let mut r = BodyReader::new(frame.body());
     while let Ok(field) = r.u8() {

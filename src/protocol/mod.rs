@@ -13,7 +13,7 @@ mod frame;
 mod message;
 mod reader;
 
-pub use frame::{read_frame, read_startup_packet, split_frame, Frame, FrameError};
+pub use frame::{peek_frame, read_frame, read_startup_packet, split_frame, Frame, FrameError, FrameRef, Peek};
 pub use message::*;
 pub use reader::{BodyReader, ReadError};
 

@@ -442,7 +442,7 @@ impl Session {
     /// ParameterStatus reports held for the client's ReadyForQuery, sent just before it.
     fn release_reports(&mut self) {
         for f in std::mem::take(&mut self.answer.reports) {
-            if self.shows_client(&f) {
+            if self.shows_client(f.view()) {
                 self.client.wbuf.extend_from_slice(f.raw());
             }
         }

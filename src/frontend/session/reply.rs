@@ -10,7 +10,9 @@ use super::{End, Expect, Own, Session};
 use crate::backend::MAX_SERVER_MESSAGE;
 use crate::frontend::encoding::Encoding;
 use crate::frontend::prepared::{self, Prepared};
-use crate::protocol::{self, split_frame, tag, BodyReader, Frame};
+use bytes::Buf;
+
+use crate::protocol::{self, tag, BodyReader, Frame, FrameRef, Peek};
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     memchr::memmem::find(hay, needle)
@@ -48,50 +50,71 @@ impl Session {
         let Some(node) = self.server.active else {
             return Ok(());
         };
-        loop {
-            let Some(conn) = self.server.held.get_mut(node) else {
-                return Err(End::Fatal(super::internal()));
-            };
-            let frame = match split_frame(&mut conn.rbuf, MAX_SERVER_MESSAGE) {
-                Ok(Some(f)) => f,
-                Ok(None) => break,
-                Err(_) => return Err(End::Fatal(self.server_lost(node))),
-            };
-            tracing::trace!(tag = %(frame.tag() as char), "server frame");
-            if self.own_query_reply(node, &frame) {
-                continue;
-            }
-            let forward = match frame.tag() {
-                tag::PARSE_COMPLETE => self.injected_complete(true),
-                tag::CLOSE_COMPLETE => self.injected_complete(false),
-                tag::ERROR_RESPONSE => self.on_error(node, &frame),
-                tag::COMMAND_COMPLETE => {
-                    self.on_command_complete(node, &frame);
-                    true
+        // The frames are handled where they were read: the buffer leaves the connection
+        // meanwhile (the handlers borrow the session whole) and comes back without them.
+        let Some(conn) = self.server.held.get_mut(node) else {
+            return Err(End::Fatal(super::internal()));
+        };
+        let mut buf = std::mem::take(&mut conn.rbuf);
+        let mut at = 0;
+        let result = loop {
+            let frame = match protocol::peek_frame(&buf[at..], MAX_SERVER_MESSAGE) {
+                Ok(Peek::Whole(f)) => f,
+                Ok(Peek::Short { missing }) => {
+                    buf.advance(at);
+                    buf.reserve(missing);
+                    break Ok(());
                 }
-                tag::EMPTY_QUERY_RESPONSE | tag::PORTAL_SUSPENDED | tag::FUNCTION_CALL_RESPONSE => {
-                    self.statement_ended(node, "");
-                    true
-                }
-                tag::PARAMETER_STATUS => self.on_parameter_status(node, &frame),
-                tag::COPY_IN_RESPONSE => {
-                    self.on_copy_in();
-                    true
-                }
-                tag::READY_FOR_QUERY => self.on_ready(node, &frame),
-                _ => true,
+                Err(_) => break Err(End::Fatal(self.server_lost(node))),
             };
-            if forward {
-                self.send_to_client(frame);
+            at += frame.raw().len();
+            self.server_frame(node, frame);
+        };
+        // Put back unless the connection went meanwhile (then its bytes go with it).
+        if result.is_ok() {
+            if let Some(conn) = self.server.held.get_mut(node) {
+                conn.rbuf = buf;
             }
         }
+        result?;
         self.maybe_release();
         Ok(())
     }
 
+    /// One reply from the server: what it changes, and whether it reaches the client.
+    fn server_frame(&mut self, node: usize, frame: FrameRef<'_>) {
+        tracing::trace!(tag = %(frame.tag() as char), "server frame");
+        if self.own_query_reply(node, frame) {
+            return;
+        }
+        let forward = match frame.tag() {
+            tag::PARSE_COMPLETE => self.injected_complete(true),
+            tag::CLOSE_COMPLETE => self.injected_complete(false),
+            tag::ERROR_RESPONSE => self.on_error(node, frame),
+            tag::COMMAND_COMPLETE => {
+                self.on_command_complete(node, frame);
+                true
+            }
+            tag::EMPTY_QUERY_RESPONSE | tag::PORTAL_SUSPENDED | tag::FUNCTION_CALL_RESPONSE => {
+                self.statement_ended(node, "");
+                true
+            }
+            tag::PARAMETER_STATUS => self.on_parameter_status(node, frame),
+            tag::COPY_IN_RESPONSE => {
+                self.on_copy_in();
+                true
+            }
+            tag::READY_FOR_QUERY => self.on_ready(node, frame),
+            _ => true,
+        };
+        if forward {
+            self.send_to_client(frame);
+        }
+    }
+
     /// Rows, descriptions and tags of pgroute's own queries are read here, never
     /// forwarded. Returns whether `frame` was one.
-    fn own_query_reply(&mut self, node: usize, frame: &Frame) -> bool {
+    fn own_query_reply(&mut self, node: usize, frame: FrameRef<'_>) -> bool {
         let own = match self.server.expect.front() {
             Some(Expect::Ready { own: Some(own), .. }) if own.is_query() => *own,
             _ => return false,
@@ -118,7 +141,7 @@ impl Session {
 
     /// An ErrorResponse: the unit's statements up to its Sync are skipped by the server.
     /// Returns whether the client sees it (not when it answers pgroute's own unit).
-    fn on_error(&mut self, node: usize, frame: &Frame) -> bool {
+    fn on_error(&mut self, node: usize, frame: FrameRef<'_>) -> bool {
         let mut forward = true;
         if let Some(own) = unit_answering(&self.server.expect).and_then(|(_, own)| own) {
             // A statement prepared in an own unit is prepared again where it is used, and
@@ -183,7 +206,7 @@ impl Session {
         }
     }
 
-    fn on_command_complete(&mut self, node: usize, frame: &Frame) {
+    fn on_command_complete(&mut self, node: usize, frame: FrameRef<'_>) {
         let t = BodyReader::new(frame.body()).cstr().unwrap_or("");
         if matches!(t, "DISCARD ALL" | "DEALLOCATE ALL") {
             // Prepared statements are not transactional: gone at once, for the client as
@@ -202,7 +225,7 @@ impl Session {
     }
 
     /// A ParameterStatus report. Returns whether it goes to the client now.
-    fn on_parameter_status(&mut self, node: usize, frame: &Frame) -> bool {
+    fn on_parameter_status(&mut self, node: usize, frame: FrameRef<'_>) -> bool {
         if let Some(conn) = self.server.held.get_mut(node) {
             conn.note_parameter(frame.body());
         }
@@ -220,7 +243,7 @@ impl Session {
         let same_name = |f: &Frame| BodyReader::new(f.body()).cstr().ok() == Some(name);
         self.answer.reports.retain(|f| !same_name(f));
         if unit_answering(&self.server.expect).is_some_and(|(split, _)| split) {
-            self.answer.reports.push(frame.clone());
+            self.answer.reports.push(frame.to_frame());
             return false;
         }
         self.shows_client(frame)
@@ -229,7 +252,7 @@ impl Session {
     /// Whether a report tells the client something new, as a server's would: a value
     /// other than the one the client was last told (a rolled-back or replayed setting can
     /// bring a server back to it). Records it when so.
-    pub(super) fn shows_client(&mut self, frame: &Frame) -> bool {
+    pub(super) fn shows_client(&mut self, frame: FrameRef<'_>) -> bool {
         let mut r = BodyReader::new(frame.body());
         let (Ok(name), Ok(value)) = (r.cstr(), r.cstr()) else {
             return true;
@@ -264,7 +287,7 @@ impl Session {
 
     /// ReadyForQuery ends a unit: pgroute's own, or the client's (settled in the ledger).
     /// Returns whether it goes to the client now.
-    fn on_ready(&mut self, node: usize, frame: &Frame) -> bool {
+    fn on_ready(&mut self, node: usize, frame: FrameRef<'_>) -> bool {
         self.server.copy_in = false;
         self.answer.holding = false;
         let status = TxStatus::from_byte(frame.body().first().copied().unwrap_or(b'I'));
@@ -297,7 +320,7 @@ impl Session {
         let position_next = matches!(self.server.expect.front(), Some(Expect::Ready { own: Some(Own::Position), .. }));
         if forward && position_next {
             forward = false;
-            self.answer.ready = Some(frame.clone());
+            self.answer.ready = Some(frame.to_frame());
         }
         if forward {
             self.release_reports();
@@ -333,18 +356,18 @@ impl Session {
     /// A frame on its way to the client: statement names and error positions shown as a
     /// direct connection would, held back with the unit's answer while a commit position
     /// is asked behind it.
-    fn send_to_client(&mut self, frame: Frame) {
+    fn send_to_client(&mut self, frame: FrameRef<'_>) {
         self.tx.doubt.answered(frame.tag());
         let shown = match frame.tag() {
             tag::ERROR_RESPONSE | tag::NOTICE_RESPONSE => {
-                let named = self.client_names(&frame);
+                let named = self.client_names(frame);
                 // The rest of a split Query: positions as in the client's whole text.
                 match self.answer.rest_offset {
-                    Some(by) => protocol::shift_position(named.as_ref().unwrap_or(&frame), by).or(named),
+                    Some(by) => protocol::shift_position(named.as_ref().map_or(frame, Frame::view), by).or(named),
                     None => named,
                 }
             }
-            tag::NOTIFICATION_RESPONSE => self.own_notification(&frame),
+            tag::NOTIFICATION_RESPONSE => self.own_notification(frame),
             _ => None,
         };
         // From its first CommandComplete, the answer of a unit that may commit waits with
@@ -353,7 +376,7 @@ impl Session {
             self.answer.holding = true;
         }
         let out = if self.answer.holding { &mut self.answer.ack } else { &mut self.client.wbuf };
-        out.extend_from_slice(shown.as_ref().unwrap_or(&frame).raw());
+        out.extend_from_slice(shown.as_ref().map_or(frame, Frame::view).raw());
         if self.answer.holding && self.answer.ack.len() > MAX_HELD_ACK {
             self.client.wbuf.extend_from_slice(&self.answer.ack);
             self.answer.ack.clear();
@@ -364,7 +387,7 @@ impl Session {
     /// A server message naming a statement by its server name (`pgr_<hash>`), rewritten
     /// with the name the client gave it, as a direct connection would say it. `None`
     /// when it names none.
-    fn client_names(&self, frame: &Frame) -> Option<Frame> {
+    fn client_names(&self, frame: FrameRef<'_>) -> Option<Frame> {
         let body = frame.body();
         find(body, b"\"pgr_")?;
         let used: &[String] = match self.server.expect.front() {
@@ -392,7 +415,7 @@ impl Session {
 
     /// A notification sent by one of this client's own server connections carries the
     /// client's pgroute pid (its BackendKeyData), as a direct connection's carries its own.
-    fn own_notification(&self, frame: &Frame) -> Option<Frame> {
+    fn own_notification(&self, frame: FrameRef<'_>) -> Option<Frame> {
         let body = frame.body();
         let pid = i32::from_be_bytes(body.get(..4)?.try_into().ok()?);
         if !self.server.held.iter().any(|c| c.pid == pid) {
