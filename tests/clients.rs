@@ -131,6 +131,9 @@ async fn pgbench_runs_clean_in_every_protocol_mode() {
             let mut args = vec!["-M", mode, "-c", "8", "-j", "2", "-t", "40"];
             if select_only {
                 args.push("-S");
+                // The write run before it may have left a replica past the lag threshold
+                // (out of rotation) on a loaded machine.
+                c.wait_replicas_caught_up().await;
             }
             let before = replica_routes(&p);
             let out = pgbench(&p, &args);

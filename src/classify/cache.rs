@@ -1,8 +1,9 @@
 //! The bounded classification cache, keyed by normalised statement text, and in front of
-//! it one keyed by the exact text of statements with no literal (parameterised: the
-//! extended protocol's Parse, ORMs, drivers), which skips lexing and normalising when the
-//! same text comes again.
+//! it one keyed by the exact bytes of Parse bodies with no literal in their text
+//! (parameterised: drivers, ORMs), which skips decoding, lexing and normalising when the
+//! same Parse comes again.
 
+use std::hash::BuildHasherDefault;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -18,9 +19,11 @@ const MAX_BYTES: usize = 32 * 1024 * 1024;
 
 pub struct Cache {
     map: DashMap<String, Arc<Class>>,
-    /// Exact texts (as decoded, read with the default dialect) of statements without
-    /// literals: the same text always normalises to the same key, so to the same class.
-    front: DashMap<Box<str>, Arc<Class>>,
+    /// Parse bodies (text and parameter types, as the client sent them, read in one
+    /// encoding with the default dialect) whose text has no literal: the same bytes always
+    /// normalise to the same key, so to the same class. Keyed by the caller's keyed hash of
+    /// the bytes (`Exact::hash`), which the entry's bytes are checked against.
+    front: DashMap<u64, FrontEntry, BuildHasherDefault<KeyedHash>>,
     capacity: usize,
     /// Bytes of the keys held (their classes hold at most as much again in names)...
     bytes: AtomicUsize,
@@ -30,11 +33,48 @@ pub struct Cache {
     misses: AtomicU64,
 }
 
+/// A Parse body as the front cache knows it.
+#[derive(Clone, Copy)]
+pub struct Exact<'a> {
+    /// A hash of `bytes` keyed per process (a client cannot aim two bodies at one entry).
+    pub hash: u64,
+    pub bytes: &'a [u8],
+    /// How the bytes are read (the client's encoding, as the caller numbers them).
+    pub reading: usize,
+}
+
+struct FrontEntry {
+    bytes: Box<[u8]>,
+    reading: usize,
+    class: Arc<Class>,
+}
+
+/// The front's keys are keyed hashes already: used as they are.
+#[derive(Default)]
+struct KeyedHash(u64);
+
+impl std::hash::Hasher for KeyedHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u64 keys are hashed here; fold anything else in rather than lose it.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
 impl Cache {
     pub fn new(capacity: usize) -> Self {
         Cache {
             map: DashMap::new(),
-            front: DashMap::new(),
+            front: DashMap::default(),
             capacity,
             bytes: AtomicUsize::new(0),
             front_bytes: AtomicUsize::new(0),
@@ -64,24 +104,32 @@ impl Cache {
         self.map.insert(key, class);
     }
 
-    /// The class of exactly this text, if the front holds it (counted as a hit).
-    pub fn get_exact(&self, text: &str) -> Option<Arc<Class>> {
-        let hit = self.front.get(text).map(|e| e.value().clone())?;
+    /// The class of exactly these bytes read this way, if the front holds it (counted as
+    /// a hit).
+    pub fn get_exact(&self, key: Exact<'_>) -> Option<Arc<Class>> {
+        let entry = self.front.get(&key.hash)?;
+        if *entry.bytes != *key.bytes || entry.reading != key.reading {
+            return None;
+        }
         self.hits.fetch_add(1, Ordering::Relaxed);
-        Some(hit)
+        Some(entry.class.clone())
     }
 
-    /// Keeps `class` for exactly this text, bounded as the main map is.
-    pub fn insert_exact(&self, text: &str, class: Arc<Class>) {
-        if self.capacity == 0 || text.len() > MAX_KEY {
+    /// Keeps `class` for exactly these bytes, bounded as the main map is.
+    pub fn insert_exact(&self, key: Exact<'_>, class: Arc<Class>) {
+        let len = key.bytes.len();
+        if self.capacity == 0 || len > MAX_KEY {
             return;
         }
-        if self.front.len() >= self.capacity || self.front_bytes.load(Ordering::Relaxed) + text.len() > MAX_BYTES {
+        if self.front.len() >= self.capacity || self.front_bytes.load(Ordering::Relaxed) + len > MAX_BYTES {
             self.front.clear();
             self.front_bytes.store(0, Ordering::Relaxed);
         }
-        self.front_bytes.fetch_add(text.len(), Ordering::Relaxed);
-        self.front.insert(text.into(), class);
+        let entry = FrontEntry { bytes: key.bytes.into(), reading: key.reading, class };
+        if let Some(old) = self.front.insert(key.hash, entry) {
+            self.front_bytes.fetch_sub(old.bytes.len(), Ordering::Relaxed);
+        }
+        self.front_bytes.fetch_add(len, Ordering::Relaxed);
     }
 
     pub fn clear(&self) {

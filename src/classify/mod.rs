@@ -34,7 +34,7 @@ mod tests;
 
 use std::sync::Arc;
 
-pub use cache::Cache;
+pub use cache::{Cache, Exact};
 pub use hint::{hint, parse_token, route_hint, After, Hint};
 pub use lexer::Dialect;
 pub use refs::QName;
@@ -354,19 +354,19 @@ impl Classifier {
         }
     }
 
-    /// As `classify_in`, for the text of an extended-protocol Parse, which drivers and
-    /// ORMs send again and again unchanged: parameterised text (no literal) is looked up
-    /// by its exact text first, skipping the lexer.
-    pub fn classify_parse(&self, sql: &str, dialect: Dialect) -> Arc<Class> {
-        let exact = dialect == Dialect::default();
-        if exact {
-            if let Some(hit) = self.cache.get_exact(sql) {
-                return hit;
-            }
-        }
+    /// The class of an extended-protocol Parse body that drivers and ORMs send again and
+    /// again unchanged, found by its exact bytes (no decoding, no lexing), if known. Only
+    /// the default dialect's reading is kept.
+    pub fn parse_hit(&self, exact: Exact<'_>, dialect: Dialect) -> Option<Arc<Class>> {
+        (dialect == Dialect::default()).then(|| self.cache.get_exact(exact)).flatten()
+    }
+
+    /// As `classify_in`, for `sql`, the decoded text of the Parse body `exact` (after a
+    /// `parse_hit` miss): parameterised text (no literal) is kept for the next `parse_hit`.
+    pub fn classify_parse(&self, exact: Exact<'_>, sql: &str, dialect: Dialect) -> Arc<Class> {
         let (class, parameterised) = self.classify_scratch(sql, dialect);
-        if exact && parameterised {
-            self.cache.insert_exact(sql, class.clone());
+        if dialect == Dialect::default() && parameterised {
+            self.cache.insert_exact(exact, class.clone());
         }
         class
     }

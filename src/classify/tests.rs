@@ -237,12 +237,23 @@ fn statements_that_depend_on_a_transaction_block_are_known() {
     }
 }
 
-/// The front of the cache (a Parse's exact text) answers what the full path answers, in
+/// A Parse body as the session gives it to the front: its bytes, a keyed hash of them,
+/// and how they are read (`reading`).
+fn exact<'a>(keys: &std::hash::RandomState, sql: &'a str, reading: usize) -> Exact<'a> {
+    Exact { hash: std::hash::BuildHasher::hash_one(keys, sql.as_bytes()), bytes: sql.as_bytes(), reading }
+}
+
+/// What the session does with a Parse: the front first, the full path on a miss.
+fn through_front(c: &Classifier, key: Exact<'_>, sql: &str, dialect: Dialect) -> Arc<Class> {
+    c.parse_hit(key, dialect).unwrap_or_else(|| c.classify_parse(key, sql, dialect))
+}
+
+/// The front of the cache (a Parse's exact bytes) answers what the full path answers, in
 /// either dialect and for texts with literals, session statements and hints alike; only
 /// parameterised texts are kept there, and a reload forgets them (a function declared a
 /// write must not stay a read).
 #[test]
-fn a_parse_looked_up_by_its_exact_text_is_classified_as_the_full_path_classifies_it() {
+fn a_parse_looked_up_by_its_exact_bytes_is_classified_as_the_full_path_classifies_it() {
     let texts = [
         "SELECT abalance FROM pgbench_accounts WHERE aid = $1",
         "select abalance from pgbench_accounts where aid = $1",
@@ -256,21 +267,43 @@ fn a_parse_looked_up_by_its_exact_text_is_classified_as_the_full_path_classifies
         "SELECT U&\"d\\0061ta\" FROM t",
         "",
     ];
+    let keys = std::hash::RandomState::new();
     let fresh = Classifier::new(100);
     let fronted = Classifier::new(100);
     for dialect in [Dialect::default(), Dialect { standard_strings: false }] {
         for sql in texts {
             let want = fresh.classify_in(sql, dialect);
             for round in 0..2 {
-                assert_eq!(*fronted.classify_parse(sql, dialect), *want, "{sql:?} round {round} {dialect:?}");
+                let got = through_front(&fronted, exact(&keys, sql, 0), sql, dialect);
+                assert_eq!(*got, *want, "{sql:?} round {round} {dialect:?}");
             }
         }
     }
-    assert!(fronted.cache.get_exact("SELECT abalance FROM pgbench_accounts WHERE aid = $1").is_some());
-    assert!(fronted.cache.get_exact("SELECT * FROM accounts WHERE id = 42").is_none(), "literals churn: not kept");
-    assert!(fronted.cache.get_exact("SET search_path TO $1").is_none(), "session statements are never cached");
+    let held = |sql: &str| fronted.cache.get_exact(exact(&keys, sql, 0)).is_some();
+    assert!(held("SELECT abalance FROM pgbench_accounts WHERE aid = $1"));
+    assert!(!held("SELECT * FROM accounts WHERE id = 42"), "literals churn: not kept");
+    assert!(!held("SET search_path TO $1"), "session statements are never cached");
+    let f = "SELECT f($1)";
+    assert!(fronted.cache.get_exact(exact(&keys, f, 7)).is_none(), "bytes read in another encoding are another text");
 
-    assert!(!fronted.classify_parse("SELECT f($1)", Dialect::default()).is_write());
+    assert!(!through_front(&fronted, exact(&keys, f, 0), f, Dialect::default()).is_write());
     fronted.reconfigure(&["f".to_string()]);
-    assert!(fronted.classify_parse("SELECT f($1)", Dialect::default()).is_write(), "the reload forgot the front");
+    assert!(
+        through_front(&fronted, exact(&keys, f, 0), f, Dialect::default()).is_write(),
+        "the reload forgot the front"
+    );
+}
+
+/// Two bodies under one hash (which a keyed hash makes a client unable to arrange): the
+/// entry's bytes decide, so neither is taken for the other.
+#[test]
+fn the_front_checks_the_bytes_behind_a_hash() {
+    let c = Classifier::new(100);
+    let read = "SELECT v FROM t WHERE id = $1";
+    let write = "UPDATE t SET v = $2 WHERE id = $1";
+    let key = |sql: &'static str| Exact { hash: 42, bytes: sql.as_bytes(), reading: 0 };
+    assert!(!through_front(&c, key(read), read, Dialect::default()).is_write());
+    assert!(c.parse_hit(key(read), Dialect::default()).is_some());
+    assert!(c.parse_hit(key(write), Dialect::default()).is_none(), "another body under the same hash");
+    assert!(through_front(&c, key(write), write, Dialect::default()).is_write());
 }

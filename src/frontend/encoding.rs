@@ -96,6 +96,17 @@ impl Encoding {
 }
 
 impl Encoding {
+    /// A number for this encoding, the same for the same encoding (the classifier's front
+    /// cache keeps how bytes read in one).
+    pub fn id(&self) -> usize {
+        match self {
+            Encoding::Utf8 => 0,
+            Encoding::Opaque => 1,
+            Encoding::AsciiSafe(e) => 2 | (*e as *const encoding_rs::Encoding as usize) << 2,
+            Encoding::Decoded(e) => 3 | (*e as *const encoding_rs::Encoding as usize) << 2,
+        }
+    }
+
     /// `text` in this encoding, or `None` when some character has no exact encoding.
     pub fn encode(&self, text: &str) -> Option<Vec<u8>> {
         match self {

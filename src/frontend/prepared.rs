@@ -30,9 +30,16 @@ pub struct Prepared {
     pub class: Arc<Class>,
 }
 
+/// The keyed hash of a Parse body after its name (text, NUL, parameter types): the
+/// statement's server name, and its key in the classifier's front cache (computed once per
+/// Parse).
+pub fn statement_hash(tail: &[u8]) -> u64 {
+    SERVER_NAME_KEYS.get_or_init(RandomState::new).hash_one(tail)
+}
+
 impl Prepared {
-    pub fn new(named: bool, tail: Bytes, class: Arc<Class>) -> Self {
-        let hash = SERVER_NAME_KEYS.get_or_init(RandomState::new).hash_one(&tail);
+    /// `hash`: `statement_hash(&tail)`.
+    pub fn new(named: bool, tail: Bytes, hash: u64, class: Arc<Class>) -> Self {
         let server_name = if named { server_name(hash) } else { String::new() };
         Prepared { hash, server_name, tail, class }
     }
@@ -66,6 +73,10 @@ pub fn server_name(hash: u64) -> String {
 /// A statement or portal name as a map key. Names are bytes in the client's encoding; one
 /// that is not UTF-8 gets a key no UTF-8 name can have (names cannot contain NUL).
 pub fn name_key(b: &[u8]) -> Cow<'_, str> {
+    if b.is_empty() {
+        // The unnamed statement or portal, in most units.
+        return Cow::Borrowed("");
+    }
     match std::str::from_utf8(b) {
         Ok(s) => Cow::Borrowed(s),
         Err(_) => Cow::Owned(b.iter().fold(String::from("\0"), |mut k, c| {
@@ -175,7 +186,7 @@ mod tests {
         let body = Bytes::from_static(b"s1\0select $1\0\x00\x01\x00\x00\x00\x17");
         let (name, sql, tail) = split_parse(&body).unwrap();
         assert_eq!((name.as_str(), sql), ("s1", &b"select $1"[..]));
-        let p = Prepared::new(true, tail, Arc::new(Class::read("read")));
+        let p = Prepared::new(true, tail.clone(), statement_hash(&tail), Arc::new(Class::read("read")));
         let mut buf = BytesMut::new();
         p.put_parse(&mut buf);
         let f = crate::protocol::split_frame(&mut buf, 1 << 20).unwrap().unwrap();

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::unit::SplitParse;
 use super::{End, Expect, Own, Session};
 use crate::classify::{Class, TxOp};
 use crate::frontend::prepared::{self, Prepared};
@@ -66,7 +67,7 @@ impl Session {
         let sql = BodyReader::new(f.body()).cstr_bytes().map_err(malformed)?;
         let class = match self.unit.classes.pop_front() {
             Some((c, _)) => c,
-            None => self.classify_text(sql, false),
+            None => self.classify_text(sql, None),
         };
         // COPY FROM is a write: reads skip the scan of their text.
         if class.is_write() {
@@ -89,19 +90,20 @@ impl Session {
 
     /// A Parse: named statements go to the server under their server names.
     fn forward_parse(&mut self, node: usize, f: &Frame) -> Result<(), End> {
-        let (name, tail, class) = match self.unit.classes.pop_front() {
-            Some((class, Some((name, tail)))) => (name, tail, class),
+        let (SplitParse { name, tail, hash }, class) = match self.unit.classes.pop_front() {
+            Some((class, Some(split))) => (split, class),
             scanned => {
                 let body = f.raw().slice(5..);
                 let (name, sql, tail) = prepared::split_parse(&body).map_err(malformed)?;
+                let hash = prepared::statement_hash(&tail);
                 let class = match scanned {
                     Some((c, _)) => c,
-                    None => self.classify_text(sql, true),
+                    None => self.classify_text(sql, Some((&tail, hash))),
                 };
-                (name, tail, class)
+                (SplitParse { name, tail, hash }, class)
             }
         };
-        let stmt = Arc::new(Prepared::new(!name.is_empty(), tail, class));
+        let stmt = Arc::new(Prepared::new(!name.is_empty(), tail, hash, class));
         let conn = self.server.held.get_mut(node).ok_or_else(|| End::Fatal(super::internal()))?;
         if name.is_empty() {
             conn.unnamed = Some(stmt.hash);

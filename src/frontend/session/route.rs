@@ -11,13 +11,14 @@ use super::local::Local;
 use super::loss::AfterLoss;
 use super::read_needs::{Need, ReadFacts};
 use super::state::Intake;
+use super::unit::SplitParse;
 use super::{End, Session};
 use crate::backend::{Checked, ClientPool};
 use crate::catalog::FunctionCatalog;
-use crate::classify::{hint, Class, Classifier, Dialect, QName, TxOp};
+use crate::classify::{hint, Class, Classifier, Dialect, Exact, QName, TxOp};
 use crate::config::{PoolMode, Role};
 use crate::frontend::encoding::Encoding;
-use crate::frontend::prepared::{split_bind, split_parse, split_target};
+use crate::frontend::prepared::{split_bind, split_parse, split_target, statement_hash};
 use crate::metrics;
 use crate::protocol::{self, sqlstate, tag, PgError};
 use crate::router::{self, Causal, Decision, Pick, Reason, SessionView};
@@ -404,7 +405,7 @@ impl Session {
             let found = match f.tag() {
                 tag::QUERY => {
                     let sql = protocol::BodyReader::new(f.body()).cstr_bytes().unwrap_or_default();
-                    let c = classify_text(classifier, self.who.encoding, self.who.dialect, sql, false);
+                    let c = classify_text(classifier, self.who.encoding, self.who.dialect, sql, None);
                     self.unit.classes.push_back((c.clone(), None));
                     Some((c, f.raw().slice(5..5 + sql.len())))
                 }
@@ -414,10 +415,12 @@ impl Session {
                         Ok((name, sql, tail)) => {
                             let new = !name.is_empty() && !self.prepared.named.contains_key(&name);
                             scan.new_names = scan.new_names.saturating_add(u16::from(new));
-                            let c = classify_text(classifier, self.who.encoding, self.who.dialect, sql, true);
+                            let hash = statement_hash(&tail);
+                            let (encoding, dialect) = (self.who.encoding, self.who.dialect);
+                            let c = classify_text(classifier, encoding, dialect, sql, Some((&tail, hash)));
                             let text = tail.slice(..sql.len());
                             parsed_here.push((name.clone(), c.clone(), text.clone()));
-                            (c, text, Some((name, tail)))
+                            (c, text, Some(SplitParse { name, tail, hash }))
                         }
                         Err(_) => (Arc::new(Class::write("malformed")), Bytes::new(), None),
                     };
@@ -819,18 +822,28 @@ impl Session {
 /// Classifies statement text the way the server will read it: in the client's encoding
 /// and with its `standard_conforming_strings`. Text that cannot be decoded exactly is a
 /// write (`encoding`): the primary, whose answer the client then gets.
-/// `parse`: the text of a Parse, which `Classifier::classify_parse` looks up by its exact
-/// text first.
-fn classify_text(classifier: &Classifier, encoding: Encoding, dialect: Dialect, sql: &[u8], parse: bool) -> Arc<Class> {
-    match encoding.decode(sql) {
-        Some(text) if parse => classifier.classify_parse(&text, dialect),
-        Some(text) => classifier.classify_in(&text, dialect),
-        None => Arc::new(Class::write("write:encoding")),
+/// `parse`: the body of the Parse whose text `sql` is (after the statement name) and its
+/// `statement_hash`, which `Classifier::parse_hit` looks it up by first.
+fn classify_text(
+    classifier: &Classifier,
+    encoding: Encoding,
+    dialect: Dialect,
+    sql: &[u8],
+    parse: Option<(&[u8], u64)>,
+) -> Arc<Class> {
+    let exact = parse.map(|(bytes, hash)| Exact { hash, bytes, reading: encoding.id() });
+    if let Some(hit) = exact.and_then(|e| classifier.parse_hit(e, dialect)) {
+        return hit;
+    }
+    match (encoding.decode(sql), exact) {
+        (Some(text), Some(exact)) => classifier.classify_parse(exact, &text, dialect),
+        (Some(text), None) => classifier.classify_in(&text, dialect),
+        (None, _) => Arc::new(Class::write("write:encoding")),
     }
 }
 
 impl Session {
-    pub(super) fn classify_text(&self, sql: &[u8], parse: bool) -> Arc<Class> {
+    pub(super) fn classify_text(&self, sql: &[u8], parse: Option<(&[u8], u64)>) -> Arc<Class> {
         classify_text(&self.shared.classifier, self.who.encoding, self.who.dialect, sql, parse)
     }
 }

@@ -12,8 +12,13 @@ use super::commit_lsn::UnitCommits;
 use crate::classify::Class;
 use crate::config::CausalScope;
 
-/// A Parse as `scan_unit` split it: its statement name and its body after the name.
-pub(super) type SplitParse = (String, Bytes);
+/// A Parse as `scan_unit` split it: its statement name, its body after the name and that
+/// body's `prepared::statement_hash`.
+pub(super) struct SplitParse {
+    pub name: String,
+    pub tail: Bytes,
+    pub hash: u64,
+}
 
 /// A statement Parsed earlier in the unit being scanned: (name, class, text).
 pub(super) type ParsedHere = (String, Arc<Class>, Bytes);
