@@ -522,3 +522,26 @@ async fn a_report_a_split_query_undoes_is_not_sent_later() {
         same(&mut direct, &mut routed, &wire::query(q.as_bytes()), 1).await;
     }
 }
+
+/// Many messages in one read (more than the 32 `Client::split` takes off the buffer at a
+/// time, and an extended unit cut across that boundary) are all answered, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_pipelined_messages_in_one_write_are_answered_in_order() {
+    let p = proxy_with("").await;
+    let [(mut direct, _), (mut routed, _)] = both(p.port, &[]).await;
+    let mut bytes = Vec::new();
+    for i in 0..100 {
+        bytes.extend(wire::query(format!("SELECT {i}").as_bytes()));
+    }
+    for i in 0..10 {
+        let sql = format!("SELECT {i} + $1::int");
+        bytes.extend(
+            [wire::parse("", sql.as_bytes()), wire::bind("", "", &[Some(b"1")]), wire::execute("", 0), wire::sync()]
+                .concat(),
+        );
+    }
+    let r = tokio::time::timeout(Duration::from_secs(30), same(&mut direct, &mut routed, &bytes, 110))
+        .await
+        .expect("every message answered");
+    assert_eq!(r.iter().filter(|l| l.starts_with("D ")).count(), 110, "{r:?}");
+}

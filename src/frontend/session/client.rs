@@ -9,7 +9,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::state::Intake;
-use crate::protocol::{self, split_frame, sqlstate, Frame, PgError};
+use crate::protocol::{self, peek_frame, sqlstate, Frame, Peek, PgError};
 use crate::tls::{ClientRead, ClientWrite};
 
 /// Stop reading from a client that has this many bytes of complete messages queued...
@@ -64,17 +64,38 @@ impl Client {
 
     /// Splits complete messages off the read buffer into the queue; a malformed or
     /// oversized one is the session's end.
+    /// The complete messages come off the buffer in one piece, each a slice of it.
     pub fn split(&mut self, max: usize) -> Result<(), PgError> {
-        while let Some(f) = split_frame(&mut self.rbuf, max).map_err(|e| {
-            let code = match e {
-                protocol::FrameError::TooLong { .. } => sqlstate::PROGRAM_LIMIT_EXCEEDED,
-                protocol::FrameError::BadLength(_) => sqlstate::PROTOCOL_VIOLATION,
-            };
-            PgError::fatal(code, format!("pgroute: {e}"))
-        })? {
-            self.push_back(f);
+        let mut ends = [0usize; 32];
+        loop {
+            // Up to 32 messages at a time: their ends, then one split for them all.
+            let (mut n, mut at, mut missing) = (0, 0, None);
+            while n < ends.len() {
+                match peek_frame(&self.rbuf[at..], max).map_err(refused)? {
+                    Peek::Whole(f) => {
+                        at += f.raw().len();
+                        ends[n] = at;
+                        n += 1;
+                    }
+                    Peek::Short { missing: m } => {
+                        missing = Some(m);
+                        break;
+                    }
+                }
+            }
+            if n > 0 {
+                let read = self.rbuf.split_to(at).freeze();
+                let mut start = 0;
+                for &end in &ends[..n] {
+                    self.push_back(Frame::from_raw(read.slice(start..end)));
+                    start = end;
+                }
+            }
+            if let Some(m) = missing {
+                self.rbuf.reserve(m);
+                return Ok(());
+            }
         }
-        Ok(())
     }
 
     pub fn push_back(&mut self, f: Frame) {
@@ -120,6 +141,15 @@ impl Client {
         }
         Ok(())
     }
+}
+
+/// A malformed or oversized message ends the session.
+fn refused(e: protocol::FrameError) -> PgError {
+    let code = match e {
+        protocol::FrameError::TooLong { .. } => sqlstate::PROGRAM_LIMIT_EXCEEDED,
+        protocol::FrameError::BadLength(_) => sqlstate::PROTOCOL_VIOLATION,
+    };
+    PgError::fatal(code, format!("pgroute: {e}"))
 }
 
 /// Reads client bytes into `buf`. A buffer with no room gets it only once the client has
