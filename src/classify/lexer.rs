@@ -43,12 +43,32 @@ impl Token {
     }
 }
 
-fn is_ident_start(c: u8) -> bool {
+const fn ident_start(c: u8) -> bool {
     c.is_ascii_alphabetic() || c == b'_' || c >= 0x80
 }
 
+const fn ident_cont(c: u8) -> bool {
+    ident_start(c) || c.is_ascii_digit() || c == b'$'
+}
+
+/// `ident_start` (bit 0) and `ident_cont` (bit 1) of every byte, looked up once per byte
+/// of a word instead of evaluated.
+static IDENT: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut c = 0;
+    while c < 256 {
+        table[c] = ident_start(c as u8) as u8 | (ident_cont(c as u8) as u8) << 1;
+        c += 1;
+    }
+    table
+};
+
+fn is_ident_start(c: u8) -> bool {
+    IDENT[c as usize] & 1 != 0
+}
+
 fn is_ident_cont(c: u8) -> bool {
-    is_ident_start(c) || c.is_ascii_digit() || c == b'$'
+    IDENT[c as usize] & 2 != 0
 }
 
 /// The session settings that change how PostgreSQL reads SQL text.
@@ -81,6 +101,35 @@ pub fn tokenize_in(sql: &str, dialect: Dialect) -> Vec<Token> {
 /// Tokenises `sql` into `out` (cleared first), reusing its allocation.
 pub fn tokenize_into(sql: &str, dialect: Dialect, out: &mut Vec<Token>) {
     out.clear();
+    scan(sql, dialect, |t| out.push(t));
+}
+
+/// What `key_into` noticed on its way.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct KeyFacts {
+    /// A statement starts with SET, RESET or DISCARD (`session::has_session_statement`).
+    pub session: bool,
+    /// A literal token is in the text.
+    pub literal: bool,
+}
+
+/// The cache key of `sql` (what `normalise` makes of its tokens), built in the lexer's one
+/// pass with no token list: a cache hit needs nothing more.
+pub fn key_into(sql: &str, dialect: Dialect, out: &mut String) -> KeyFacts {
+    let mut key = KeyWriter::new(out, dialect);
+    let mut facts = KeyFacts::default();
+    scan(sql, dialect, |t| {
+        facts.session |= key.statement_start && super::session::starts_statement(sql, &t);
+        facts.literal |= t.kind == Kind::Literal;
+        key.push(sql, &t);
+    });
+    facts
+}
+
+/// Walks `sql` as PostgreSQL reads it, handing each token to `token`. Comments and
+/// whitespace produce none.
+#[inline(always)]
+fn scan(sql: &str, dialect: Dialect, mut token: impl FnMut(Token)) {
     let b = sql.as_bytes();
     let mut i = 0;
     while i < b.len() {
@@ -168,7 +217,7 @@ pub fn tokenize_into(sql: &str, dialect: Dialect, out: &mut Vec<Token>) {
                 Kind::Punct
             }
         };
-        out.push(Token { kind, start, end: i });
+        token(Token { kind, start, end: i });
     }
 }
 
@@ -297,31 +346,50 @@ pub fn statements<'t>(sql: &str, tokens: &'t [Token]) -> Vec<&'t [Token]> {
 /// can change the class are kept: those of an EXPLAIN (`EXPLAIN (ANALYZE 1) DELETE ...`
 /// runs the DELETE, `ANALYZE 0` does not). Text read with backslash escapes gets its own
 /// keys.
+/// (The reference `key_into` is checked against: the key of a token list.)
+#[cfg(test)]
 pub fn normalise(sql: &str, tokens: &[Token], dialect: Dialect, out: &mut String) {
-    out.clear();
-    if !dialect.standard_strings {
-        out.push('\\');
-    }
-    let mut keep_literals = false;
-    let mut statement_start = true;
+    let mut key = KeyWriter::new(out, dialect);
     for t in tokens {
-        if statement_start {
-            keep_literals = t.is(sql, "explain");
+        key.push(sql, t);
+    }
+}
+
+/// Appends tokens to a cache key, as `normalise` describes.
+struct KeyWriter<'a> {
+    out: &'a mut String,
+    keep_literals: bool,
+    /// The next token starts a statement.
+    statement_start: bool,
+}
+
+impl<'a> KeyWriter<'a> {
+    fn new(out: &'a mut String, dialect: Dialect) -> Self {
+        out.clear();
+        if !dialect.standard_strings {
+            out.push('\\');
         }
-        statement_start = t.kind == Kind::Semicolon;
-        if !out.is_empty() {
-            out.push(' ');
+        KeyWriter { out, keep_literals: false, statement_start: true }
+    }
+
+    fn push(&mut self, sql: &str, t: &Token) {
+        if self.statement_start {
+            self.keep_literals = t.is(sql, "explain");
+        }
+        self.statement_start = t.kind == Kind::Semicolon;
+        if !self.out.is_empty() {
+            self.out.push(' ');
         }
         match t.kind {
-            Kind::Literal if !keep_literals => out.push('?'),
+            Kind::Literal if !self.keep_literals => self.out.push('?'),
             Kind::Word => {
-                // Appended, then lower-cased in place: ASCII letters only, as before, at a
-                // fraction of the instructions of pushing char by char.
-                let start = out.len();
-                out.push_str(t.text(sql));
-                out[start..].make_ascii_lowercase();
+                // Appended, then lower-cased in place: ASCII letters only, at a fraction of
+                // the instructions of pushing char by char.
+                let start = self.out.len();
+                self.out.push_str(t.text(sql));
+                self.out[start..].make_ascii_lowercase();
             }
-            _ => out.push_str(t.text(sql)),
+            _ => self.out.push_str(t.text(sql)),
         }
     }
 }
@@ -371,5 +439,97 @@ mod tests {
         normalise(s2, &tokenize(s2), Dialect::default(), &mut b);
         assert_eq!(a, b);
         assert_eq!(a, "select abalance from pgbench_accounts where aid = ? ;");
+    }
+
+    /// The one-pass key is the key of the token list, and its facts are what the tokens
+    /// say, for texts built from pieces of every kind the lexer knows (quotes, dollar
+    /// quotes, comments, `U&`, `E''`, semicolons, SET/RESET/DISCARD, EXPLAIN, non-ASCII),
+    /// in both dialects.
+    #[test]
+    fn the_one_pass_key_is_the_key_of_the_tokens() {
+        let pieces = [
+            "SELECT",
+            "select",
+            "SeT",
+            "reset",
+            "DISCARD",
+            "explain",
+            "(analyze 1)",
+            "UPDATE",
+            "t",
+            "\"Tab\"",
+            "U&\"d\\0061ta\"",
+            "U&'x'",
+            "E'a\\'b'",
+            "'it''s'",
+            "'\\'",
+            "x'1f'",
+            "B'01'",
+            "N'n'",
+            "$$a;b$$",
+            "$tag$ x $tag$",
+            "$1",
+            "$",
+            "42",
+            "4.2e-3",
+            ".5",
+            "1_000",
+            "--c\n",
+            "/* a /* b */ c */",
+            ";",
+            ";;",
+            ",",
+            "=",
+            "::",
+            "(",
+            ")",
+            "é",
+            "größe",
+            " ",
+            "\n",
+            "\t",
+            "\"",
+            "'",
+            "/*",
+            "-",
+            "e",
+            "U&",
+            "atomic",
+            "begin",
+        ];
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let (mut tokens, mut want, mut got) = (Vec::new(), String::new(), String::new());
+        for _ in 0..20_000 {
+            let n = 1 + next() % 12;
+            let mut sql = String::new();
+            for _ in 0..n {
+                sql.push_str(pieces[(next() % pieces.len() as u64) as usize]);
+                if next() % 3 > 0 {
+                    sql.push(' ');
+                }
+            }
+            for dialect in [Dialect::default(), Dialect { standard_strings: false }] {
+                tokenize_into(&sql, dialect, &mut tokens);
+                normalise(&sql, &tokens, dialect, &mut want);
+                let facts = key_into(&sql, dialect, &mut got);
+                assert_eq!(got, want, "{sql:?} {dialect:?}");
+                let literal = tokens.iter().any(|t| t.kind == Kind::Literal);
+                let session = super::super::session::has_session_statement(&sql, &tokens);
+                assert_eq!(facts, KeyFacts { session, literal }, "{sql:?} {dialect:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_identifier_table_is_the_predicates() {
+        for c in 0..=255u8 {
+            assert_eq!((is_ident_start(c), is_ident_cont(c)), (ident_start(c), ident_cont(c)), "{c}");
+        }
     }
 }

@@ -402,14 +402,17 @@ impl Classifier {
         tokens: &mut Vec<lexer::Token>,
         key: &mut String,
     ) -> (Arc<Class>, bool) {
-        lexer::tokenize_into(sql, dialect, tokens);
-        if session::has_session_statement(sql, tokens) {
-            return (Arc::new(self.classify_uncached(sql, tokens)), false);
+        // The key first, in one pass: a hit needs no token list.
+        let facts = lexer::key_into(sql, dialect, key);
+        let parameterised = !facts.literal;
+        if !facts.session {
+            if let Some(hit) = self.cache.get(key) {
+                return (hit, parameterised);
+            }
         }
-        lexer::normalise(sql, tokens, dialect, key);
-        let parameterised = tokens.iter().all(|t| t.kind != lexer::Kind::Literal);
-        if let Some(hit) = self.cache.get(key) {
-            return (hit, parameterised);
+        lexer::tokenize_into(sql, dialect, tokens);
+        if facts.session {
+            return (Arc::new(self.classify_uncached(sql, tokens)), false);
         }
         let class = Arc::new(self.classify_uncached(sql, tokens));
         self.cache.insert(key.clone(), class.clone());

@@ -24,11 +24,13 @@ pub enum SettingChange {
 /// `SET session_authorization = ...`), so they pin the session.
 pub const IDENTITY: &[&str] = &["role", "session_authorization"];
 
-fn starts_statement(sql: &str, t: &Token) -> bool {
+pub(super) fn starts_statement(sql: &str, t: &Token) -> bool {
     t.is(sql, "set") || t.is(sql, "reset") || t.is(sql, "discard")
 }
 
-/// Does any statement in the string start with SET, RESET or DISCARD?
+/// Does any statement in the string start with SET, RESET or DISCARD? (The reference
+/// `lexer::key_into`'s `session` fact is checked against.)
+#[cfg(test)]
 pub fn has_session_statement(sql: &str, toks: &[Token]) -> bool {
     toks.first().is_some_and(|t| starts_statement(sql, t))
         || toks.windows(2).any(|w| w[0].kind == Kind::Semicolon && starts_statement(sql, &w[1]))
