@@ -203,6 +203,8 @@ pub struct Rules {
     read_only_functions: Vec<QName>,
     write_functions: Vec<QName>,
     rules: Vec<Rule>,
+    /// Some rule matches statement text (`pattern`).
+    reads_text: bool,
     /// The node groups by bit (`Config::groups`), for hints that name one.
     groups: Vec<String>,
 }
@@ -243,6 +245,7 @@ impl Rules {
                     scope: rule.causal_scope,
                 })
                 .collect(),
+            reads_text: r.rules.iter().any(|rule| rule.pattern.is_some()),
             groups: groups.to_vec(),
         }
     }
@@ -251,6 +254,12 @@ impl Rules {
     /// then the rules. The session and `pgroute explain` both place reads through here.
     /// A hint's `group=` (with `route=replica` or no route) sends the read to that group,
     /// with the hint's `fallback=` (default `error`); a group no node is in has no replica.
+    /// Whether `route_read` looks at the statement's text (a rule has a `pattern`);
+    /// otherwise any text, even none, places a read the same.
+    pub fn reads_text(&self) -> bool {
+        self.reads_text
+    }
+
     pub fn route_read(&self, class: &Class, sql: &str, hint: &Hint, ctx: &Context) -> ReadRoute {
         let grouped = hint.group().filter(|_| hint.route != Some(Target::Primary));
         let route = if grouped.is_some() { Some(Target::Replica) } else { hint.route };

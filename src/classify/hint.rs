@@ -84,13 +84,18 @@ fn key(k: &str) -> String {
 }
 
 /// Finds a `pgroute:` hint; unknown keys are ignored with a debug log.
-pub fn hint(sql: &str) -> Hint {
-    let mut out = Hint::default();
-    // Every statement is searched: a prebuilt finder, not `str::contains` (which sets up
-    // a searcher per call).
+/// Whether text may hold a hint: its bytes, in any client encoding (the mark is ASCII, and
+/// ASCII characters come only from ASCII bytes), name the mark. Every statement is searched:
+/// a prebuilt finder, not `str::contains` (which sets up a searcher per call).
+pub fn may_hint(bytes: &[u8]) -> bool {
     static MARK: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
         std::sync::LazyLock::new(|| memchr::memmem::Finder::new("pgroute:"));
-    if MARK.find(sql.as_bytes()).is_none() {
+    MARK.find(bytes).is_some()
+}
+
+pub fn hint(sql: &str) -> Hint {
+    let mut out = Hint::default();
+    if !may_hint(sql.as_bytes()) {
         return out;
     }
     let lead = sql.trim_start();

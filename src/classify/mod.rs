@@ -35,7 +35,7 @@ mod tests;
 use std::sync::Arc;
 
 pub use cache::{Cache, Exact};
-pub use hint::{hint, parse_token, route_hint, After, Hint};
+pub use hint::{hint, may_hint, parse_token, route_hint, After, Hint};
 pub use lexer::Dialect;
 pub use refs::QName;
 pub use session::SettingChange;

@@ -15,7 +15,7 @@ use super::unit::SplitParse;
 use super::{End, Session};
 use crate::backend::{Checked, ClientPool};
 use crate::catalog::FunctionCatalog;
-use crate::classify::{hint, Class, Classifier, Dialect, Exact, QName, TxOp};
+use crate::classify::{hint, may_hint, Class, Classifier, Dialect, Exact, QName, TxOp};
 use crate::config::{PoolMode, Role};
 use crate::frontend::encoding::Encoding;
 use crate::frontend::prepared::{split_bind, split_parse, split_target, statement_hash};
@@ -488,8 +488,13 @@ impl Session {
         let class = if class.is_write() { class } else { self.check_volatility(class).await };
         self.unit.forced_write = class.writes_data && !scanned_writes;
         let snapshot = self.shared.topology.snapshot();
-        let decoded = self.who.encoding.decode(&scan.text).unwrap_or_default();
-        let text = decoded.as_ref();
+        // The text is decoded only when something reads it: a hint, a rule's pattern, a
+        // rule's statement_timeout (`admit`).
+        let rules = self.shared.rules();
+        let encoding = self.who.encoding;
+        let decode = || encoding.decode(&scan.text).unwrap_or_default();
+        let mut decoded = (rules.reads_text() || may_hint(&scan.text)).then(decode);
+        let text = decoded.as_deref().unwrap_or_default();
         let hint = hint(text);
         let after = hint.after.or_else(|| super::commit_lsn::setting_token(&self.settings));
         let now = Instant::now();
@@ -498,7 +503,7 @@ impl Session {
             user: &self.who.user,
             database: &self.who.database,
         };
-        let read = self.shared.rules().route_read(&class, text, &hint, &ctx);
+        let read = rules.route_read(&class, text, &hint, &ctx);
         let scope = read.scope.unwrap_or(self.config.routing.causal_scope);
         // Tagged keys: a write records them when it commits; a read must see their commits.
         let facts = ReadFacts::new(self, now, scope, (!class.writes_data).then_some(hint.keys.as_slice()), after);
@@ -525,7 +530,10 @@ impl Session {
         let loads = if snapshot.least_connections { self.shared.topology.loads() } else { Vec::new() };
         let pick = Pick { ticket, loads: snapshot.least_connections.then_some(loads.as_slice()) };
         let (decision, snapshot) = self.decide(&class, &read, view, snapshot, pick, facts, need).await?;
-        self.admit(&read, &class, executes, text).await?;
+        if decoded.is_none() && read.statement_timeout().is_some() {
+            decoded = Some(decode());
+        }
+        self.admit(&read, &class, executes, decoded.as_deref().unwrap_or_default()).await?;
         Ok((decision, class, snapshot))
     }
 
