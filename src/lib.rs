@@ -45,6 +45,7 @@ pub mod frontend;
 pub mod health;
 pub mod limits;
 pub mod metrics;
+pub mod prehashed;
 pub mod protocol;
 pub mod router;
 pub mod rules;

@@ -2,7 +2,6 @@
 //! server reported (parameters, key data) and what pgroute has put on it (prepared
 //! statements, session settings).
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
@@ -11,6 +10,7 @@ use tokio::net::TcpStream;
 
 use crate::auth::{md5, scram};
 use crate::backend::keyring::Secret;
+use crate::prehashed::PreHashedSet;
 use crate::protocol::{self, error_fields, read_frame, sqlstate, tag, BodyReader, Frame, PgError};
 use crate::tls::ServerStream;
 use crate::topology::NodeAddr;
@@ -29,11 +29,11 @@ pub struct ServerConn {
     /// ParameterStatus values as last reported by the server.
     pub params: Vec<(String, String)>,
     /// Hashes of the named statements pgroute has prepared on this connection.
-    pub prepared: HashSet<u64>,
+    pub prepared: PreHashedSet,
     /// Hashes whose server statement may be here though `prepared` no longer counts it
     /// (an error skipped the Close that would have dropped it, or a Parse that did not
     /// fail as expected): dropped with the rest before a read of pg_prepared_statements.
-    pub stray: HashSet<u64>,
+    pub stray: PreHashedSet,
     /// Hash of the unnamed statement last parsed here, if known.
     pub unnamed: Option<u64>,
     /// Fingerprint of the client session settings applied here (0: as opened).
@@ -89,8 +89,8 @@ impl ServerConn {
             pid: 0,
             secret: 0,
             params: Vec::new(),
-            prepared: HashSet::new(),
-            stray: HashSet::new(),
+            prepared: PreHashedSet::default(),
+            stray: PreHashedSet::default(),
             unnamed: None,
             settings_hash: 0,
             opened_with: 0,

@@ -3,13 +3,13 @@
 //! (parameterised: drivers, ORMs), which skips decoding, lexing and normalising when the
 //! same Parse comes again.
 
-use std::hash::BuildHasherDefault;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use dashmap::DashMap;
 
 use super::Class;
+use crate::prehashed::BuildPreHashed;
 
 /// Statement texts longer than this (normalised, in bytes) are classified every time,
 /// never kept: the cache's memory stays bounded however large the texts clients send.
@@ -23,7 +23,7 @@ pub struct Cache {
     /// encoding with the default dialect) whose text has no literal: the same bytes always
     /// normalise to the same key, so to the same class. Keyed by the caller's keyed hash of
     /// the bytes (`Exact::hash`), which the entry's bytes are checked against.
-    front: DashMap<u64, FrontEntry, BuildHasherDefault<KeyedHash>>,
+    front: DashMap<u64, FrontEntry, BuildPreHashed>,
     capacity: usize,
     /// Bytes of the keys held (their classes hold at most as much again in names)...
     bytes: AtomicUsize,
@@ -47,27 +47,6 @@ struct FrontEntry {
     bytes: Box<[u8]>,
     reading: usize,
     class: Arc<Class>,
-}
-
-/// The front's keys are keyed hashes already: used as they are.
-#[derive(Default)]
-struct KeyedHash(u64);
-
-impl std::hash::Hasher for KeyedHash {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Only u64 keys are hashed here; fold anything else in rather than lose it.
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
 }
 
 impl Cache {
