@@ -62,9 +62,8 @@ impl Client {
         self.queue.is_empty() && self.rbuf.is_empty()
     }
 
-    /// Splits complete messages off the read buffer into the queue; a malformed or
-    /// oversized one is the session's end.
-    /// The complete messages come off the buffer in one piece, each a slice of it.
+    /// Splits complete messages off the read buffer into the queue, in one piece with
+    /// each message a slice of it; a malformed or oversized one is the session's end.
     pub fn split(&mut self, max: usize) -> Result<(), PgError> {
         let mut ends = [0usize; 32];
         loop {

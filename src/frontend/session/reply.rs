@@ -4,14 +4,14 @@
 
 use std::sync::Arc;
 
+use bytes::Buf;
+
 use super::ledger::Committed;
 use super::state::TxStatus;
 use super::{End, Expect, Own, Session};
 use crate::backend::MAX_SERVER_MESSAGE;
 use crate::frontend::encoding::Encoding;
 use crate::frontend::prepared::{self, Prepared};
-use bytes::Buf;
-
 use crate::protocol::{self, tag, BodyReader, Frame, FrameRef, Peek};
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
